@@ -1,0 +1,20 @@
+//! jkmon: reads JK (Jikong) battery-management systems and shows what they report.
+//!
+//! Data flows one way — bytes → frames → snapshot → store → views:
+//!
+//! - [`protocol`]: pure decoding: assembler, commands, frame layouts, variants (no I/O).
+//! - [`battery`]: the snapshot of one battery and the pluggable SOC estimators.
+//! - [`transport`]: the thin seam to a BMS (a byte-chunk link); the simulated BMS lives here.
+//! - [`poller`]: talks to one BMS over a link: handshake, waiting for frames.
+//! - [`report`]: JSON and text views of decoded values.
+//! - [`config`]: the one typed configuration, read from the environment and `.env`.
+//! - [`cli`]: the command line and its subcommands.
+#![forbid(unsafe_code)]
+
+pub mod battery;
+pub mod cli;
+pub mod config;
+pub mod poller;
+pub mod protocol;
+pub mod report;
+pub mod transport;

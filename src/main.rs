@@ -1,0 +1,27 @@
+//! The `jkmon` binary: load `.env`, parse the command line, start logging, dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // .env first, so that its values feed both clap's `env` options and the typed config.
+    // A missing .env is normal; a malformed one is an error that names the line.
+    match dotenvy::dotenv() {
+        Ok(_) => {}
+        Err(e) if e.not_found() => {}
+        Err(e) => {
+            eprintln!("error: could not read .env: {e} (each line must look like NAME=value)");
+            return ExitCode::from(2);
+        }
+    }
+    let cli = jkmon::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    jkmon::cli::run(cli)
+}
