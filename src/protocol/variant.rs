@@ -70,12 +70,21 @@ impl FromStr for VariantChoice {
     }
 }
 
+/// Start of the fields only JK02_32S firmware fills (see [`detect_from_cell_info`]).
+const EXTENDED_FROM: usize = 184;
+/// Non-zero bytes in `184..299` from which a zero-cell frame counts as JK02_32S.
+const EXTENDED_32S_MIN_FILLED: usize = 24;
+
 /// Rule 1 of §1.9, on a whole 300-byte cell-info frame.
 ///
 /// - JK04 stores cell 1 as an f32 in volts at byte 6; on JK02 the same 4 bytes are two u16 mV
 ///   values, which read as a float of about 1e-31.
 /// - Otherwise the pack voltage sits at 150 (32S) or 118 (24S): whichever is closer to the sum of
 ///   the cell voltages wins.
+/// - When every cell reads 0 V (lab boards) that says nothing, and the extended fields decide:
+///   JK02_32S firmware fills bytes 184..299 (runtime, temperatures, RTC, charge status), JK02_24S
+///   leaves them nearly empty. On every cell-info frame of the corpus, 24S has at most 19
+///   non-zero bytes there and 32S at least 28; the threshold sits between.
 pub fn detect_from_cell_info(frame: &[u8]) -> Option<Variant> {
     if frame.len() < 300 {
         return None;
@@ -86,7 +95,15 @@ pub fn detect_from_cell_info(frame: &[u8]) -> Option<Variant> {
     }
     let sum32: i64 = (0..32).map(|i| i64::from(read_u16(frame, 6 + 2 * i))).sum();
     if sum32 == 0 {
-        return None;
+        let filled = frame[EXTENDED_FROM..299]
+            .iter()
+            .filter(|b| **b != 0)
+            .count();
+        return Some(if filled >= EXTENDED_32S_MIN_FILLED {
+            Variant::Jk02_32s
+        } else {
+            Variant::Jk02_24s
+        });
     }
     let sum24: i64 = (0..24).map(|i| i64::from(read_u16(frame, 6 + 2 * i))).sum();
     let gap32 = (i64::from(read_u32(frame, 150)) - sum32).abs();
@@ -173,10 +190,12 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_of_zero_cells_is_undecidable() {
+    fn a_frame_of_zero_cells_falls_back_to_the_extended_fields() {
         let mut frame = [0u8; 300];
         frame[..4].copy_from_slice(&[0x55, 0xAA, 0xEB, 0x90]);
-        assert_eq!(detect_from_cell_info(&frame), None);
+        assert_eq!(detect_from_cell_info(&frame), Some(Variant::Jk02_24s));
+        frame[190..230].fill(0x11);
+        assert_eq!(detect_from_cell_info(&frame), Some(Variant::Jk02_32s));
         assert_eq!(detect_from_cell_info(&frame[..100]), None);
     }
 }

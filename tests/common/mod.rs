@@ -1,0 +1,39 @@
+//! Helpers shared by the end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The corpus of real captures, read from `../shared/jk-frames.json` (never copied into the
+/// repository). `JKMON_CORPUS` overrides the path. Absent corpus: a loud skip on a developer's
+/// machine, a failure in CI (where `shared/` is always beside the checkout).
+pub fn corpus() -> Option<Vec<serde_json::Value>> {
+    let path = std::env::var_os("JKMON_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/jk-frames.json")
+        });
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Some(serde_json::from_str(&text).expect("jk-frames.json is valid JSON")),
+        Err(e) => {
+            let msg = format!(
+                "SKIPPED: the frame corpus is not at {} ({e}); these corpus checks did not run",
+                path.display()
+            );
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{msg} — in CI the corpus must be there");
+            }
+            eprintln!("\n*** {msg} ***\n");
+            None
+        }
+    }
+}
+
+pub fn hex_bytes(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("corpus hex"))
+        .collect()
+}
+
+pub fn field<'a>(entry: &'a serde_json::Value, key: &str) -> &'a str {
+    entry[key].as_str().unwrap_or("")
+}
