@@ -1,0 +1,334 @@
+//! The real `jkmon` binary: `decode` and `read`, their output, their errors and exit codes.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use jkmon::protocol::cell_info::{encode_jk02, JK02_32S};
+use jkmon::protocol::hex;
+use jkmon::transport::sim::{Rng, SimBattery, SimConfig};
+use serde_json::Value;
+
+fn jkmon(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
+    let dir = std::env::temp_dir().join(format!("jkmon-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jkmon"));
+    cmd.args(args)
+        .current_dir(&dir) // no stray .env from the developer's checkout
+        .env_remove("JK_BMS_TRANSPORT")
+        .env_remove("JK_BMS_VARIANT")
+        .env_remove("JKMON_JSON")
+        .envs(env.iter().copied())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("jkmon runs");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn sim_frame(cells: u8) -> ([u8; 300], jkmon::protocol::CellInfo) {
+    let mut rng = Rng::new(5);
+    let mut b = SimBattery::new(
+        &SimConfig {
+            cells,
+            ..SimConfig::default()
+        },
+        &mut rng,
+    );
+    b.step(100.0, &mut rng);
+    let info = b.cell_info(9);
+    (encode_jk02(&info, &JK02_32S), info)
+}
+
+#[test]
+fn decode_prints_one_json_object_per_frame_with_the_interface_names() {
+    let (frame, info) = sim_frame(13);
+    let arg = hex(&frame).replace(' ', "");
+    let out = jkmon(&["decode", "--json", &arg], &[], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    let j = &lines[0];
+    assert_eq!(j["frame_type"], "cell_info");
+    assert_eq!(j["variant"], "jk02_32s");
+    assert_eq!(j["cell_count"], 13);
+    assert_eq!(j["cell_voltages_v"].as_array().unwrap().len(), 13);
+    assert_eq!(
+        j["total_voltage_v"],
+        f64::from(info.total_voltage_mv) / 1000.0
+    );
+    assert_eq!(j["current_a"], f64::from(info.current_ma.unwrap()) / 1000.0);
+    let stats = info.stats().unwrap();
+    assert_eq!(j["cell_min_index"], stats.min_index);
+    assert_eq!(j["cell_max_index"], stats.max_index);
+    for key in [
+        "cell_resistances_ohm",
+        "cell_min_v",
+        "cell_max_v",
+        "cell_avg_v",
+        "cell_delta_v",
+        "power_w",
+        "soc_pct",
+        "remaining_capacity_ah",
+        "nominal_capacity_ah",
+        "cycle_count",
+        "cycle_capacity_ah",
+        "soh_pct",
+        "temperatures_c",
+        "balance_current_a",
+        "balancing",
+        "charging_enabled",
+        "discharging_enabled",
+        "heating",
+        "alarms",
+        "uptime_s",
+    ] {
+        assert!(j.get(key).is_some(), "missing {key} in {j}");
+    }
+    assert!(j["temperatures_c"]["mos"].is_number());
+}
+
+#[test]
+fn decode_reads_a_noisy_fragmented_stream_from_stdin() {
+    let (a, _) = sim_frame(8);
+    let (b, _) = sim_frame(16);
+    // notification pieces, one per line, with AT noise and junk, as a user would paste a log
+    let mut input = String::from("41 54 0d 0a\n");
+    for chunk in a.chunks(20) {
+        input.push_str(&hex(chunk));
+        input.push('\n');
+    }
+    input.push_str("30 f8 30 f8 0d 0a\n");
+    for chunk in b.chunks(128) {
+        input.push_str(&format!("0x{}\n", hex(chunk).replace(' ', "")));
+    }
+    let out = jkmon(&["decode", "--json", "-"], &[], Some(input.as_bytes()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let counts: Vec<u64> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["cell_count"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(counts, vec![8, 16]);
+    assert!(
+        text(&out.stderr).contains("skipped 6 bytes"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_corrupt_frame_names_the_problem_and_fails() {
+    let (mut frame, _) = sim_frame(4);
+    frame[299] = frame[299].wrapping_add(1);
+    let computed = frame[299].wrapping_sub(1);
+    let out = jkmon(&["decode", &hex(&frame)], &[], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "bad checksum: byte 299 is {:#04x}, computed {:#04x}",
+            frame[299], computed
+        )),
+        "{err}"
+    );
+    assert!(err.contains("frame at byte 0"), "{err}");
+}
+
+#[test]
+fn good_frames_still_print_when_a_bad_one_is_among_them() {
+    let (good, _) = sim_frame(5);
+    let mut bad = good;
+    bad[50] ^= 0x10;
+    let input = format!("{} {}", hex(&bad), hex(&good));
+    let out = jkmon(&["decode", "--json", &input], &[], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        1,
+        "the good frame is printed"
+    );
+    assert!(text(&out.stderr).contains("bad checksum"));
+}
+
+#[test]
+fn bad_hex_and_empty_input_get_clear_errors() {
+    let out = jkmon(&["decode", "55aa", "zz"], &[], None);
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("\"zz\"") && err.contains("pairs of hex digits"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    let out = jkmon(&["decode", "-"], &[], Some(b"  \n"));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("no hex bytes given"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = jkmon(&["decode", "01 02 03 04"], &[], None);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("no JK frame found in 4 bytes"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = jkmon(&["decode", "--variant", "jk05", "00"], &[], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("jk05"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn decode_reads_corpus_frames_readably() {
+    let Some(corpus) = common::corpus() else {
+        return;
+    };
+    // a device-info frame and a cell-info frame in one call; the text shows the decoded values
+    let dev = corpus.iter().find(|e| e["id"] == 9).unwrap();
+    let cell = corpus.iter().find(|e| e["id"] == 10).unwrap();
+    let input = format!(
+        "{}\n{}",
+        common::field(dev, "hex"),
+        common::field(cell, "hex")
+    );
+    let out = jkmon(&["decode"], &[], Some(input.as_bytes()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("JK-PB2A16S20P") && s.contains("19.27"), "{s}");
+    assert!(
+        s.contains("54.028 V") && s.contains("-0.727 A (discharging)"),
+        "{s}"
+    );
+    assert!(!s.to_lowercase().contains("passcode"), "{s}");
+}
+
+#[test]
+fn read_from_the_simulated_bms() {
+    let env = [
+        ("JK_BMS_TRANSPORT", "sim"),
+        ("JK_SIM_CELLS", "8"),
+        ("JK_SIM_INTERVAL_MS", "50"),
+    ];
+    let out = jkmon(&["read", "--timeout", "10"], &env, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("jkmon-sim") && s.contains("cells      8"), "{s}");
+    assert!(
+        s.contains("SOC ") && s.contains("(from curve; BMS says"),
+        "{s}"
+    );
+
+    let out = jkmon(
+        &["read", "--json", "--hex"],
+        &[
+            ("SOC_SOURCE", "bms"),
+            ("JK_SIM_CELLS", "8"),
+            ("JK_BMS_TRANSPORT", "sim"),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let (hex_lines, json_lines): (Vec<&str>, Vec<&str>) =
+        stdout.lines().partition(|l| !l.starts_with('{'));
+    assert!(
+        hex_lines.len() >= 3
+            && hex_lines
+                .iter()
+                .all(|l| l.len() == 600 && l.starts_with("55aaeb90")),
+        "{hex_lines:?}"
+    );
+    let json: Vec<Value> = json_lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = json
+        .iter()
+        .map(|j| j["frame_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["device_info", "settings", "cell_info"]);
+    let snap = &json[2];
+    assert_eq!(snap["cell_count"], 8);
+    assert_eq!(snap["soc_source"], "bms");
+    assert_eq!(snap["soc_effective_pct"].as_f64(), snap["soc_pct"].as_f64());
+    assert!(!stdout.contains("passcode"));
+}
+
+#[test]
+fn configuration_errors_name_the_variable() {
+    let out = jkmon(
+        &["read"],
+        &[("JK_BMS_TRANSPORT", "sim"), ("JK_SIM_CELLS", "40")],
+        None,
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("JK_SIM_CELLS=\"40\" is not valid: must be between 4 and 24"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = jkmon(
+        &["read"],
+        &[("JK_BMS_TRANSPORT", "sim"), ("SOC_CURVE", "3.3:50,2.5:0")],
+        None,
+    );
+    assert!(
+        text(&out.stderr).contains("SOC_CURVE=") && text(&out.stderr).contains("must increase"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = jkmon(&["read"], &[("JK_BMS_TRANSPORT", "ble")], None);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("JK_BMS_TRANSPORT=sim"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_malformed_env_file_is_reported_with_its_line() {
+    let dir = std::env::temp_dir().join(format!("jkmon-envfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(".env"),
+        "JK_BMS_TRANSPORT=sim\nthis line is not an assignment\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_jkmon"))
+        .args(["read"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("could not read .env") && err.contains("NAME=value"),
+        "{err}"
+    );
+}
