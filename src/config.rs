@@ -65,14 +65,14 @@ impl Config {
                 problem,
             })
         }
-        fn number<T: FromStr>(
+        fn number<T>(
             var: &'static str,
             v: &str,
             range: std::ops::RangeInclusive<T>,
             example: &str,
         ) -> Result<T, ConfigError>
         where
-            T: PartialOrd + std::fmt::Display + Copy,
+            T: FromStr + PartialOrd + std::fmt::Display + Copy,
         {
             let invalid = |problem: String| ConfigError::Invalid {
                 var,

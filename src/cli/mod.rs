@@ -10,6 +10,9 @@ use clap::{Parser, Subcommand};
 
 use crate::protocol::VariantChoice;
 
+/// Environment variables the command-line options read (besides [`crate::config::VARIABLES`]).
+pub const VARIABLES: &[&str] = &["JKMON_JSON", "JKMON_HEX", "JK_READ_TIMEOUT_SEC", "RUST_LOG"];
+
 #[derive(Debug, Parser)]
 #[command(
     name = "jkmon",

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole jkmon test suite, on a fresh Debian/Ubuntu machine with Rust installed:
+# installs the system packages the tests need (when missing), then runs formatting, lint and
+# every test (unit, corpus, never-panic, CLI, benchmarks in test mode).
+# The frame corpus is read from ../shared/jk-frames.json (JKMON_CORPUS overrides); in CI
+# (CI=true) a missing corpus or program fails the run instead of being skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the tests use. The protocol, CLI and simulator tests need none beyond Rust;
+# later parts (fake BlueZ, browser, MQTT, serial ptys) add theirs here.
+PACKAGES=()
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo test --all-targets"
+cargo test --all-targets
