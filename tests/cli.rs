@@ -13,9 +13,20 @@ use serde_json::Value;
 fn jkmon(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
     let dir = std::env::temp_dir().join(format!("jkmon-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // an empty directory: no stray .env from the developer's checkout
+    jkmon_in(&dir, args, env, stdin)
+}
+
+/// Runs the binary in `dir` (where it looks for `.env`) with jkmon's own variables cleared.
+fn jkmon_in(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&[u8]>,
+) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_jkmon"));
     cmd.args(args)
-        .current_dir(&dir) // no stray .env from the developer's checkout
+        .current_dir(dir)
         .env_remove("JK_BMS_TRANSPORT")
         .env_remove("JK_BMS_VARIANT")
         .env_remove("JKMON_JSON")
@@ -320,11 +331,7 @@ fn a_malformed_env_file_is_reported_with_its_line() {
         "JK_BMS_TRANSPORT=sim\nthis line is not an assignment\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_jkmon"))
-        .args(["read"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
+    let out = jkmon_in(&dir, &["read"], &[], None);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(

@@ -8,7 +8,7 @@
 use super::alarms::{AlarmTable, Alarms};
 use super::variant::{detect_from_cell_info, Variant};
 use super::{
-    check_frame, read_f32, read_i16, read_i32, read_u16, read_u32, read_u8, seal_frame, write_u16,
+    expect_frame, read_f32, read_i16, read_i32, read_u16, read_u32, read_u8, seal_frame, write_u16,
     write_u32, DecodeError, FrameType, FRAME_LEN,
 };
 
@@ -293,15 +293,7 @@ impl CellInfo {
 /// Decodes a cell-info frame (at least 300 bytes; envelope and checksum are checked here too).
 /// With `variant = None` the layout is detected from the frame.
 pub fn decode(frame: &[u8], variant: Option<Variant>) -> Result<CellInfo, DecodeError> {
-    match check_frame(frame)? {
-        FrameType::CellInfo => {}
-        other => {
-            return Err(DecodeError::BadHeader {
-                expected: "a cell-info frame (type 0x02)",
-                got: format!("type {:#04x}", other.byte()),
-            })
-        }
-    }
+    expect_frame(frame, FrameType::CellInfo, "a cell-info frame (type 0x02)")?;
     let variant = match variant {
         Some(v) => v,
         None => detect_from_cell_info(frame)
@@ -352,10 +344,10 @@ fn decode_jk02(f: &[u8], l: &Jk02Layout) -> CellInfo {
     let sensor_mask = read_u8(f, l.sensor_mask);
     let temp = |at: usize, bit: u8| -> Option<i16> {
         let raw = read_i16(f, at);
-        let extended = at >= 254; // T3-T5 exist only on JK-PB / firmware 14+
         let present = sensor_mask & (1 << bit) != 0 && raw != TEMP_ABSENT_DC;
-        // Older 11.x boards keep the mask bits set but leave 256/258 at exactly 0 (§6).
-        (present && !(extended && raw == 0 && at != 254)).then_some(raw)
+        // Older 11.x boards keep the mask bits set but leave T4/T5 (256/258) at exactly 0 (§6).
+        let unfitted = matches!(at, 256 | 258) && raw == 0;
+        (present && !unfitted).then_some(raw)
     };
     let mut sensors_dc = [None; 5];
     for &(at, bit) in l.sensors {

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::{check_frame, read_str, read_u32, seal_frame, write_str, write_u32};
+use super::{expect_frame, read_str, read_u32, seal_frame, write_str, write_u32};
 use super::{DecodeError, FrameType, FRAME_LEN};
 
 /// Offsets of the device-info fields (§2.5). Strings are NUL-padded ASCII of the given length.
@@ -83,15 +83,11 @@ fn field(f: &[u8], (at, len): (usize, usize)) -> String {
 
 /// Decodes a device-info frame (at least 300 bytes).
 pub fn decode(frame: &[u8]) -> Result<DeviceInfo, DecodeError> {
-    match check_frame(frame)? {
-        FrameType::DeviceInfo => {}
-        other => {
-            return Err(DecodeError::BadHeader {
-                expected: "a device-info frame (type 0x03)",
-                got: format!("type {:#04x}", other.byte()),
-            })
-        }
-    }
+    expect_frame(
+        frame,
+        FrameType::DeviceInfo,
+        "a device-info frame (type 0x03)",
+    )?;
     use layout::*;
     Ok(DeviceInfo {
         model: field(frame, MODEL),

@@ -1,7 +1,7 @@
 //! Logbook frames (type 0x05, the answer to command 0xA1 on JK02_32S; §2.8): the BMS's event
 //! history, 50 entries of (u32 seconds, u8 event code).
 
-use super::{check_frame, read_u32, read_u8, DecodeError, FrameType};
+use super::{expect_frame, read_u32, read_u8, DecodeError, FrameType};
 
 pub const LOG_COUNT: usize = 6;
 pub const ENTRIES: usize = 11;
@@ -37,12 +37,7 @@ pub struct Logbook {
 }
 
 pub fn decode(frame: &[u8]) -> Result<Logbook, DecodeError> {
-    if check_frame(frame)? != FrameType::Logbook {
-        return Err(DecodeError::BadHeader {
-            expected: "a logbook frame (type 0x05)",
-            got: format!("type {:#04x}", frame[4]),
-        });
-    }
+    expect_frame(frame, FrameType::Logbook, "a logbook frame (type 0x05)")?;
     let log_count = read_u32(frame, LOG_COUNT);
     let n = (log_count as usize).min(ENTRY_SLOTS);
     let entries = (0..n)

@@ -101,6 +101,22 @@ pub fn check_frame(bytes: &[u8]) -> Result<FrameType, DecodeError> {
     FrameType::from_byte(bytes[4]).ok_or(DecodeError::UnknownFrameType(bytes[4]))
 }
 
+/// Checks the envelope like [`check_frame`] and that the frame is of the `wanted` type.
+pub fn expect_frame(
+    bytes: &[u8],
+    wanted: FrameType,
+    what: &'static str,
+) -> Result<(), DecodeError> {
+    let kind = check_frame(bytes)?;
+    if kind != wanted {
+        return Err(DecodeError::BadHeader {
+            expected: what,
+            got: format!("type {:#04x}", kind.byte()),
+        });
+    }
+    Ok(())
+}
+
 /// Writes header, type, counter and checksum into a 300-byte frame body (used by the simulator
 /// and the tests to build frames).
 pub fn seal_frame(frame: &mut [u8; FRAME_LEN], kind: FrameType, counter: u8) {

@@ -3,7 +3,7 @@
 
 use super::variant::Variant;
 use super::{
-    check_frame, read_f32, read_i32, read_u16, read_u32, read_u8, seal_frame, write_u32,
+    expect_frame, read_f32, read_i32, read_u16, read_u32, read_u8, seal_frame, write_u32,
     DecodeError, FrameType, FRAME_LEN,
 };
 
@@ -135,15 +135,7 @@ pub struct Settings {
 
 /// Decodes a settings frame with the given layout (the stream decoder chooses it).
 pub fn decode(frame: &[u8], variant: Variant) -> Result<Settings, DecodeError> {
-    match check_frame(frame)? {
-        FrameType::Settings => {}
-        other => {
-            return Err(DecodeError::BadHeader {
-                expected: "a settings frame (type 0x01)",
-                got: format!("type {:#04x}", other.byte()),
-            })
-        }
-    }
+    expect_frame(frame, FrameType::Settings, "a settings frame (type 0x01)")?;
     Ok(match variant {
         Variant::Jk04 => decode_jk04(frame),
         Variant::Jk02_24s | Variant::Jk02_32s | Variant::Serial4e57 => decode_jk02(frame, variant),
