@@ -5,7 +5,8 @@
 //! - [`protocol`]: pure decoding: assembler, commands, frame layouts, variants (no I/O).
 //! - [`battery`]: the snapshot of one battery and the pluggable SOC estimators.
 //! - [`transport`]: the thin seam to a BMS (a byte-chunk link); the simulated BMS lives here.
-//! - [`poller`]: talks to one BMS over a link: handshake, waiting for frames.
+//! - [`session`]: one BMS over its links: the handshake, the streaming state machine, backoff,
+//!   the watchdog.
 //! - [`report`]: JSON and text views of decoded values.
 //! - [`config`]: the one typed configuration, read from the environment and `.env`.
 //! - [`cli`]: the command line and its subcommands.
@@ -14,7 +15,7 @@
 pub mod battery;
 pub mod cli;
 pub mod config;
-pub mod poller;
 pub mod protocol;
 pub mod report;
+pub mod session;
 pub mod transport;

@@ -1,8 +1,10 @@
-//! The command line: `jkmon decode` and `jkmon read` so far. Every option can also come from an
+//! The command line: `decode`, `scan`, `read` and `watch`. Every option can also come from an
 //! environment variable (shown in `--help`), and `.env` is loaded before anything is read.
 
 pub mod decode;
 pub mod read;
+pub mod scan;
+pub mod watch;
 
 use std::process::ExitCode;
 
@@ -11,7 +13,13 @@ use clap::{Parser, Subcommand};
 use crate::protocol::VariantChoice;
 
 /// Environment variables the command-line options read (besides [`crate::config::VARIABLES`]).
-pub const VARIABLES: &[&str] = &["JKMON_JSON", "JKMON_HEX", "JK_READ_TIMEOUT_SEC", "RUST_LOG"];
+pub const VARIABLES: &[&str] = &[
+    "JKMON_JSON",
+    "JKMON_HEX",
+    "JK_READ_TIMEOUT_SEC",
+    "JK_SCAN_TIMEOUT_SEC",
+    "RUST_LOG",
+];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,8 +37,39 @@ pub enum Command {
     /// Decode JK frames given as hex: BLE notifications, RS485 bus traffic or 4E 57 serial
     /// responses, whole or in pieces, with noise between them.
     Decode(DecodeArgs),
+    /// Look for JK BMSs in Bluetooth range (by their advertised service and maker id, so renamed
+    /// ones are found too) and list name, address and signal strength.
+    Scan(ScanArgs),
     /// Connect to the configured BMS, wait for device info and one cell-info frame, print them.
     Read(ReadArgs),
+    /// Stream every configured BMS (JK_BMS_ADDRESS or the devices file) until stopped: one
+    /// session each, reconnecting on its own; exits non-zero when the watchdog trips.
+    Watch(WatchArgs),
+}
+
+impl Command {
+    /// Runs until stopped (and so logs more by default).
+    pub fn is_service(&self) -> bool {
+        matches!(self, Command::Watch(_))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// Seconds to scan.
+    #[arg(long, env = "JK_SCAN_TIMEOUT_SEC", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub timeout: u64,
+    /// Record what was found in the devices file (JK_DEVICES_FILE); your comments, names and
+    /// commented-out (disabled) devices are kept as they are.
+    #[arg(long)]
+    pub save: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// One JSON object per line: `{"event":"state",…}` and `{"event":"snapshot",…}`.
+    #[arg(long, env = "JKMON_JSON")]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +99,10 @@ pub struct ReadArgs {
     /// Frame layout: auto, jk02_24s, jk02_32s or jk04.
     #[arg(long, env = "JK_BMS_VARIANT", value_parser = parse_variant)]
     pub variant: Option<VariantChoice>,
+    /// The BMS to read (AA:BB:CC:DD:EE:FF); default: the first of JK_BMS_ADDRESS or of the
+    /// devices file.
+    #[arg(long)]
+    pub address: Option<String>,
 }
 
 fn parse_variant(s: &str) -> Result<VariantChoice, String> {
@@ -70,7 +113,9 @@ fn parse_variant(s: &str) -> Result<VariantChoice, String> {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Decode(args) => decode::run(args),
+        Command::Scan(args) => scan::run(args),
         Command::Read(args) => read::run(args),
+        Command::Watch(args) => watch::run(args),
     };
     match result {
         Ok(code) => code,
@@ -79,4 +124,39 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The async runtime of a command: one thread is plenty for a handful of BMSs and light on a
+/// Pi Zero.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")
+}
+
+/// Resolves on Ctrl-C or SIGTERM (systemd stop, docker stop).
+fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    Box::pin(async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    })
 }

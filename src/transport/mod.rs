@@ -1,15 +1,18 @@
 //! The thin seam between jkmon and a BMS: a [`Link`] carries commands to the BMS and the raw
 //! byte chunks it sends back, exactly as the medium delivers them (BLE notifications, serial
-//! reads). A transport knows nothing of frames; only the poller reconnects.
+//! reads). A transport knows nothing of frames; only the session ([`crate::session`]) reconnects.
+//! A [`Connector`] opens a new link each time the session asks.
 //!
 //! The simulated BMS ([`sim`]) is one more transport, so demo mode and tests run the same code
 //! as a real installation.
 
+pub mod ble;
 pub mod sim;
 
 use std::fmt;
 use std::str::FromStr;
 
+use futures_util::future::BoxFuture;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
@@ -59,8 +62,19 @@ impl FromStr for TransportKind {
 pub enum TransportError {
     #[error("the connection to the BMS is closed")]
     Disconnected,
-    #[error("the {0} transport is not available in this build of jkmon yet; use JK_BMS_TRANSPORT=sim to run against the simulated BMS")]
+    #[error("the {0} transport is not available in this build of jkmon yet; use JK_BMS_TRANSPORT=ble, or sim to run against the simulated BMS")]
     NotAvailable(TransportKind),
+    #[error(transparent)]
+    Ble(#[from] ble::BleError),
+}
+
+/// Opens links to one BMS; the session calls it again after every disconnect.
+pub trait Connector: Send + Sync {
+    /// Connects by `deadline` or fails with an error that says why (not found, refused, …).
+    fn connect(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> BoxFuture<'_, Result<Link, TransportError>>;
 }
 
 /// A connection to one BMS.
@@ -107,4 +121,65 @@ impl Link {
 pub struct Peer {
     pub commands: mpsc::Receiver<Vec<u8>>,
     pub chunks: mpsc::Sender<Vec<u8>>,
+}
+
+/// The connectors for every configured BMS, and what must be released on exit.
+pub struct Fleet {
+    pub connectors: Vec<std::sync::Arc<dyn Connector>>,
+    bluetooth: Option<std::sync::Arc<ble::Bluetooth>>,
+    addresses: Vec<ble::MacAddress>,
+}
+
+impl Fleet {
+    /// Disconnects every BMS BlueZ still holds, so the phone app can connect at once.
+    pub async fn release(&self) {
+        if let Some(bt) = &self.bluetooth {
+            for a in &self.addresses {
+                bt.release(*a).await;
+            }
+        }
+    }
+}
+
+/// Builds one connector per battery for the configured transport (one Bluetooth adapter shared
+/// by all). Fails early when Bluetooth itself is unusable.
+pub async fn connect_all(
+    config: &crate::config::Config,
+    batteries: &[crate::config::BatteryConfig],
+) -> Result<Fleet, TransportError> {
+    use std::sync::Arc;
+    match config.transport {
+        TransportKind::Sim => Ok(Fleet {
+            connectors: (0..batteries.len())
+                .map(|i| {
+                    let mut sim = config.sim.clone();
+                    sim.seed = sim.seed.wrapping_add(i as u64);
+                    Arc::new(sim::SimConnector(sim)) as Arc<dyn Connector>
+                })
+                .collect(),
+            bluetooth: None,
+            addresses: Vec::new(),
+        }),
+        TransportKind::Ble => {
+            let bt = ble::Bluetooth::open().await?;
+            let addresses: Vec<ble::MacAddress> =
+                batteries.iter().filter_map(|b| b.address).collect();
+            Ok(Fleet {
+                connectors: batteries
+                    .iter()
+                    .zip(&addresses)
+                    .map(|(b, a)| {
+                        Arc::new(ble::BleConnector {
+                            bluetooth: bt.clone(),
+                            name: b.name.clone(),
+                            address: *a,
+                        }) as Arc<dyn Connector>
+                    })
+                    .collect(),
+                bluetooth: Some(bt),
+                addresses,
+            })
+        }
+        other => Err(TransportError::NotAvailable(other)),
+    }
 }

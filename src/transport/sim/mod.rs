@@ -260,6 +260,18 @@ pub fn split(bytes: &[u8], pattern: Fragmentation, rng: &mut Rng) -> Vec<Vec<u8>
     }
 }
 
+/// Connects a fresh simulated BMS each time (the battery model restarts from its seed).
+pub struct SimConnector(pub SimConfig);
+
+impl super::Connector for SimConnector {
+    fn connect(
+        &self,
+        _deadline: Instant,
+    ) -> futures_util::future::BoxFuture<'_, Result<Link, super::TransportError>> {
+        Box::pin(async move { Ok(connect(self.0.clone())) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,17 +1,17 @@
-//! Talks to one BMS over a [`Link`]: the handshake (0x97 first, then 0x96, §1.8) and waiting for
-//! the frames that make a snapshot. Event-driven: it reacts to what arrives, bounded by a
-//! deadline, and never sleeps to "give the BMS time".
+//! The JK handshake over a [`Link`] (§1.8 of the reference): 0x97 first, then 0x96 once device
+//! info (or its ack) arrived, until the first complete cell-info frame. Event-driven: it reacts to
+//! what arrives, bounded by a deadline, and never sleeps to "give the BMS time". The only timer
+//! re-sends nothing but a late 0x96 for firmware that never answers 0x97.
 
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio::time::{timeout_at, Instant};
 
+use super::stream::{FrameStream, StreamEvent};
 use crate::battery::{Snapshot, SocEstimator};
-use crate::protocol::command::{self, CMD_ACK, CMD_CELL_INFO, CMD_DEVICE_INFO};
-use crate::protocol::{
-    Assembler, AssemblerConfig, Decoded, Item, StreamDecoder, Variant, VariantChoice,
-};
+use crate::protocol::command::{self, CMD_CELL_INFO, CMD_DEVICE_INFO};
+use crate::protocol::{CellInfo, Variant, VariantChoice};
 use crate::transport::{Link, TransportError};
 
 #[derive(Debug, Error)]
@@ -32,7 +32,7 @@ pub enum ReadError {
 #[derive(Debug, Clone)]
 pub struct Reading {
     pub snapshot: Snapshot,
-    /// The layout the device-info frame implies (for its JSON).
+    /// The layout the frames implied (for the JSON of device info).
     pub variant: Variant,
     /// Every checked frame as received, for `--hex` bug reports.
     pub raw_frames: Vec<Vec<u8>>,
@@ -40,28 +40,47 @@ pub struct Reading {
     pub rejected: u64,
 }
 
-/// Runs the handshake and waits for device info and one complete cell-info frame.
+/// Connects the pieces for `jkmon read`: the handshake, then one snapshot.
 pub async fn read_once(
     link: &mut Link,
     variant: VariantChoice,
     estimator: &dyn SocEstimator,
     timeout: Duration,
 ) -> Result<Reading, ReadError> {
-    let deadline = Instant::now() + timeout;
-    let mut assembler = Assembler::new(AssemblerConfig::ble());
-    let mut decoder = StreamDecoder::new(variant);
-    let mut device = None;
-    let mut settings = None;
-    let mut raw_frames = Vec::new();
-    let mut rejected = 0u64;
-    let mut sent_cell_request = false;
+    let mut stream = FrameStream::new(&link.name, variant);
+    stream.raw_frames = Some(Vec::new());
+    let cells = handshake(link, &mut stream, Instant::now() + timeout).await?;
+    let variant = stream.variant().unwrap_or(cells.variant);
+    Ok(Reading {
+        snapshot: Snapshot::new(
+            cells,
+            stream.device_info.clone(),
+            stream.settings.clone(),
+            estimator,
+        ),
+        variant,
+        raw_frames: stream.raw_frames.take().unwrap_or_default(),
+        rejected: stream.rejected,
+    })
+}
+
+/// Sends 0x97, then 0x96 once the BMS answered (or a third of the time is gone), and returns the
+/// first cell-info frame that arrives after device info. `stream` keeps going afterwards: the
+/// streaming session reads on from where the handshake stopped.
+pub async fn handshake(
+    link: &mut Link,
+    stream: &mut FrameStream,
+    deadline: Instant,
+) -> Result<CellInfo, ReadError> {
+    let started = Instant::now();
+    let total = deadline.saturating_duration_since(started);
     // Some firmware answers 0x97 slowly or not at all: ask for the stream anyway after a while.
-    let fallback = Instant::now() + timeout / 3;
+    let fallback = started + total / 3;
+    let mut sent_cell_request = false;
 
     tracing::debug!(bms = %link.name, "sending device-info request 0x97");
     link.send(&command::request(CMD_DEVICE_INFO)).await?;
     loop {
-        let progress = || describe_progress(device.is_some(), settings.is_some());
         let wake = if sent_cell_request {
             deadline
         } else {
@@ -72,14 +91,14 @@ pub async fn read_once(
             Ok(None) => {
                 return Err(ReadError::Disconnected {
                     name: link.name.clone(),
-                    progress: progress(),
+                    progress: describe_progress(stream),
                 })
             }
             Err(_) if Instant::now() >= deadline => {
                 return Err(ReadError::Timeout {
                     name: link.name.clone(),
-                    secs: timeout.as_secs(),
-                    progress: progress(),
+                    secs: total.as_secs_f64().round() as u64,
+                    progress: describe_progress(stream),
                 })
             }
             Err(_) => {
@@ -89,39 +108,13 @@ pub async fn read_once(
                 continue;
             }
         };
-        assembler.push(&chunk);
-        while let Some(item) = assembler.poll() {
-            if let Item::Frame { frame, .. } = &item {
-                raw_frames.push(frame.bytes.to_vec());
-            }
-            let decoded = match decoder.decode(&item) {
-                Ok(d) => d,
-                Err(e) => {
-                    rejected += 1;
-                    tracing::warn!(bms = %link.name, error = %e, "rejected a frame");
-                    continue;
-                }
-            };
-            let ask_for_cells = match decoded {
-                Decoded::DeviceInfo(info, _) => {
-                    device = Some(info);
-                    true
-                }
-                Decoded::Command(c) => c.command == CMD_ACK && device.is_some(),
-                Decoded::Settings(s) => {
-                    settings = Some(s);
-                    false
-                }
-                Decoded::CellInfo(cells) if device.is_some() => {
-                    let variant = decoder.variant().unwrap_or(cells.variant);
-                    return Ok(Reading {
-                        snapshot: Snapshot::new(cells, device, settings, estimator),
-                        variant,
-                        raw_frames,
-                        rejected,
-                    });
-                }
-                _ => false,
+        for event in stream.push(&chunk) {
+            let ask_for_cells = match event {
+                StreamEvent::DeviceInfo => true,
+                StreamEvent::Ack => stream.device_info.is_some(),
+                StreamEvent::Settings => false,
+                StreamEvent::Cells(cells) if stream.device_info.is_some() => return Ok(*cells),
+                StreamEvent::Cells(_) => false,
             };
             if ask_for_cells && !sent_cell_request {
                 tracing::debug!(bms = %link.name, "sending cell-info request 0x96");
@@ -132,8 +125,8 @@ pub async fn read_once(
     }
 }
 
-fn describe_progress(device: bool, settings: bool) -> String {
-    match (device, settings) {
+fn describe_progress(stream: &FrameStream) -> String {
+    match (stream.device_info.is_some(), stream.settings.is_some()) {
         (false, _) => "no device info received".into(),
         (true, false) => "device info received, no settings or cell info".into(),
         (true, true) => "device info and settings received, no cell info".into(),

@@ -1,0 +1,498 @@
+//! The one typed configuration, read once from the environment (after `.env` is loaded) and
+//! validated at start-up. A bad value names its variable, the value, and the expected form.
+
+pub mod devices_file;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::battery::soc::{SocSource, VoltageCurve};
+use crate::protocol::{Variant, VariantChoice};
+use crate::session::{ConnectMode, SessionConfig};
+use crate::transport::ble::MacAddress;
+use crate::transport::sim::{Fragmentation, SimConfig};
+use crate::transport::TransportKind;
+pub use devices_file::{DevicesFile, DevicesFileError};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{var}=\"{value}\" is not valid: {problem}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        problem: String,
+    },
+    #[error(transparent)]
+    DevicesFile(#[from] DevicesFileError),
+    #[error("no BMS is configured: set JK_BMS_ADDRESS=AA:BB:CC:DD:EE:FF (several separated by commas), or run `jkmon scan --save` to fill {0}")]
+    NoBms(String),
+}
+
+/// One BMS to read: its name in logs and views, and its Bluetooth address (`None` for the
+/// simulated BMS).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatteryConfig {
+    pub name: String,
+    pub address: Option<MacAddress>,
+}
+
+/// Every variable jkmon reads so far; `.env.example` documents each.
+pub const VARIABLES: &[&str] = &[
+    "JK_BMS_TRANSPORT",
+    "JK_BMS_ADDRESS",
+    "JK_BMS_NAMES",
+    "JK_DEVICES_FILE",
+    "JK_BMS_CONNECT_MODE",
+    "JK_BMS_POLL_INTERVAL",
+    "JK_BMS_STALE_SEC",
+    "JK_BMS_CONNECT_TIMEOUT_SEC",
+    "JK_BMS_RETRY_MIN_SEC",
+    "JK_BMS_RETRY_MAX_SEC",
+    "BMS_TIMEOUT_SEC",
+    "JK_BMS_VARIANT",
+    "SOC_SOURCE",
+    "SOC_CURVE",
+    "JK_SIM_CELLS",
+    "JK_SIM_CAPACITY_AH",
+    "JK_SIM_VARIANT",
+    "JK_SIM_SEED",
+    "JK_SIM_INTERVAL_MS",
+    "JK_SIM_PERIOD_SEC",
+    "JK_SIM_FRAGMENTATION",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub transport: TransportKind,
+    pub variant: VariantChoice,
+    pub soc_source: SocSource,
+    pub soc_curve: VoltageCurve,
+    pub sim: SimConfig,
+    /// `JK_BMS_ADDRESS`, in order (battery 1 first); empty = use the devices file.
+    pub addresses: Vec<MacAddress>,
+    /// `JK_BMS_NAMES`, one per address; empty = default names.
+    pub names: Vec<String>,
+    pub devices_file: PathBuf,
+    pub session: SessionConfig,
+    /// `BMS_TIMEOUT_SEC`: exit when no BMS delivered a valid frame for this long (`None`: never).
+    pub watchdog: Option<Duration>,
+}
+
+impl Config {
+    /// The BMSs to read, in order: `JK_BMS_ADDRESS` (with `JK_BMS_NAMES`) when set, else the
+    /// enabled devices of the devices file. The simulator needs no address: with none it plays
+    /// one BMS.
+    pub fn batteries(&self) -> Result<Vec<BatteryConfig>, ConfigError> {
+        let list: Vec<BatteryConfig> = if !self.addresses.is_empty() {
+            self.addresses
+                .iter()
+                .enumerate()
+                .map(|(i, a)| BatteryConfig {
+                    name: self
+                        .names
+                        .get(i)
+                        .cloned()
+                        .unwrap_or_else(|| format!("Battery {}", i + 1)),
+                    address: Some(*a),
+                })
+                .collect()
+        } else if self.transport == TransportKind::Sim {
+            Vec::new()
+        } else {
+            DevicesFile::load(&self.devices_file)?
+                .devices
+                .into_iter()
+                .map(|d| BatteryConfig {
+                    name: d.name.unwrap_or_else(|| d.address.to_string()),
+                    address: Some(d.address),
+                })
+                .collect()
+        };
+        if list.is_empty() {
+            if self.transport == TransportKind::Sim {
+                return Ok(vec![BatteryConfig {
+                    name: "Simulated BMS".into(),
+                    address: None,
+                }]);
+            }
+            return Err(ConfigError::NoBms(self.devices_file.display().to_string()));
+        }
+        Ok(list)
+    }
+}
+
+/// `JK_BMS_ADDRESS`: one or more addresses, comma-separated, no repeats.
+fn parse_addresses(value: &str) -> Result<Vec<MacAddress>, ConfigError> {
+    let invalid = |problem: String| ConfigError::Invalid {
+        var: "JK_BMS_ADDRESS",
+        value: value.to_string(),
+        problem,
+    };
+    let mut out: Vec<MacAddress> = Vec::new();
+    for part in value.split(',').map(str::trim) {
+        let a: MacAddress = part
+            .parse()
+            .map_err(|e| invalid(format!("{e}; list several separated by commas")))?;
+        if out.contains(&a) {
+            return Err(invalid(format!("{a} is listed twice")));
+        }
+        out.push(a);
+    }
+    Ok(out)
+}
+
+/// `JK_BMS_NAMES`: one distinct, non-empty name per address.
+fn parse_names(value: &str, addresses: usize) -> Result<Vec<String>, ConfigError> {
+    let invalid = |problem: String| ConfigError::Invalid {
+        var: "JK_BMS_NAMES",
+        value: value.to_string(),
+        problem,
+    };
+    let names: Vec<String> = value.split(',').map(|n| n.trim().to_string()).collect();
+    if names.len() != addresses {
+        return Err(invalid(format!(
+            "{} name(s) for {addresses} address(es) in JK_BMS_ADDRESS; give one name per address, in the same order, separated by commas",
+            names.len()
+        )));
+    }
+    for (i, n) in names.iter().enumerate() {
+        if n.is_empty() {
+            return Err(invalid(format!("name {} is empty", i + 1)));
+        }
+        if names[..i].contains(n) {
+            return Err(invalid(format!("\"{n}\" is used twice; names must differ")));
+        }
+    }
+    Ok(names)
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads through `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |var: &'static str| {
+            lookup(var)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        fn parse<T: FromStr<Err = String>>(var: &'static str, v: &str) -> Result<T, ConfigError> {
+            v.parse().map_err(|problem| ConfigError::Invalid {
+                var,
+                value: v.to_string(),
+                problem,
+            })
+        }
+        fn number<T>(
+            var: &'static str,
+            v: &str,
+            range: std::ops::RangeInclusive<T>,
+            example: &str,
+        ) -> Result<T, ConfigError>
+        where
+            T: FromStr + PartialOrd + std::fmt::Display + Copy,
+        {
+            let invalid = |problem: String| ConfigError::Invalid {
+                var,
+                value: v.to_string(),
+                problem,
+            };
+            let n: T = v
+                .parse()
+                .map_err(|_| invalid(format!("expected a whole number like {example}")))?;
+            if !range.contains(&n) {
+                return Err(invalid(format!(
+                    "must be between {} and {}",
+                    range.start(),
+                    range.end()
+                )));
+            }
+            Ok(n)
+        }
+
+        let mut sim = SimConfig::default();
+        if let Some(v) = get("JK_SIM_CELLS") {
+            sim.cells = number("JK_SIM_CELLS", &v, 4u8..=24, "16")?;
+        }
+        if let Some(v) = get("JK_SIM_CAPACITY_AH") {
+            sim.capacity_ah = number("JK_SIM_CAPACITY_AH", &v, 1u32..=10_000, "280")?;
+        }
+        if let Some(v) = get("JK_SIM_VARIANT") {
+            sim.variant = match parse::<VariantChoice>("JK_SIM_VARIANT", &v)? {
+                VariantChoice::Fixed(x @ (Variant::Jk02_24s | Variant::Jk02_32s)) => x,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: "JK_SIM_VARIANT",
+                        value: v,
+                        problem: "the simulator speaks jk02_32s or jk02_24s".into(),
+                    })
+                }
+            };
+        }
+        if let Some(v) = get("JK_SIM_SEED") {
+            sim.seed = number("JK_SIM_SEED", &v, 0u64..=u64::MAX, "42")?;
+        }
+        if let Some(v) = get("JK_SIM_INTERVAL_MS") {
+            sim.frame_interval =
+                Duration::from_millis(number("JK_SIM_INTERVAL_MS", &v, 10u64..=60_000, "500")?);
+        }
+        if let Some(v) = get("JK_SIM_PERIOD_SEC") {
+            sim.profile_period =
+                Duration::from_secs(number("JK_SIM_PERIOD_SEC", &v, 10u64..=604_800, "600")?);
+        }
+        if let Some(v) = get("JK_SIM_FRAGMENTATION") {
+            sim.fragmentation = parse::<Fragmentation>("JK_SIM_FRAGMENTATION", &v)?;
+        }
+        fn seconds(
+            var: &'static str,
+            v: &str,
+            range: std::ops::RangeInclusive<f64>,
+        ) -> Result<Duration, ConfigError> {
+            let invalid = |problem: String| ConfigError::Invalid {
+                var,
+                value: v.to_string(),
+                problem,
+            };
+            let n: f64 = v
+                .parse()
+                .map_err(|_| invalid("expected a number of seconds like 1 or 0.5".into()))?;
+            if !range.contains(&n) {
+                return Err(invalid(format!(
+                    "must be between {} and {} seconds",
+                    range.start(),
+                    range.end()
+                )));
+            }
+            Ok(Duration::from_secs_f64(n))
+        }
+
+        let addresses = get("JK_BMS_ADDRESS")
+            .map(|v| parse_addresses(&v))
+            .transpose()?
+            .unwrap_or_default();
+        let names = match get("JK_BMS_NAMES") {
+            Some(v) if addresses.is_empty() => {
+                return Err(ConfigError::Invalid {
+                    var: "JK_BMS_NAMES",
+                    value: v,
+                    problem: "names need addresses: set JK_BMS_ADDRESS too (the devices file carries its own names)".into(),
+                })
+            }
+            Some(v) => parse_names(&v, addresses.len())?,
+            None => Vec::new(),
+        };
+        let mut session = SessionConfig::default();
+        if let Some(v) = get("JK_BMS_CONNECT_MODE") {
+            session.mode = parse::<ConnectMode>("JK_BMS_CONNECT_MODE", &v)?;
+        }
+        if let Some(v) = get("JK_BMS_POLL_INTERVAL") {
+            session.poll_interval =
+                Duration::from_secs(number("JK_BMS_POLL_INTERVAL", &v, 1u64..=86_400, "30")?);
+        }
+        if let Some(v) = get("JK_BMS_STALE_SEC") {
+            session.stale =
+                Duration::from_secs(number("JK_BMS_STALE_SEC", &v, 1u64..=3_600, "30")?);
+        }
+        if let Some(v) = get("JK_BMS_CONNECT_TIMEOUT_SEC") {
+            session.connect_timeout =
+                Duration::from_secs(number("JK_BMS_CONNECT_TIMEOUT_SEC", &v, 1u64..=600, "20")?);
+        }
+        if let Some(v) = get("JK_BMS_RETRY_MIN_SEC") {
+            session.retry_min = seconds("JK_BMS_RETRY_MIN_SEC", &v, 0.05..=600.0)?;
+        }
+        if let Some(v) = get("JK_BMS_RETRY_MAX_SEC") {
+            session.retry_max = seconds("JK_BMS_RETRY_MAX_SEC", &v, 0.05..=3_600.0)?;
+        }
+        if session.retry_min > session.retry_max {
+            return Err(ConfigError::Invalid {
+                var: "JK_BMS_RETRY_MIN_SEC",
+                value: format!("{}", session.retry_min.as_secs_f64()),
+                problem: format!(
+                    "must not exceed JK_BMS_RETRY_MAX_SEC ({} s)",
+                    session.retry_max.as_secs_f64()
+                ),
+            });
+        }
+        let watchdog = match get("BMS_TIMEOUT_SEC") {
+            Some(v) => match number("BMS_TIMEOUT_SEC", &v, 0u64..=604_800, "600")? {
+                0 => None,
+                n => Some(Duration::from_secs(n)),
+            },
+            None => Some(Duration::from_secs(600)),
+        };
+        let variant: VariantChoice = get("JK_BMS_VARIANT")
+            .map(|v| parse("JK_BMS_VARIANT", &v))
+            .transpose()?
+            .unwrap_or_default();
+        session.variant = variant;
+        Ok(Config {
+            addresses,
+            names,
+            devices_file: get("JK_DEVICES_FILE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("jk_devices.yaml")),
+            session,
+            watchdog,
+            transport: get("JK_BMS_TRANSPORT")
+                .map(|v| parse("JK_BMS_TRANSPORT", &v))
+                .transpose()?
+                .unwrap_or_default(),
+            variant,
+            soc_source: get("SOC_SOURCE")
+                .map(|v| parse("SOC_SOURCE", &v))
+                .transpose()?
+                .unwrap_or_default(),
+            soc_curve: get("SOC_CURVE")
+                .map(|v| parse("SOC_CURVE", &v))
+                .transpose()?
+                .unwrap_or_default(),
+            sim,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.transport, TransportKind::Ble);
+        assert_eq!(c.soc_source, SocSource::Curve);
+        assert_eq!(c.variant, VariantChoice::Auto);
+        assert_eq!(c.sim.cells, 16);
+        assert_eq!(c.soc_curve, VoltageCurve::default());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_form() {
+        let e = with(&[("JK_SIM_CELLS", "40")]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "JK_SIM_CELLS=\"40\" is not valid: must be between 4 and 24"
+        );
+        let e = with(&[("JK_SIM_CELLS", "many")]).unwrap_err().to_string();
+        assert!(e.contains("whole number like 16"), "{e}");
+        let e = with(&[("JK_BMS_TRANSPORT", "wifi")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("JK_BMS_TRANSPORT=\"wifi\"") && e.contains("ble, sim"),
+            "{e}"
+        );
+        let e = with(&[("SOC_CURVE", "3.3:50,3.0:10")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("SOC_CURVE=") && e.contains("must increase"),
+            "{e}"
+        );
+        let e = with(&[("JK_SIM_VARIANT", "jk04")]).unwrap_err().to_string();
+        assert!(e.contains("jk02_32s or jk02_24s"), "{e}");
+    }
+
+    #[test]
+    fn bms_addresses_and_names() {
+        let c = with(&[
+            ("JK_BMS_ADDRESS", "c8:47:80:12:ad:71, 20:21:11:00:00:01"),
+            ("JK_BMS_NAMES", "Main, Garage"),
+        ])
+        .unwrap();
+        let b = c.batteries().unwrap();
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[1].name, "Garage");
+        assert_eq!(b[0].address.unwrap().to_string(), "C8:47:80:12:AD:71");
+        let c = with(&[("JK_BMS_ADDRESS", "C8:47:80:12:AD:71")]).unwrap();
+        assert_eq!(c.batteries().unwrap()[0].name, "Battery 1");
+
+        let cases = [
+            (vec![("JK_BMS_ADDRESS", "C8:47:80:12:AD")], "JK_BMS_ADDRESS=\"C8:47:80:12:AD\" is not valid: \"C8:47:80:12:AD\" is not a Bluetooth address"),
+            (vec![("JK_BMS_ADDRESS", "C8:47:80:12:AD:71,c8:47:80:12:ad:71")], "is listed twice"),
+            (vec![("JK_BMS_ADDRESS", "C8:47:80:12:AD:71,C8:47:80:12:AD:72"), ("JK_BMS_NAMES", "Main")], "JK_BMS_NAMES=\"Main\" is not valid: 1 name(s) for 2 address(es)"),
+            (vec![("JK_BMS_ADDRESS", "C8:47:80:12:AD:71,C8:47:80:12:AD:72"), ("JK_BMS_NAMES", "A,A")], "used twice"),
+            (vec![("JK_BMS_NAMES", "Main")], "set JK_BMS_ADDRESS too"),
+            (vec![("JK_BMS_CONNECT_MODE", "sometimes")], "persistent or periodic"),
+            (vec![("JK_BMS_RETRY_MIN_SEC", "5"), ("JK_BMS_RETRY_MAX_SEC", "2")], "must not exceed JK_BMS_RETRY_MAX_SEC"),
+            (vec![("JK_BMS_STALE_SEC", "0")], "JK_BMS_STALE_SEC=\"0\" is not valid"),
+        ];
+        for (pairs, expected) in cases {
+            let e = with(&pairs).unwrap_err().to_string();
+            assert!(e.contains(expected), "{pairs:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn session_settings_and_watchdog() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.session, SessionConfig::default());
+        assert_eq!(c.watchdog, Some(Duration::from_secs(600)));
+        let c = with(&[
+            ("JK_BMS_CONNECT_MODE", "periodic"),
+            ("JK_BMS_RETRY_MIN_SEC", "0.2"),
+            ("BMS_TIMEOUT_SEC", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.session.mode, ConnectMode::Periodic);
+        assert_eq!(c.session.retry_min, Duration::from_millis(200));
+        assert_eq!(c.watchdog, None);
+    }
+
+    #[test]
+    fn without_addresses_the_devices_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jk_devices.yaml");
+        let path_s = path.to_str().unwrap().to_string();
+        let c = with(&[("JK_DEVICES_FILE", &path_s)]).unwrap();
+        let e = c.batteries().unwrap_err().to_string();
+        assert!(
+            e.contains("jkmon scan --save") && e.contains(&path_s),
+            "{e}"
+        );
+        std::fs::write(
+            &path,
+            "C8:47:80:12:AD:71: {name: Shed}\n# C8:47:80:12:AD:72: {name: Off}\n",
+        )
+        .unwrap();
+        let b = c.batteries().unwrap();
+        assert_eq!(
+            b,
+            vec![BatteryConfig {
+                name: "Shed".into(),
+                address: Some("C8:47:80:12:AD:71".parse().unwrap())
+            }]
+        );
+        let sim = with(&[("JK_BMS_TRANSPORT", "sim"), ("JK_DEVICES_FILE", &path_s)]).unwrap();
+        assert_eq!(sim.batteries().unwrap()[0].address, None);
+    }
+
+    #[test]
+    fn values_are_read_and_blank_means_default() {
+        let c = with(&[
+            ("JK_BMS_TRANSPORT", "sim"),
+            ("SOC_SOURCE", "bms"),
+            ("JK_SIM_CELLS", " 8 "),
+            ("JK_BMS_VARIANT", ""),
+        ])
+        .unwrap();
+        assert_eq!(c.transport, TransportKind::Sim);
+        assert_eq!(c.soc_source, SocSource::Bms);
+        assert_eq!(c.sim.cells, 8);
+        assert_eq!(c.variant, VariantChoice::Auto);
+    }
+}

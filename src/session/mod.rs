@@ -1,0 +1,484 @@
+//! One session per BMS: an explicit state machine that keeps a BMS connected and turns its
+//! stream into snapshots.
+//!
+//! ```text
+//!            ┌──────────── backoff (capped, jittered) ◄─────────────┐
+//!            ▼                                                       │ connect failed,
+//!   Disconnected ──► Connecting ──► Handshake ──► Streaming ──────────┘ handshake failed,
+//!            ▲                        (0x97, 0x96)   │  every frame     link lost, stale
+//!            └── periodic mode: after one snapshot ◄─┘  → Snapshot
+//! ```
+//!
+//! - **persistent** (default): stays connected and consumes the ~2 frames/s the BMS pushes. No
+//!   valid frame for `stale` → offline, reconnect.
+//! - **periodic**: connects, reads one snapshot, disconnects, waits `poll_interval` — Bluetooth is
+//!   free for the phone app in between.
+//!
+//! Every connection gets a fresh [`FrameStream`], so the assembler starts empty after a
+//! disconnect. Every state change is logged with the BMS's name and sent as a [`SessionEvent`].
+//! The session ends when nobody listens to its events any more.
+
+pub mod backoff;
+pub mod handshake;
+pub mod stream;
+pub mod watchdog;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{sleep, timeout_at, Instant};
+
+use crate::battery::{Snapshot, SocEstimator};
+use crate::protocol::VariantChoice;
+use crate::transport::{Connector, Link};
+pub use backoff::Backoff;
+pub use handshake::{handshake, read_once, ReadError, Reading};
+pub use stream::{FrameStream, StreamEvent};
+pub use watchdog::Watchdog;
+
+/// Where a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Disconnected,
+    Connecting,
+    Handshake,
+    Streaming,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Disconnected => "disconnected",
+            State::Connecting => "connecting",
+            State::Handshake => "handshake",
+            State::Streaming => "streaming",
+        })
+    }
+}
+
+/// `JK_BMS_CONNECT_MODE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConnectMode {
+    #[default]
+    Persistent,
+    Periodic,
+}
+
+impl FromStr for ConnectMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "persistent" => Ok(ConnectMode::Persistent),
+            "periodic" => Ok(ConnectMode::Periodic),
+            other => Err(format!(
+                "\"{other}\" is not a connect mode (expected persistent or periodic)"
+            )),
+        }
+    }
+}
+
+/// How every session behaves (from the typed config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    pub mode: ConnectMode,
+    /// No valid frame for this long while streaming → offline, reconnect (`JK_BMS_STALE_SEC`).
+    pub stale: Duration,
+    /// Periodic mode: time between readings (`JK_BMS_POLL_INTERVAL`).
+    pub poll_interval: Duration,
+    /// Connecting plus the handshake must finish within this (`JK_BMS_CONNECT_TIMEOUT_SEC`).
+    pub connect_timeout: Duration,
+    /// Backoff between failed attempts (`JK_BMS_RETRY_MIN_SEC`, `JK_BMS_RETRY_MAX_SEC`).
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    pub variant: VariantChoice,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            mode: ConnectMode::Persistent,
+            stale: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(20),
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            variant: VariantChoice::Auto,
+        }
+    }
+}
+
+/// What a session reports.
+#[derive(Debug, Clone)]
+pub struct SessionEvent {
+    /// Position in the configuration, from 0 (battery 1 is index 0).
+    pub battery: usize,
+    pub name: Arc<str>,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum EventKind {
+    State {
+        state: State,
+        /// Why (for `Disconnected`: what failed), empty when obvious.
+        detail: String,
+        /// `Disconnected`: when the next attempt comes.
+        retry_in: Option<Duration>,
+        /// `Disconnected`: attempts that failed in a row, this one included (1 after a
+        /// connection that worked and was then lost).
+        attempt: u32,
+    },
+    Snapshot {
+        snapshot: Box<Snapshot>,
+        /// Corrupt frames rejected on the current connection so far.
+        rejected: u64,
+    },
+}
+
+/// One BMS, its connector and where its events go.
+pub struct Session {
+    battery: usize,
+    name: Arc<str>,
+    connector: Arc<dyn Connector>,
+    config: SessionConfig,
+    estimator: Arc<dyn SocEstimator>,
+    events: mpsc::Sender<SessionEvent>,
+    state: State,
+    backoff: Backoff,
+}
+
+/// How one connection ended.
+enum Outcome {
+    /// Nobody listens any more.
+    Stop,
+    /// Never got to streaming.
+    Failed(String),
+    /// Was streaming, then lost it.
+    Lost(String),
+    /// Periodic mode: the one snapshot is out.
+    Done,
+}
+
+impl Session {
+    pub fn new(
+        battery: usize,
+        name: &str,
+        connector: Arc<dyn Connector>,
+        config: SessionConfig,
+        estimator: Arc<dyn SocEstimator>,
+        events: mpsc::Sender<SessionEvent>,
+    ) -> Session {
+        let backoff = Backoff::new(
+            config.retry_min,
+            config.retry_max,
+            0x6a6b_6d6f_6e00 + battery as u64 + now_nanos(),
+        );
+        Session {
+            battery,
+            name: name.into(),
+            connector,
+            config,
+            estimator,
+            events,
+            state: State::Disconnected,
+            backoff,
+        }
+    }
+
+    /// Runs until the receiver of the events is dropped.
+    pub async fn run(mut self) {
+        loop {
+            if !self.set_state(State::Connecting, String::new(), None).await {
+                return;
+            }
+            let deadline = Instant::now() + self.config.connect_timeout;
+            // The connector keeps the deadline and says what failed; the margin only guards
+            // against one that does not.
+            let outcome = match timeout_at(
+                deadline + Duration::from_millis(500),
+                self.connector.connect(deadline),
+            )
+            .await
+            {
+                Err(_) => Outcome::Failed(format!(
+                    "could not connect within {} s",
+                    self.config.connect_timeout.as_secs_f64()
+                )),
+                Ok(Err(e)) => Outcome::Failed(e.to_string()),
+                Ok(Ok(mut link)) => self.connected(&mut link, deadline).await,
+            };
+            let (detail, wait) = match outcome {
+                Outcome::Stop => return,
+                Outcome::Done => (
+                    format!(
+                        "periodic mode: next reading in {} s",
+                        self.config.poll_interval.as_secs()
+                    ),
+                    self.config.poll_interval,
+                ),
+                Outcome::Failed(why) => (why, self.backoff.next_delay()),
+                Outcome::Lost(why) => {
+                    self.backoff.reset();
+                    (why, self.backoff.next_delay())
+                }
+            };
+            if !self
+                .set_state(State::Disconnected, detail, Some(wait))
+                .await
+            {
+                return;
+            }
+            sleep(wait).await;
+        }
+    }
+
+    async fn connected(&mut self, link: &mut Link, deadline: Instant) -> Outcome {
+        if !self.set_state(State::Handshake, String::new(), None).await {
+            return Outcome::Stop;
+        }
+        let mut stream = FrameStream::new(&self.name, self.config.variant);
+        let cells = match handshake(link, &mut stream, deadline).await {
+            Ok(cells) => cells,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        self.backoff.reset();
+        if self.config.mode == ConnectMode::Persistent
+            && !self.set_state(State::Streaming, String::new(), None).await
+        {
+            return Outcome::Stop;
+        }
+        if !self.snapshot(cells, &stream).await {
+            return Outcome::Stop;
+        }
+        if self.config.mode == ConnectMode::Periodic {
+            return Outcome::Done;
+        }
+        let mut last_valid = Instant::now();
+        loop {
+            let chunk =
+                match timeout_at(last_valid + self.config.stale, link.recv()).await {
+                    Err(_) => {
+                        return Outcome::Lost(format!(
+                            "offline: no valid frame for {} s",
+                            self.config.stale.as_secs_f64()
+                        ))
+                    }
+                    Ok(None) => return Outcome::Lost(
+                        "the link closed (out of range, switched off, or taken by another client)"
+                            .into(),
+                    ),
+                    Ok(Some(chunk)) => chunk,
+                };
+            for event in stream.push(&chunk) {
+                last_valid = Instant::now();
+                if let StreamEvent::Cells(cells) = event {
+                    if !self.snapshot(*cells, &stream).await {
+                        return Outcome::Stop;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn snapshot(&self, cells: crate::protocol::CellInfo, stream: &FrameStream) -> bool {
+        let snapshot = Snapshot::new(
+            cells,
+            stream.device_info.clone(),
+            stream.settings.clone(),
+            self.estimator.as_ref(),
+        );
+        self.emit(EventKind::Snapshot {
+            snapshot: Box::new(snapshot),
+            rejected: stream.rejected,
+        })
+        .await
+    }
+
+    async fn set_state(
+        &mut self,
+        state: State,
+        detail: String,
+        retry_in: Option<Duration>,
+    ) -> bool {
+        let from = std::mem::replace(&mut self.state, state);
+        let attempt = self.backoff.attempt();
+        match (state, retry_in) {
+            (State::Disconnected, Some(wait)) => tracing::info!(
+                bms = %self.name,
+                "{from} → {state}: {detail}; next attempt in {:.1} s (failed attempts in a row: {attempt})",
+                wait.as_secs_f64()
+            ),
+            _ if detail.is_empty() => tracing::info!(bms = %self.name, "{from} → {state}"),
+            _ => tracing::info!(bms = %self.name, "{from} → {state}: {detail}"),
+        }
+        self.emit(EventKind::State {
+            state,
+            detail,
+            retry_in,
+            attempt,
+        })
+        .await
+    }
+
+    async fn emit(&self, kind: EventKind) -> bool {
+        self.events
+            .send(SessionEvent {
+                battery: self.battery,
+                name: self.name.clone(),
+                kind,
+            })
+            .await
+            .is_ok()
+    }
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::battery::soc::BmsSoc;
+    use crate::transport::sim::{SimConfig, SimConnector};
+
+    fn start(config: SessionConfig) -> mpsc::Receiver<SessionEvent> {
+        let (tx, rx) = mpsc::channel(64);
+        let session = Session::new(
+            0,
+            "sim",
+            Arc::new(SimConnector(SimConfig::default())),
+            config,
+            Arc::new(BmsSoc),
+            tx,
+        );
+        tokio::spawn(session.run());
+        rx
+    }
+
+    fn describe(e: &SessionEvent) -> String {
+        match &e.kind {
+            EventKind::State { state, .. } => state.to_string(),
+            EventKind::Snapshot { .. } => "snapshot".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn persistent_mode_streams_after_the_handshake() {
+        let mut rx = start(SessionConfig::default());
+        let mut seen = Vec::new();
+        while seen.len() < 6 {
+            seen.push(describe(&rx.recv().await.unwrap()));
+        }
+        assert_eq!(
+            seen,
+            [
+                "connecting",
+                "handshake",
+                "streaming",
+                "snapshot",
+                "snapshot",
+                "snapshot"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn periodic_mode_reads_one_snapshot_then_lets_go_until_the_next_poll() {
+        let mut rx = start(SessionConfig {
+            mode: ConnectMode::Periodic,
+            poll_interval: Duration::from_secs(30),
+            ..SessionConfig::default()
+        });
+        let mut seen = Vec::new();
+        let mut disconnected_at = None;
+        while seen.len() < 8 {
+            let e = rx.recv().await.unwrap();
+            if let EventKind::State {
+                state: State::Disconnected,
+                detail,
+                retry_in,
+                ..
+            } = &e.kind
+            {
+                assert_eq!(detail, "periodic mode: next reading in 30 s");
+                assert_eq!(*retry_in, Some(Duration::from_secs(30)));
+                disconnected_at = Some(Instant::now());
+            }
+            if describe(&e) == "connecting" {
+                if let Some(t) = disconnected_at {
+                    assert!(Instant::now() - t >= Duration::from_secs(30));
+                }
+            }
+            seen.push(describe(&e));
+        }
+        assert_eq!(
+            seen,
+            [
+                "connecting",
+                "handshake",
+                "snapshot",
+                "disconnected",
+                "connecting",
+                "handshake",
+                "snapshot",
+                "disconnected"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bms_that_never_answers_is_retried_with_backoff() {
+        struct Silent;
+        impl Connector for Silent {
+            fn connect(
+                &self,
+                _deadline: Instant,
+            ) -> futures_util::future::BoxFuture<'_, Result<Link, crate::transport::TransportError>>
+            {
+                Box::pin(async {
+                    let (link, peer) = Link::pair("silent", 4);
+                    // The peer stays alive but never answers.
+                    std::mem::forget(peer);
+                    Ok(link)
+                })
+            }
+        }
+        let (tx, mut rx) = mpsc::channel(64);
+        let config = SessionConfig {
+            connect_timeout: Duration::from_secs(5),
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(4),
+            ..SessionConfig::default()
+        };
+        tokio::spawn(
+            Session::new(0, "silent", Arc::new(Silent), config, Arc::new(BmsSoc), tx).run(),
+        );
+        let mut retries = Vec::new();
+        while retries.len() < 5 {
+            if let EventKind::State {
+                state: State::Disconnected,
+                retry_in: Some(d),
+                detail,
+                attempt,
+            } = rx.recv().await.unwrap().kind
+            {
+                assert!(
+                    detail.contains("no answer from silent within 5 s"),
+                    "{detail}"
+                );
+                assert_eq!(attempt as usize, retries.len() + 1);
+                retries.push(d);
+            }
+        }
+        assert!(retries[0] <= Duration::from_secs(1));
+        assert!(retries[4] >= Duration::from_secs(2) && retries[4] <= Duration::from_secs(4));
+    }
+}
