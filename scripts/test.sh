@@ -7,9 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests use. The protocol, CLI and simulator tests need none beyond Rust;
-# later parts (fake BlueZ, browser, MQTT, serial ptys) add theirs here.
-PACKAGES=()
+# System packages the tests use:
+# - dbus-daemon, python3-dbusmock, libglib2.0-bin (gdbus): the fake BlueZ of tests/ble.rs.
+# Building needs none: libdbus is compiled in (the `vendored` feature of the dbus crate).
+PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

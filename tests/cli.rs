@@ -30,6 +30,8 @@ fn jkmon_in(
         .env_remove("JK_BMS_TRANSPORT")
         .env_remove("JK_BMS_VARIANT")
         .env_remove("JKMON_JSON")
+        .env_remove("JK_BMS_ADDRESS")
+        .env_remove("JK_BMS_NAMES")
         .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -313,13 +315,46 @@ fn configuration_errors_name_the_variable() {
         text(&out.stderr)
     );
 
+    // Bluetooth with nothing configured says how to configure it.
     let out = jkmon(&["read"], &[("JK_BMS_TRANSPORT", "ble")], None);
     assert_ne!(out.status.code(), Some(0));
     assert!(
-        text(&out.stderr).contains("JK_BMS_TRANSPORT=sim"),
+        text(&out.stderr).contains("JK_BMS_ADDRESS=AA:BB:CC:DD:EE:FF")
+            && text(&out.stderr).contains("jkmon scan --save"),
         "{}",
         text(&out.stderr)
     );
+
+    // Bad addresses, repeats and name counts are rejected before anything connects.
+    for (env, expected) in [
+        (
+            vec![("JK_BMS_ADDRESS", "C8:47:80:12:AD")],
+            "JK_BMS_ADDRESS=\"C8:47:80:12:AD\" is not valid",
+        ),
+        (
+            vec![("JK_BMS_ADDRESS", "C8:47:80:12:AD:71,C8:47:80:12:AD:71")],
+            "C8:47:80:12:AD:71 is listed twice",
+        ),
+        (
+            vec![
+                ("JK_BMS_ADDRESS", "C8:47:80:12:AD:71,C8:47:80:12:AD:72"),
+                ("JK_BMS_NAMES", "Main"),
+            ],
+            "1 name(s) for 2 address(es)",
+        ),
+    ] {
+        for command in ["read", "watch"] {
+            let mut all = env.clone();
+            all.push(("JK_BMS_TRANSPORT", "ble"));
+            let out = jkmon(&[command], &all, None);
+            assert_ne!(out.status.code(), Some(0));
+            assert!(
+                text(&out.stderr).contains(expected),
+                "{command} {env:?}: {}",
+                text(&out.stderr)
+            );
+        }
+    }
 }
 
 #[test]
@@ -338,4 +373,28 @@ fn a_malformed_env_file_is_reported_with_its_line() {
         err.contains("could not read .env") && err.contains("NAME=value"),
         "{err}"
     );
+}
+
+#[test]
+fn watch_streams_several_simulated_bmss_until_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jkmon"));
+    cmd.args(["watch", "--json"])
+        .current_dir(dir.path())
+        .env("JK_BMS_TRANSPORT", "sim")
+        .env("JK_BMS_ADDRESS", "C8:47:80:12:AD:71,C8:47:80:12:AD:72")
+        .env("JK_BMS_NAMES", "Main,Garage")
+        .env("JK_SIM_INTERVAL_MS", "20")
+        .env_remove("JKMON_JSON")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut run = common::bluez::Running::spawn(cmd);
+    let limit = std::time::Duration::from_secs(10);
+    for name in ["Main", "Garage"] {
+        let v = run.wait_for(limit, "a snapshot of each", |v| {
+            v["event"] == "snapshot" && v["name"] == name
+        });
+        assert_eq!(v["snapshot"]["cell_count"], 16, "{v}");
+    }
 }

@@ -37,3 +37,4 @@ pub fn hex_bytes(s: &str) -> Vec<u8> {
 pub fn field<'a>(entry: &'a serde_json::Value, key: &str) -> &'a str {
     entry[key].as_str().unwrap_or("")
 }
+pub mod bluez;

@@ -1,0 +1,521 @@
+//! Bluetooth end to end: the real jkmon binary, through btleplug and bluez-async, against a fake
+//! BlueZ on a private D-Bus playing JK BMSs with frames from the real capture corpus.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::bluez::{fragments, FakeBluez, Running};
+use common::{corpus, hex_bytes};
+use jkmon::battery::soc::BmsSoc;
+use jkmon::battery::Snapshot;
+use jkmon::protocol::command::{self, CMD_CELL_INFO, CMD_DEVICE_INFO};
+use jkmon::protocol::VariantChoice;
+use jkmon::report::json::{DeviceInfoJson, SnapshotJson};
+use jkmon::session::{FrameStream, StreamEvent};
+use serde_json::{json, Value};
+
+const A: &str = "C8:47:80:12:AD:71";
+const B: &str = "20:21:11:00:00:02";
+
+fn by_id(corpus: &[Value]) -> BTreeMap<u64, Value> {
+    corpus
+        .iter()
+        .map(|e| (e["id"].as_u64().unwrap(), e.clone()))
+        .collect()
+}
+
+/// A fake JK built from corpus captures: device info, settings, and cell frames in turn.
+fn device(address: &str, c: &BTreeMap<u64, Value>, dev: u64, set: u64, cells: &[u64]) -> Value {
+    json!({
+        "address": address,
+        "name": "JK_PB2A16S15P",
+        "uuids": ["0000ffe0-0000-1000-8000-00805f9b34fb"],
+        "device_info": fragments(&c[&dev]),
+        "settings": fragments(&c[&set]),
+        "cell_info": cells.iter().map(|id| fragments(&c[id])).collect::<Vec<_>>(),
+        "interval_ms": 100,
+    })
+}
+
+/// What decoding the capture's bytes directly gives: (device-info JSON, snapshot JSON per cell
+/// frame). The transport must deliver exactly these values.
+fn expected(c: &BTreeMap<u64, Value>, dev: u64, set: u64, cells: &[u64]) -> (Value, Vec<Value>) {
+    let mut s = FrameStream::new("expected", VariantChoice::Auto);
+    s.push(&hex_bytes(c[&dev]["hex"].as_str().unwrap()));
+    s.push(&hex_bytes(c[&set]["hex"].as_str().unwrap()));
+    let snaps = cells
+        .iter()
+        .map(|id| {
+            let events = s.push(&hex_bytes(c[id]["hex"].as_str().unwrap()));
+            let Some(StreamEvent::Cells(cells)) = events.into_iter().next() else {
+                panic!("corpus frame {id} is not a cell frame")
+            };
+            let snap = Snapshot::new(*cells, s.device_info.clone(), s.settings.clone(), &BmsSoc);
+            serde_json::to_value(SnapshotJson::new(&snap)).unwrap()
+        })
+        .collect();
+    let dev_json = serde_json::to_value(DeviceInfoJson::new(
+        s.device_info.as_ref().unwrap(),
+        s.variant().unwrap(),
+        None,
+    ))
+    .unwrap();
+    (dev_json, snaps)
+}
+
+fn watch(fake: &FakeBluez, env: &[(&str, &str)]) -> Running {
+    let mut cmd = fake.jkmon(&["watch", "--json"]);
+    cmd.env("SOC_SOURCE", "bms")
+        .env("JK_BMS_CONNECT_TIMEOUT_SEC", "3")
+        .env("JK_BMS_RETRY_MIN_SEC", "0.2")
+        .env("JK_BMS_RETRY_MAX_SEC", "0.8")
+        .envs(env.iter().copied());
+    Running::spawn(cmd)
+}
+
+fn is_state(v: &Value, name: &str, state: &str) -> bool {
+    v["event"] == "state" && v["name"] == name && v["state"] == state
+}
+
+fn is_snapshot(v: &Value, name: &str) -> bool {
+    v["event"] == "snapshot" && v["name"] == name
+}
+
+#[test]
+fn scan_finds_a_renamed_jk_by_its_advertisement_and_save_keeps_the_users_file() {
+    let Some(fake) = FakeBluez::start(json!({"devices": [
+        {"address": A, "name": "Garage 2", "rssi": -61,
+         "uuids": ["0000ffe0-0000-1000-8000-00805f9b34fb"], "manufacturer": {"2917": "88a0c8478012ad71"}},
+        {"address": "20:21:11:00:00:09", "rssi": -70, "manufacturer": {"19274": "0001"}},
+        {"address": "C8:47:80:12:AD:72", "name": "Spare", "rssi": -75,
+         "uuids": ["0000ffe0-0000-1000-8000-00805f9b34fb"]},
+        {"address": "11:22:33:44:55:66", "name": "Headphones", "rssi": -40,
+         "uuids": ["0000110b-0000-1000-8000-00805f9b34fb"], "manufacturer": {"76": "0215"}},
+    ]})) else {
+        return;
+    };
+    let file = fake.dir().join("jk_devices.yaml");
+    let original = "# my batteries, edited by hand\n# C8:47:80:12:AD:72:\n#   name: Spare\n";
+    std::fs::write(&file, original).unwrap();
+    let out = fake
+        .jkmon(&["scan", "--timeout", "2", "--save"])
+        .env("JK_DEVICES_FILE", &file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{stderr}\n{}",
+        fake.mock_errors()
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("RSSI"),
+        "{stdout}"
+    );
+    // Strongest first; the headphones are not a JK.
+    assert!(
+        lines[1].contains("Garage 2") && lines[1].contains(A) && lines[1].contains("-61 dBm"),
+        "{stdout}"
+    );
+    assert!(lines[1].contains("service FFE0 + JK maker id"), "{stdout}");
+    assert!(
+        lines[2].contains("20:21:11:00:00:09")
+            && lines[2].contains("-70 dBm")
+            && lines[2].contains("JK maker id"),
+        "{stdout}"
+    );
+    assert!(lines[3].contains("Spare"), "{stdout}");
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(!stdout.contains("Headphones"));
+    assert!(
+        stderr.contains("found Garage 2 (C8:47:80:12:AD:71) -61 dBm"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 added, 0 updated, 1 left disabled"),
+        "{stderr}"
+    );
+
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(saved.starts_with(original), "{saved}");
+    assert!(
+        saved.contains("C8:47:80:12:AD:71:\n  address: C8:47:80:12:AD:71\n  last_seen: '"),
+        "{saved}"
+    );
+    assert!(saved.contains("  name: 'Garage 2'\n"), "{saved}");
+    assert!(
+        !saved.contains("\nC8:47:80:12:AD:72:"),
+        "a disabled device came back:\n{saved}"
+    );
+
+    // The saved file is what `read` and `watch` use when JK_BMS_ADDRESS is not set.
+    let parsed = jkmon::config::DevicesFile::load(&file).unwrap();
+    assert_eq!(parsed.devices.len(), 2);
+}
+
+#[test]
+fn read_returns_the_corpus_values_for_every_fragmentation() {
+    let Some(c) = corpus() else { return };
+    let c = by_id(&c);
+    // (device info, settings, cell info): 150+150; 20-byte MTU (JK04); 128+22+128+22 with
+    // `AT\r\n` before the settings header; 128+128+44 with the ack glued on.
+    for (dev, set, cell) in [
+        (92, 93, 94),
+        (98, 99, 100),
+        (121, 122, 123),
+        (105, 106, 107),
+    ] {
+        let Some(fake) = FakeBluez::start(json!({"devices": [device(A, &c, dev, set, &[cell])]}))
+        else {
+            return;
+        };
+        let out = fake
+            .jkmon(&["read", "--json", "--address", A, "--timeout", "10"])
+            .env("SOC_SOURCE", "bms")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "frames {dev}/{set}/{cell}: {stdout}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            fake.mock_errors()
+        );
+        let lines: Vec<Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let (dev_json, snaps) = expected(&c, dev, set, &[cell]);
+        assert_eq!(lines[0], dev_json, "device info of {dev}");
+        assert_eq!(lines.last().unwrap(), &snaps[0], "cell info of {cell}");
+
+        let writes = fake.writes();
+        assert!(writes.len() >= 2, "{writes:?}");
+        assert_eq!(
+            writes[0].1,
+            command::request(CMD_DEVICE_INFO),
+            "0x97 goes first"
+        );
+        assert_eq!(writes[1].1, command::request(CMD_CELL_INFO), "then 0x96");
+    }
+}
+
+#[test]
+fn a_module_with_two_ffe1_characteristics_works() {
+    let Some(c) = corpus() else { return };
+    let c = by_id(&c);
+    let mut dev = device(A, &c, 128, 129, &[130]);
+    dev["layout"] = json!("dual");
+    let Some(fake) = FakeBluez::start(json!({"devices": [dev]})) else {
+        return;
+    };
+    let out = fake
+        .jkmon(&["read", "--json", "--timeout", "10"])
+        .env("JK_BMS_ADDRESS", A)
+        .env("SOC_SOURCE", "bms")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last, expected(&c, 128, 129, &[130]).1[0]);
+    let writes = fake.writes();
+    assert_eq!(writes[0].1, command::request(CMD_DEVICE_INFO));
+}
+
+#[test]
+fn a_bms_that_is_not_there_fails_within_the_timeout_naming_the_usual_causes() {
+    let Some(fake) = FakeBluez::start(json!({"devices": [
+        {"address": A, "name": "JK", "present": false}
+    ]})) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let out = fake
+        .jkmon(&["read", "--address", A, "--timeout", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains(A)
+            && stderr.contains("out of range")
+            && stderr.contains("phone app")
+            && stderr.contains("adapter is off"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_or_powered_off_adapter_says_what_to_check() {
+    let Some(fake) = FakeBluez::start(json!({"adapter": false})) else {
+        return;
+    };
+    let out = fake.jkmon(&["scan", "--timeout", "1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no Bluetooth adapter found") && stderr.contains("rfkill"),
+        "{stderr}"
+    );
+    drop(fake);
+
+    let Some(fake) = FakeBluez::start(json!({"powered": false})) else {
+        return;
+    };
+    let out = fake
+        .jkmon(&["read", "--address", A, "--timeout", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("powered off") && stderr.contains("bluetoothctl power on"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn streaming_reconnects_after_a_drop_in_the_middle_of_a_frame() {
+    let Some(c) = corpus() else { return };
+    let c = by_id(&c);
+    let mut dev = device(A, &c, 121, 122, &[123, 124]);
+    dev["drop_after_frames"] = json!(3);
+    let Some(fake) = FakeBluez::start(json!({"devices": [dev]})) else {
+        return;
+    };
+    let (_, snaps) = expected(&c, 121, 122, &[123, 124]);
+    let mut run = watch(&fake, &[("JK_BMS_ADDRESS", A), ("JK_BMS_NAMES", "Main")]);
+    let limit = Duration::from_secs(15);
+    run.wait_for(limit, "streaming", |v| is_state(v, "Main", "streaming"));
+    let lost = run.wait_for(limit, "the drop", |v| is_state(v, "Main", "disconnected"));
+    assert!(
+        lost["detail"].as_str().unwrap().contains("link closed"),
+        "{lost}"
+    );
+    assert!(
+        lost["retry_in_ms"].as_u64().unwrap() <= 200,
+        "first retry after a good connection is quick: {lost}"
+    );
+    run.wait_for(limit, "the reconnection", |v| {
+        is_state(v, "Main", "streaming")
+    });
+    // Every snapshot, before and after, is one of the real frames: nothing half-joined.
+    let mut after = 0;
+    while after < 3 {
+        let v = run.wait_for(limit, "snapshots after reconnecting", |v| {
+            is_snapshot(v, "Main")
+        });
+        assert!(
+            snaps.contains(&v["snapshot"]),
+            "a snapshot that is not a sent frame: {v}"
+        );
+        after += 1;
+    }
+    // The half frame before the drop did not count as corrupt on the new connection.
+    let writes = fake.writes();
+    let handshakes = writes
+        .iter()
+        .filter(|(_, w)| w[4] == CMD_DEVICE_INFO)
+        .count();
+    assert_eq!(handshakes, 2, "a full handshake on each connection");
+}
+
+#[test]
+fn a_silent_bms_goes_offline_within_the_stale_limit_and_comes_back() {
+    let Some(c) = corpus() else { return };
+    let c = by_id(&c);
+    let mut dev = device(A, &c, 136, 122, &[137, 138]);
+    dev["silent_after_frames"] = json!(2);
+    let Some(fake) = FakeBluez::start(json!({"devices": [dev]})) else {
+        return;
+    };
+    let mut run = watch(
+        &fake,
+        &[
+            ("JK_BMS_ADDRESS", A),
+            ("JK_BMS_NAMES", "Shed"),
+            ("JK_BMS_STALE_SEC", "2"),
+        ],
+    );
+    let limit = Duration::from_secs(15);
+    run.wait_for(limit, "first snapshot", |v| is_snapshot(v, "Shed"));
+    let started = std::time::Instant::now();
+    let offline = run.wait_for(limit, "offline", |v| is_state(v, "Shed", "disconnected"));
+    assert_eq!(
+        offline["detail"], "offline: no valid frame for 2 s",
+        "{offline}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    run.wait_for(limit, "back online", |v| is_state(v, "Shed", "streaming"));
+    run.wait_for(limit, "a snapshot after", |v| is_snapshot(v, "Shed"));
+}
+
+#[test]
+fn garbage_between_frames_never_makes_a_corrupt_snapshot() {
+    let Some(c) = corpus() else { return };
+    let c = by_id(&c);
+    let mut dev = device(A, &c, 121, 122, &[123, 124]);
+    dev["garbage"] = json!(true);
+    let Some(fake) = FakeBluez::start(json!({"devices": [dev]})) else {
+        return;
+    };
+    let (_, snaps) = expected(&c, 121, 122, &[123, 124]);
+    let mut run = watch(&fake, &[("JK_BMS_ADDRESS", A), ("JK_BMS_NAMES", "Main")]);
+    let mut rejected = 0;
+    for _ in 0..6 {
+        let v = run.wait_for(Duration::from_secs(15), "snapshots", |v| {
+            is_snapshot(v, "Main")
+        });
+        assert!(snaps.contains(&v["snapshot"]), "{v}");
+        rejected = v["rejected"].as_u64().unwrap();
+    }
+    assert!(
+        rejected >= 4,
+        "the corrupted copies were seen and rejected: {rejected}"
+    );
+}
+
+#[test]
+fn a_device_that_disappears_is_retried_with_a_growing_capped_backoff() {
+    let Some(c) = corpus() else { return };
+    let c = by_id(&c);
+    let Some(fake) = FakeBluez::start(json!({"devices": [device(A, &c, 121, 122, &[123])]})) else {
+        return;
+    };
+    let mut run = watch(
+        &fake,
+        &[
+            ("JK_BMS_ADDRESS", A),
+            ("JK_BMS_NAMES", "Main"),
+            ("JK_BMS_CONNECT_TIMEOUT_SEC", "1"),
+        ],
+    );
+    run.wait_for(Duration::from_secs(15), "first snapshot", |v| {
+        is_snapshot(v, "Main")
+    });
+    fake.control("Vanish", &[A]);
+    let events = run.collect_for(Duration::from_secs(7));
+    let retries: Vec<u64> = events
+        .iter()
+        .filter(|v| is_state(v, "Main", "disconnected"))
+        .map(|v| v["retry_in_ms"].as_u64().unwrap())
+        .collect();
+    let attempts = events
+        .iter()
+        .filter(|v| is_state(v, "Main", "connecting"))
+        .count();
+    // Each attempt waits for the scan (1 s) and then the backoff: no busy loop.
+    assert!(
+        (3..=8).contains(&attempts),
+        "{attempts} attempts in 7 s: {events:?}"
+    );
+    assert!(
+        retries.iter().all(|&ms| ms <= 800),
+        "capped at 0.8 s: {retries:?}"
+    );
+    assert!(retries[0] <= 200, "{retries:?}");
+    assert!(
+        retries[3..].iter().all(|&ms| ms >= 400),
+        "grew towards the cap: {retries:?}"
+    );
+    let failures: Vec<&str> = events
+        .iter()
+        .filter(|v| is_state(v, "Main", "disconnected"))
+        .skip(1)
+        .map(|v| v["detail"].as_str().unwrap())
+        .collect();
+    assert!(
+        failures.iter().all(|d| d.contains("was not seen")),
+        "{failures:?}"
+    );
+
+    fake.control("Appear", &[A]);
+    run.wait_for(Duration::from_secs(10), "back after it reappeared", |v| {
+        is_snapshot(v, "Main")
+    });
+}
+
+#[test]
+fn two_bmss_at_once_one_failing_never_stalls_the_other() {
+    let Some(c) = corpus() else { return };
+    let c = by_id(&c);
+    let good = device(A, &c, 121, 122, &[123, 124]);
+    let mut bad = device(B, &c, 128, 129, &[130]);
+    bad["fail_connect"] = json!(true);
+    let Some(fake) = FakeBluez::start(json!({"devices": [good, bad]})) else {
+        return;
+    };
+    let mut run = watch(
+        &fake,
+        &[
+            ("JK_BMS_ADDRESS", &format!("{A},{B}")),
+            ("JK_BMS_NAMES", "Main,Garage"),
+        ],
+    );
+    run.wait_for(Duration::from_secs(15), "Main streaming", |v| {
+        is_snapshot(v, "Main")
+    });
+    let events = run.collect_for(Duration::from_secs(3));
+    let main_snaps = events.iter().filter(|v| is_snapshot(v, "Main")).count();
+    let garage_failures: Vec<&Value> = events
+        .iter()
+        .filter(|v| is_state(v, "Garage", "disconnected"))
+        .collect();
+    assert!(
+        main_snaps >= 10,
+        "Main kept streaming (~10/s): {main_snaps}"
+    );
+    assert!(
+        !garage_failures.is_empty(),
+        "Garage kept retrying: {events:?}"
+    );
+    assert!(
+        garage_failures[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("le-connection-abort-by-local"),
+        "{garage_failures:?}"
+    );
+    assert!(!events.iter().any(|v| is_snapshot(v, "Garage")));
+    assert!(events
+        .iter()
+        .all(|v| v["battery"] == if v["name"] == "Main" { 1 } else { 2 }));
+}
+
+#[test]
+fn the_watchdog_exits_non_zero_when_every_bms_is_silent() {
+    let Some(c) = corpus() else { return };
+    let c = by_id(&c);
+    let mut bad = device(A, &c, 121, 122, &[123]);
+    bad["fail_connect"] = json!(true);
+    let Some(fake) = FakeBluez::start(json!({"devices": [bad]})) else {
+        return;
+    };
+    let mut run = watch(&fake, &[("JK_BMS_ADDRESS", A), ("BMS_TIMEOUT_SEC", "2")]);
+    let status = run.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(3), "{:?}", run.stderr_seen);
+    let stderr = run.stderr_seen.join("\n");
+    assert!(
+        stderr.contains("watchdog: no BMS delivered a valid frame")
+            && stderr.contains("BMS_TIMEOUT_SEC"),
+        "{stderr}"
+    );
+}
