@@ -325,7 +325,16 @@ fn streaming_reconnects_after_a_drop_in_the_middle_of_a_frame() {
         );
         after += 1;
     }
-    // The half frame before the drop did not count as corrupt on the new connection.
+    // Each change is logged with the BMS's name.
+    run.drain_stderr();
+    let log = run.stderr_seen.join("\n");
+    for change in [
+        "connecting → handshake",
+        "handshake → streaming",
+        "streaming → disconnected: the link closed",
+    ] {
+        assert!(log.contains(&format!("Main: {change}")), "{change}:\n{log}");
+    }
     let writes = fake.writes();
     let handshakes = writes
         .iter()
@@ -518,4 +527,44 @@ fn the_watchdog_exits_non_zero_when_every_bms_is_silent() {
             && stderr.contains("BMS_TIMEOUT_SEC"),
         "{stderr}"
     );
+}
+
+#[test]
+fn periodic_mode_connects_reads_and_lets_go_between_polls() {
+    let Some(c) = corpus() else { return };
+    let c = by_id(&c);
+    let Some(fake) = FakeBluez::start(json!({"devices": [device(A, &c, 121, 122, &[123, 124])]}))
+    else {
+        return;
+    };
+    let (_, snaps) = expected(&c, 121, 122, &[123, 124]);
+    let mut run = watch(
+        &fake,
+        &[
+            ("JK_BMS_ADDRESS", A),
+            ("JK_BMS_NAMES", "Main"),
+            ("JK_BMS_CONNECT_MODE", "periodic"),
+            ("JK_BMS_POLL_INTERVAL", "1"),
+        ],
+    );
+    let limit = Duration::from_secs(15);
+    for _ in 0..2 {
+        let v = run.wait_for(limit, "a periodic snapshot", |v| is_snapshot(v, "Main"));
+        assert!(snaps.contains(&v["snapshot"]), "{v}");
+        let idle = run.wait_for(limit, "the disconnect after it", |v| {
+            is_state(v, "Main", "disconnected")
+        });
+        assert_eq!(idle["detail"], "periodic mode: next reading in 1 s");
+        assert_eq!(idle["retry_in_ms"], 1000);
+    }
+    run.wait_for(limit, "the third connection", |v| {
+        is_state(v, "Main", "connecting")
+    });
+    // One full handshake per reading: the link was really let go in between.
+    let handshakes = fake
+        .writes()
+        .iter()
+        .filter(|(_, w)| w[4] == CMD_DEVICE_INFO)
+        .count();
+    assert!(handshakes >= 2, "{handshakes}");
 }

@@ -306,14 +306,14 @@ impl Session {
     ) -> bool {
         let from = std::mem::replace(&mut self.state, state);
         let attempt = self.backoff.attempt();
+        let name = &self.name;
         match (state, retry_in) {
             (State::Disconnected, Some(wait)) => tracing::info!(
-                bms = %self.name,
-                "{from} → {state}: {detail}; next attempt in {:.1} s (failed attempts in a row: {attempt})",
+                "{name}: {from} → {state}: {detail}; next attempt in {:.1} s (failed attempts in a row: {attempt})",
                 wait.as_secs_f64()
             ),
-            _ if detail.is_empty() => tracing::info!(bms = %self.name, "{from} → {state}"),
-            _ => tracing::info!(bms = %self.name, "{from} → {state}: {detail}"),
+            _ if detail.is_empty() => tracing::info!("{name}: {from} → {state}"),
+            _ => tracing::info!("{name}: {from} → {state}: {detail}"),
         }
         self.emit(EventKind::State {
             state,
