@@ -39,6 +39,22 @@ fn device(address: &str, c: &BTreeMap<u64, Value>, dev: u64, set: u64, cells: &[
     })
 }
 
+/// A fake BlueZ with one JK at `A` built by [`device`], plus the given behaviour keys
+/// (`drop_after_frames`, `garbage`, `layout`, …).
+fn one_jk(
+    c: &BTreeMap<u64, Value>,
+    dev: u64,
+    set: u64,
+    cells: &[u64],
+    behaviour: Value,
+) -> Option<FakeBluez> {
+    let mut spec = device(A, c, dev, set, cells);
+    for (k, v) in behaviour.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    FakeBluez::start(json!({ "devices": [spec] }))
+}
+
 /// What decoding the capture's bytes directly gives: (device-info JSON, snapshot JSON per cell
 /// frame). The transport must deliver exactly these values.
 fn expected(c: &BTreeMap<u64, Value>, dev: u64, set: u64, cells: &[u64]) -> (Value, Vec<Value>) {
@@ -169,8 +185,7 @@ fn read_returns_the_corpus_values_for_every_fragmentation() {
         (121, 122, 123),
         (105, 106, 107),
     ] {
-        let Some(fake) = FakeBluez::start(json!({"devices": [device(A, &c, dev, set, &[cell])]}))
-        else {
+        let Some(fake) = one_jk(&c, dev, set, &[cell], json!({})) else {
             return;
         };
         let out = fake
@@ -208,9 +223,7 @@ fn read_returns_the_corpus_values_for_every_fragmentation() {
 fn a_module_with_two_ffe1_characteristics_works() {
     let Some(c) = corpus() else { return };
     let c = by_id(&c);
-    let mut dev = device(A, &c, 128, 129, &[130]);
-    dev["layout"] = json!("dual");
-    let Some(fake) = FakeBluez::start(json!({"devices": [dev]})) else {
+    let Some(fake) = one_jk(&c, 128, 129, &[130], json!({"layout": "dual"})) else {
         return;
     };
     let out = fake
@@ -292,9 +305,7 @@ fn a_missing_or_powered_off_adapter_says_what_to_check() {
 fn streaming_reconnects_after_a_drop_in_the_middle_of_a_frame() {
     let Some(c) = corpus() else { return };
     let c = by_id(&c);
-    let mut dev = device(A, &c, 121, 122, &[123, 124]);
-    dev["drop_after_frames"] = json!(3);
-    let Some(fake) = FakeBluez::start(json!({"devices": [dev]})) else {
+    let Some(fake) = one_jk(&c, 121, 122, &[123, 124], json!({"drop_after_frames": 3})) else {
         return;
     };
     let (_, snaps) = expected(&c, 121, 122, &[123, 124]);
@@ -347,9 +358,7 @@ fn streaming_reconnects_after_a_drop_in_the_middle_of_a_frame() {
 fn a_silent_bms_goes_offline_within_the_stale_limit_and_comes_back() {
     let Some(c) = corpus() else { return };
     let c = by_id(&c);
-    let mut dev = device(A, &c, 136, 122, &[137, 138]);
-    dev["silent_after_frames"] = json!(2);
-    let Some(fake) = FakeBluez::start(json!({"devices": [dev]})) else {
+    let Some(fake) = one_jk(&c, 136, 122, &[137, 138], json!({"silent_after_frames": 2})) else {
         return;
     };
     let mut run = watch(
@@ -381,9 +390,7 @@ fn a_silent_bms_goes_offline_within_the_stale_limit_and_comes_back() {
 fn garbage_between_frames_never_makes_a_corrupt_snapshot() {
     let Some(c) = corpus() else { return };
     let c = by_id(&c);
-    let mut dev = device(A, &c, 121, 122, &[123, 124]);
-    dev["garbage"] = json!(true);
-    let Some(fake) = FakeBluez::start(json!({"devices": [dev]})) else {
+    let Some(fake) = one_jk(&c, 121, 122, &[123, 124], json!({"garbage": true})) else {
         return;
     };
     let (_, snaps) = expected(&c, 121, 122, &[123, 124]);
@@ -406,7 +413,7 @@ fn garbage_between_frames_never_makes_a_corrupt_snapshot() {
 fn a_device_that_disappears_is_retried_with_a_growing_capped_backoff() {
     let Some(c) = corpus() else { return };
     let c = by_id(&c);
-    let Some(fake) = FakeBluez::start(json!({"devices": [device(A, &c, 121, 122, &[123])]})) else {
+    let Some(fake) = one_jk(&c, 121, 122, &[123], json!({})) else {
         return;
     };
     let mut run = watch(
@@ -513,9 +520,7 @@ fn two_bmss_at_once_one_failing_never_stalls_the_other() {
 fn the_watchdog_exits_non_zero_when_every_bms_is_silent() {
     let Some(c) = corpus() else { return };
     let c = by_id(&c);
-    let mut bad = device(A, &c, 121, 122, &[123]);
-    bad["fail_connect"] = json!(true);
-    let Some(fake) = FakeBluez::start(json!({"devices": [bad]})) else {
+    let Some(fake) = one_jk(&c, 121, 122, &[123], json!({"fail_connect": true})) else {
         return;
     };
     let mut run = watch(&fake, &[("JK_BMS_ADDRESS", A), ("BMS_TIMEOUT_SEC", "2")]);
@@ -533,8 +538,7 @@ fn the_watchdog_exits_non_zero_when_every_bms_is_silent() {
 fn periodic_mode_connects_reads_and_lets_go_between_polls() {
     let Some(c) = corpus() else { return };
     let c = by_id(&c);
-    let Some(fake) = FakeBluez::start(json!({"devices": [device(A, &c, 121, 122, &[123, 124])]}))
-    else {
+    let Some(fake) = one_jk(&c, 121, 122, &[123, 124], json!({})) else {
         return;
     };
     let (_, snaps) = expected(&c, 121, 122, &[123, 124]);

@@ -40,6 +40,12 @@ impl fmt::Display for MacAddress {
     }
 }
 
+impl From<btleplug::api::BDAddr> for MacAddress {
+    fn from(a: btleplug::api::BDAddr) -> Self {
+        MacAddress(a.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

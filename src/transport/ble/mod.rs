@@ -147,7 +147,7 @@ impl Bluetooth {
             .await
             .map_err(other)?
             .into_iter()
-            .find(|p| MacAddress(p.address().into_inner()) == address))
+            .find(|p| MacAddress::from(p.address()) == address))
     }
 
     /// The peripheral with `address`: from BlueZ's list, else by scanning until `deadline`.
@@ -168,7 +168,7 @@ impl Bluetooth {
             match timeout_at(deadline, events.next()).await {
                 Ok(Some(CentralEvent::DeviceDiscovered(id) | CentralEvent::DeviceUpdated(id))) => {
                     if let Ok(p) = self.adapter.peripheral(&id).await {
-                        if MacAddress(p.address().into_inner()) == address {
+                        if MacAddress::from(p.address()) == address {
                             break Some(p);
                         }
                     }

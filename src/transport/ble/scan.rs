@@ -114,7 +114,7 @@ impl Bluetooth {
                     let Some(evidence) = recognise(props.local_name.as_deref(), &props.services, &makers) else {
                         continue;
                     };
-                    let address = MacAddress(p.address().into_inner());
+                    let address = MacAddress::from(p.address());
                     let entry = Found { address, name: props.local_name.clone(), rssi_dbm: props.rssi, evidence };
                     let is_new = !found.contains_key(&address);
                     found.insert(address, entry);
