@@ -7,6 +7,10 @@
 //! - [`transport`]: the thin seam to a BMS (a byte-chunk link); the simulated BMS lives here.
 //! - [`session`]: one BMS over its links: the handshake, the streaming state machine, backoff,
 //!   the watchdog.
+//! - [`store`]: the SQLite database shared with the inverter monitor: migrations, the merge
+//!   into `readings`, history with downsampling and retention, the one writer thread.
+//! - [`service`]: `jkmon run`/`poll`/`watch`: sessions, store and views under one cancellation
+//!   token.
 //! - [`report`]: JSON and text views of decoded values.
 //! - [`config`]: the one typed configuration, read from the environment and `.env`.
 //! - [`cli`]: the command line and its subcommands.
@@ -17,5 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod protocol;
 pub mod report;
+pub mod service;
 pub mod session;
+pub mod store;
 pub mod transport;

@@ -6,7 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::bluez::{fragments, FakeBluez, Running};
+use common::bluez::{fragments, FakeBluez};
+use common::process::Running;
 use common::{corpus, hex_bytes};
 use jkmon::battery::soc::BmsSoc;
 use jkmon::battery::Snapshot;

@@ -389,7 +389,7 @@ fn watch_streams_several_simulated_bmss_until_stopped() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut run = common::bluez::Running::spawn(cmd);
+    let mut run = common::process::Running::spawn(cmd);
     let limit = std::time::Duration::from_secs(10);
     for name in ["Main", "Garage"] {
         let v = run.wait_for(limit, "a snapshot of each", |v| {

@@ -1,8 +1,9 @@
-//! The command line: `decode`, `scan`, `read` and `watch`. Every option can also come from an
+//! The command line: `decode`, `scan`, `read`, `watch`, `run` and `poll`. Every option can also come from an
 //! environment variable (shown in `--help`), and `.env` is loaded before anything is read.
 
 pub mod decode;
 pub mod read;
+pub mod run;
 pub mod scan;
 pub mod watch;
 
@@ -45,12 +46,19 @@ pub enum Command {
     /// Stream every configured BMS (JK_BMS_ADDRESS or the devices file) until stopped: one
     /// session each, reconnecting on its own; exits non-zero when the watchdog trips.
     Watch(WatchArgs),
+    /// The service: every configured BMS, merged into the inverter monitor's database
+    /// (DB_PATH) with history kept, until stopped. `--demo` plays a simulated BMS and a
+    /// simulated inverter into demo.db, no hardware needed.
+    Run(RunArgs),
+    /// Only the BMS sessions and the database writer (for installations that run the web
+    /// server and the bot as separate processes on the same database).
+    Poll(RunArgs),
 }
 
 impl Command {
     /// Runs until stopped (and so logs more by default).
     pub fn is_service(&self) -> bool {
-        matches!(self, Command::Watch(_))
+        matches!(self, Command::Watch(_) | Command::Run(_) | Command::Poll(_))
     }
 }
 
@@ -63,6 +71,14 @@ pub struct ScanArgs {
     /// commented-out (disabled) devices are kept as they are.
     #[arg(long)]
     pub save: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Simulated BMS(s) and a simulated inverter inserting a reading every 10 s, into
+    /// `demo.db` unless DB_PATH is set: the whole system working without hardware.
+    #[arg(long)]
+    pub demo: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,6 +132,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Scan(args) => scan::run(args),
         Command::Read(args) => read::run(args),
         Command::Watch(args) => watch::run(args),
+        Command::Run(args) => run::run(args, run::Mode::Everything),
+        Command::Poll(args) => run::run(args, run::Mode::PollOnly),
     };
     match result {
         Ok(code) => code,
@@ -137,7 +155,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM (systemd stop, docker stop).
-fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     Box::pin(async {
         #[cfg(unix)]
         {

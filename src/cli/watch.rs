@@ -3,40 +3,22 @@
 //! same sessions.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::WatchArgs;
-use crate::battery::soc;
 use crate::config::Config;
 use crate::report::json::SnapshotJson;
-use crate::session::{EventKind, Session, SessionEvent, Watchdog};
-use crate::transport;
+use crate::service::EXIT_WATCHDOG;
+use crate::session::{EventKind, SessionEvent, Watchdog};
 
 pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
     let batteries = config.batteries()?;
     let runtime = super::runtime()?;
     runtime.block_on(async move {
-        let fleet = transport::connect_all(&config, &batteries).await?;
-        let estimator: Arc<dyn crate::battery::SocEstimator> =
-            Arc::from(soc::estimator(config.soc_source, &config.soc_curve));
-        let (tx, mut rx) = mpsc::channel::<SessionEvent>(256);
-        for (i, (battery, connector)) in batteries.iter().zip(fleet.connectors.iter().cloned()).enumerate() {
-            let session = Session::new(
-                i,
-                &battery.name,
-                connector,
-                config.session.clone(),
-                estimator.clone(),
-                tx.clone(),
-            );
-            tokio::spawn(session.run());
-        }
-        drop(tx);
+        let (fleet, mut rx) = crate::service::start_sessions(&config, &batteries).await?;
         let mut watchdog = Watchdog::new(config.watchdog, Instant::now());
         let mut stop = super::shutdown_signal();
         let code = loop {
@@ -51,7 +33,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
                 }
                 _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
                     eprintln!("error: {}", watchdog.explain());
-                    break ExitCode::from(3);
+                    break ExitCode::from(EXIT_WATCHDOG);
                 }
                 _ = &mut stop => break ExitCode::SUCCESS,
             }

@@ -12,6 +12,7 @@ use thiserror::Error;
 use crate::battery::soc::{SocSource, VoltageCurve};
 use crate::protocol::{Variant, VariantChoice};
 use crate::session::{ConnectMode, SessionConfig};
+use crate::store::{Retention, StoreConfig};
 use crate::transport::ble::MacAddress;
 use crate::transport::sim::{Fragmentation, SimConfig};
 use crate::transport::TransportKind;
@@ -62,6 +63,13 @@ pub const VARIABLES: &[&str] = &[
     "JK_SIM_INTERVAL_MS",
     "JK_SIM_PERIOD_SEC",
     "JK_SIM_FRAGMENTATION",
+    "JK_SIM_INVERTER_SEC",
+    "DB_PATH",
+    "DB_BUSY_TIMEOUT_MS",
+    "INVERTER_TIMEOUT_SEC",
+    "HISTORY_RAW_DAYS",
+    "HISTORY_5MIN_DAYS",
+    "HISTORY_HOURLY_DAYS",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +87,11 @@ pub struct Config {
     pub session: SessionConfig,
     /// `BMS_TIMEOUT_SEC`: exit when no BMS delivered a valid frame for this long (`None`: never).
     pub watchdog: Option<Duration>,
+    /// `DB_PATH`; `None` = the default of the command (`inverter.db`, or `demo.db` with `--demo`).
+    pub db_path: Option<PathBuf>,
+    pub store: StoreConfig,
+    /// `JK_SIM_INVERTER_SEC`: the demo inverter's poll interval (10 s like the real poller).
+    pub sim_inverter_interval: Duration,
 }
 
 impl Config {
@@ -292,8 +305,7 @@ impl Config {
             session.mode = parse::<ConnectMode>("JK_BMS_CONNECT_MODE", &v)?;
         }
         if let Some(v) = get("JK_BMS_POLL_INTERVAL") {
-            session.poll_interval =
-                Duration::from_secs(number("JK_BMS_POLL_INTERVAL", &v, 1u64..=86_400, "30")?);
+            session.poll_interval = seconds("JK_BMS_POLL_INTERVAL", &v, 0.1..=86_400.0)?;
         }
         if let Some(v) = get("JK_BMS_STALE_SEC") {
             session.stale =
@@ -326,6 +338,40 @@ impl Config {
             },
             None => Some(Duration::from_secs(600)),
         };
+        let mut store = StoreConfig {
+            interval: session.poll_interval,
+            freshness: session.stale
+                + session.poll_interval
+                    * if session.mode == ConnectMode::Periodic {
+                        2
+                    } else {
+                        1
+                    },
+            ..StoreConfig::default()
+        };
+        if let Some(v) = get("DB_BUSY_TIMEOUT_MS") {
+            store.busy_timeout =
+                Duration::from_millis(number("DB_BUSY_TIMEOUT_MS", &v, 100u64..=600_000, "5000")?);
+        }
+        if let Some(v) = get("INVERTER_TIMEOUT_SEC") {
+            store.inverter_timeout = seconds("INVERTER_TIMEOUT_SEC", &v, 1.0..=86_400.0)?;
+        }
+        let days = |var: &'static str, default: u32| -> Result<u32, ConfigError> {
+            match get(var) {
+                Some(v) => number(var, &v, 0u32..=36_500, "30"),
+                None => Ok(default),
+            }
+        };
+        let defaults = Retention::default();
+        store.retention = Retention {
+            raw_days: days("HISTORY_RAW_DAYS", defaults.raw_days)?,
+            five_min_days: days("HISTORY_5MIN_DAYS", defaults.five_min_days)?,
+            hourly_days: days("HISTORY_HOURLY_DAYS", defaults.hourly_days)?,
+        };
+        let sim_inverter_interval = match get("JK_SIM_INVERTER_SEC") {
+            Some(v) => seconds("JK_SIM_INVERTER_SEC", &v, 0.01..=3_600.0)?,
+            None => Duration::from_secs(10),
+        };
         let variant: VariantChoice = get("JK_BMS_VARIANT")
             .map(|v| parse("JK_BMS_VARIANT", &v))
             .transpose()?
@@ -339,6 +385,9 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("jk_devices.yaml")),
             session,
             watchdog,
+            db_path: get("DB_PATH").map(PathBuf::from),
+            store,
+            sim_inverter_interval,
             transport: get("JK_BMS_TRANSPORT")
                 .map(|v| parse("JK_BMS_TRANSPORT", &v))
                 .transpose()?
@@ -378,6 +427,32 @@ mod tests {
         assert_eq!(c.variant, VariantChoice::Auto);
         assert_eq!(c.sim.cells, 16);
         assert_eq!(c.soc_curve, VoltageCurve::default());
+        assert_eq!(c.db_path, None);
+        assert_eq!(c.store.interval, Duration::from_secs(30));
+        assert_eq!(c.store.freshness, Duration::from_secs(60));
+        assert_eq!(c.store.retention, Retention::default());
+    }
+
+    #[test]
+    fn store_settings() {
+        let c = with(&[
+            ("JK_BMS_POLL_INTERVAL", "0.5"),
+            ("JK_BMS_CONNECT_MODE", "periodic"),
+            ("DB_PATH", "/var/lib/jkmon/inverter.db"),
+            ("HISTORY_5MIN_DAYS", "0"),
+            ("INVERTER_TIMEOUT_SEC", "120"),
+        ])
+        .unwrap();
+        assert_eq!(c.store.interval, Duration::from_millis(500));
+        // periodic: a reading every interval, so fresh for the stale limit plus two intervals
+        assert_eq!(c.store.freshness, Duration::from_secs(31));
+        assert_eq!(
+            c.db_path.as_deref(),
+            Some(std::path::Path::new("/var/lib/jkmon/inverter.db"))
+        );
+        assert_eq!(c.store.retention.five_min_days, 0);
+        assert_eq!(c.store.retention.raw_days, 7);
+        assert_eq!(c.store.inverter_timeout, Duration::from_secs(120));
     }
 
     #[test]
@@ -430,6 +505,9 @@ mod tests {
             (vec![("JK_BMS_CONNECT_MODE", "sometimes")], "persistent or periodic"),
             (vec![("JK_BMS_RETRY_MIN_SEC", "5"), ("JK_BMS_RETRY_MAX_SEC", "2")], "must not exceed JK_BMS_RETRY_MAX_SEC"),
             (vec![("JK_BMS_STALE_SEC", "0")], "JK_BMS_STALE_SEC=\"0\" is not valid"),
+            (vec![("JK_BMS_POLL_INTERVAL", "0.01")], "between 0.1 and 86400 seconds"),
+            (vec![("HISTORY_RAW_DAYS", "a week")], "HISTORY_RAW_DAYS=\"a week\" is not valid"),
+            (vec![("DB_BUSY_TIMEOUT_MS", "5")], "DB_BUSY_TIMEOUT_MS=\"5\" is not valid"),
         ];
         for (pairs, expected) in cases {
             let e = with(&pairs).unwrap_err().to_string();

@@ -252,6 +252,41 @@ pub struct CellStats {
 }
 
 impl CellInfo {
+    /// A plausible 4-cell JK02_32S reading (every field set), for tests and benchmarks.
+    pub fn example() -> CellInfo {
+        CellInfo {
+            variant: Variant::Jk02_32s,
+            counter: 0x17,
+            cell_voltages_uv: vec![3_381_000, 3_376_000, 3_374_000, 3_380_000],
+            cell_resistances_uohm: vec![60_000, 61_000, 59_000, 62_000],
+            total_voltage_mv: 13_511,
+            current_ma: Some(-727),
+            bms_power_mw: Some(9_822),
+            soc_pct: Some(99),
+            remaining_capacity_mah: Some(312_898),
+            nominal_capacity_mah: Some(314_000),
+            cycle_count: Some(5),
+            cycle_capacity_mah: Some(1_610_314),
+            soh_pct: Some(100),
+            temperatures: Temperatures {
+                mos_dc: Some(128),
+                sensors_dc: [Some(119), Some(-31), Some(128), Some(126), None],
+            },
+            balance_current_ma: Some(-2_600),
+            balancing: Balancing::Discharging,
+            charging_enabled: Some(true),
+            discharging_enabled: Some(false),
+            heating: Some(true),
+            alarms: Alarms {
+                bits: 0x0008_0201,
+                table: AlarmTable::Ble,
+            },
+            uptime_s: Some(3_609_276),
+            bms_cell_avg_uv: Some(3_377_000),
+            bms_cell_delta_uv: Some(7_000),
+        }
+    }
+
     pub fn cell_count(&self) -> usize {
         self.cell_voltages_uv.len()
     }
@@ -538,37 +573,7 @@ mod tests {
     use super::*;
 
     fn sample() -> CellInfo {
-        CellInfo {
-            variant: Variant::Jk02_32s,
-            counter: 0x17,
-            cell_voltages_uv: vec![3_381_000, 3_376_000, 3_374_000, 3_380_000],
-            cell_resistances_uohm: vec![60_000, 61_000, 59_000, 62_000],
-            total_voltage_mv: 13_511,
-            current_ma: Some(-727),
-            bms_power_mw: Some(9_822),
-            soc_pct: Some(99),
-            remaining_capacity_mah: Some(312_898),
-            nominal_capacity_mah: Some(314_000),
-            cycle_count: Some(5),
-            cycle_capacity_mah: Some(1_610_314),
-            soh_pct: Some(100),
-            temperatures: Temperatures {
-                mos_dc: Some(128),
-                sensors_dc: [Some(119), Some(-31), Some(128), Some(126), None],
-            },
-            balance_current_ma: Some(-2_600),
-            balancing: Balancing::Discharging,
-            charging_enabled: Some(true),
-            discharging_enabled: Some(false),
-            heating: Some(true),
-            alarms: Alarms {
-                bits: 0x0008_0201,
-                table: AlarmTable::Ble,
-            },
-            uptime_s: Some(3_609_276),
-            bms_cell_avg_uv: Some(3_377_000),
-            bms_cell_delta_uv: Some(7_000),
-        }
+        CellInfo::example()
     }
 
     #[test]

@@ -216,7 +216,7 @@ impl Session {
                 Outcome::Done => (
                     format!(
                         "periodic mode: next reading in {} s",
-                        self.config.poll_interval.as_secs()
+                        self.config.poll_interval.as_secs_f64()
                     ),
                     self.config.poll_interval,
                 ),

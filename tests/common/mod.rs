@@ -28,6 +28,27 @@ pub fn corpus() -> Option<Vec<serde_json::Value>> {
     }
 }
 
+/// Whether `program args…` runs and succeeds. Missing: a loud skip on a developer's machine, a
+/// failure in CI (where `scripts/test.sh` installs everything).
+pub fn have_program(program: &str, args: &[&str]) -> bool {
+    let ok = std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let msg = format!("SKIPPED: `{program} {}` does not run here", args.join(" "));
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "{msg} — in CI every program the tests need must be installed (scripts/test.sh)"
+            );
+        }
+        eprintln!("\n*** {msg} ***\n");
+    }
+    ok
+}
+
 pub fn hex_bytes(s: &str) -> Vec<u8> {
     (0..s.len() / 2)
         .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("corpus hex"))
@@ -38,3 +59,4 @@ pub fn field<'a>(entry: &'a serde_json::Value, key: &str) -> &'a str {
     entry[key].as_str().unwrap_or("")
 }
 pub mod bluez;
+pub mod process;

@@ -5,6 +5,7 @@
 //! real modules cut them — 20-byte MTU pieces, 128 + 22 halves, 150 + 150, irregular pieces —
 //! with an occasional `AT\r\n`. The numbers come from [`model::SimBattery`].
 
+pub mod inverter;
 pub mod model;
 
 use std::time::Duration;

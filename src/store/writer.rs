@@ -1,0 +1,289 @@
+//! The one writer: a thread of its own that owns the database connection, so no SQLite call
+//! ever blocks the async runtime. Sessions' snapshots reach it through a bounded channel; every
+//! store interval it commits what it has (the freshest snapshot of each battery for the merge,
+//! all of them folded for history), and once an hour it downsamples and expires history.
+//!
+//! A commit that fails (the other writer held the lock past the busy timeout, a full disk) is
+//! logged and retried at the next interval with everything kept; only a run of failures long
+//! enough to mean the database is gone ends the writer, and with it the service.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Local};
+use tokio::sync::oneshot;
+
+use super::{Battery, Bucket, ReadingsAction, Store, StoreError, Update};
+use crate::battery::Snapshot;
+
+/// Snapshots waiting for the writer; at 2 frames/s per BMS this is minutes of slack.
+const CHANNEL_CAPACITY: usize = 4_096;
+/// How often history is downsampled and expired.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(3_600);
+/// Commits that may fail in a row before the writer gives up (at the default 30 s interval,
+/// ten minutes).
+const MAX_FAILED_COMMITS: u32 = 20;
+
+/// What the writer is told.
+#[derive(Debug)]
+pub enum Message {
+    Snapshot {
+        position: usize,
+        snapshot: Box<Snapshot>,
+        taken_at: DateTime<Local>,
+    },
+    State {
+        position: usize,
+        state: String,
+        detail: String,
+        /// The BMS is offline (not merely between two periodic readings): its readings keys
+        /// stop being merged at once.
+        offline: bool,
+    },
+}
+
+/// What the writer did, when it ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    pub commits: u64,
+    pub failed_commits: u64,
+}
+
+/// The handle the service keeps.
+pub struct Writer {
+    tx: Option<SyncSender<Message>>,
+    done: Option<oneshot::Receiver<Result<WriterStats, StoreError>>>,
+    dropped: Arc<AtomicU64>,
+}
+
+#[derive(Default)]
+struct Pending {
+    latest: Option<(Box<Snapshot>, DateTime<Local>)>,
+    bucket: Bucket,
+    fresh: bool,
+}
+
+impl Writer {
+    /// Registers the batteries and starts the writer thread.
+    pub fn start(mut store: Store, batteries: Vec<Battery>) -> Result<Writer, StoreError> {
+        store.register(&batteries, super::now_ms())?;
+        let (tx, rx) = sync_channel::<Message>(CHANNEL_CAPACITY);
+        let (done_tx, done) = oneshot::channel();
+        let interval = store.config.interval;
+        std::thread::Builder::new()
+            .name("jkmon-store".into())
+            .spawn(move || {
+                let result = run(&mut store, &batteries, rx, interval);
+                let result = match result {
+                    Ok(stats) => store.close().map(|()| stats),
+                    Err(e) => Err(e),
+                };
+                let _ = done_tx.send(result);
+            })
+            .map_err(StoreError::Thread)?;
+        Ok(Writer {
+            tx: Some(tx),
+            done: Some(done),
+            dropped: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Hands a message over without waiting. When the writer is far behind (the database
+    /// locked for minutes), snapshots are dropped and counted rather than piled up.
+    pub fn send(&self, message: Message) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(message) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n == 1 || n.is_multiple_of(1_000) {
+                    tracing::warn!("the database writer is behind; {n} snapshot(s) skipped so far");
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Resolves when the writer ended on its own, which only a fatal error makes it do.
+    pub async fn failed(&mut self) -> StoreError {
+        match self.done.as_mut() {
+            Some(done) => {
+                let result = done.await;
+                self.done = None;
+                match result {
+                    Ok(Err(e)) => e,
+                    _ => StoreError::WriterGone,
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Commits what is pending, closes the database and waits for the thread.
+    pub async fn stop(mut self) -> Result<WriterStats, StoreError> {
+        drop(self.tx.take());
+        match self.done.take() {
+            Some(done) => done.await.unwrap_or(Err(StoreError::WriterGone)),
+            None => Ok(WriterStats::default()),
+        }
+    }
+}
+
+fn run(
+    store: &mut Store,
+    batteries: &[Battery],
+    rx: std::sync::mpsc::Receiver<Message>,
+    interval: Duration,
+) -> Result<WriterStats, StoreError> {
+    let names: BTreeMap<usize, &str> = batteries
+        .iter()
+        .map(|b| (b.position, b.name.as_str()))
+        .collect();
+    let mut pending: BTreeMap<usize, Pending> = BTreeMap::new();
+    let mut stats = WriterStats::default();
+    let mut failed_in_a_row = 0u32;
+    let mut next_commit = Instant::now() + interval;
+    let mut next_maintenance = Instant::now();
+    loop {
+        let wait = next_commit.saturating_duration_since(Instant::now());
+        let closing = match rx.recv_timeout(wait) {
+            Ok(Message::Snapshot {
+                position,
+                snapshot,
+                taken_at,
+            }) => {
+                let p = pending.entry(position).or_default();
+                p.bucket.add(&snapshot);
+                p.latest = Some((snapshot, taken_at));
+                p.fresh = true;
+                continue;
+            }
+            Ok(Message::State {
+                position,
+                state,
+                detail,
+                offline,
+            }) => {
+                if offline {
+                    pending.entry(position).or_default().fresh = false;
+                    if let Err(e) = store.mark_stale(position) {
+                        tracing::error!(
+                            "could not mark battery {position} offline in the database: {e}"
+                        );
+                    }
+                }
+                if let Err(e) = store.set_state(position, &state, &detail, super::now_ms()) {
+                    tracing::warn!("could not record battery {position}'s state: {e}");
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        match commit(store, &mut pending, &names) {
+            Ok(true) => {
+                stats.commits += 1;
+                failed_in_a_row = 0;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                stats.failed_commits += 1;
+                failed_in_a_row += 1;
+                tracing::error!(
+                    "could not write to {}: {e}; keeping the data and retrying in {:.1} s ({failed_in_a_row} failure(s) in a row)",
+                    store.path().display(),
+                    interval.as_secs_f64()
+                );
+                if failed_in_a_row >= MAX_FAILED_COMMITS || closing {
+                    return Err(e);
+                }
+            }
+        }
+        if closing {
+            return Ok(stats);
+        }
+        let now = Instant::now();
+        next_commit = (next_commit + interval).max(now);
+        if now >= next_maintenance {
+            next_maintenance = now + MAINTENANCE_EVERY;
+            match store.maintain(super::now_ms()) {
+                Ok(m) if m.rows_made + m.rows_deleted > 0 => tracing::info!(
+                    "history: {} downsampled row(s) made, {} expired row(s) deleted",
+                    m.rows_made,
+                    m.rows_deleted
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("history maintenance failed (retried in an hour): {e}"),
+            }
+        }
+    }
+}
+
+/// Commits the pending snapshots; `Ok(false)` when there was nothing to write.
+fn commit(
+    store: &mut Store,
+    pending: &mut BTreeMap<usize, Pending>,
+    names: &BTreeMap<usize, &str>,
+) -> Result<bool, StoreError> {
+    let updates: Vec<Update> = pending
+        .iter()
+        .filter_map(|(position, p)| {
+            let (snapshot, taken_at) = p.latest.as_ref()?;
+            Some(Update {
+                position: *position,
+                snapshot,
+                taken_at: *taken_at,
+                bucket: &p.bucket,
+                fresh: p.fresh,
+            })
+        })
+        .collect();
+    if updates.is_empty() {
+        return Ok(false);
+    }
+    let now = Local::now();
+    let action = store.commit(&updates, now)?;
+    for u in &updates {
+        let name = names.get(&u.position).copied().unwrap_or("?");
+        tracing::info!(
+            "{name}: {}; {}",
+            describe(u.snapshot),
+            if u.fresh {
+                action
+            } else {
+                ReadingsAction::NothingFresh
+            }
+        );
+        tracing::debug!(
+            "committed battery={} history_ts_ms={} samples={}",
+            u.position,
+            now.timestamp_millis(),
+            u.bucket.samples
+        );
+    }
+    pending.clear();
+    Ok(true)
+}
+
+/// `52.6 V, +5.2 A, 85 %, 18.5 °C, 16 cells (delta 0.008 V)`.
+pub fn describe(s: &Snapshot) -> String {
+    let c = &s.cell_info;
+    let mut out = format!("{:.1} V", f64::from(c.total_voltage_mv) / 1000.0);
+    if let Some(ma) = c.current_ma {
+        out += &format!(", {:+.1} A", f64::from(ma) / 1000.0);
+    }
+    if let Some(p) = s.soc_effective_pct {
+        out += &format!(", {p:.0} %");
+    }
+    if let Some(dc) = super::fields::battery_temperature_dc(s) {
+        out += &format!(", {:.1} °C", f64::from(dc) / 10.0);
+    }
+    out += &format!(", {} cells", c.cell_count());
+    if let Some(st) = c.stats() {
+        out += &format!(" (delta {:.3} V)", f64::from(st.delta_uv) / 1e6);
+    }
+    out
+}

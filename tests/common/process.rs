@@ -1,0 +1,142 @@
+//! A running jkmon process whose stdout and stderr lines are read as they arrive, so tests wait
+//! on events (a line) rather than on sleeps.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running jkmon whose output lines are read as they come.
+pub struct Running {
+    pub child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    pub stderr_seen: Vec<String>,
+}
+
+impl Running {
+    pub fn spawn(mut cmd: Command) -> Running {
+        let mut child = cmd.spawn().expect("jkmon starts");
+        let pipe = |r: Box<dyn std::io::Read + Send>| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        };
+        let stdout = pipe(Box::new(child.stdout.take().unwrap()));
+        let stderr = pipe(Box::new(child.stderr.take().unwrap()));
+        Running {
+            child,
+            stdout,
+            stderr,
+            stderr_seen: Vec::new(),
+        }
+    }
+
+    /// The next JSON line on stdout that satisfies `pred`, waiting at most `limit`.
+    pub fn wait_for(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => {
+                    let v: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => {
+                    self.drain_stderr();
+                    panic!(
+                        "waited {limit:?} for {what}; jkmon's stderr:\n{}",
+                        self.stderr_seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every JSON line on stdout until `limit` passes (for counting attempts in a window).
+    pub fn collect_for(&mut self, limit: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
+        let mut out = Vec::new();
+        while let Ok(line) = self
+            .stdout
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            out.push(serde_json::from_str(&line).expect("JSON line"));
+        }
+        out
+    }
+
+    /// The next stderr (log) line containing `needle`, waiting at most `limit`.
+    pub fn wait_for_log(&mut self, limit: Duration, needle: &str) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self
+                .stderr
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    self.stderr_seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "waited {limit:?} for a log line with {needle:?}; jkmon's stderr:\n{}",
+                    self.stderr_seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    pub fn drain_stderr(&mut self) {
+        while let Ok(l) = self.stderr.try_recv() {
+            self.stderr_seen.push(l);
+        }
+    }
+
+    /// Waits for the process to exit by itself, at most `limit`: its stdout closing is the
+    /// event.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self
+                .stdout
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("jkmon did not exit within {limit:?}")
+                }
+            }
+        }
+        let status = self.child.wait().unwrap();
+        while let Ok(l) = self.stderr.recv_timeout(Duration::from_secs(2)) {
+            self.stderr_seen.push(l);
+        }
+        status
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
