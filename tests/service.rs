@@ -1,0 +1,318 @@
+//! The service as users run it: the real `jkmon` binary with the simulated BMS writing into a
+//! real SQLite file, beside a separate writer process (Python's sqlite3, like the inverter
+//! poller), stopped by SIGTERM, or killed with SIGKILL in the middle of its commits.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::process::Running;
+use rusqlite::Connection;
+use serde_json::Value;
+
+/// `jkmon <args>` on the simulator in `dir`, writing `db`, logs on stderr.
+fn jkmon(dir: &Path, db: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jkmon"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("JK_BMS_ADDRESS")
+        .env_remove("JK_BMS_NAMES")
+        .env("JK_BMS_TRANSPORT", "sim")
+        .env("DB_PATH", db)
+        .env("JK_SIM_INTERVAL_MS", "50")
+        .env("RUST_LOG", "warn,jkmon=info")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Running::spawn(cmd)
+}
+
+fn signal(run: &Running, name: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{name}"), run.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name} failed");
+}
+
+fn integrity(db: &Path) -> String {
+    let conn = Connection::open(db).unwrap();
+    conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn errors_in(lines: &[String]) -> Vec<&String> {
+    lines
+        .iter()
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .collect()
+}
+
+#[test]
+fn run_demo_fills_the_database_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let mut run = jkmon(
+        dir.path(),
+        &db,
+        &["run", "--demo"],
+        &[
+            ("JK_BMS_POLL_INTERVAL", "0.2"),
+            ("JK_SIM_INVERTER_SEC", "0.1"),
+        ],
+    );
+    for _ in 0..5 {
+        run.wait_for_log(Duration::from_secs(20), "merged into readings #");
+    }
+    signal(&run, "TERM");
+    let status = run.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "exit {status:?}: {:?}", run.stderr_seen);
+    assert!(
+        run.stderr_seen
+            .iter()
+            .any(|l| l.contains("database closed after")),
+        "{:?}",
+        run.stderr_seen
+    );
+    assert!(
+        errors_in(&run.stderr_seen).is_empty(),
+        "{:?}",
+        run.stderr_seen
+    );
+    assert_eq!(integrity(&db), "ok");
+    assert!(
+        !dir.path().join("demo.db-wal").exists()
+            || std::fs::metadata(dir.path().join("demo.db-wal"))
+                .unwrap()
+                .len()
+                == 0,
+        "the WAL is folded back on a clean stop"
+    );
+    let conn = Connection::open(&db).unwrap();
+    let rows: Vec<String> = conn
+        .prepare("SELECT payload FROM readings ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(rows.len() >= 5, "the simulated inverter wrote rows");
+    let last: Value = serde_json::from_str(rows.last().unwrap()).unwrap();
+    assert!(last["grid_voltage"].is_string(), "an inverter row: {last}");
+    assert_eq!(last["bms_name"], "Simulated BMS");
+    assert!(last["inverter_battery_voltage"].is_string());
+    assert!(
+        last.get("source").is_none(),
+        "no jkmon row beside a live inverter"
+    );
+    let history: i64 = conn
+        .query_row("SELECT COUNT(*) FROM bms_history", [], |r| r.get(0))
+        .unwrap();
+    assert!(history >= 5);
+}
+
+/// A Python writer like the inverter poller: a new connection per row (default 5 s timeout),
+/// one row every 50 ms for `seconds`; it prints `errors=<n>` and then every row it wrote.
+const PYTHON_POLLER: &str = r#"
+import json, sqlite3, sys, time
+from datetime import datetime, timezone, timedelta
+path, seconds = sys.argv[1], float(sys.argv[2])
+errors, written = 0, []
+end = time.monotonic() + seconds
+n = 0
+while time.monotonic() < end and n < 2000:
+    n += 1
+    payload = {"grid_voltage": "%.1f" % (220 + n % 20), "grid_power": str(n), "status_text": "LINE",
+               "battery_voltage": "52.%d" % (n % 10), "battery_current": "-1.0", "battery_soc": "64",
+               "battery_power": "-52", "temperature": "30", "pv_input_power": "0", "seq": str(n)}
+    try:
+        c = sqlite3.connect(path)
+        cur = c.execute("INSERT INTO readings (created_at, payload) VALUES (?, ?)",
+                        (datetime.now(timezone(timedelta(hours=2))).isoformat(), json.dumps(payload)))
+        c.commit()
+        written.append((cur.lastrowid, payload))
+        c.close()
+    except Exception as e:
+        errors += 1
+        print("ERROR", repr(e), file=sys.stderr)
+    time.sleep(0.05)
+print("errors=%d" % errors)
+print(json.dumps(written))
+"#;
+
+#[test]
+fn a_python_writer_and_jkmon_share_the_database_for_30_s_without_losing_a_key() {
+    if !common::have_program("/usr/bin/python3", &["-c", "import sqlite3"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inverter.db");
+    // an inverter monitor's database with a fresh row: the inverter is alive when jkmon starts
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch(&format!(
+            "CREATE TABLE readings (id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL,
+                 payload TEXT, error TEXT);
+             INSERT INTO readings (created_at, payload) VALUES ('{}', '{{\"grid_voltage\": \"230.0\"}}');",
+            chrono::Local::now().to_rfc3339()
+        ))
+        .unwrap();
+    // jkmon merges five times a second
+    let mut run = jkmon(
+        dir.path(),
+        &db,
+        &["poll"],
+        &[("JK_BMS_POLL_INTERVAL", "0.2")],
+    );
+    run.wait_for_log(Duration::from_secs(20), "merged into readings #1");
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", PYTHON_POLLER, db.to_str().unwrap(), "30"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    signal(&run, "TERM");
+    let status = run.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{:?}", run.stderr_seen);
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some("errors=0"),
+        "the Python writer saw errors: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written: Vec<(i64, serde_json::Map<String, Value>)> =
+        serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert!(written.len() >= 400, "{} rows in 30 s", written.len());
+    assert!(
+        errors_in(&run.stderr_seen).is_empty(),
+        "{:?}",
+        run.stderr_seen
+    );
+    let merges = run
+        .stderr_seen
+        .iter()
+        .filter(|l| l.contains("merged into readings #"))
+        .count();
+    assert!(merges >= 100, "jkmon merged {merges} times");
+
+    let conn = Connection::open(&db).unwrap();
+    let mut lost = Vec::new();
+    let mut with_bms = 0;
+    for (id, original) in &written {
+        let text: String = conn
+            .query_row("SELECT payload FROM readings WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let stored: Value = serde_json::from_str(&text).unwrap();
+        for (k, v) in original {
+            let moved = [
+                "battery_voltage",
+                "battery_current",
+                "battery_soc",
+                "battery_power",
+                "temperature",
+            ]
+            .contains(&k.as_str());
+            let kept = if moved {
+                &stored[format!("inverter_{k}")]
+            } else {
+                &stored[k]
+            };
+            if kept != v {
+                lost.push(format!("row {id}: {k}={v} became {kept}"));
+            }
+        }
+        if stored["bms_name"] == "Simulated BMS" {
+            with_bms += 1;
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} inverter values lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert_eq!(
+        with_bms,
+        written.len(),
+        "every inverter row carries the BMS keys"
+    );
+    let total: i64 = conn
+        .query_row("SELECT COUNT(*) FROM readings", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        total as usize,
+        written.len() + 1,
+        "jkmon inserted no row of its own"
+    );
+    assert_eq!(integrity(&db), "ok");
+}
+
+#[test]
+fn kill_9_during_heavy_merging_leaves_a_whole_database_with_every_committed_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inverter.db");
+    let mut run = jkmon(
+        dir.path(),
+        &db,
+        &["poll"],
+        &[
+            ("JK_BMS_POLL_INTERVAL", "0.1"),
+            ("JK_SIM_INTERVAL_MS", "10"),
+            ("RUST_LOG", "warn,jkmon::store=debug"),
+        ],
+    );
+    let mut committed = BTreeSet::new();
+    while committed.len() < 30 {
+        let line = run.wait_for_log(Duration::from_secs(20), "committed battery=1");
+        committed.insert(ts_of(&line));
+    }
+    signal(&run, "KILL");
+    let status = run.wait_exit(Duration::from_secs(20));
+    assert!(!status.success());
+    // lines logged before the kill are commits too
+    for line in &run.stderr_seen {
+        if line.contains("committed battery=1") {
+            committed.insert(ts_of(line));
+        }
+    }
+    assert_eq!(integrity(&db), "ok");
+    let conn = Connection::open(&db).unwrap();
+    let stored: BTreeSet<i64> = conn
+        .prepare("SELECT ts_ms FROM bms_history WHERE bucket_s = 0")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let missing: Vec<&i64> = committed.difference(&stored).collect();
+    assert!(missing.is_empty(), "committed but gone: {missing:?}");
+    // and jkmon starts again on it
+    let mut again = jkmon(
+        dir.path(),
+        &db,
+        &["poll"],
+        &[("JK_BMS_POLL_INTERVAL", "0.1")],
+    );
+    again.wait_for_log(Duration::from_secs(20), "readings #");
+}
+
+fn ts_of(line: &str) -> i64 {
+    line.split("history_ts_ms=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no history_ts_ms in {line}"))
+}
