@@ -216,23 +216,8 @@ fn a_python_writer_and_jkmon_share_the_database_for_30_s_without_losing_a_key() 
             })
             .unwrap();
         let stored: Value = serde_json::from_str(&text).unwrap();
-        for (k, v) in original {
-            let moved = [
-                "battery_voltage",
-                "battery_current",
-                "battery_soc",
-                "battery_power",
-                "temperature",
-            ]
-            .contains(&k.as_str());
-            let kept = if moved {
-                &stored[format!("inverter_{k}")]
-            } else {
-                &stored[k]
-            };
-            if kept != v {
-                lost.push(format!("row {id}: {k}={v} became {kept}"));
-            }
+        for l in common::lost_inverter_keys(original, stored.as_object().unwrap()) {
+            lost.push(format!("row {id}: {l}"));
         }
         if stored["bms_name"] == "Simulated BMS" {
             with_bms += 1;

@@ -117,30 +117,12 @@ fn count(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
-/// The keys the merge writes over, whose inverter values move to `inverter_<key>`.
-const SHARED: [&str; 5] = [
-    "battery_voltage",
-    "battery_current",
-    "battery_soc",
-    "battery_power",
-    "temperature",
-];
-
-/// Every inverter key of `original` is in `merged`, with its value (under `inverter_<key>` for
-/// the keys battery 1 writes over).
 fn assert_inverter_keys_kept(original: &Map<String, Value>, merged: &Map<String, Value>) {
-    for (k, v) in original {
-        let kept = if SHARED.contains(&k.as_str()) {
-            merged.get(&format!("inverter_{k}"))
-        } else {
-            merged.get(k)
-        };
-        assert_eq!(
-            kept,
-            Some(v),
-            "inverter key {k} lost or changed in {merged:?}"
-        );
-    }
+    let lost = common::lost_inverter_keys(original, merged);
+    assert!(
+        lost.is_empty(),
+        "inverter values lost: {lost:?} in {merged:?}"
+    );
 }
 
 #[test]

@@ -49,6 +49,36 @@ pub fn have_program(program: &str, args: &[&str]) -> bool {
     ok
 }
 
+/// The inverter keys battery 1's keys write over; the merge keeps their inverter values as
+/// `inverter_<key>`.
+pub const MOVED_INVERTER_KEYS: [&str; 5] = [
+    "battery_voltage",
+    "battery_current",
+    "battery_soc",
+    "battery_power",
+    "temperature",
+];
+
+/// Every inverter value of `original` that `merged` does not hold any more (under
+/// `inverter_<key>` for the moved keys), as `key=value became …` lines.
+pub fn lost_inverter_keys(
+    original: &serde_json::Map<String, serde_json::Value>,
+    merged: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<String> {
+    original
+        .iter()
+        .filter_map(|(k, v)| {
+            let key = if MOVED_INVERTER_KEYS.contains(&k.as_str()) {
+                format!("inverter_{k}")
+            } else {
+                k.clone()
+            };
+            let kept = merged.get(&key);
+            (kept != Some(v)).then(|| format!("{k}={v} became {kept:?}"))
+        })
+        .collect()
+}
+
 pub fn hex_bytes(s: &str) -> Vec<u8> {
     (0..s.len() / 2)
         .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("corpus hex"))
