@@ -1,10 +1,11 @@
 # jkmon in a container. Build: docker build -t jkmon .
-# Today the image runs one reading against the simulated BMS; the service, its healthcheck and
-# the host D-Bus setup for Bluetooth come with the deployment work.
+# Today the image runs the demo (simulated BMS and inverter into /var/lib/jkmon/demo.db); the
+# healthcheck and the host D-Bus setup for Bluetooth come with the deployment work.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY migrations ./migrations
 COPY benches ./benches
 RUN cargo build --release --locked --bin jkmon
 
@@ -15,4 +16,4 @@ USER jkmon
 WORKDIR /var/lib/jkmon
 ENV JK_BMS_TRANSPORT=sim
 ENTRYPOINT ["jkmon"]
-CMD ["read"]
+CMD ["run", "--demo"]
