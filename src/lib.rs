@@ -11,6 +11,7 @@
 //!   into `readings`, history with downsampling and retention, the one writer thread.
 //! - [`service`]: `jkmon run`/`poll`/`watch`: sessions, store and views under one cancellation
 //!   token.
+//! - [`web`]: the web server: JSON API (and, to come, the dashboard), read-only on the store.
 //! - [`report`]: JSON and text views of decoded values.
 //! - [`config`]: the one typed configuration, read from the environment and `.env`.
 //! - [`cli`]: the command line and its subcommands.
@@ -25,3 +26,4 @@ pub mod service;
 pub mod session;
 pub mod store;
 pub mod transport;
+pub mod web;

@@ -20,10 +20,12 @@ use tokio_util::sync::CancellationToken;
 use crate::battery::{soc, SocEstimator};
 use crate::config::{BatteryConfig, Config};
 use crate::session::{ConnectMode, EventKind, Session, SessionEvent, State, Watchdog};
+use crate::store::read::{ReadConfig, Readers};
 use crate::store::writer::{Message, Writer};
 use crate::store::{Battery, Store};
 use crate::transport::sim::inverter::SimInverter;
 use crate::transport::{self, Fleet};
+use crate::web::{self, AppState, WebConfig};
 
 /// Exit code when the watchdog trips (no BMS delivered a frame for `BMS_TIMEOUT_SEC`).
 pub const EXIT_WATCHDOG: u8 = 3;
@@ -31,10 +33,14 @@ pub const EXIT_WATCHDOG: u8 = 3;
 /// What to start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Components {
-    /// The store writer, on this database.
-    pub database: Option<PathBuf>,
+    /// The database. Always migrated at start; written only with `sessions`.
+    pub database: PathBuf,
+    /// One session per BMS, feeding the store writer.
+    pub sessions: bool,
     /// A simulated inverter inserting rows into the database (`--demo`).
     pub demo_inverter: bool,
+    /// The web server.
+    pub web: Option<WebConfig>,
 }
 
 /// Resolves the database path: `DB_PATH`, else `inverter.db` (`demo.db` in demo mode).
@@ -80,50 +86,77 @@ pub async fn run(
     stop: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let batteries = config.batteries()?;
-    let mut writer = match &components.database {
-        Some(path) => {
-            let store_batteries: Vec<Battery> = batteries
-                .iter()
-                .enumerate()
-                .map(|(i, b)| Battery {
-                    position: i + 1,
-                    name: b.name.clone(),
-                    address: b.address.map(|a| a.to_string()),
-                })
-                .collect();
-            let (path, store_config) = (path.clone(), config.store.clone());
-            let writer = tokio::task::spawn_blocking(move || {
-                let store = Store::open(&path, store_config)?;
-                tracing::info!("database {}", path.display());
-                Writer::start(store, store_batteries)
-            })
-            .await
-            .context("the database task panicked")??;
-            Some(writer)
+    let store_batteries: Vec<Battery> = batteries
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Battery {
+            position: i + 1,
+            name: b.name.clone(),
+            address: b.address.map(|a| a.to_string()),
+        })
+        .collect();
+    let path = components.database.clone();
+    let (store_config, for_writer, sessions) = (
+        config.store.clone(),
+        store_batteries.clone(),
+        components.sessions,
+    );
+    let mut writer = tokio::task::spawn_blocking(move || {
+        let store = Store::open(&path, store_config)?;
+        tracing::info!("database {}", path.display());
+        if sessions {
+            Writer::start(store, for_writer).map(Some)
+        } else {
+            store.close().map(|()| None)
         }
-        None => None,
+    })
+    .await
+    .context("the database task panicked")??;
+    let inverter = if components.demo_inverter {
+        let inverter = SimInverter::start(
+            &components.database,
+            config.sim_inverter_interval,
+            config.sim.seed,
+        )
+        .context("could not start the simulated inverter")?;
+        tracing::info!(
+            "demo: a simulated inverter inserts a reading every {:.0} s",
+            config.sim_inverter_interval.as_secs_f64()
+        );
+        Some(inverter)
+    } else {
+        None
     };
-    let inverter = match (&components.database, components.demo_inverter) {
-        (Some(path), true) => {
-            let inverter = SimInverter::start(path, config.sim_inverter_interval, config.sim.seed)
-                .context("could not start the simulated inverter")?;
-            tracing::info!(
-                "demo: a simulated inverter inserts a reading every {:.0} s",
-                config.sim_inverter_interval.as_secs_f64()
-            );
-            Some(inverter)
-        }
-        _ => None,
+    let mut web_task = components.web.as_ref().map(|w| {
+        let state = Arc::new(AppState {
+            readers: Readers::new(&components.database, config.store.busy_timeout),
+            read: ReadConfig {
+                batteries: store_batteries.clone(),
+                freshness: config.store.freshness,
+                persistent: config.session.mode == ConnectMode::Persistent,
+                retention: config.store.retention,
+            },
+            auth_token: w.auth_token.clone(),
+        });
+        tokio::spawn(web::serve(w.bind, state, stop.child_token()))
+    });
+    let (fleet, mut events) = if components.sessions {
+        let (fleet, events) = start_sessions(&config, &batteries).await?;
+        (Some(fleet), Some(events))
+    } else {
+        (None, None)
     };
-    let (fleet, mut events) = start_sessions(&config, &batteries).await?;
-    let mut watchdog = Watchdog::new(config.watchdog, Instant::now());
+    let mut watchdog = Watchdog::new(
+        config.watchdog.filter(|_| components.sessions),
+        Instant::now(),
+    );
     let persistent = config.session.mode == ConnectMode::Persistent;
     let mut fatal: Option<anyhow::Error> = None;
     let mut code = ExitCode::SUCCESS;
     loop {
         let deadline = watchdog.deadline();
         tokio::select! {
-            event = events.recv() => {
+            event = async { events.as_mut().unwrap().recv().await }, if events.is_some() => {
                 let Some(event) = event else {
                     fatal = Some(anyhow::anyhow!("every BMS session ended"));
                     break;
@@ -145,6 +178,18 @@ pub async fn run(
                 fatal = Some(anyhow::Error::new(e).context("the database writer gave up"));
                 break;
             }
+            ended = async { web_task.as_mut().unwrap().await }, if web_task.is_some() => {
+                web_task = None;
+                if stop.is_cancelled() && matches!(ended, Ok(Ok(()))) {
+                    tracing::info!("stopping");
+                    break; // it drained on the signal that stops everything
+                }
+                fatal = Some(match ended {
+                    Ok(Err(e)) => anyhow::Error::new(e).context("the web server stopped"),
+                    _ => anyhow::anyhow!("the web server stopped"),
+                });
+                break;
+            }
             _ = stop.cancelled() => {
                 tracing::info!("stopping");
                 break;
@@ -153,7 +198,12 @@ pub async fn run(
     }
     stop.cancel();
     drop(events);
-    fleet.release().await;
+    if let Some(fleet) = fleet {
+        fleet.release().await;
+    }
+    if let Some(task) = web_task {
+        task.await.ok();
+    }
     if let Some(inverter) = inverter {
         tokio::task::spawn_blocking(move || inverter.stop())
             .await

@@ -40,6 +40,28 @@ fn signal(run: &Running, name: &str) {
     assert!(ok, "kill -{name} failed");
 }
 
+/// A plain HTTP/1.1 GET on loopback: (status code, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
 fn integrity(db: &Path) -> String {
     let conn = Connection::open(db).unwrap();
     conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -64,11 +86,27 @@ fn run_demo_fills_the_database_and_stops_cleanly_on_sigterm() {
         &[
             ("JK_BMS_POLL_INTERVAL", "0.2"),
             ("JK_SIM_INVERTER_SEC", "0.1"),
+            ("WEB_BIND", "127.0.0.1:0"),
         ],
     );
+    let line = run.wait_for_log(
+        Duration::from_secs(20),
+        "web: listening on http://127.0.0.1:",
+    );
+    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
     for _ in 0..5 {
         run.wait_for_log(Duration::from_secs(20), "merged into readings #");
     }
+    // the web server of the same process answers from the same database
+    let (code, body) = http_get(&addr, "/api/v1/status");
+    assert_eq!(code, 200, "{body}");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["batteries"][0]["name"], "Simulated BMS");
+    assert_eq!(status["batteries"][0]["online"], true);
+    assert_eq!(status["batteries"][0]["snapshot"]["cell_count"], 16);
+    assert_eq!(status["inverter"]["has_inverter_data"], true);
+    let (code, _) = http_get(&addr, "/api/v1/health");
+    assert_eq!(code, 200);
     signal(&run, "TERM");
     let status = run.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "exit {status:?}: {:?}", run.stderr_seen);

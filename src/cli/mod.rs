@@ -1,4 +1,4 @@
-//! The command line: `decode`, `scan`, `read`, `watch`, `run` and `poll`. Every option can also come from an
+//! The command line: `decode`, `scan`, `read`, `watch`, `run`, `poll` and `web`. Every option can also come from an
 //! environment variable (shown in `--help`), and `.env` is loaded before anything is read.
 
 pub mod decode;
@@ -53,6 +53,9 @@ pub enum Command {
     /// Only the BMS sessions and the database writer (for installations that run the web
     /// server and the bot as separate processes on the same database).
     Poll(RunArgs),
+    /// Only the web server (WEB_BIND, default 0.0.0.0:8000), reading the database that a
+    /// `jkmon poll` elsewhere writes.
+    Web(RunArgs),
 }
 
 impl Command {
@@ -134,6 +137,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Watch(args) => watch::run(args),
         Command::Run(args) => run::run(args, run::Mode::Everything),
         Command::Poll(args) => run::run(args, run::Mode::PollOnly),
+        Command::Web(args) => run::run(args, run::Mode::WebOnly),
     };
     match result {
         Ok(code) => code,

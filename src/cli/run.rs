@@ -1,4 +1,4 @@
-//! `jkmon run` and `jkmon poll`: the service (see [`crate::service`]) with the signals wired to
+//! `jkmon run`, `jkmon poll` and `jkmon web`: the service (see [`crate::service`]) with the signals wired to
 //! its cancellation token.
 
 use std::process::ExitCode;
@@ -17,6 +17,8 @@ pub enum Mode {
     Everything,
     /// `poll`: the BMS sessions and the database writer.
     PollOnly,
+    /// `web`: the web server alone, reading the database another jkmon writes.
+    WebOnly,
 }
 
 pub fn run(args: RunArgs, mode: Mode) -> anyhow::Result<ExitCode> {
@@ -24,13 +26,12 @@ pub fn run(args: RunArgs, mode: Mode) -> anyhow::Result<ExitCode> {
     if args.demo {
         config.transport = TransportKind::Sim;
     }
-    let database = service::database_path(&config, args.demo);
     let components = Components {
-        database: Some(database),
-        demo_inverter: args.demo,
+        database: service::database_path(&config, args.demo),
+        sessions: mode != Mode::WebOnly,
+        demo_inverter: args.demo && mode != Mode::WebOnly,
+        web: (mode != Mode::PollOnly).then(|| config.web.clone()),
     };
-    // The web server and the bot join `Everything` here when they are configured.
-    let _ = mode;
     let runtime = super::runtime()?;
     runtime.block_on(async move {
         let stop = CancellationToken::new();

@@ -16,6 +16,7 @@ use crate::store::{Retention, StoreConfig};
 use crate::transport::ble::MacAddress;
 use crate::transport::sim::{Fragmentation, SimConfig};
 use crate::transport::TransportKind;
+use crate::web::WebConfig;
 pub use devices_file::{DevicesFile, DevicesFileError};
 
 #[derive(Debug, Error)]
@@ -70,6 +71,8 @@ pub const VARIABLES: &[&str] = &[
     "HISTORY_RAW_DAYS",
     "HISTORY_5MIN_DAYS",
     "HISTORY_HOURLY_DAYS",
+    "WEB_BIND",
+    "WEB_AUTH_TOKEN",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +95,7 @@ pub struct Config {
     pub store: StoreConfig,
     /// `JK_SIM_INVERTER_SEC`: the demo inverter's poll interval (10 s like the real poller).
     pub sim_inverter_interval: Duration,
+    pub web: WebConfig,
 }
 
 impl Config {
@@ -372,6 +376,24 @@ impl Config {
             Some(v) => seconds("JK_SIM_INVERTER_SEC", &v, 0.01..=3_600.0)?,
             None => Duration::from_secs(10),
         };
+        let mut web = WebConfig::default();
+        if let Some(v) = get("WEB_BIND") {
+            web.bind = v.parse().map_err(|_| ConfigError::Invalid {
+                var: "WEB_BIND",
+                value: v.clone(),
+                problem: "expected an address and port like 0.0.0.0:8000 or 127.0.0.1:8080".into(),
+            })?;
+        }
+        if let Some(v) = lookup("WEB_AUTH_TOKEN").filter(|v| !v.is_empty()) {
+            if v.trim() != v || v.len() < 8 {
+                return Err(ConfigError::Invalid {
+                    var: "WEB_AUTH_TOKEN",
+                    value: "***".into(),
+                    problem: "use at least 8 characters, with no spaces around them".into(),
+                });
+            }
+            web.auth_token = Some(v);
+        }
         let variant: VariantChoice = get("JK_BMS_VARIANT")
             .map(|v| parse("JK_BMS_VARIANT", &v))
             .transpose()?
@@ -388,6 +410,7 @@ impl Config {
             db_path: get("DB_PATH").map(PathBuf::from),
             store,
             sim_inverter_interval,
+            web,
             transport: get("JK_BMS_TRANSPORT")
                 .map(|v| parse("JK_BMS_TRANSPORT", &v))
                 .transpose()?

@@ -16,6 +16,7 @@
 pub mod fields;
 pub mod history;
 pub mod migrate;
+pub mod read;
 pub mod writer;
 
 use std::collections::HashMap;

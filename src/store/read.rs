@@ -1,0 +1,616 @@
+//! The read side of the store, for the views (web, bot): the latest state of every battery and
+//! of the inverter, and history aggregated on the server. Read-only connections from a small
+//! pool; every query here blocks, so callers run it through [`Readers::run`], which moves it off
+//! the async runtime.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::history::{self, Bucket, HistoryRow, Retention};
+use super::{Battery, StoreError, OWN_ROW_SOURCE};
+
+/// At most this many connections are kept for reuse.
+const POOL_SIZE: usize = 8;
+
+/// Read-only connections to the database, reused between requests.
+#[derive(Clone)]
+pub struct Readers {
+    path: PathBuf,
+    busy_timeout: Duration,
+    pool: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl Readers {
+    pub fn new(path: &Path, busy_timeout: Duration) -> Readers {
+        Readers {
+            path: path.to_path_buf(),
+            busy_timeout,
+            pool: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn take(&self) -> Result<Connection, StoreError> {
+        if let Some(c) = self.pool.lock().expect("pool lock").pop() {
+            return Ok(c);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: self.path.display().to_string(),
+            source,
+        })?;
+        conn.busy_timeout(self.busy_timeout)?;
+        Ok(conn)
+    }
+
+    /// Runs `f` on a pooled connection in the blocking thread pool.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = this.take()?;
+            let result = f(&conn);
+            let mut pool = this.pool.lock().expect("pool lock");
+            if pool.len() < POOL_SIZE {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+/// What the views need to judge freshness (from the typed config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadConfig {
+    /// The configured batteries, battery 1 first.
+    pub batteries: Vec<Battery>,
+    /// A snapshot older than this means the battery is offline.
+    pub freshness: Duration,
+    /// Persistent sessions: `disconnected` means offline at once (in periodic mode it is the
+    /// normal state between two readings).
+    pub persistent: bool,
+    pub retention: Retention,
+}
+
+/// One battery as the views show it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BatteryView {
+    pub position: usize,
+    pub name: String,
+    pub address: Option<String>,
+    /// `disconnected`, `connecting`, `handshake` or `streaming`.
+    pub state: String,
+    pub state_detail: Option<String>,
+    pub online: bool,
+    /// When the latest snapshot was taken, and how long ago.
+    pub taken_at: Option<DateTime<Utc>>,
+    pub age_s: Option<f64>,
+    pub model: Option<String>,
+    pub hardware_version: Option<String>,
+    pub software_version: Option<String>,
+    pub serial_number: Option<String>,
+    /// The JSON of `jkmon read --json`.
+    pub snapshot: Option<Value>,
+}
+
+/// The latest `readings` row.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct InverterView {
+    pub id: i64,
+    pub created_at: String,
+    pub age_s: Option<f64>,
+    /// `false` for jkmon's own rows and rows with no inverter key: "no inverter data", never
+    /// an outage.
+    pub has_inverter_data: bool,
+    pub error: Option<String>,
+    pub payload: Option<Map<String, Value>>,
+}
+
+/// Several batteries as one bank.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BankView {
+    pub batteries_online: usize,
+    pub current_a: f64,
+    pub power_w: f64,
+    /// Weighted by each battery's full-charge capacity (equal weights where it is unknown).
+    pub soc_pct: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatusView {
+    pub generated_at: DateTime<Utc>,
+    pub batteries: Vec<BatteryView>,
+    /// Only with two or more batteries.
+    pub bank: Option<BankView>,
+    pub inverter: Option<InverterView>,
+}
+
+/// Inverter keys: any one of them makes a row an inverter reading.
+pub const INVERTER_KEYS: [&str; 8] = [
+    "grid_voltage",
+    "grid_power",
+    "ac_output_voltage",
+    "ac_output_power",
+    "ac_output_freq",
+    "pv_input_power",
+    "status_text",
+    "battery_charge_power",
+];
+
+fn age_s(then_ms: i64, now: DateTime<Utc>) -> f64 {
+    ((now.timestamp_millis() - then_ms) as f64 / 1000.0).max(0.0)
+}
+
+/// Every configured battery, the bank, and the latest readings row.
+pub fn status(
+    conn: &Connection,
+    config: &ReadConfig,
+    now: DateTime<Utc>,
+) -> Result<StatusView, StoreError> {
+    let mut batteries = Vec::with_capacity(config.batteries.len());
+    for b in &config.batteries {
+        batteries.push(battery(conn, config, b, now)?);
+    }
+    let bank = (batteries.len() >= 2).then(|| bank(&batteries));
+    Ok(StatusView {
+        generated_at: now,
+        batteries,
+        bank,
+        inverter: latest_reading(conn, now)?,
+    })
+}
+
+fn battery(
+    conn: &Connection,
+    config: &ReadConfig,
+    b: &Battery,
+    now: DateTime<Utc>,
+) -> Result<BatteryView, StoreError> {
+    type Row = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+    );
+    let row: Option<Row> = conn
+        .query_row(
+            "SELECT d.state, d.state_detail, d.model, d.hardware_version, d.software_version,
+                    d.serial_number, l.taken_ms, l.snapshot
+             FROM bms_devices AS d LEFT JOIN bms_latest AS l ON l.device_id = d.id
+             WHERE d.device_key = ?1",
+            [b.device_key()],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            },
+        )
+        .optional()?;
+    let (state, detail, model, hw, sw, serial, taken_ms, snapshot) = row.unwrap_or_else(|| {
+        (
+            "disconnected".into(),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+    });
+    let age = taken_ms.map(|t| age_s(t, now));
+    let fresh = age.is_some_and(|a| a <= config.freshness.as_secs_f64());
+    let online = fresh && !(config.persistent && state == "disconnected");
+    let snapshot = snapshot
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        .and_then(|mut v| v.get_mut("snapshot").map(Value::take));
+    Ok(BatteryView {
+        position: b.position,
+        name: b.name.clone(),
+        address: b.address.clone(),
+        state,
+        state_detail: detail.filter(|d| !d.is_empty()),
+        online,
+        taken_at: taken_ms.and_then(DateTime::from_timestamp_millis),
+        age_s: age,
+        model,
+        hardware_version: hw,
+        software_version: sw,
+        serial_number: serial,
+        snapshot,
+    })
+}
+
+fn bank(batteries: &[BatteryView]) -> BankView {
+    let online: Vec<&Value> = batteries
+        .iter()
+        .filter(|b| b.online)
+        .filter_map(|b| b.snapshot.as_ref())
+        .collect();
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
+    let (mut weighted, mut weights) = (0.0, 0.0);
+    for s in &online {
+        if let Some(soc) = num(s, "soc_effective_pct") {
+            let w = num(s, "nominal_capacity_ah")
+                .filter(|c| *c > 0.0)
+                .unwrap_or(1.0);
+            weighted += soc * w;
+            weights += w;
+        }
+    }
+    BankView {
+        batteries_online: online.len(),
+        current_a: online.iter().filter_map(|s| num(s, "current_a")).sum(),
+        power_w: online.iter().filter_map(|s| num(s, "power_w")).sum(),
+        soc_pct: (weights > 0.0).then(|| (weighted / weights * 10.0).round() / 10.0),
+    }
+}
+
+/// The newest `readings` row, whatever wrote it.
+pub fn latest_reading(
+    conn: &Connection,
+    now: DateTime<Utc>,
+) -> Result<Option<InverterView>, StoreError> {
+    let row: Option<(i64, String, Option<String>, Option<String>)> = conn
+        .query_row(
+            "SELECT id, created_at, payload, error FROM readings ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    Ok(row.map(|(id, created_at, payload, error)| {
+        let payload = payload
+            .and_then(|p| serde_json::from_str::<Value>(&p).ok())
+            .and_then(|v| match v {
+                Value::Object(m) => Some(m),
+                _ => None,
+            });
+        let has_inverter_data = payload.as_ref().is_some_and(|m| {
+            m.get("source").and_then(Value::as_str) != Some(OWN_ROW_SOURCE)
+                && INVERTER_KEYS.iter().any(|k| m.contains_key(*k))
+        });
+        InverterView {
+            id,
+            age_s: parse_created_at(&created_at).map(|t| age_s(t.timestamp_millis(), now)),
+            created_at,
+            has_inverter_data,
+            error,
+            payload,
+        }
+    }))
+}
+
+/// `created_at` as the inverter monitor writes it: ISO 8601 with an offset, or without one
+/// (then UTC, as its BMS branch wrote it).
+pub fn parse_created_at(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let s = s.replace(' ', "T");
+    chrono::NaiveDateTime::parse_from_str(&s, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|n| n.and_utc())
+}
+
+/// Average, minimum and maximum of one series in one bucket.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Range {
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// One history bucket of one battery, in display units.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BatteryPoint {
+    /// Start of the bucket.
+    pub t: DateTime<Utc>,
+    pub samples: u32,
+    pub voltage_v: Range,
+    pub current_a: Option<Range>,
+    pub power_w: Option<Range>,
+    pub soc_pct: Option<Range>,
+    /// `mos`, `t1` … `t5`: averages.
+    pub temperatures_c: Map<String, Value>,
+    pub cell_min_v: Option<f64>,
+    pub cell_max_v: Option<f64>,
+    pub cell_delta_v: Option<Range>,
+    /// Every cell's average, cell 1 first.
+    pub cells_v: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BatteryHistory {
+    pub position: usize,
+    pub name: String,
+    pub points: Vec<BatteryPoint>,
+}
+
+/// One history bucket of the inverter's rows.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct InverterPoint {
+    pub t: DateTime<Utc>,
+    pub rows: u32,
+    pub grid_power_w: Option<Range>,
+    pub load_power_w: Option<Range>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HistoryView {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub bucket_s: i64,
+    pub batteries: Vec<BatteryHistory>,
+    pub inverter: Vec<InverterPoint>,
+}
+
+/// Bucket widths a chart may use, in seconds.
+pub const BUCKETS_S: [i64; 10] = [
+    30, 60, 300, 900, 1_800, 3_600, 10_800, 21_600, 43_200, 86_400,
+];
+
+/// The bucket for a range: the smallest width that gives at most ~300 points.
+pub fn bucket_for(range_s: i64) -> i64 {
+    let want = (range_s / 300).max(1);
+    BUCKETS_S
+        .iter()
+        .copied()
+        .find(|b| *b >= want)
+        .unwrap_or(86_400)
+}
+
+/// History of the batteries at `positions` (all when empty) and of the inverter in
+/// `[from, to)`, folded into `bucket_s` buckets from the finest tier that still covers `from`.
+pub fn history(
+    conn: &Connection,
+    config: &ReadConfig,
+    positions: &[usize],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    bucket_s: i64,
+    now: DateTime<Utc>,
+) -> Result<HistoryView, StoreError> {
+    let (from_ms, to_ms) = (from.timestamp_millis(), to.timestamp_millis());
+    let kept =
+        |days: u32| days == 0 || from_ms >= now.timestamp_millis() - i64::from(days) * 86_400_000;
+    let tier = if bucket_s < 300 || kept(config.retention.raw_days) {
+        0
+    } else if bucket_s < 3_600 || kept(config.retention.five_min_days) {
+        300
+    } else {
+        3_600
+    };
+    let width_ms = bucket_s * 1000;
+    let mut batteries = Vec::new();
+    for b in &config.batteries {
+        if !positions.is_empty() && !positions.contains(&b.position) {
+            continue;
+        }
+        let id: Option<i64> = conn
+            .query_row(
+                "SELECT id FROM bms_devices WHERE device_key = ?1",
+                [b.device_key()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let rows = match id {
+            Some(id) => history::rows(conn, id, tier, from_ms, to_ms)?,
+            None => Vec::new(),
+        };
+        batteries.push(BatteryHistory {
+            position: b.position,
+            name: b.name.clone(),
+            points: fold(&rows, width_ms),
+        });
+    }
+    Ok(HistoryView {
+        from,
+        to,
+        bucket_s,
+        batteries,
+        inverter: inverter_history(conn, from, to, bucket_s)?,
+    })
+}
+
+fn fold(rows: &[HistoryRow], width_ms: i64) -> Vec<BatteryPoint> {
+    let mut points = Vec::new();
+    let mut current: Option<(i64, Bucket)> = None;
+    for row in rows {
+        let start = row.ts_ms.div_euclid(width_ms) * width_ms;
+        if current.as_ref().is_some_and(|(s, _)| *s != start) {
+            let (s, b) = current.take().expect("checked");
+            points.push(point(s, &b));
+        }
+        current
+            .get_or_insert_with(|| (start, Bucket::default()))
+            .1
+            .add_row(row);
+    }
+    if let Some((s, b)) = current {
+        points.push(point(s, &b));
+    }
+    points
+}
+
+fn point(start_ms: i64, b: &Bucket) -> BatteryPoint {
+    let range = |s: &history::Stat, scale: f64| {
+        s.avg().map(|avg| Range {
+            avg: round(avg * scale),
+            min: round(s.min * scale),
+            max: round(s.max * scale),
+        })
+    };
+    let mut temperatures_c = Map::new();
+    for (name, s) in ["mos", "t1", "t2", "t3", "t4", "t5"]
+        .iter()
+        .zip(&b.temps_dc)
+    {
+        if let Some(avg) = s.avg() {
+            temperatures_c.insert((*name).into(), Value::from(round(avg / 10.0)));
+        }
+    }
+    BatteryPoint {
+        t: DateTime::from_timestamp_millis(start_ms).unwrap_or_default(),
+        samples: b.samples,
+        voltage_v: range(&b.voltage_mv, 1e-3).unwrap_or(Range {
+            avg: 0.0,
+            min: 0.0,
+            max: 0.0,
+        }),
+        current_a: range(&b.current_ma, 1e-3),
+        power_w: range(&b.power_w, 1.0),
+        soc_pct: range(&b.soc_pct, 1.0),
+        temperatures_c,
+        cell_min_v: b.cell_uv.avg().map(|_| round(b.cell_uv.min * 1e-6)),
+        cell_max_v: b.cell_uv.avg().map(|_| round(b.cell_uv.max * 1e-6)),
+        cell_delta_v: range(&b.cell_delta_uv, 1e-6),
+        cells_v: b
+            .cells_uv
+            .iter()
+            .map(|s| s.avg().map(|v| round(v * 1e-6)).unwrap_or(0.0))
+            .collect(),
+    }
+}
+
+/// Four decimals: enough for millivolts and milliamps, small in JSON.
+fn round(v: f64) -> f64 {
+    (v * 10_000.0).round() / 10_000.0
+}
+
+/// Grid and load power from the inverter's rows, aggregated in SQL. `created_at` strings carry
+/// different offsets, so the index narrows the scan with a day of margin and `strftime` decides.
+fn inverter_history(
+    conn: &Connection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    bucket_s: i64,
+) -> Result<Vec<InverterPoint>, StoreError> {
+    let margin = chrono::Duration::days(1);
+    let text = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let mut stmt = conn.prepare_cached(
+        "SELECT t / :bucket * :bucket AS b, COUNT(*),
+                AVG(grid), MIN(grid), MAX(grid), AVG(load), MIN(load), MAX(load)
+         FROM (SELECT CAST(strftime('%s', created_at) AS INTEGER) AS t,
+                      CAST(json_extract(payload, '$.grid_power') AS REAL) AS grid,
+                      CAST(json_extract(payload, '$.ac_output_power') AS REAL) AS load
+               FROM readings
+               WHERE created_at >= :lo AND created_at < :hi
+                 AND payload IS NOT NULL AND error IS NULL AND json_valid(payload)
+                 AND json_type(payload, '$.grid_power') IS NOT NULL)
+         WHERE t >= :from AND t < :to
+         GROUP BY b ORDER BY b",
+    )?;
+    let rows = stmt.query_map(
+        rusqlite::named_params! {
+            ":bucket": bucket_s, ":lo": text(from - margin), ":hi": text(to + margin),
+            // whole seconds: a row of this very second is inside
+            ":from": from.timestamp(), ":to": (to.timestamp_millis() + 999).div_euclid(1000),
+        },
+        |r| {
+            let range = |i: usize| -> rusqlite::Result<Option<Range>> {
+                let avg: Option<f64> = r.get(i)?;
+                Ok(match avg {
+                    Some(avg) => Some(Range {
+                        avg: (avg * 10.0).round() / 10.0,
+                        min: r.get(i + 1)?,
+                        max: r.get(i + 2)?,
+                    }),
+                    None => None,
+                })
+            };
+            Ok(InverterPoint {
+                t: DateTime::from_timestamp(r.get(0)?, 0).unwrap_or_default(),
+                rows: r.get(1)?,
+                grid_power_w: range(2)?,
+                load_power_w: range(5)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The Python monitor's `/history?days=N`: rows since `now - days` (the newest 200 without
+/// `days`), newest first, `payload` decoded. At most `limit` rows.
+pub fn legacy_history(
+    conn: &Connection,
+    days: Option<f64>,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<Value>, StoreError> {
+    let to_json = |created_at: String, payload: Option<String>, error: Option<String>| {
+        serde_json::json!({
+            "created_at": created_at,
+            "payload": payload.and_then(|p| serde_json::from_str::<Value>(&p).ok()),
+            "error": error,
+        })
+    };
+    let map = |r: &rusqlite::Row| Ok(to_json(r.get(0)?, r.get(1)?, r.get(2)?));
+    let rows = match days {
+        Some(days) => {
+            let from = now - chrono::Duration::milliseconds((days * 86_400_000.0) as i64);
+            let lo = (from - chrono::Duration::days(1))
+                .format("%Y-%m-%dT%H:%M:%S")
+                .to_string();
+            conn.prepare_cached(
+                "SELECT created_at, payload, error FROM readings
+                 WHERE created_at >= ?1 AND CAST(strftime('%s', created_at) AS INTEGER) >= ?2
+                 ORDER BY id DESC LIMIT ?3",
+            )?
+            .query_map(rusqlite::params![lo, from.timestamp(), limit as i64], map)?
+            .collect::<Result<Vec<_>, _>>()?
+        }
+        None => conn
+            .prepare_cached(
+                "SELECT created_at, payload, error FROM readings ORDER BY id DESC LIMIT 200",
+            )?
+            .query_map([], map)?
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_give_at_most_about_300_points() {
+        assert_eq!(bucket_for(86_400), 300);
+        assert_eq!(bucket_for(7 * 86_400), 3_600);
+        assert_eq!(bucket_for(30 * 86_400), 10_800);
+        assert_eq!(bucket_for(365 * 86_400), 86_400);
+        assert_eq!(bucket_for(600), 30);
+    }
+
+    #[test]
+    fn created_at_in_the_monitors_formats() {
+        let with_offset = parse_created_at("2026-01-16T21:32:00.123456+02:00").unwrap();
+        assert_eq!(with_offset.to_rfc3339(), "2026-01-16T19:32:00.123456+00:00");
+        let naive = parse_created_at("2026-01-16T21:32:00.5").unwrap();
+        assert_eq!(naive.timestamp(), 1_768_599_120);
+        assert!(parse_created_at("yesterday").is_none());
+    }
+}

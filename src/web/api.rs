@@ -1,0 +1,200 @@
+//! The JSON API. Every route reads the store off the async runtime and answers JSON; a bad
+//! parameter gets a 400 that names it and says what is expected.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /api/v1/status` | every battery's latest snapshot, the bank, the latest readings row |
+//! | `GET /api/v1/batteries` | the batteries of `status` |
+//! | `GET /api/v1/history?battery=&from=&to=&bucket=` | aggregated history (all optional: every battery, the last 24 h, a bucket for ~300 points) |
+//! | `GET /api/v1/health` | 200 when every configured BMS is fresh, else 503 with the reasons |
+//! | `GET /history?days=N` | the Python monitor's rows, newest first (its scripts keep working) |
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::AppState;
+use crate::store::read::{self, bucket_for, BUCKETS_S};
+use crate::store::StoreError;
+
+/// `/history?days=N` answers at most this many rows (the newest), so one request cannot send
+/// a year of raw rows to a phone.
+pub const LEGACY_HISTORY_MAX_ROWS: usize = 50_000;
+/// The longest history range one request may ask for.
+const MAX_RANGE_DAYS: i64 = 400;
+
+pub fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn bad_request(param: &str, value: &str, expected: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        &format!("{param}={value:?} is not valid: expected {expected}"),
+    )
+}
+
+pub async fn status(State(state): State<Arc<AppState>>) -> Result<Response, StoreError> {
+    let config = state.read.clone();
+    let view = state
+        .readers
+        .run(move |c| read::status(c, &config, Utc::now()))
+        .await?;
+    Ok(Json(view).into_response())
+}
+
+pub async fn batteries(State(state): State<Arc<AppState>>) -> Result<Response, StoreError> {
+    let config = state.read.clone();
+    let view = state
+        .readers
+        .run(move |c| read::status(c, &config, Utc::now()))
+        .await?;
+    Ok(Json(view.batteries).into_response())
+}
+
+pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let config = state.read.clone();
+    let view = match state
+        .readers
+        .run(move |c| read::status(c, &config, Utc::now()))
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unhealthy", "problems": [format!("the database cannot be read: {e}")]})),
+            )
+                .into_response()
+        }
+    };
+    let limit = state.read.freshness.as_secs_f64();
+    let problems: Vec<String> = view
+        .batteries
+        .iter()
+        .filter(|b| !b.online)
+        .map(|b| match b.age_s {
+            Some(age) => format!(
+                "{}: last snapshot {age:.0} s ago (limit {limit:.0} s), session {}",
+                b.name, b.state
+            ),
+            None => format!("{}: no snapshot yet, session {}", b.name, b.state),
+        })
+        .collect();
+    if problems.is_empty() {
+        Json(json!({"status": "ok", "batteries": view.batteries.len()})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unhealthy", "problems": problems})),
+        )
+            .into_response()
+    }
+}
+
+/// `2026-01-16T21:32:00+02:00`, `2026-01-16` (midnight UTC) or unix seconds.
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return DateTime::from_timestamp(secs, 0);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|n| n.and_utc())
+}
+
+pub async fn history(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, StoreError> {
+    let now = Utc::now();
+    const TIME: &str =
+        "a time like 2026-01-16T21:32:00+02:00, a date like 2026-01-16, or unix seconds";
+    // Err: the parameter and its value
+    let time =
+        |key: &'static str, default: DateTime<Utc>| match q.get(key).filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(v) => parse_time(v).ok_or((key, v.clone())),
+        };
+    let (from, to) = match time("to", now)
+        .and_then(|to| Ok((time("from", to - chrono::Duration::days(1))?, to)))
+    {
+        Ok(range) => range,
+        Err((key, value)) => return Ok(bad_request(key, &value, TIME)),
+    };
+    if from >= to || to - from > chrono::Duration::days(MAX_RANGE_DAYS) {
+        return Ok(error(
+            StatusCode::BAD_REQUEST,
+            &format!("from must be before to, and the range at most {MAX_RANGE_DAYS} days"),
+        ));
+    }
+    let range_s = (to - from).num_seconds();
+    let bucket_s = match q.get("bucket").filter(|v| !v.is_empty()) {
+        None => bucket_for(range_s),
+        Some(v) => match v.parse::<i64>() {
+            Ok(b) if BUCKETS_S.contains(&b) && range_s / b <= 20_000 => b,
+            _ => {
+                return Ok(bad_request(
+                    "bucket",
+                    v,
+                    &format!(
+                        "seconds, one of {BUCKETS_S:?}, giving at most 20000 points for the range"
+                    ),
+                ))
+            }
+        },
+    };
+    let known: Vec<usize> = state.read.batteries.iter().map(|b| b.position).collect();
+    let positions: Vec<usize> = match q.get("battery").filter(|v| !v.is_empty()) {
+        None => Vec::new(),
+        Some(v) => {
+            let parsed: Option<Vec<usize>> = v
+                .split(',')
+                .map(|p| p.trim().parse().ok().filter(|p| known.contains(p)))
+                .collect();
+            match parsed {
+                Some(p) => p,
+                None => {
+                    return Ok(bad_request(
+                        "battery",
+                        v,
+                        &format!("battery numbers from {known:?}, separated by commas"),
+                    ))
+                }
+            }
+        }
+    };
+    let config = state.read.clone();
+    let view = state
+        .readers
+        .run(move |c| read::history(c, &config, &positions, from, to, bucket_s, now))
+        .await?;
+    Ok(Json(view).into_response())
+}
+
+/// The Python monitor's route: `days` may be fractional; a missing or bad value gives the
+/// newest 200 rows, as it did there.
+pub async fn legacy_history(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, StoreError> {
+    let days = q
+        .get("days")
+        .and_then(|d| d.parse::<f64>().ok())
+        .filter(|d| d.is_finite() && *d > 0.0)
+        .map(|d| d.min(MAX_RANGE_DAYS as f64));
+    let rows = state
+        .readers
+        .run(move |c| read::legacy_history(c, days, Utc::now(), LEGACY_HISTORY_MAX_ROWS))
+        .await?;
+    Ok(Json(rows).into_response())
+}

@@ -1,0 +1,167 @@
+//! The web server: the JSON API under `/api/v1` and the Python monitor's `/history?days=N`.
+//! Read-only: every handler reads the store through [`Readers`].
+//!
+//! [`router`] builds the routes without I/O, so tests drive it with `oneshot`; [`serve`] binds
+//! `WEB_BIND` and runs it until the service's cancellation token fires.
+//!
+//! Every response carries security headers (no sniffing, no framing, no referrer, a
+//! same-origin content policy). With `WEB_AUTH_TOKEN` set, everything except `/api/v1/health`
+//! needs `Authorization: Bearer <token>` or the `jkmon_token` cookie.
+
+pub mod api;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::read::{ReadConfig, Readers};
+
+/// The name of the cookie that may carry `WEB_AUTH_TOKEN`.
+pub const AUTH_COOKIE: &str = "jkmon_token";
+
+/// The web server's settings (from the typed config).
+#[derive(Clone, PartialEq)]
+pub struct WebConfig {
+    /// `WEB_BIND`.
+    pub bind: SocketAddr,
+    /// `WEB_AUTH_TOKEN`: `None` = open (a LAN-only installation).
+    pub auth_token: Option<String>,
+}
+
+impl std::fmt::Debug for WebConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebConfig")
+            .field("bind", &self.bind)
+            .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            bind: SocketAddr::from(([0, 0, 0, 0], 8000)),
+            auth_token: None,
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub readers: Readers,
+    pub read: ReadConfig,
+    pub auth_token: Option<String>,
+}
+
+/// The routes, without I/O.
+pub fn router(state: Arc<AppState>) -> Router {
+    let protected = Router::new()
+        .route("/api/v1/status", get(api::status))
+        .route("/api/v1/batteries", get(api::batteries))
+        .route("/api/v1/history", get(api::history))
+        .route("/history", get(api::legacy_history))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/api/v1/health", get(api::health))
+        .merge(protected)
+        .fallback(not_found)
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    api::error(StatusCode::NOT_FOUND, "no such page")
+}
+
+/// Compares without an early exit, so the time taken says nothing about the token.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(token) = &state.auth_token else {
+        return next.run(req).await;
+    };
+    let headers = req.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(AUTH_COOKIE)?.strip_prefix('='))
+        .next();
+    if [bearer, cookie]
+        .into_iter()
+        .flatten()
+        .any(|given| same(given.as_bytes(), token.as_bytes()))
+    {
+        return next.run(req).await;
+    }
+    let mut response = api::error(
+        StatusCode::UNAUTHORIZED,
+        "this jkmon needs its access token (WEB_AUTH_TOKEN): send `Authorization: Bearer <token>`",
+    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    let h = response.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// Serves `router` on `bind` until `stop` fires; in-flight requests finish first.
+pub async fn serve(
+    bind: SocketAddr,
+    state: Arc<AppState>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {bind} (WEB_BIND): {e}; is another program using the port?"),
+        )
+    })?;
+    tracing::info!("web: listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}
+
+impl IntoResponse for crate::store::StoreError {
+    fn into_response(self) -> Response {
+        tracing::warn!("web: {self}");
+        api::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database cannot be read right now",
+        )
+    }
+}

@@ -1,0 +1,373 @@
+//! The web router driven with `oneshot` over a real SQLite file the store wrote: every route,
+//! status codes, the access token, security headers and the history buckets.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use chrono::{Local, Utc};
+use http_body_util::BodyExt;
+use jkmon::battery::soc::{estimator, SocSource, VoltageCurve};
+use jkmon::battery::Snapshot;
+use jkmon::protocol::CellInfo;
+use jkmon::store::read::{ReadConfig, Readers};
+use jkmon::store::{Battery, Bucket, Retention, Store, StoreConfig, Update};
+use jkmon::web::{router, AppState};
+use serde_json::Value;
+use tower::ServiceExt;
+
+fn snapshot(current_ma: i32) -> Snapshot {
+    let mut c = CellInfo::example();
+    c.cell_voltages_uv = (0..8).map(|i| 3_300_000 + i * 1_000).collect();
+    c.cell_resistances_uohm = vec![60_000; 8];
+    c.total_voltage_mv = c.cell_voltages_uv.iter().sum::<u32>() / 1000;
+    c.current_ma = Some(current_ma);
+    Snapshot::new(
+        c,
+        None,
+        None,
+        estimator(SocSource::Bms, &VoltageCurve::default()).as_ref(),
+    )
+}
+
+fn batteries() -> Vec<Battery> {
+    vec![
+        Battery {
+            position: 1,
+            name: "Main".into(),
+            address: Some("C8:47:80:00:00:01".into()),
+        },
+        Battery {
+            position: 2,
+            name: "<script>alert(1)</script>".into(),
+            address: None,
+        },
+    ]
+}
+
+/// A database where battery 1 is fresh and battery 2 last reported `age_2` ago, with one
+/// inverter row.
+fn database(path: &Path, age_2: chrono::Duration) -> Store {
+    let mut store = Store::open(path, StoreConfig::default()).unwrap();
+    store.register(&batteries(), 0).unwrap();
+    store
+        .connection()
+        .execute(
+            "INSERT INTO readings (created_at, payload) VALUES (?1, '{\"grid_voltage\": \"231.4\", \"grid_power\": \"400\", \"ac_output_power\": \"350\", \"status_text\": \"LINE\"}')",
+            [Local::now().to_rfc3339()],
+        )
+        .unwrap();
+    let (s1, s2) = (snapshot(10_000), snapshot(-4_000));
+    let (mut b1, mut b2) = (Bucket::default(), Bucket::default());
+    b1.add(&s1);
+    b2.add(&s2);
+    store
+        .commit(
+            &[
+                Update {
+                    position: 1,
+                    snapshot: &s1,
+                    taken_at: Local::now(),
+                    bucket: &b1,
+                    fresh: true,
+                },
+                Update {
+                    position: 2,
+                    snapshot: &s2,
+                    taken_at: Local::now() - age_2,
+                    bucket: &b2,
+                    fresh: true,
+                },
+            ],
+            Local::now(),
+        )
+        .unwrap();
+    for p in [1, 2] {
+        store.set_state(p, "streaming", "", 0).unwrap();
+    }
+    store
+}
+
+fn state(path: &Path, token: Option<&str>) -> Arc<AppState> {
+    Arc::new(AppState {
+        readers: Readers::new(path, Duration::from_secs(5)),
+        read: ReadConfig {
+            batteries: batteries(),
+            freshness: Duration::from_secs(60),
+            persistent: true,
+            retention: Retention::default(),
+        },
+        auth_token: token.map(String::from),
+    })
+}
+
+async fn get(
+    state: &Arc<AppState>,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let mut req = Request::builder().uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = router(state.clone())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{uri}: not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+    (status, headers, body)
+}
+
+#[tokio::test]
+async fn status_batteries_and_the_bank() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let _store = database(&path, chrono::Duration::seconds(1));
+    let state = state(&path, None);
+    let (code, headers, body) = get(&state, "/api/v1/status", &[]).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let b = &body["batteries"];
+    assert_eq!(b.as_array().unwrap().len(), 2);
+    assert_eq!(b[0]["name"], "Main");
+    assert_eq!(b[0]["online"], true);
+    assert_eq!(b[0]["snapshot"]["cell_count"], 8);
+    assert_eq!(b[0]["snapshot"]["current_a"], 10.0);
+    assert_eq!(
+        b[1]["name"], "<script>alert(1)</script>",
+        "JSON carries the name as data"
+    );
+    assert_eq!(body["bank"]["batteries_online"], 2);
+    assert_eq!(body["bank"]["current_a"], 6.0);
+    assert_eq!(body["inverter"]["has_inverter_data"], true);
+    assert_eq!(body["inverter"]["payload"]["grid_voltage"], "231.4");
+    assert_eq!(body["inverter"]["payload"]["bms_name"], "Main", "merged");
+
+    let (code, _, body) = get(&state, "/api/v1/batteries", &[]).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(body.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn health_is_503_with_the_reason_when_a_bms_is_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.db");
+    let _a = database(&fresh, chrono::Duration::seconds(1));
+    let (code, _, body) = get(&state(&fresh, None), "/api/v1/health", &[]).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "ok");
+
+    let stale = dir.path().join("stale.db");
+    let _b = database(&stale, chrono::Duration::seconds(300));
+    let (code, _, body) = get(&state(&stale, None), "/api/v1/health", &[]).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    let problems = body["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{body}");
+    let p = problems[0].as_str().unwrap();
+    assert!(
+        p.starts_with("<script>alert(1)</script>: last snapshot 30"),
+        "{p}"
+    );
+    assert!(p.contains("limit 60 s"), "{p}");
+}
+
+#[tokio::test]
+async fn history_buckets_filters_and_bad_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let store = database(&path, chrono::Duration::seconds(1));
+    // 2 hours of interval rows every 30 s for battery 1, current rising 1 mA a row
+    let device: i64 = store
+        .connection()
+        .query_row("SELECT id FROM bms_devices WHERE position = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let now_ms = Utc::now().timestamp_millis();
+    let start_ms = (now_ms - 2 * 3_600_000) / 300_000 * 300_000;
+    for i in 0..240i64 {
+        let mut b = Bucket::default();
+        b.add(&snapshot(1_000 + i as i32));
+        b.to_row(device, 0, start_ms + i * 30_000)
+            .insert(store.connection())
+            .unwrap();
+    }
+    let state = state(&path, None);
+
+    // defaults: every battery, the last 24 h, 300 s buckets
+    let (code, _, body) = get(&state, "/api/v1/history", &[]).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["bucket_s"], 300);
+    assert_eq!(body["batteries"].as_array().unwrap().len(), 2);
+    let points = body["batteries"][0]["points"].as_array().unwrap();
+    assert!((24..=25).contains(&points.len()), "{} points", points.len());
+    // the first bucket: rows 0..9, currents 1000..1009 mA → average 1.0045 A
+    assert_eq!(points[0]["samples"], 10);
+    assert_eq!(points[0]["current_a"]["avg"], 1.0045);
+    assert_eq!(points[0]["current_a"]["min"], 1.0);
+    assert_eq!(points[0]["current_a"]["max"], 1.009);
+    assert_eq!(points[0]["cells_v"].as_array().unwrap().len(), 8);
+    assert_eq!(
+        body["inverter"][0]["grid_power_w"]["avg"], 400.0,
+        "{}",
+        body["inverter"]
+    );
+
+    // one battery, a range, an hourly bucket
+    let from = (start_ms / 1000).to_string();
+    let to = (start_ms / 1000 + 7_200).to_string();
+    let uri = format!("/api/v1/history?battery=1&from={from}&to={to}&bucket=3600");
+    let (code, _, body) = get(&state, &uri, &[]).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["batteries"].as_array().unwrap().len(), 1);
+    let points = body["batteries"][0]["points"].as_array().unwrap();
+    let samples: u64 = points.iter().map(|p| p["samples"].as_u64().unwrap()).sum();
+    assert_eq!(samples, 240);
+
+    for (uri, param) in [
+        ("/api/v1/history?battery=9", "battery=\"9\""),
+        ("/api/v1/history?bucket=7", "bucket=\"7\""),
+        ("/api/v1/history?from=yesterday", "from=\"yesterday\""),
+        (
+            "/api/v1/history?from=2026-01-02&to=2026-01-01",
+            "from must be before to",
+        ),
+    ] {
+        let (code, _, body) = get(&state, uri, &[]).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(
+            body["error"].as_str().unwrap().contains(param),
+            "{uri}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_python_monitors_history_route_keeps_its_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let store = database(&path, chrono::Duration::seconds(1));
+    store
+        .connection()
+        .execute(
+            "INSERT INTO readings (created_at, error) VALUES (?1, 'timeout')",
+            [Local::now().to_rfc3339()],
+        )
+        .unwrap();
+    store
+        .connection()
+        .execute(
+            "INSERT INTO readings (created_at, payload) VALUES ('2020-01-01T00:00:00+02:00', '{}')",
+            [],
+        )
+        .unwrap();
+    let state = state(&path, None);
+    let (code, _, body) = get(&state, "/history?days=1", &[]).await;
+    assert_eq!(code, StatusCode::OK);
+    let rows = body.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "the 2020 row is older than a day: {body}");
+    assert_eq!(rows[0]["error"], "timeout", "newest first");
+    assert!(rows[0]["payload"].is_null());
+    assert_eq!(rows[1]["payload"]["grid_voltage"], "231.4");
+    assert!(rows[1]["created_at"].is_string());
+    // no (or a bad) days: the newest rows, as the Python monitor did
+    let (_, _, body) = get(&state, "/history?days=abc", &[]).await;
+    assert_eq!(body.as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn the_access_token_guards_everything_but_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let _store = database(&path, chrono::Duration::seconds(1));
+    let state = state(&path, Some("s3cret-token"));
+    for uri in [
+        "/api/v1/status",
+        "/api/v1/batteries",
+        "/api/v1/history",
+        "/history",
+    ] {
+        let (code, headers, body) = get(&state, uri, &[]).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{uri}");
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+        assert!(
+            !body.to_string().contains("s3cret"),
+            "the token is never echoed"
+        );
+        let (code, _, _) = get(&state, uri, &[("authorization", "Bearer wrong-token")]).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{uri}");
+    }
+    let (code, _, _) = get(
+        &state,
+        "/api/v1/status",
+        &[("authorization", "Bearer s3cret-token")],
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, _, _) = get(
+        &state,
+        "/api/v1/status",
+        &[("cookie", "theme=dark; jkmon_token=s3cret-token")],
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, _, _) = get(&state, "/api/v1/health", &[]).await;
+    assert_eq!(code, StatusCode::OK, "Docker's healthcheck needs no token");
+}
+
+#[tokio::test]
+async fn security_headers_and_json_errors_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let _store = database(&path, chrono::Duration::seconds(1));
+    let state = state(&path, None);
+    for uri in ["/api/v1/status", "/no/such/page"] {
+        let (code, headers, body) = get(&state, uri, &[]).await;
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["x-frame-options"], "DENY");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+        assert!(headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'self'"));
+        if uri.starts_with("/no") {
+            assert_eq!(code, StatusCode::NOT_FOUND);
+            assert!(body["error"].is_string());
+        }
+    }
+}
+
+#[tokio::test]
+async fn bms_only_rows_read_as_no_inverter_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bms-only.db");
+    let mut store = Store::open(&path, StoreConfig::default()).unwrap();
+    store.register(&batteries()[..1], 0).unwrap();
+    let s = snapshot(500);
+    let mut b = Bucket::default();
+    b.add(&s);
+    store
+        .commit(
+            &[Update {
+                position: 1,
+                snapshot: &s,
+                taken_at: Local::now(),
+                bucket: &b,
+                fresh: true,
+            }],
+            Local::now(),
+        )
+        .unwrap();
+    let (code, _, body) = get(&state(&path, None), "/api/v1/status", &[]).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(body["inverter"]["has_inverter_data"], false);
+    assert_eq!(body["inverter"]["payload"]["source"], "jkmon");
+}
