@@ -561,3 +561,119 @@ fn downsampling_keeps_averages_and_extremes_and_retention_keeps_what_it_promises
         240
     );
 }
+
+#[test]
+fn the_inverters_rows_are_aggregated_for_charts_in_chunks_and_read_back_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let mut store = open(&path, 1);
+    // 8 days of rows every 10 s, in the Python monitor's format (offset +02:00), grid power
+    // = the minute of the hour; every 7th value "N/A"; an error row every 100
+    let tz = chrono::FixedOffset::east_opt(2 * 3_600).unwrap();
+    {
+        let tx = store.connection().unchecked_transaction().unwrap();
+        for i in 0..(8 * 8_640i64) {
+            let t = DateTime::from_timestamp_millis(DAY0_MS + i * 10_000)
+                .unwrap()
+                .with_timezone(&tz);
+            let created = t.to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+            if i % 100 == 99 {
+                tx.execute(
+                    "INSERT INTO readings (created_at, error) VALUES (?1, 'timeout')",
+                    [&created],
+                )
+                .unwrap();
+                continue;
+            }
+            let grid = if i % 7 == 0 {
+                "N/A".to_string()
+            } else {
+                ((i * 10 / 60) % 60).to_string()
+            };
+            let payload =
+                json!({"grid_power": grid, "ac_output_power": "300", "pv_input_power": "0"});
+            tx.execute(
+                "INSERT INTO readings (created_at, payload) VALUES (?1, ?2)",
+                rusqlite::params![created, payload.to_string()],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let now = DAY0_MS + 8 * 86_400_000 + 120_000;
+    // a week per run: two runs to catch up
+    let first = store.maintain(now).unwrap();
+    assert!(first.more, "{first:?}");
+    let second = store.maintain(now).unwrap();
+    assert!(!second.more, "{second:?}");
+    let conn = store.connection();
+    assert_eq!(
+        count(
+            conn,
+            "SELECT COUNT(*) FROM inverter_history WHERE bucket_s = 300"
+        ),
+        8 * 288
+    );
+    assert_eq!(
+        count(
+            conn,
+            "SELECT COUNT(*) FROM inverter_history WHERE bucket_s = 3600"
+        ),
+        8 * 24
+    );
+    // a 5-minute bucket: 30 rows minus error rows, "N/A" left out of the grid average
+    let (rows, grid_avg, load_avg): (i64, f64, f64) = conn
+        .query_row(
+            "SELECT rows, grid_power_w, load_power_w FROM inverter_history WHERE bucket_s = 300 AND ts_ms = ?1",
+            [DAY0_MS + 3_600_000],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let members: Vec<i64> = (360..390).filter(|i| i % 100 != 99).collect();
+    assert_eq!(rows as usize, members.len());
+    let grids: Vec<f64> = members
+        .iter()
+        .filter(|i| *i % 7 != 0)
+        .map(|i| ((i * 10 / 60) % 60) as f64)
+        .collect();
+    assert!((grid_avg - grids.iter().sum::<f64>() / grids.len() as f64).abs() < 1e-9);
+    assert_eq!(load_avg, 300.0);
+
+    // the chart of the last 7 days by hour: from the hourly tier, equal to the raw rows
+    let config = jkmon::store::read::ReadConfig {
+        batteries: batteries(1),
+        freshness: std::time::Duration::from_secs(60),
+        persistent: true,
+        retention: jkmon::store::Retention::default(),
+    };
+    let to = DateTime::from_timestamp_millis(now).unwrap();
+    let from = to - chrono::Duration::days(7);
+    let view = jkmon::store::read::history(
+        conn,
+        &config,
+        &[],
+        from,
+        to,
+        3_600,
+        DateTime::from_timestamp_millis(now).unwrap(),
+    )
+    .unwrap();
+    let total: u32 = view.inverter.iter().map(|p| p.rows).sum();
+    let from = view.from; // moved back to the start of its hour
+    assert_eq!(from.timestamp() % 3_600, 0);
+    let expected = count(
+        conn,
+        &format!(
+            "SELECT COUNT(*) FROM readings WHERE error IS NULL AND CAST(strftime('%s', created_at) AS INTEGER) >= {} AND CAST(strftime('%s', created_at) AS INTEGER) < {}",
+            from.timestamp(),
+            to.timestamp()
+        ),
+    );
+    assert_eq!(i64::from(total), expected);
+    let max = view
+        .inverter
+        .iter()
+        .filter_map(|p| p.grid_power_w.map(|r| r.max))
+        .fold(f64::MIN, f64::max);
+    assert_eq!(max, 59.0);
+}

@@ -393,8 +393,13 @@ pub fn rows(
 /// What [`downsample`] and [`expire`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Maintenance {
+    /// Downsampled BMS history rows made.
     pub rows_made: usize,
     pub rows_deleted: usize,
+    /// Inverter chart buckets made (see [`super::inverter`]).
+    pub inverter_buckets: usize,
+    /// More inverter rows wait to be aggregated: run again soon.
+    pub more: bool,
 }
 
 /// Makes every complete 5-minute and hourly bucket that is not made yet (a bucket is complete

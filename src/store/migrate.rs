@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0003_merge.sql",
         include_str!("../../migrations/0003_merge.sql"),
     ),
+    (
+        4,
+        "0004_inverter_history.sql",
+        include_str!("../../migrations/0004_inverter_history.sql"),
+    ),
 ];
 
 /// The newest schema this build knows.

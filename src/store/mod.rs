@@ -15,6 +15,7 @@
 
 pub mod fields;
 pub mod history;
+pub mod inverter;
 pub mod migrate;
 pub mod read;
 pub mod writer;
@@ -348,10 +349,13 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let rows_made = history::downsample(&tx, now_ms)?;
         let rows_deleted = history::expire(&tx, now_ms, &self.config.retention)?;
+        let (inverter_buckets, more) = inverter::aggregate(&tx, now_ms, &self.config.retention)?;
         tx.commit()?;
         Ok(Maintenance {
             rows_made,
             rows_deleted,
+            inverter_buckets,
+            more,
         })
     }
 

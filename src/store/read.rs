@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::history::{self, Bucket, HistoryRow, Retention};
+pub use super::inverter::InverterPoint;
 use super::{Battery, StoreError, OWN_ROW_SOURCE};
 
 /// At most this many connections are kept for reuse.
@@ -349,15 +350,6 @@ pub struct BatteryHistory {
     pub points: Vec<BatteryPoint>,
 }
 
-/// One history bucket of the inverter's rows.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct InverterPoint {
-    pub t: DateTime<Utc>,
-    pub rows: u32,
-    pub grid_power_w: Option<Range>,
-    pub load_power_w: Option<Range>,
-}
-
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct HistoryView {
     pub from: DateTime<Utc>,
@@ -384,6 +376,7 @@ pub fn bucket_for(range_s: i64) -> i64 {
 
 /// History of the batteries at `positions` (all when empty) and of the inverter in
 /// `[from, to)`, folded into `bucket_s` buckets from the finest tier that still covers `from`.
+/// `from` moves back to the start of its bucket, so the first point is a whole bucket.
 pub fn history(
     conn: &Connection,
     config: &ReadConfig,
@@ -393,6 +386,9 @@ pub fn history(
     bucket_s: i64,
     now: DateTime<Utc>,
 ) -> Result<HistoryView, StoreError> {
+    // whole buckets: the first one starts at or before `from`
+    let from = DateTime::from_timestamp(from.timestamp().div_euclid(bucket_s) * bucket_s, 0)
+        .unwrap_or(from);
     let (from_ms, to_ms) = (from.timestamp_millis(), to.timestamp_millis());
     let kept =
         |days: u32| days == 0 || from_ms >= now.timestamp_millis() - i64::from(days) * 86_400_000;
@@ -431,7 +427,14 @@ pub fn history(
         to,
         bucket_s,
         batteries,
-        inverter: inverter_history(conn, from, to, bucket_s)?,
+        inverter: super::inverter::points(
+            conn,
+            from,
+            to,
+            bucket_s,
+            now.timestamp_millis(),
+            &config.retention,
+        )?,
     })
 }
 
@@ -498,58 +501,6 @@ fn point(start_ms: i64, b: &Bucket) -> BatteryPoint {
 /// Four decimals: enough for millivolts and milliamps, small in JSON.
 fn round(v: f64) -> f64 {
     (v * 10_000.0).round() / 10_000.0
-}
-
-/// Grid and load power from the inverter's rows, aggregated in SQL. `created_at` strings carry
-/// different offsets, so the index narrows the scan with a day of margin and `strftime` decides.
-fn inverter_history(
-    conn: &Connection,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    bucket_s: i64,
-) -> Result<Vec<InverterPoint>, StoreError> {
-    let margin = chrono::Duration::days(1);
-    let text = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
-    let mut stmt = conn.prepare_cached(
-        "SELECT t / :bucket * :bucket AS b, COUNT(*),
-                AVG(grid), MIN(grid), MAX(grid), AVG(load), MIN(load), MAX(load)
-         FROM (SELECT CAST(strftime('%s', created_at) AS INTEGER) AS t,
-                      CAST(json_extract(payload, '$.grid_power') AS REAL) AS grid,
-                      CAST(json_extract(payload, '$.ac_output_power') AS REAL) AS load
-               FROM readings
-               WHERE created_at >= :lo AND created_at < :hi
-                 AND payload IS NOT NULL AND error IS NULL AND json_valid(payload)
-                 AND json_type(payload, '$.grid_power') IS NOT NULL)
-         WHERE t >= :from AND t < :to
-         GROUP BY b ORDER BY b",
-    )?;
-    let rows = stmt.query_map(
-        rusqlite::named_params! {
-            ":bucket": bucket_s, ":lo": text(from - margin), ":hi": text(to + margin),
-            // whole seconds: a row of this very second is inside
-            ":from": from.timestamp(), ":to": (to.timestamp_millis() + 999).div_euclid(1000),
-        },
-        |r| {
-            let range = |i: usize| -> rusqlite::Result<Option<Range>> {
-                let avg: Option<f64> = r.get(i)?;
-                Ok(match avg {
-                    Some(avg) => Some(Range {
-                        avg: (avg * 10.0).round() / 10.0,
-                        min: r.get(i + 1)?,
-                        max: r.get(i + 2)?,
-                    }),
-                    None => None,
-                })
-            };
-            Ok(InverterPoint {
-                t: DateTime::from_timestamp(r.get(0)?, 0).unwrap_or_default(),
-                rows: r.get(1)?,
-                grid_power_w: range(2)?,
-                load_power_w: range(5)?,
-            })
-        },
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The Python monitor's `/history?days=N`: rows since `now - days` (the newest 200 without

@@ -210,12 +210,23 @@ fn run(
         if now >= next_maintenance {
             next_maintenance = now + MAINTENANCE_EVERY;
             match store.maintain(super::now_ms()) {
-                Ok(m) if m.rows_made + m.rows_deleted > 0 => tracing::info!(
-                    "history: {} downsampled row(s) made, {} expired row(s) deleted",
-                    m.rows_made,
-                    m.rows_deleted
-                ),
-                Ok(_) => {}
+                Ok(m) => {
+                    if m.rows_made + m.rows_deleted > 0 {
+                        tracing::info!(
+                            "history: {} downsampled row(s) made, {} expired row(s) deleted",
+                            m.rows_made,
+                            m.rows_deleted
+                        );
+                    }
+                    if m.more {
+                        // catching up on the inverter's rows, a chunk per interval
+                        tracing::info!(
+                            "history: aggregating the inverter's rows for charts ({} bucket(s) so far)…",
+                            m.inverter_buckets
+                        );
+                        next_maintenance = now;
+                    }
+                }
                 Err(e) => tracing::warn!("history maintenance failed (retried in an hour): {e}"),
             }
         }

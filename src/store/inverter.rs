@@ -1,0 +1,257 @@
+//! The inverter's rows, aggregated for charts (`inverter_history`, see
+//! `migrations/0004_inverter_history.sql`).
+//!
+//! The writer's maintenance makes complete 5-minute and hourly buckets from `readings`, a
+//! bounded chunk at a time so a Python monitor's year of rows is caught up without holding the
+//! writer for long; `jkmon_progress` remembers how far each tier got. Charts read the buckets,
+//! plus the few rows since the last complete bucket straight from `readings`, with the same SQL.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{named_params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use super::history::{Retention, Stat};
+use super::read::{parse_created_at, Range};
+
+/// Bucket widths of `inverter_history`, seconds.
+pub const TIERS_S: [i64; 2] = [300, 3_600];
+/// At most this much of `readings` is aggregated per tier in one maintenance run.
+const CHUNK_MS: i64 = 7 * 86_400_000;
+/// A bucket is made this long after its end, so rows still being written land in it.
+const GRACE_MS: i64 = 60_000;
+
+/// `created_at` strings carry different offsets (or none), so the index on them narrows the
+/// scan with a day of margin and `strftime` decides. "N/A" and other non-numbers are left out.
+const BUCKETS_SQL: &str = "
+    SELECT t / :bucket * :bucket AS b, COUNT(*) AS n,
+           AVG(grid) AS g, MIN(grid) AS gmin, MAX(grid) AS gmax,
+           AVG(load) AS l, MIN(load) AS lmin, MAX(load) AS lmax,
+           AVG(pv) AS p, MIN(pv) AS pmin, MAX(pv) AS pmax, AVG(gv) AS v
+    FROM (SELECT t,
+                 CASE WHEN g GLOB '[0-9-]*' THEN CAST(g AS REAL) END AS grid,
+                 CASE WHEN l GLOB '[0-9-]*' THEN CAST(l AS REAL) END AS load,
+                 CASE WHEN p GLOB '[0-9-]*' THEN CAST(p AS REAL) END AS pv,
+                 CASE WHEN v GLOB '[0-9-]*' THEN CAST(v AS REAL) END AS gv
+          FROM (SELECT CAST(strftime('%s', created_at) AS INTEGER) AS t,
+                       json_extract(payload, '$.grid_power') AS g,
+                       json_extract(payload, '$.ac_output_power') AS l,
+                       json_extract(payload, '$.pv_input_power') AS p,
+                       json_extract(payload, '$.grid_voltage') AS v
+                FROM readings
+                WHERE created_at >= :lo AND created_at < :hi
+                  AND payload IS NOT NULL AND error IS NULL AND json_valid(payload)
+                  AND json_type(payload) = 'object'
+                  AND (json_type(payload, '$.grid_power') IS NOT NULL
+                       OR json_type(payload, '$.ac_output_power') IS NOT NULL)))
+    WHERE t >= :from AND t < :to
+    GROUP BY b";
+
+fn text_bound(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
+/// Runs [`BUCKETS_SQL`] for `[from_ms, to_ms)` (whole seconds) and hands each row to `f`.
+fn raw_buckets(
+    conn: &Connection,
+    bucket_s: i64,
+    from_ms: i64,
+    to_ms: i64,
+    mut f: impl FnMut(&rusqlite::Row) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let margin = 86_400_000;
+    let mut stmt = conn.prepare_cached(BUCKETS_SQL)?;
+    let mut rows = stmt.query(named_params! {
+        ":bucket": bucket_s,
+        ":lo": text_bound(from_ms - margin), ":hi": text_bound(to_ms + margin),
+        ":from": from_ms.div_euclid(1000), ":to": (to_ms + 999).div_euclid(1000),
+    })?;
+    while let Some(row) = rows.next()? {
+        f(row)?;
+    }
+    Ok(())
+}
+
+fn job(bucket_s: i64) -> String {
+    format!("inverter_history_{bucket_s}")
+}
+
+/// Makes the next chunk of complete buckets of each tier and expires old ones. Returns the
+/// buckets made and whether more is waiting (call again soon).
+pub fn aggregate(
+    conn: &Connection,
+    now_ms: i64,
+    retention: &Retention,
+) -> rusqlite::Result<(usize, bool)> {
+    let first: Option<String> = conn
+        .query_row(
+            "SELECT created_at FROM readings ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(first_ms) = first
+        .as_deref()
+        .and_then(parse_created_at)
+        .map(|t| t.timestamp_millis())
+    else {
+        return Ok((0, false));
+    };
+    let (mut made, mut more) = (0, false);
+    for bucket_s in TIERS_S {
+        let width = bucket_s * 1000;
+        let days = if bucket_s == 300 {
+            retention.five_min_days
+        } else {
+            retention.hourly_days
+        };
+        let oldest_kept = if days == 0 {
+            i64::MIN
+        } else {
+            now_ms - i64::from(days) * 86_400_000
+        };
+        let upto: Option<i64> = conn
+            .query_row(
+                "SELECT upto_ms FROM jkmon_progress WHERE job = ?1",
+                [job(bucket_s)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let start = upto.unwrap_or(first_ms.max(oldest_kept)).div_euclid(width) * width;
+        let end = (now_ms - GRACE_MS).div_euclid(width) * width;
+        let chunk_end = end.min(start + CHUNK_MS);
+        if chunk_end > start {
+            made += conn.prepare_cached(&format!(
+                "INSERT OR REPLACE INTO inverter_history
+                 SELECT :bucket, b * 1000, n, g, gmin, gmax, l, lmin, lmax, p, pmin, pmax, v
+                 FROM ({BUCKETS_SQL})"
+            ))
+            .and_then(|mut s| {
+                s.execute(named_params! {
+                    ":bucket": bucket_s,
+                    ":lo": text_bound(start - 86_400_000), ":hi": text_bound(chunk_end + 86_400_000),
+                    ":from": start / 1000, ":to": chunk_end / 1000,
+                })
+            })?;
+            conn.execute(
+                "INSERT INTO jkmon_progress (job, upto_ms) VALUES (?1, ?2)
+                 ON CONFLICT (job) DO UPDATE SET upto_ms = excluded.upto_ms",
+                rusqlite::params![job(bucket_s), chunk_end],
+            )?;
+            more |= chunk_end < end;
+        }
+        if days > 0 {
+            conn.execute(
+                "DELETE FROM inverter_history WHERE bucket_s = ?1 AND ts_ms < ?2",
+                [bucket_s, oldest_kept],
+            )?;
+        }
+    }
+    Ok((made, more))
+}
+
+/// One chart bucket of the inverter's rows.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct InverterPoint {
+    pub t: DateTime<Utc>,
+    pub rows: u32,
+    pub grid_power_w: Option<Range>,
+    pub load_power_w: Option<Range>,
+    pub pv_power_w: Option<Range>,
+}
+
+#[derive(Default)]
+struct Fold {
+    rows: u32,
+    grid: Stat,
+    load: Stat,
+    pv: Stat,
+}
+
+/// Reads the 3 × (avg, min, max) of a bucket row starting at column `i`, folding into `fold`.
+fn fold_row(fold: &mut Fold, r: &rusqlite::Row, i: usize, n: u32) -> rusqlite::Result<()> {
+    fold.rows += n;
+    for (k, stat) in [&mut fold.grid, &mut fold.load, &mut fold.pv]
+        .into_iter()
+        .enumerate()
+    {
+        let avg: Option<f64> = r.get(i + 3 * k)?;
+        if let Some(avg) = avg {
+            stat.fold(n, avg, r.get(i + 3 * k + 1)?, r.get(i + 3 * k + 2)?);
+        }
+    }
+    Ok(())
+}
+
+/// The inverter's chart points in `[from, to)`, `bucket_s` wide: from the aggregated tier when
+/// the bucket allows it (plus the latest rows straight from `readings`), else from `readings`.
+pub fn points(
+    conn: &Connection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    bucket_s: i64,
+    now_ms: i64,
+    retention: &Retention,
+) -> rusqlite::Result<Vec<InverterPoint>> {
+    let (from_ms, to_ms) = (from.timestamp_millis(), to.timestamp_millis());
+    let width = bucket_s * 1000;
+    let mut folds: std::collections::BTreeMap<i64, Fold> = Default::default();
+    let key = |ts_ms: i64| ts_ms.div_euclid(width) * width;
+    let kept = |days: u32| days == 0 || from_ms >= now_ms - i64::from(days) * 86_400_000;
+    let tier = if bucket_s < 300 {
+        None
+    } else if bucket_s >= 3_600 || !kept(retention.five_min_days) {
+        Some(3_600)
+    } else {
+        Some(300)
+    };
+    let mut raw_from = from_ms;
+    if let Some(tier) = tier {
+        let upto: i64 = conn
+            .query_row(
+                "SELECT upto_ms FROM jkmon_progress WHERE job = ?1",
+                [job(tier)],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(i64::MIN);
+        let mut stmt = conn.prepare_cached(
+            "SELECT ts_ms, rows, grid_power_w, grid_power_min_w, grid_power_max_w, load_power_w,
+                    load_power_min_w, load_power_max_w, pv_power_w, pv_power_min_w, pv_power_max_w
+             FROM inverter_history WHERE bucket_s = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
+             ORDER BY ts_ms",
+        )?;
+        let mut rows = stmt.query([tier, from_ms, to_ms.min(upto)])?;
+        while let Some(r) = rows.next()? {
+            let ts: i64 = r.get(0)?;
+            fold_row(folds.entry(key(ts)).or_default(), r, 2, r.get(1)?)?;
+        }
+        raw_from = from_ms.max(upto);
+    }
+    if raw_from < to_ms {
+        let raw_width = tier.unwrap_or(bucket_s).min(bucket_s);
+        raw_buckets(conn, raw_width, raw_from, to_ms, |r| {
+            let b: i64 = r.get(0)?;
+            fold_row(folds.entry(key(b * 1000)).or_default(), r, 2, r.get(1)?)
+        })?;
+    }
+    let range = |s: &Stat| {
+        s.avg().map(|avg| Range {
+            avg: (avg * 10.0).round() / 10.0,
+            min: s.min,
+            max: s.max,
+        })
+    };
+    Ok(folds
+        .into_iter()
+        .map(|(ts, f)| InverterPoint {
+            t: DateTime::from_timestamp_millis(ts).unwrap_or_default(),
+            rows: f.rows,
+            grid_power_w: range(&f.grid),
+            load_power_w: range(&f.load),
+            pv_power_w: range(&f.pv),
+        })
+        .collect())
+}
