@@ -8,9 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the tests use:
-# - dbus-daemon, python3-dbusmock, libglib2.0-bin (gdbus): the fake BlueZ of tests/ble.rs.
-# Building needs none: libdbus is compiled in (the `vendored` feature of the dbus crate).
-PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin)
+# - dbus-daemon, python3-dbusmock, libglib2.0-bin (gdbus): the fake BlueZ of tests/ble.rs;
+#   its python3 also plays the Python inverter poller of tests/store.rs and tests/service.rs.
+# - chromium: the real browser of tests/browser.rs.
+# Building needs none: libdbus and SQLite are compiled in.
+PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

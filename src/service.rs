@@ -137,6 +137,7 @@ pub async fn run(
                 retention: config.store.retention,
             },
             auth_token: w.auth_token.clone(),
+            page: w.page.clone(),
         });
         tokio::spawn(web::serve(w.bind, state, stop.child_token()))
     });

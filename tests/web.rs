@@ -102,6 +102,7 @@ fn state(path: &Path, token: Option<&str>) -> Arc<AppState> {
             retention: Retention::default(),
         },
         auth_token: token.map(String::from),
+        page: jkmon::web::PageConfig::default(),
     })
 }
 
@@ -370,4 +371,187 @@ async fn bms_only_rows_read_as_no_inverter_data() {
     assert_eq!(code, StatusCode::OK);
     assert_eq!(body["inverter"]["has_inverter_data"], false);
     assert_eq!(body["inverter"]["payload"]["source"], "jkmon");
+}
+
+async fn get_text(
+    state: &Arc<AppState>,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut req = Request::builder().uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = router(state.clone())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn the_dashboard_escapes_a_hostile_name_and_embeds_the_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let _store = database(&path, chrono::Duration::seconds(1));
+    let state = state(&path, None);
+    let (code, headers, html) = get_text(&state, "/", &[]).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    assert!(
+        !html.contains("<script>alert"),
+        "the name is text, not markup"
+    );
+    assert!(html.contains("<span class=\"name\">&#60;script&#62;alert(1)&#60;/script&#62;</span>"));
+    assert!(html.contains("id=\"battery-1\"") && html.contains("id=\"battery-2\""));
+    assert!(
+        html.contains("id=\"bank\""),
+        "two batteries: a bank summary"
+    );
+    // the embedded status is the API's JSON, escaped as an attribute
+    let start = html.find("data-status=\"").unwrap() + 13;
+    let end = start + html[start..].find('"').unwrap();
+    let attr = html[start..end]
+        .replace("&#34;", "\"")
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
+        .replace("&#39;", "'")
+        .replace("&#38;", "&");
+    let status: Value = serde_json::from_str(&attr).unwrap();
+    assert_eq!(status["batteries"][0]["snapshot"]["cell_count"], 8);
+    // no script or style is inline: the content policy allows only files from this server
+    assert!(!html.contains("<script>") && !html.contains("style="));
+    for src in [
+        "/static/common.js",
+        "/static/charts.js",
+        "/static/dashboard.js",
+    ] {
+        assert!(html.contains(src), "{src}");
+    }
+}
+
+#[tokio::test]
+async fn the_history_page_and_the_assets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let _store = database(&path, chrono::Duration::seconds(1));
+    let state = state(&path, None);
+    let (code, _, html) = get_text(&state, "/charts", &[]).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(html.contains("<option value=\"2\">&#60;script&#62;alert(1)&#60;/script&#62;</option>"));
+    for id in [
+        "c-voltage",
+        "c-current",
+        "c-power",
+        "c-soc",
+        "c-temps",
+        "c-delta",
+        "c-cells",
+        "c-inverter",
+    ] {
+        assert!(html.contains(&format!("id=\"{id}\"")), "{id}");
+    }
+    for (file, kind) in [
+        ("app.css", "text/css"),
+        ("charts.js", "text/javascript"),
+        ("dashboard.js", "text/javascript"),
+        ("history.js", "text/javascript"),
+        ("common.js", "text/javascript"),
+        ("favicon.svg", "image/svg+xml"),
+    ] {
+        let (code, headers, body) = get_text(&state, &format!("/static/{file}"), &[]).await;
+        assert_eq!(code, StatusCode::OK, "{file}");
+        assert!(headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
+        // nothing from the internet (the SVG namespace is a name, not a download)
+        let external = body
+            .match_indices("http")
+            .filter(|(i, _)| !body[*i..].starts_with("http://www.w3.org/2000/svg"))
+            .count();
+        assert_eq!(external, 0, "{file} refers to the internet");
+    }
+    let (code, _, _) = get_text(&state, "/static/../Cargo.toml", &[]).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn live_events_start_with_the_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let _store = database(&path, chrono::Duration::seconds(1));
+    let response = router(state(&path, None))
+        .oneshot(
+            Request::builder()
+                .uri("/api/v1/events")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut body = response.into_body();
+    let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("the first event comes at once")
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+    assert!(text.starts_with("event: status\ndata: {"), "{text}");
+    let json: Value =
+        serde_json::from_str(text.trim_start_matches("event: status\ndata: ").trim()).unwrap();
+    assert_eq!(json["batteries"][0]["name"], "Main");
+}
+
+#[tokio::test]
+async fn pages_send_a_browser_without_the_token_to_the_login_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let _store = database(&path, chrono::Duration::seconds(1));
+    let state = state(&path, Some("s3cret-token"));
+    let (code, headers, _) = get_text(&state, "/", &[]).await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/login");
+    let (code, _, html) = get_text(&state, "/login", &[]).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(html.contains("name=\"token\""));
+    let (code, _, _) = get_text(&state, "/static/app.css", &[]).await;
+    assert_eq!(code, StatusCode::OK, "assets need no token");
+
+    let post = |token: &str| {
+        Request::builder()
+            .method("POST")
+            .uri("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={token}")))
+            .unwrap()
+    };
+    let wrong = router(state.clone()).oneshot(post("guess")).await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers().get(header::SET_COOKIE).is_none());
+    let right = router(state.clone())
+        .oneshot(post("s3cret-token"))
+        .await
+        .unwrap();
+    assert_eq!(right.status(), StatusCode::SEE_OTHER);
+    let cookie = right.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap();
+    let (code, _, html) = get_text(&state, "/", &[("cookie", pair)]).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(html.contains("id=\"battery-1\""));
 }

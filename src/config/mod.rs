@@ -73,6 +73,9 @@ pub const VARIABLES: &[&str] = &[
     "HISTORY_HOURLY_DAYS",
     "WEB_BIND",
     "WEB_AUTH_TOKEN",
+    "WEB_LIVE_SEC",
+    "CELL_DELTA_WARN_MV",
+    "CELL_DELTA_ALARM_MV",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -383,6 +386,25 @@ impl Config {
                 value: v.clone(),
                 problem: "expected an address and port like 0.0.0.0:8000 or 127.0.0.1:8080".into(),
             })?;
+        }
+        if let Some(v) = get("WEB_LIVE_SEC") {
+            web.page.live = seconds("WEB_LIVE_SEC", &v, 0.2..=600.0)?;
+        }
+        if let Some(v) = get("CELL_DELTA_WARN_MV") {
+            web.page.delta_warn_mv = number("CELL_DELTA_WARN_MV", &v, 1u32..=2_000, "50")?;
+        }
+        if let Some(v) = get("CELL_DELTA_ALARM_MV") {
+            web.page.delta_alarm_mv = number("CELL_DELTA_ALARM_MV", &v, 1u32..=2_000, "100")?;
+        }
+        if web.page.delta_alarm_mv < web.page.delta_warn_mv {
+            return Err(ConfigError::Invalid {
+                var: "CELL_DELTA_ALARM_MV",
+                value: web.page.delta_alarm_mv.to_string(),
+                problem: format!(
+                    "must not be below CELL_DELTA_WARN_MV ({} mV)",
+                    web.page.delta_warn_mv
+                ),
+            });
         }
         if let Some(v) = lookup("WEB_AUTH_TOKEN").filter(|v| !v.is_empty()) {
             if v.trim() != v || v.len() < 8 {

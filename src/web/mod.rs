@@ -1,14 +1,17 @@
-//! The web server: the JSON API under `/api/v1` and the Python monitor's `/history?days=N`.
-//! Read-only: every handler reads the store through [`Readers`].
+//! The web server: the dashboard and history pages ([`pages`]), the JSON API under `/api/v1`
+//! ([`api`]) and the Python monitor's `/history?days=N`. Read-only: every handler reads the
+//! store through [`Readers`].
 //!
 //! [`router`] builds the routes without I/O, so tests drive it with `oneshot`; [`serve`] binds
 //! `WEB_BIND` and runs it until the service's cancellation token fires.
 //!
 //! Every response carries security headers (no sniffing, no framing, no referrer, a
-//! same-origin content policy). With `WEB_AUTH_TOKEN` set, everything except `/api/v1/health`
-//! needs `Authorization: Bearer <token>` or the `jkmon_token` cookie.
+//! same-origin content policy). With `WEB_AUTH_TOKEN` set, everything except `/api/v1/health`,
+//! `/login` and `/static/` needs `Authorization: Bearer <token>` or the `jkmon_token` cookie
+//! (which `/login` sets); pages send a browser without it to `/login`, the API answers 401.
 
 pub mod api;
+pub mod pages;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +29,26 @@ use crate::store::read::{ReadConfig, Readers};
 /// The name of the cookie that may carry `WEB_AUTH_TOKEN`.
 pub const AUTH_COOKIE: &str = "jkmon_token";
 
+/// What the pages show and how often they update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageConfig {
+    /// `WEB_LIVE_SEC`: seconds between two live updates of an open dashboard.
+    pub live: std::time::Duration,
+    /// `CELL_DELTA_WARN_MV`, `CELL_DELTA_ALARM_MV`: the cell delta turns yellow, then red.
+    pub delta_warn_mv: u32,
+    pub delta_alarm_mv: u32,
+}
+
+impl Default for PageConfig {
+    fn default() -> Self {
+        PageConfig {
+            live: std::time::Duration::from_secs(2),
+            delta_warn_mv: 50,
+            delta_alarm_mv: 100,
+        }
+    }
+}
+
 /// The web server's settings (from the typed config).
 #[derive(Clone, PartialEq)]
 pub struct WebConfig {
@@ -33,6 +56,7 @@ pub struct WebConfig {
     pub bind: SocketAddr,
     /// `WEB_AUTH_TOKEN`: `None` = open (a LAN-only installation).
     pub auth_token: Option<String>,
+    pub page: PageConfig,
 }
 
 impl std::fmt::Debug for WebConfig {
@@ -40,6 +64,7 @@ impl std::fmt::Debug for WebConfig {
         f.debug_struct("WebConfig")
             .field("bind", &self.bind)
             .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
+            .field("page", &self.page)
             .finish()
     }
 }
@@ -49,6 +74,7 @@ impl Default for WebConfig {
         WebConfig {
             bind: SocketAddr::from(([0, 0, 0, 0], 8000)),
             auth_token: None,
+            page: PageConfig::default(),
         }
     }
 }
@@ -58,11 +84,15 @@ pub struct AppState {
     pub readers: Readers,
     pub read: ReadConfig,
     pub auth_token: Option<String>,
+    pub page: PageConfig,
 }
 
 /// The routes, without I/O.
 pub fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
+        .route("/", get(pages::dashboard))
+        .route("/charts", get(pages::charts))
+        .route("/api/v1/events", get(pages::events))
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/batteries", get(api::batteries))
         .route("/api/v1/history", get(api::history))
@@ -70,6 +100,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/api/v1/health", get(api::health))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/static/{name}", get(pages::asset))
         .merge(protected)
         .fallback(not_found)
         .layer(middleware::from_fn(security_headers))
@@ -81,7 +113,7 @@ async fn not_found() -> Response {
 }
 
 /// Compares without an early exit, so the time taken says nothing about the token.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -107,6 +139,10 @@ async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: N
         .any(|given| same(given.as_bytes(), token.as_bytes()))
     {
         return next.run(req).await;
+    }
+    let path = req.uri().path();
+    if !path.starts_with("/api/") && path != "/history" {
+        return axum::response::Redirect::to("/login").into_response();
     }
     let mut response = api::error(
         StatusCode::UNAUTHORIZED,

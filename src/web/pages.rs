@@ -1,0 +1,219 @@
+//! The pages: the dashboard, the history charts and the sign-in form, rendered with askama
+//! from `templates/` (which escapes everything it prints), and the assets of `static/`,
+//! compiled into the binary so a LAN-only Pi needs nothing from the internet.
+//!
+//! The dashboard is served with the current status embedded (the same JSON as
+//! `/api/v1/status`, in an attribute, so it is escaped like any other text) and then kept live
+//! by `/api/v1/events`: server-sent events, one status every `WEB_LIVE_SEC`. Server-sent
+//! events rather than polling because the browser reconnects by itself, one long-lived
+//! request costs a Pi less than a request every two seconds per open page, and the page can
+//! tell a silent server (connection lost) from unchanged data.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use chrono::Utc;
+use futures_util::stream::{self, Stream};
+
+use super::{api, AppState, AUTH_COOKIE};
+use crate::store::read;
+use crate::store::Battery;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `(name, content type, body)` of every file in `static/`.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("../../static/app.css"),
+    ),
+    (
+        "common.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/common.js"),
+    ),
+    (
+        "charts.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/charts.js"),
+    ),
+    (
+        "dashboard.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/dashboard.js"),
+    ),
+    (
+        "history.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/history.js"),
+    ),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_str!("../../static/favicon.svg"),
+    ),
+];
+
+fn render(t: impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!("web: a page did not render: {e}");
+            api::error(StatusCode::INTERNAL_SERVER_ERROR, "the page did not render")
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct Dashboard<'a> {
+    version: &'static str,
+    page: &'static str,
+    batteries: &'a [Battery],
+    status_json: String,
+    live_ms: u128,
+    delta_warn_mv: u32,
+    delta_alarm_mv: u32,
+}
+
+#[derive(Template)]
+#[template(path = "charts.html")]
+struct Charts<'a> {
+    version: &'static str,
+    page: &'static str,
+    batteries: &'a [Battery],
+    batteries_json: String,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct Login {
+    version: &'static str,
+    page: &'static str,
+    failed: bool,
+}
+
+pub async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
+    let config = state.read.clone();
+    let status = match state
+        .readers
+        .run(move |c| read::status(c, &config, Utc::now()))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    render(Dashboard {
+        version: VERSION,
+        page: "dashboard",
+        batteries: &state.read.batteries,
+        status_json: serde_json::to_string(&status).unwrap_or_default(),
+        live_ms: state.page.live.as_millis(),
+        delta_warn_mv: state.page.delta_warn_mv,
+        delta_alarm_mv: state.page.delta_alarm_mv,
+    })
+}
+
+pub async fn charts(State(state): State<Arc<AppState>>) -> Response {
+    render(Charts {
+        version: VERSION,
+        page: "charts",
+        batteries: &state.read.batteries,
+        batteries_json: serde_json::to_string(
+            &state
+                .read
+                .batteries
+                .iter()
+                .map(|b| serde_json::json!({"position": b.position, "name": b.name}))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or_default(),
+    })
+}
+
+pub async fn login_form() -> Response {
+    render(Login {
+        version: VERSION,
+        page: "login",
+        failed: false,
+    })
+}
+
+#[derive(serde::Deserialize)]
+pub struct LoginForm {
+    token: String,
+}
+
+/// A right token sets the `jkmon_token` cookie (HttpOnly, SameSite=Strict) and goes to the
+/// dashboard; a wrong one shows the form again with a 401.
+pub async fn login(State(state): State<Arc<AppState>>, Form(form): Form<LoginForm>) -> Response {
+    let Some(token) = &state.auth_token else {
+        return Redirect::to("/").into_response();
+    };
+    if super::same(form.token.as_bytes(), token.as_bytes()) {
+        let cookie =
+            format!("{AUTH_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000");
+        let mut response = Redirect::to("/").into_response();
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        return response;
+    }
+    let mut response = render(Login {
+        version: VERSION,
+        page: "login",
+        failed: true,
+    });
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    response
+}
+
+pub async fn asset(Path(name): Path<String>) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, content_type, body)) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            // the pages ask for ?v=<version>, so a new jkmon is fetched anew
+            headers.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=86400"),
+            );
+            (headers, *body).into_response()
+        }
+        None => api::error(StatusCode::NOT_FOUND, "no such file"),
+    }
+}
+
+/// `GET /api/v1/events`: the status as a server-sent event named `status` every
+/// `WEB_LIVE_SEC`, the first at once.
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stream = stream::unfold((state, true), |(state, first)| async move {
+        if !first {
+            tokio::time::sleep(state.page.live).await;
+        }
+        let config = state.read.clone();
+        let event = match state
+            .readers
+            .run(move |c| read::status(c, &config, Utc::now()))
+            .await
+        {
+            Ok(status) => Event::default()
+                .event("status")
+                .data(serde_json::to_string(&status).unwrap_or_default()),
+            Err(e) => Event::default()
+                .event("problem")
+                .data(format!("the database cannot be read: {e}")),
+        };
+        Some((Ok(event), (state, false)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

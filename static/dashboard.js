@@ -1,0 +1,132 @@
+// The dashboard: renders the status the page was served with, then every status the server
+// pushes on /api/v1/events (server-sent events). Shows when a battery is stale and when the
+// connection to jkmon is lost.
+"use strict";
+(function () {
+  var app = document.getElementById("app");
+  var liveMs = Number(app.dataset.liveMs) || 2000;
+  var warnMv = Number(app.dataset.deltaWarnMv) || 50, alarmMv = Number(app.dataset.deltaAlarmMv) || 100;
+  var fmt = jk.fmt, set = jk.set;
+  var lastEvent = Date.now(), updates = 0;
+  window.jkmonPageId = Math.random().toString(36).slice(2);
+
+  function direction(a) {
+    if (a === null || a === undefined) return ["–", "badge"];
+    if (a > 0.05) return ["charging", "charging"];
+    if (a < -0.05) return ["discharging", "discharging"];
+    return ["idle", ""];
+  }
+  function flag(root, field, label, on) {
+    set(root, field, label + (on === null || on === undefined ? " –" : on ? " on" : " off"),
+      on ? "good" : on === false ? "muted" : "");
+  }
+  function pills(container, items, cls) {
+    while (container.firstChild) container.removeChild(container.firstChild);
+    items.forEach(function (t) {
+      var p = document.createElement("span");
+      p.className = cls;
+      p.textContent = t;
+      container.appendChild(p);
+    });
+  }
+
+  function battery(b) {
+    var card = document.getElementById("battery-" + b.position);
+    if (!card) return;
+    var s = b.snapshot || {};
+    card.classList.toggle("stale", !b.online);
+    set(card, "state", b.online ? "online" : (b.snapshot ? "offline" : b.state), b.online ? "good" : "bad");
+    set(card, "age", b.online ? "updated " + jk.age(b.age_s) : "last data " + jk.age(b.age_s) +
+      (b.state_detail ? " · " + b.state_detail : ""));
+    set(card, "soc", s.soc_effective_pct === undefined || s.soc_effective_pct === null ? "–" : Math.round(s.soc_effective_pct) + "%");
+    set(card, "soc_source", s.soc_source ? "SOC from " + (s.soc_source === "bms" ? "the BMS" : "the voltage curve") : "");
+    set(card, "voltage", fmt(s.total_voltage_v, 2, "V"));
+    var dir = direction(s.current_a);
+    set(card, "current", fmt(s.current_a, 2, "A"));
+    set(card, "direction", dir[0], dir[1]);
+    set(card, "power", fmt(s.power_w, 0, "W"));
+    set(card, "capacity", s.remaining_capacity_ah === undefined || s.remaining_capacity_ah === null ? "–"
+      : fmt(s.remaining_capacity_ah, 0) + " / " + fmt(s.nominal_capacity_ah, 0, "Ah"));
+    set(card, "cycles", s.cycle_count === undefined || s.cycle_count === null ? "–" : String(s.cycle_count));
+    set(card, "soh", s.soh_pct === undefined || s.soh_pct === null ? "–" : s.soh_pct + "%");
+    var temps = s.temperatures_c || {};
+    pills(card.querySelector('[data-f="temps"]'), Object.keys(temps).map(function (k) {
+      return (k === "mos" ? "MOS" : k.toUpperCase()) + " " + fmt(temps[k], 1, "°C");
+    }), "pill");
+    flag(card, "charge_mos", "charge", s.charging_enabled);
+    flag(card, "discharge_mos", "discharge", s.discharging_enabled);
+    set(card, "balancing", "balancer " + (s.balancing ? (s.balancing_mode || "on") : "off"), s.balancing ? "warn" : "muted");
+    flag(card, "heating", "heater", s.heating);
+    pills(card.querySelector('[data-f="alarms"]'), (s.alarms || []).map(function (a) { return "⚠ " + a; }), "pill bad");
+    var cells = s.cell_voltages_v || [];
+    var deltaMv = s.cell_delta_v === undefined || s.cell_delta_v === null ? null : s.cell_delta_v * 1000;
+    var dcls = deltaMv === null ? "" : deltaMv >= alarmMv ? "delta-alarm" : deltaMv >= warnMv ? "delta-warn" : "delta-ok";
+    set(card, "cell_summary", cells.length ? cells.length + " cells · min " + fmt(s.cell_min_v, 3, "V") + " (#" +
+      s.cell_min_index + ") · max " + fmt(s.cell_max_v, 3, "V") + " (#" + s.cell_max_index + ") · Δ " +
+      fmt(deltaMv, 0, "mV") : "no cell data", "sub " + dcls);
+    jkCharts.bars(card.querySelector('[data-f="cells"]'), cells,
+      { unit: "V", digits: 3, minIndex: (s.cell_min_index || 0) - 1, maxIndex: (s.cell_max_index || 0) - 1 });
+    var res = (s.cell_resistances_ohm || []).map(function (r) { return r * 1000; });
+    jkCharts.bars(card.querySelector('[data-f="resistances"]'), res, { unit: "mΩ", digits: 0, floor: 5 });
+    var dev = card.querySelector('[data-f="device"]');
+    while (dev.firstChild) dev.removeChild(dev.firstChild);
+    [["Model", b.model], ["Hardware", b.hardware_version], ["Software", b.software_version],
+     ["Serial", b.serial_number], ["Layout", s.variant], ["Address", b.address]].forEach(function (kv) {
+      if (!kv[1]) return;
+      var dt = document.createElement("dt"), dd = document.createElement("dd");
+      dt.textContent = kv[0];
+      dd.textContent = kv[1];
+      dev.appendChild(dt);
+      dev.appendChild(dd);
+    });
+  }
+
+  function inverter(inv) {
+    var root = document.getElementById("inverter");
+    var p = inv && inv.payload ? inv.payload : {};
+    var has = !!(inv && inv.has_inverter_data);
+    root.querySelector('[data-f="inv.note"]').hidden = has || !inv;
+    var v = function (k, unit) { return has && p[k] !== undefined && p[k] !== "N/A" ? p[k] + "\u202f" + unit : "–"; };
+    set(root, "inv.status", !inv ? "no data" : inv.error ? "error" : has ? (p.status_text || "online") : "no inverter data",
+      inv && inv.error ? "bad" : has ? "good" : "muted");
+    set(root, "inv.age", inv ? (inv.error ? inv.error + " · " : "") + jk.age(inv.age_s) : "");
+    set(root, "inv.pv", v("pv_input_power", "W"));
+    set(root, "inv.grid", v("grid_power", "W"));
+    set(root, "inv.grid_v", v("grid_voltage", "V"));
+    set(root, "inv.mode", has ? (p.status_text || "–") : "–");
+    set(root, "inv.load", v("ac_output_power", "W"));
+    set(root, "inv.out", has ? v("ac_output_voltage", "V") + " · " + v("ac_output_freq", "Hz") : "–");
+    var bv = p.inverter_battery_voltage !== undefined ? "inverter_battery_voltage" : "battery_voltage";
+    var bs = p.inverter_battery_soc !== undefined ? "inverter_battery_soc" : "battery_soc";
+    set(root, "inv.batt", v(bv, "V"));
+    set(root, "inv.batt_soc", has && p[bs] !== undefined ? "SOC " + p[bs] + "%" : "–");
+  }
+
+  function render(status) {
+    (status.batteries || []).forEach(battery);
+    inverter(status.inverter);
+    var bank = status.bank;
+    if (bank && document.getElementById("bank")) {
+      var root = document.getElementById("bank");
+      set(root, "bank.soc", bank.soc_pct === null ? "–" : Math.round(bank.soc_pct) + "%");
+      set(root, "bank.current", fmt(bank.current_a, 1, "A"));
+      set(root, "bank.power", fmt(bank.power_w, 0, "W"));
+      set(root, "bank.online", bank.batteries_online + " / " + status.batteries.length);
+    }
+  }
+
+  render(JSON.parse(app.dataset.status));
+  var source = new EventSource("/api/v1/events");
+  source.addEventListener("status", function (e) {
+    lastEvent = Date.now();
+    updates += 1;
+    document.body.dataset.updates = String(updates);
+    jk.connection("live", "live");
+    render(JSON.parse(e.data));
+    document.dispatchEvent(new CustomEvent("jkmon:update", { detail: updates }));
+  });
+  source.addEventListener("error", function () { jk.connection("lost", "connection to jkmon lost"); });
+  setInterval(function () {
+    if (Date.now() - lastEvent > 3 * liveMs + 1000) jk.connection("lost", "connection to jkmon lost");
+  }, 1000);
+})();
