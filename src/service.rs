@@ -128,17 +128,17 @@ pub async fn run(
         None
     };
     let mut web_task = components.web.as_ref().map(|w| {
-        let state = Arc::new(AppState {
-            readers: Readers::new(&components.database, config.store.busy_timeout),
-            read: ReadConfig {
+        let state = Arc::new(AppState::new(
+            Readers::new(&components.database, config.store.busy_timeout),
+            ReadConfig {
                 batteries: store_batteries.clone(),
                 freshness: config.store.freshness,
                 persistent: config.session.mode == ConnectMode::Persistent,
                 retention: config.store.retention,
             },
-            auth_token: w.auth_token.clone(),
-            page: w.page.clone(),
-        });
+            w.auth_token.clone(),
+            w.page.clone(),
+        ));
         tokio::spawn(web::serve(w.bind, state, stop.child_token()))
     });
     let (fleet, mut events) = if components.sessions {

@@ -339,3 +339,47 @@ fn ts_of(line: &str) -> i64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no history_ts_ms in {line}"))
 }
+
+#[test]
+fn fill_demo_writes_days_of_history_and_never_touches_a_database_with_readings() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let run = |db: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_jkmon"))
+            .args(["fill-demo", "--days", "2"])
+            .current_dir(dir.path())
+            .env_remove("JK_BMS_ADDRESS")
+            .env_remove("JK_BMS_NAMES")
+            .env("DB_PATH", db)
+            .output()
+            .unwrap()
+    };
+    let out = run(&db);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("day 2 of 2 written"),
+        "progress is shown: {stderr}"
+    );
+    let conn = Connection::open(&db).unwrap();
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT COUNT(*) FROM readings"), 2 * 8_640);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM readings WHERE json_extract(payload, '$.bms_cell_count') = 16"),
+        2 * 8_640,
+        "the battery keys are merged into every row"
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM bms_history WHERE bucket_s = 0"),
+        2 * 2_880
+    );
+    assert!(count("SELECT COUNT(*) FROM bms_history WHERE bucket_s = 3600") >= 47);
+    assert!(count("SELECT COUNT(*) FROM inverter_history WHERE bucket_s = 300") >= 2 * 288 - 1);
+    assert_eq!(integrity(&db), "ok");
+    drop(conn);
+    // a second run would mix invented rows into existing ones: refused, nothing written
+    let again = run(&db);
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("already holds 17280 readings"), "{stderr}");
+}

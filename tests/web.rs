@@ -93,17 +93,17 @@ fn database(path: &Path, age_2: chrono::Duration) -> Store {
 }
 
 fn state(path: &Path, token: Option<&str>) -> Arc<AppState> {
-    Arc::new(AppState {
-        readers: Readers::new(path, Duration::from_secs(5)),
-        read: ReadConfig {
+    Arc::new(AppState::new(
+        Readers::new(path, Duration::from_secs(5)),
+        ReadConfig {
             batteries: batteries(),
             freshness: Duration::from_secs(60),
             persistent: true,
             retention: Retention::default(),
         },
-        auth_token: token.map(String::from),
-        page: jkmon::web::PageConfig::default(),
-    })
+        token.map(String::from),
+        jkmon::web::PageConfig::default(),
+    ))
 }
 
 async fn get(

@@ -56,6 +56,16 @@ pub enum Command {
     /// Only the web server (WEB_BIND, default 0.0.0.0:8000), reading the database that a
     /// `jkmon poll` elsewhere writes.
     Web(RunArgs),
+    /// Fill a new database (DB_PATH, default demo.db) with days of simulated history: inverter
+    /// rows every 10 s, BMS history every 30 s. For trying the charts before a month has passed.
+    FillDemo(FillDemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FillDemoArgs {
+    /// Days of history, ending now.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=400))]
+    pub days: u32,
 }
 
 impl Command {
@@ -138,6 +148,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(args, run::Mode::Everything),
         Command::Poll(args) => run::run(args, run::Mode::PollOnly),
         Command::Web(args) => run::run(args, run::Mode::WebOnly),
+        Command::FillDemo(args) => run::fill_demo(args),
     };
     match result {
         Ok(code) => code,
@@ -153,6 +164,18 @@ pub fn run(cli: Cli) -> ExitCode {
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     use anyhow::Context;
     tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")
+}
+
+/// The runtime of the long-running service: a worker per core (at most 4), so the web server
+/// uses both cores of a Pi 3/4 and still runs on the one core of a Pi Zero.
+fn service_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.clamp(1, 4))
         .enable_all()
         .build()
         .context("could not start the async runtime")

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use super::RunArgs;
+use super::{FillDemoArgs, RunArgs};
 use crate::config::Config;
 use crate::service::{self, Components};
 use crate::transport::TransportKind;
@@ -32,7 +32,7 @@ pub fn run(args: RunArgs, mode: Mode) -> anyhow::Result<ExitCode> {
         demo_inverter: args.demo && mode != Mode::WebOnly,
         web: (mode != Mode::PollOnly).then(|| config.web.clone()),
     };
-    let runtime = super::runtime()?;
+    let runtime = super::service_runtime()?;
     runtime.block_on(async move {
         let stop = CancellationToken::new();
         let on_signal = stop.clone();
@@ -42,4 +42,40 @@ pub fn run(args: RunArgs, mode: Mode) -> anyhow::Result<ExitCode> {
         });
         service::run(config, components, stop).await
     })
+}
+
+/// `jkmon fill-demo`: simulated history into a new database, with a line per day done.
+pub fn fill_demo(args: FillDemoArgs) -> anyhow::Result<ExitCode> {
+    use crate::store::{demo, Battery, Store};
+    let mut config = Config::from_env()?;
+    config.transport = TransportKind::Sim;
+    let path = service::database_path(&config, true);
+    let batteries: Vec<Battery> = config
+        .batteries()?
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Battery {
+            position: i + 1,
+            name: b.name.clone(),
+            address: b.address.map(|a| a.to_string()),
+        })
+        .collect();
+    let mut store = Store::open(&path, config.store.clone())?;
+    let started = std::time::Instant::now();
+    demo::fill(
+        &mut store,
+        &batteries,
+        args.days,
+        crate::store::now_ms(),
+        |day, days| eprintln!("fill-demo: day {day} of {days} written"),
+    )?;
+    store.close()?;
+    eprintln!(
+        "fill-demo: {} days for {} battery(ies) in {} ({:.1} s)",
+        args.days,
+        batteries.len(),
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }

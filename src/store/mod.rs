@@ -13,6 +13,7 @@
 //! Every call here blocks: only the writer thread ([`writer`]) and tests call them, never the
 //! async runtime. All SQL of jkmon lives in this module.
 
+pub mod demo;
 pub mod fields;
 pub mod history;
 pub mod inverter;
@@ -56,6 +57,8 @@ pub enum StoreError {
     UnknownBattery(usize),
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("the database already holds {0} readings; fill-demo only fills a new or empty database (set DB_PATH to a new file)")]
+    NotEmpty(i64),
     #[error("could not start the database writer thread: {0}")]
     Thread(std::io::Error),
     #[error("the database writer stopped unexpectedly")]

@@ -40,13 +40,20 @@ fn bad_request(param: &str, value: &str, expected: &str) -> Response {
     )
 }
 
+/// A JSON body that is already serialised.
+pub fn json_body(body: axum::body::Bytes) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
 pub async fn status(State(state): State<Arc<AppState>>) -> Result<Response, StoreError> {
-    let config = state.read.clone();
-    let view = state
-        .readers
-        .run(move |c| read::status(c, &config, Utc::now()))
-        .await?;
-    Ok(Json(view).into_response())
+    Ok(json_body(state.status_json().await?))
 }
 
 pub async fn batteries(State(state): State<Arc<AppState>>) -> Result<Response, StoreError> {
@@ -173,12 +180,23 @@ pub async fn history(
             }
         }
     };
+    // identical questions within the cache time (several open pages) are answered once; `to`
+    // counts in 10-second steps for that
+    let key = format!(
+        "{positions:?}/{bucket_s}/{}/{}",
+        from.timestamp().div_euclid(bucket_s),
+        to.timestamp().div_euclid(10)
+    );
     let config = state.read.clone();
-    let view = state
-        .readers
-        .run(move |c| read::history(c, &config, &positions, from, to, bucket_s, now))
+    let body = state
+        .history_json(key, move |c| {
+            let view = read::history(c, &config, &positions, from, to, bucket_s, now)?;
+            Ok(axum::body::Bytes::from(
+                serde_json::to_vec(&view).unwrap_or_default(),
+            ))
+        })
         .await?;
-    Ok(Json(view).into_response())
+    Ok(json_body(body))
 }
 
 /// The Python monitor's route: `days` may be fractional; a missing or bad value gives the

@@ -79,12 +79,102 @@ impl Default for WebConfig {
     }
 }
 
+/// How long a computed status or history answer is reused. Every open dashboard asks for the
+/// status every `WEB_LIVE_SEC`; a wall tablet and three phones then cost one database read.
+const STATUS_CACHE: std::time::Duration = std::time::Duration::from_millis(500);
+const HISTORY_CACHE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Distinct history queries kept at once.
+const HISTORY_CACHE_ENTRIES: usize = 32;
+
+/// A JSON answer computed at `at`.
+#[derive(Clone)]
+pub struct Cached {
+    at: std::time::Instant,
+    pub body: axum::body::Bytes,
+}
+
 /// What every handler shares.
 pub struct AppState {
     pub readers: Readers,
     pub read: ReadConfig,
     pub auth_token: Option<String>,
     pub page: PageConfig,
+    status: std::sync::Mutex<Option<Cached>>,
+    history: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
+}
+
+impl AppState {
+    pub fn new(
+        readers: Readers,
+        read: ReadConfig,
+        auth_token: Option<String>,
+        page: PageConfig,
+    ) -> AppState {
+        AppState {
+            readers,
+            read,
+            auth_token,
+            page,
+            status: Default::default(),
+            history: Default::default(),
+        }
+    }
+
+    /// The status as JSON, at most [`STATUS_CACHE`] old.
+    pub async fn status_json(&self) -> Result<axum::body::Bytes, crate::store::StoreError> {
+        if let Some(c) = self.status.lock().expect("cache lock").as_ref() {
+            if c.at.elapsed() < STATUS_CACHE {
+                return Ok(c.body.clone());
+            }
+        }
+        let config = self.read.clone();
+        let body = self
+            .readers
+            .run(move |c| {
+                let view = crate::store::read::status(c, &config, chrono::Utc::now())?;
+                Ok(axum::body::Bytes::from(
+                    serde_json::to_vec(&view).unwrap_or_default(),
+                ))
+            })
+            .await?;
+        *self.status.lock().expect("cache lock") = Some(Cached {
+            at: std::time::Instant::now(),
+            body: body.clone(),
+        });
+        Ok(body)
+    }
+
+    /// A history answer for `key`, computed by `compute` unless one at most [`HISTORY_CACHE`]
+    /// old exists.
+    pub async fn history_json(
+        &self,
+        key: String,
+        compute: impl FnOnce(&rusqlite::Connection) -> Result<axum::body::Bytes, crate::store::StoreError>
+            + Send
+            + 'static,
+    ) -> Result<axum::body::Bytes, crate::store::StoreError> {
+        if let Some(c) = self.history.lock().expect("cache lock").get(&key) {
+            if c.at.elapsed() < HISTORY_CACHE {
+                return Ok(c.body.clone());
+            }
+        }
+        let body = self.readers.run(compute).await?;
+        let mut cache = self.history.lock().expect("cache lock");
+        if cache.len() >= HISTORY_CACHE_ENTRIES {
+            cache.retain(|_, c| c.at.elapsed() < HISTORY_CACHE);
+            if cache.len() >= HISTORY_CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            key,
+            Cached {
+                at: std::time::Instant::now(),
+                body: body.clone(),
+            },
+        );
+        Ok(body)
+    }
 }
 
 /// The routes, without I/O.

@@ -18,11 +18,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
-use chrono::Utc;
 use futures_util::stream::{self, Stream};
 
 use super::{api, AppState, AUTH_COOKIE};
-use crate::store::read;
 use crate::store::Battery;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -101,12 +99,7 @@ struct Login {
 }
 
 pub async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
-    let config = state.read.clone();
-    let status = match state
-        .readers
-        .run(move |c| read::status(c, &config, Utc::now()))
-        .await
-    {
+    let status = match state.status_json().await {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
@@ -114,7 +107,7 @@ pub async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
         version: VERSION,
         page: "dashboard",
         batteries: &state.read.batteries,
-        status_json: serde_json::to_string(&status).unwrap_or_default(),
+        status_json: String::from_utf8_lossy(&status).into_owned(),
         live_ms: state.page.live.as_millis(),
         delta_warn_mv: state.page.delta_warn_mv,
         delta_alarm_mv: state.page.delta_alarm_mv,
@@ -200,15 +193,10 @@ pub async fn events(
         if !first {
             tokio::time::sleep(state.page.live).await;
         }
-        let config = state.read.clone();
-        let event = match state
-            .readers
-            .run(move |c| read::status(c, &config, Utc::now()))
-            .await
-        {
+        let event = match state.status_json().await {
             Ok(status) => Event::default()
                 .event("status")
-                .data(serde_json::to_string(&status).unwrap_or_default()),
+                .data(String::from_utf8_lossy(&status)),
             Err(e) => Event::default()
                 .event("problem")
                 .data(format!("the database cannot be read: {e}")),

@@ -1,0 +1,119 @@
+//! `jkmon fill-demo`: days of simulated history in an empty database, as if jkmon had run
+//! beside the inverter poller all along: an inverter row every 10 s with the battery keys
+//! merged in, a BMS history row every 30 s, then the same downsampling and chart aggregation as
+//! in production. For trying the history charts, and for the web load benchmark.
+
+use chrono::{DateTime, Local, Timelike};
+use rusqlite::TransactionBehavior;
+
+use super::{fields, Battery, Bucket, Store, StoreError};
+use crate::battery::soc::{estimator, SocSource, VoltageCurve};
+use crate::battery::Snapshot;
+use crate::transport::sim::inverter;
+use crate::transport::sim::{Rng, SimBattery, SimConfig};
+
+const INVERTER_EVERY_S: i64 = 10;
+const BMS_EVERY_S: i64 = 30;
+
+/// Fills `days` days up to `now_ms` for `batteries`; `progress(day, days)` after each day.
+/// Refuses a database that already holds readings: it never mixes invented rows into real ones.
+pub fn fill(
+    store: &mut Store,
+    batteries: &[Battery],
+    days: u32,
+    now_ms: i64,
+    mut progress: impl FnMut(u32, u32),
+) -> Result<(), StoreError> {
+    let existing: i64 = store
+        .conn
+        .query_row("SELECT COUNT(*) FROM readings", [], |r| r.get(0))?;
+    if existing > 0 {
+        return Err(StoreError::NotEmpty(existing));
+    }
+    store.register(batteries, now_ms)?;
+    let estimator = estimator(SocSource::Curve, &VoltageCurve::default());
+    let mut models: Vec<(SimBattery, Rng)> = (0..batteries.len())
+        .map(|i| {
+            let config = SimConfig {
+                profile_period: std::time::Duration::from_secs(86_400),
+                ..SimConfig::default()
+            };
+            let mut rng = Rng::new(7 + i as u64);
+            (SimBattery::new(&config, &mut rng), rng)
+        })
+        .collect();
+    let ids: Vec<i64> = batteries
+        .iter()
+        .map(|b| store.devices[&b.position].0)
+        .collect();
+    // on a 30-second boundary, so the BMS samples fall on the 10-second inverter steps
+    let start_s = (now_ms / 1000 - i64::from(days) * 86_400).div_euclid(BMS_EVERY_S) * BMS_EVERY_S;
+    let mut inverter_rng = Rng::new(99);
+    let mut latest: Vec<Option<Snapshot>> = vec![None; batteries.len()];
+    for day in 0..days {
+        let tx = store
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let day_start = start_s + i64::from(day) * 86_400;
+        for t in (day_start..day_start + 86_400).step_by(INVERTER_EVERY_S as usize) {
+            let when: DateTime<Local> = DateTime::from_timestamp(t, 0)
+                .unwrap_or_default()
+                .with_timezone(&Local);
+            if t % BMS_EVERY_S == 0 {
+                for (i, (model, rng)) in models.iter_mut().enumerate() {
+                    model.step((t - start_s) as f64, rng);
+                    let snapshot = Snapshot::new(
+                        model.cell_info((t / BMS_EVERY_S) as u8),
+                        None,
+                        None,
+                        estimator.as_ref(),
+                    );
+                    let mut bucket = Bucket::default();
+                    bucket.add(&snapshot);
+                    bucket.to_row(ids[i], 0, t * 1000).insert(&tx)?;
+                    latest[i] = Some(snapshot);
+                }
+            }
+            let hour = f64::from(when.num_seconds_from_midnight()) / 3600.0;
+            let mut payload = inverter::row(hour, &mut inverter_rng);
+            if let Some(map) = payload.as_object_mut() {
+                for (b, snapshot) in batteries.iter().zip(&latest) {
+                    if let Some(s) = snapshot {
+                        map.extend(fields::readings_fields(
+                            b.position,
+                            &b.name,
+                            b.address.as_deref(),
+                            s,
+                            when,
+                        ));
+                    }
+                }
+            }
+            tx.prepare_cached("INSERT INTO readings (created_at, payload) VALUES (?1, ?2)")?
+                .execute(rusqlite::params![
+                    when.to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
+                    payload.to_string()
+                ])?;
+        }
+        tx.commit()?;
+        progress(day + 1, days);
+    }
+    // the latest snapshot of each battery, as the writer leaves it
+    let tx = store.conn.transaction()?;
+    for (id, snapshot) in ids.iter().zip(&latest) {
+        if let Some(s) = snapshot {
+            let json = serde_json::json!({ "snapshot": crate::report::json::SnapshotJson::new(s) });
+            tx.execute(
+                "INSERT OR REPLACE INTO bms_latest (device_id, taken_ms, snapshot) VALUES (?1, ?2, ?3)",
+                rusqlite::params![id, now_ms, json.to_string()],
+            )?;
+            tx.execute(
+                "UPDATE bms_devices SET last_seen_ms = ?1, cell_count = ?2, variant = ?3 WHERE id = ?4",
+                rusqlite::params![now_ms, s.cell_info.cell_count() as i64, s.cell_info.variant.as_str(), id],
+            )?;
+        }
+    }
+    tx.commit()?;
+    while store.maintain(now_ms)?.more {}
+    Ok(())
+}
