@@ -51,6 +51,19 @@ pub fn database_path(config: &Config, demo: bool) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(if demo { "demo.db" } else { "inverter.db" }))
 }
 
+/// The configured batteries as the store and the views know them (battery 1 first).
+pub fn store_batteries(batteries: &[BatteryConfig]) -> Vec<Battery> {
+    batteries
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Battery {
+            position: i + 1,
+            name: b.name.clone(),
+            address: b.address.map(|a| a.to_string()),
+        })
+        .collect()
+}
+
 /// Starts one session per battery; their events arrive on the returned receiver. The sessions
 /// end when it is dropped.
 pub async fn start_sessions(
@@ -86,15 +99,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let batteries = config.batteries()?;
-    let store_batteries: Vec<Battery> = batteries
-        .iter()
-        .enumerate()
-        .map(|(i, b)| Battery {
-            position: i + 1,
-            name: b.name.clone(),
-            address: b.address.map(|a| a.to_string()),
-        })
-        .collect();
+    let store_batteries = store_batteries(&batteries);
     let path = components.database.clone();
     let (store_config, for_writer, sessions) = (
         config.store.clone(),

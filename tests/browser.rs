@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -82,7 +82,8 @@ impl Browser {
 
     /// The DevTools connection of the first page.
     fn page(&self) -> Page {
-        let list = http_get(&format!("127.0.0.1:{}", self.port), "/json/list");
+        let (_, list) =
+            common::process::http_get(&format!("127.0.0.1:{}", self.port), "/json/list");
         let targets: Vec<Value> = serde_json::from_str(&list).unwrap();
         let ws = targets
             .iter()
@@ -187,34 +188,6 @@ fn base64_decode(s: &str) -> Vec<u8> {
             all.into_iter().take(q.len() * 3 / 4)
         })
         .collect()
-}
-
-/// GET on loopback; the body by its Content-Length (DevTools keeps the connection open).
-fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        if line.trim().is_empty() {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap();
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    String::from_utf8(body).unwrap()
 }
 
 fn artifacts() -> PathBuf {

@@ -46,20 +46,11 @@ pub fn run(args: RunArgs, mode: Mode) -> anyhow::Result<ExitCode> {
 
 /// `jkmon fill-demo`: simulated history into a new database, with a line per day done.
 pub fn fill_demo(args: FillDemoArgs) -> anyhow::Result<ExitCode> {
-    use crate::store::{demo, Battery, Store};
+    use crate::store::{demo, Store};
     let mut config = Config::from_env()?;
     config.transport = TransportKind::Sim;
     let path = service::database_path(&config, true);
-    let batteries: Vec<Battery> = config
-        .batteries()?
-        .iter()
-        .enumerate()
-        .map(|(i, b)| Battery {
-            position: i + 1,
-            name: b.name.clone(),
-            address: b.address.map(|a| a.to_string()),
-        })
-        .collect();
+    let batteries = service::store_batteries(&config.batteries()?);
     let mut store = Store::open(&path, config.store.clone())?;
     let started = std::time::Instant::now();
     demo::fill(
