@@ -12,12 +12,16 @@
 //! - [`service`]: `jkmon run`/`poll`/`watch`: sessions, store and views under one cancellation
 //!   token.
 //! - [`web`]: the web server: JSON API (and, to come, the dashboard), read-only on the store.
+//! - [`alerts`]: alert rules with hysteresis (pure) and their notifiers.
+//! - [`bot`]: the Telegram bot: commands, access control, message formatting.
 //! - [`report`]: JSON and text views of decoded values.
 //! - [`config`]: the one typed configuration, read from the environment and `.env`.
 //! - [`cli`]: the command line and its subcommands.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod battery;
+pub mod bot;
 pub mod cli;
 pub mod config;
 pub mod protocol;

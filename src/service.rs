@@ -41,6 +41,9 @@ pub struct Components {
     pub demo_inverter: bool,
     /// The web server.
     pub web: Option<WebConfig>,
+    /// The Telegram bot (when `TELEGRAM_BOT_TOKEN` is set) and the alerts (when anything is
+    /// configured to receive them).
+    pub bot_and_alerts: bool,
 }
 
 /// Resolves the database path: `DB_PATH`, else `inverter.db` (`demo.db` in demo mode).
@@ -146,6 +149,55 @@ pub async fn run(
         ));
         tokio::spawn(web::serve(w.bind, state, stop.child_token()))
     });
+    let mut side_tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    if components.bot_and_alerts {
+        if config.alerts.cell_levels.len() > 1 && config.alerts.cell_levels.len() != batteries.len()
+        {
+            anyhow::bail!(
+                "BMS_CELL_LEVELS has {} pairs for {} batteries: give one pair for all, or one per battery separated by ;",
+                config.alerts.cell_levels.len(),
+                batteries.len()
+            );
+        }
+        let readers = Readers::new(&components.database, config.store.busy_timeout);
+        let read_config = ReadConfig {
+            batteries: store_batteries.clone(),
+            freshness: config.store.freshness,
+            persistent: config.session.mode == ConnectMode::Persistent,
+            retention: config.store.retention,
+        };
+        if let Some(bot) = &config.bot {
+            let task = crate::bot::run(
+                bot.clone(),
+                readers.clone(),
+                read_config.clone(),
+                stop.child_token(),
+            );
+            side_tasks.push(tokio::spawn(async move {
+                if let Err(e) = task.await {
+                    tracing::error!("bot: {e}");
+                }
+            }));
+        }
+        let notifier = crate::alerts::Notifier::new(config.bot.as_ref(), &config.notify)
+            .map_err(anyhow::Error::msg)?;
+        if notifier.is_empty() {
+            tracing::info!("alerts: off (set TELEGRAM_CHAT_ID, ALERT_WEBHOOK_URL or ALERT_COMMAND to get them)");
+        } else {
+            side_tasks.push(tokio::spawn(crate::alerts::run(
+                crate::alerts::Runner {
+                    path: components.database.clone(),
+                    busy: config.store.busy_timeout,
+                    readers,
+                    read_config,
+                    config: config.alerts.clone(),
+                    notifier,
+                    every: config.alert_every,
+                },
+                stop.child_token(),
+            )));
+        }
+    }
     let (fleet, mut events) = if components.sessions {
         let (fleet, events) = start_sessions(&config, &batteries).await?;
         (Some(fleet), Some(events))
@@ -209,6 +261,9 @@ pub async fn run(
     }
     if let Some(task) = web_task {
         task.await.ok();
+    }
+    for task in side_tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     }
     if let Some(inverter) = inverter {
         tokio::task::spawn_blocking(move || inverter.stop())

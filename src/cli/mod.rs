@@ -56,6 +56,9 @@ pub enum Command {
     /// Only the web server (WEB_BIND, default 0.0.0.0:8000), reading the database that a
     /// `jkmon poll` elsewhere writes.
     Web(RunArgs),
+    /// Only the Telegram bot and the alerts (TELEGRAM_BOT_TOKEN, TELEGRAM_CHAT_ID,
+    /// ALERT_WEBHOOK_URL, ALERT_COMMAND), reading the database a `jkmon poll` writes.
+    Bot(RunArgs),
     /// Fill a new database (DB_PATH, default demo.db) with days of simulated history: inverter
     /// rows every 10 s, BMS history every 30 s. For trying the charts before a month has passed.
     FillDemo(FillDemoArgs),
@@ -148,6 +151,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(args, run::Mode::Everything),
         Command::Poll(args) => run::run(args, run::Mode::PollOnly),
         Command::Web(args) => run::run(args, run::Mode::WebOnly),
+        Command::Bot(args) => run::run(args, run::Mode::BotOnly),
         Command::FillDemo(args) => run::fill_demo(args),
     };
     match result {

@@ -19,6 +19,8 @@ pub enum Mode {
     PollOnly,
     /// `web`: the web server alone, reading the database another jkmon writes.
     WebOnly,
+    /// `bot`: the Telegram bot and the alerts alone.
+    BotOnly,
 }
 
 pub fn run(args: RunArgs, mode: Mode) -> anyhow::Result<ExitCode> {
@@ -26,11 +28,20 @@ pub fn run(args: RunArgs, mode: Mode) -> anyhow::Result<ExitCode> {
     if args.demo {
         config.transport = TransportKind::Sim;
     }
+    if mode == Mode::BotOnly
+        && config.bot.is_none()
+        && config.notify.webhook_url.is_none()
+        && config.notify.command.is_none()
+    {
+        anyhow::bail!("jkmon bot has nothing to do: set TELEGRAM_BOT_TOKEN (and TELEGRAM_CHAT_ID for alerts), ALERT_WEBHOOK_URL or ALERT_COMMAND");
+    }
+    let standalone = matches!(mode, Mode::WebOnly | Mode::BotOnly);
     let components = Components {
         database: service::database_path(&config, args.demo),
-        sessions: mode != Mode::WebOnly,
-        demo_inverter: args.demo && mode != Mode::WebOnly,
-        web: (mode != Mode::PollOnly).then(|| config.web.clone()),
+        sessions: !standalone,
+        demo_inverter: args.demo && !standalone,
+        web: matches!(mode, Mode::Everything | Mode::WebOnly).then(|| config.web.clone()),
+        bot_and_alerts: matches!(mode, Mode::Everything | Mode::BotOnly),
     };
     let runtime = super::service_runtime()?;
     runtime.block_on(async move {

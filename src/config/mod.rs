@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::alerts::{AlertConfig, CellLevels, NotifyConfig};
 use crate::battery::soc::{SocSource, VoltageCurve};
+use crate::bot::BotConfig;
 use crate::protocol::{Variant, VariantChoice};
 use crate::session::{ConnectMode, SessionConfig};
 use crate::store::{Retention, StoreConfig};
@@ -76,6 +78,20 @@ pub const VARIABLES: &[&str] = &[
     "WEB_LIVE_SEC",
     "CELL_DELTA_WARN_MV",
     "CELL_DELTA_ALARM_MV",
+    "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_API_URL",
+    "TELEGRAM_CHAT_ID",
+    "TELEGRAM_ALLOWED_CHAT_IDS",
+    "BMS_CELL_LEVELS",
+    "BMS_CELL_LEVEL_SAMPLES",
+    "ALERT_CELL_DELTA_MV",
+    "ALERT_SOC_LOW",
+    "GRID_DEBOUNCE_SEC",
+    "ALERT_REPEAT_MIN_SEC",
+    "ALERT_WEBHOOK_URL",
+    "ALERT_COMMAND",
+    "ALERT_COMMAND_TIMEOUT_SEC",
+    "ALERT_CHECK_SEC",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +115,12 @@ pub struct Config {
     /// `JK_SIM_INVERTER_SEC`: the demo inverter's poll interval (10 s like the real poller).
     pub sim_inverter_interval: Duration,
     pub web: WebConfig,
+    /// `TELEGRAM_BOT_TOKEN` set: the bot.
+    pub bot: Option<BotConfig>,
+    pub alerts: AlertConfig,
+    pub notify: NotifyConfig,
+    /// `ALERT_CHECK_SEC`: how often the alert rules look (default 10 s).
+    pub alert_every: Duration,
 }
 
 impl Config {
@@ -416,6 +438,114 @@ impl Config {
             }
             web.auth_token = Some(v);
         }
+        let chat_id = |var: &'static str, v: &str| -> Result<i64, ConfigError> {
+            v.trim().parse::<i64>().map_err(|_| ConfigError::Invalid {
+                var,
+                value: v.to_string(),
+                problem: "expected a chat id like 123456789 or -1001234567890 (send /chatid to the bot to see it)".into(),
+            })
+        };
+        let bot = match lookup("TELEGRAM_BOT_TOKEN")
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+        {
+            None => None,
+            Some(token) => {
+                if !token.contains(':') || token.contains(char::is_whitespace) {
+                    return Err(ConfigError::Invalid {
+                        var: "TELEGRAM_BOT_TOKEN",
+                        value: "***".into(),
+                        problem: "expected the token @BotFather gave, like 123456:ABC-DEF…".into(),
+                    });
+                }
+                let api_url =
+                    get("TELEGRAM_API_URL").unwrap_or_else(|| "https://api.telegram.org".into());
+                if reqwest::Url::parse(&api_url).is_err() {
+                    return Err(ConfigError::Invalid {
+                        var: "TELEGRAM_API_URL",
+                        value: api_url,
+                        problem:
+                            "expected a URL like https://api.telegram.org or http://127.0.0.1:8081"
+                                .into(),
+                    });
+                }
+                Some(BotConfig {
+                    token,
+                    api_url,
+                    chat_id: get("TELEGRAM_CHAT_ID")
+                        .map(|v| chat_id("TELEGRAM_CHAT_ID", &v))
+                        .transpose()?,
+                    allowed: match get("TELEGRAM_ALLOWED_CHAT_IDS") {
+                        Some(v) => v
+                            .split(',')
+                            .filter(|p| !p.trim().is_empty())
+                            .map(|p| chat_id("TELEGRAM_ALLOWED_CHAT_IDS", p))
+                            .collect::<Result<_, _>>()?,
+                        None => Vec::new(),
+                    },
+                })
+            }
+        };
+        let mut alerts = AlertConfig::default();
+        if let Some(v) = get("BMS_CELL_LEVELS") {
+            let invalid = |problem: &str| ConfigError::Invalid {
+                var: "BMS_CELL_LEVELS",
+                value: v.clone(),
+                problem: problem.into(),
+            };
+            for pair in v.split(';') {
+                let parts: Vec<&str> = pair.split(',').map(str::trim).collect();
+                let volts: Vec<f64> = parts.iter().filter_map(|p| p.parse().ok()).collect();
+                if parts.len() != 2 || volts.len() != 2 {
+                    return Err(invalid("expected low,high cell volts per battery, batteries separated by ;, like 3.0,3.1;2.8,2.9"));
+                }
+                if !(1.0..=5.0).contains(&volts[0]) || volts[1] <= volts[0] || volts[1] > 5.0 {
+                    return Err(invalid(
+                        "each pair is low,high in volts between 1 and 5, with high above low",
+                    ));
+                }
+                alerts.cell_levels.push(CellLevels {
+                    low_mv: (volts[0] * 1000.0).round() as u32,
+                    high_mv: (volts[1] * 1000.0).round() as u32,
+                });
+            }
+        }
+        if let Some(v) = get("BMS_CELL_LEVEL_SAMPLES") {
+            alerts.samples = number("BMS_CELL_LEVEL_SAMPLES", &v, 1u32..=1_000, "3")?;
+        }
+        if let Some(v) = get("ALERT_CELL_DELTA_MV") {
+            alerts.delta_mv = Some(number("ALERT_CELL_DELTA_MV", &v, 1u32..=2_000, "80")?);
+        }
+        if let Some(v) = get("ALERT_SOC_LOW") {
+            alerts.soc_low_pct = Some(f64::from(number("ALERT_SOC_LOW", &v, 1u8..=99, "20")?));
+        }
+        if let Some(v) = get("GRID_DEBOUNCE_SEC") {
+            alerts.grid_debounce = seconds("GRID_DEBOUNCE_SEC", &v, 0.0..=3_600.0)?;
+        }
+        if let Some(v) = get("ALERT_REPEAT_MIN_SEC") {
+            alerts.repeat_min = seconds("ALERT_REPEAT_MIN_SEC", &v, 0.0..=86_400.0)?;
+        }
+        let mut notify = NotifyConfig {
+            webhook_url: get("ALERT_WEBHOOK_URL"),
+            command: get("ALERT_COMMAND"),
+            ..NotifyConfig::default()
+        };
+        if let Some(url) = &notify.webhook_url {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(ConfigError::Invalid {
+                    var: "ALERT_WEBHOOK_URL",
+                    value: url.clone(),
+                    problem: "expected an http:// or https:// URL".into(),
+                });
+            }
+        }
+        if let Some(v) = get("ALERT_COMMAND_TIMEOUT_SEC") {
+            notify.command_timeout = seconds("ALERT_COMMAND_TIMEOUT_SEC", &v, 0.1..=3_600.0)?;
+        }
+        let alert_every = match get("ALERT_CHECK_SEC") {
+            Some(v) => seconds("ALERT_CHECK_SEC", &v, 0.1..=3_600.0)?,
+            None => crate::alerts::CHECK_EVERY,
+        };
         let variant: VariantChoice = get("JK_BMS_VARIANT")
             .map(|v| parse("JK_BMS_VARIANT", &v))
             .transpose()?
@@ -433,6 +563,10 @@ impl Config {
             store,
             sim_inverter_interval,
             web,
+            bot,
+            alerts,
+            notify,
+            alert_every,
             transport: get("JK_BMS_TRANSPORT")
                 .map(|v| parse("JK_BMS_TRANSPORT", &v))
                 .transpose()?
@@ -476,6 +610,32 @@ mod tests {
         assert_eq!(c.store.interval, Duration::from_secs(30));
         assert_eq!(c.store.freshness, Duration::from_secs(60));
         assert_eq!(c.store.retention, Retention::default());
+    }
+
+    #[test]
+    fn telegram_and_alert_settings_and_the_token_never_prints() {
+        let c = with(&[
+            ("TELEGRAM_BOT_TOKEN", "123456:SECRET"),
+            ("TELEGRAM_CHAT_ID", "42"),
+            ("TELEGRAM_ALLOWED_CHAT_IDS", "43, -1001234567890"),
+            ("BMS_CELL_LEVELS", "3.0,3.1;2.8,2.9"),
+            ("ALERT_SOC_LOW", "20"),
+        ])
+        .unwrap();
+        let bot = c.bot.as_ref().unwrap();
+        assert_eq!(bot.chat_id, Some(42));
+        assert_eq!(bot.allowed, vec![43, -1_001_234_567_890]);
+        assert!(bot.allows(42) && bot.allows(43) && !bot.allows(44));
+        assert_eq!(bot.api_url, "https://api.telegram.org");
+        assert_eq!(c.alerts.cell_levels.len(), 2);
+        assert_eq!(c.alerts.cell_levels[1].low_mv, 2_800);
+        assert_eq!(c.alerts.soc_low_pct, Some(20.0));
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("SECRET"), "{printed}");
+        assert_eq!(
+            bot.redact("url …/bot123456:SECRET/GetMe"),
+            "url …/bot***/GetMe"
+        );
     }
 
     #[test]
@@ -553,6 +713,11 @@ mod tests {
             (vec![("JK_BMS_POLL_INTERVAL", "0.01")], "between 0.1 and 86400 seconds"),
             (vec![("HISTORY_RAW_DAYS", "a week")], "HISTORY_RAW_DAYS=\"a week\" is not valid"),
             (vec![("DB_BUSY_TIMEOUT_MS", "5")], "DB_BUSY_TIMEOUT_MS=\"5\" is not valid"),
+            (vec![("BMS_CELL_LEVELS", "3.1,3.0")], "with high above low"),
+            (vec![("BMS_CELL_LEVELS", "3.0")], "expected low,high cell volts"),
+            (vec![("TELEGRAM_BOT_TOKEN", "12:AB"), ("TELEGRAM_CHAT_ID", "me")], "TELEGRAM_CHAT_ID=\"me\" is not valid"),
+            (vec![("TELEGRAM_BOT_TOKEN", "no-colon")], "TELEGRAM_BOT_TOKEN=\"***\" is not valid"),
+            (vec![("ALERT_WEBHOOK_URL", "ftp://x")], "an http:// or https:// URL"),
         ];
         for (pairs, expected) in cases {
             let e = with(&pairs).unwrap_err().to_string();

@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0004_inverter_history.sql",
         include_str!("../../migrations/0004_inverter_history.sql"),
     ),
+    (
+        5,
+        "0005_alert_state.sql",
+        include_str!("../../migrations/0005_alert_state.sql"),
+    ),
 ];
 
 /// The newest schema this build knows.

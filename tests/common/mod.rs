@@ -89,4 +89,5 @@ pub fn field<'a>(entry: &'a serde_json::Value, key: &str) -> &'a str {
     entry[key].as_str().unwrap_or("")
 }
 pub mod bluez;
+pub mod fake_telegram;
 pub mod process;

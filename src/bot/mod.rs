@@ -1,0 +1,257 @@
+//! The Telegram bot (teloxide, long polling): `/status`, `/battery`, `/cells`, `/help`,
+//! `/start`, `/chatid`, and a Refresh button that edits its message in place.
+//!
+//! Only the chats of `TELEGRAM_ALLOWED_CHAT_IDS` and `TELEGRAM_CHAT_ID` get answers; any other
+//! chat gets one short refusal with its own id (so the owner can add it) and nothing else. The
+//! token is a secret: it never appears in a log line, and errors from the Bot API are logged
+//! with it cut out. The bot reads the store like the web pages do, off the async runtime, and
+//! never waits on the BMS sessions or the database writer.
+
+pub mod format;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use teloxide::prelude::*;
+use teloxide::types::{
+    InlineKeyboardButton, InlineKeyboardMarkup, MaybeInaccessibleMessage, ParseMode,
+};
+use teloxide::utils::command::BotCommands;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::read::{self, ReadConfig, Readers, StatusView};
+
+/// The bot's settings (from the typed config).
+#[derive(Clone, PartialEq)]
+pub struct BotConfig {
+    /// `TELEGRAM_BOT_TOKEN`.
+    pub token: String,
+    /// `TELEGRAM_API_URL` (default the public Bot API).
+    pub api_url: String,
+    /// `TELEGRAM_CHAT_ID`: the owner's chat; alerts go there.
+    pub chat_id: Option<i64>,
+    /// `TELEGRAM_ALLOWED_CHAT_IDS`.
+    pub allowed: Vec<i64>,
+}
+
+impl std::fmt::Debug for BotConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BotConfig")
+            .field("token", &"***")
+            .field("api_url", &self.api_url)
+            .field("chat_id", &self.chat_id)
+            .field("allowed", &self.allowed)
+            .finish()
+    }
+}
+
+impl BotConfig {
+    pub fn allows(&self, chat: i64) -> bool {
+        self.chat_id == Some(chat) || self.allowed.contains(&chat)
+    }
+
+    /// `text` with the token cut out (reqwest puts the request URL, token included, into its
+    /// errors).
+    pub fn redact(&self, text: &str) -> String {
+        if self.token.is_empty() {
+            text.to_string()
+        } else {
+            text.replace(&self.token, "***")
+        }
+    }
+
+    /// A teloxide `Bot` on the configured API.
+    pub fn bot(&self) -> Result<Bot, String> {
+        let url = reqwest::Url::parse(&self.api_url)
+            .map_err(|e| format!("TELEGRAM_API_URL=\"{}\" is not a URL: {e}", self.api_url))?;
+        Ok(Bot::new(self.token.clone()).set_api_url(url))
+    }
+}
+
+#[derive(BotCommands, Clone, Debug, PartialEq)]
+#[command(rename_rule = "lowercase")]
+pub enum Command {
+    Start,
+    Help,
+    Status,
+    Battery,
+    Cells,
+    Chatid,
+}
+
+/// What the handlers share.
+struct Ctx {
+    config: BotConfig,
+    readers: Readers,
+    read: ReadConfig,
+}
+
+impl Ctx {
+    async fn status(&self) -> Result<StatusView, String> {
+        let config = self.read.clone();
+        self.readers
+            .run(move |c| read::status(c, &config, chrono::Utc::now()))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The text of one view, or why there is none.
+    async fn render(&self, view: &str) -> String {
+        match self.status().await {
+            Ok(s) => match view {
+                "battery" => format::battery(&s),
+                "cells" => format::cells(&s),
+                _ => format::status(&s),
+            },
+            Err(e) => format!("Status unavailable: {}", format::escape(&e)),
+        }
+    }
+}
+
+fn refresh(view: &str) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new([[InlineKeyboardButton::callback(
+        "🔄 Refresh",
+        format!("refresh:{view}"),
+    )]])
+}
+
+async fn on_message(
+    bot: Bot,
+    msg: Message,
+    me: teloxide::types::Me,
+    ctx: Arc<Ctx>,
+) -> ResponseResult<()> {
+    let Some(text) = msg.text() else {
+        return Ok(());
+    };
+    let chat = msg.chat.id;
+    let Ok(command) = Command::parse(text, me.username()) else {
+        return Ok(()); // not a command of this bot: stay quiet
+    };
+    if !ctx.config.allows(chat.0) {
+        tracing::warn!(
+            "bot: refused {command:?} from chat {} (not in TELEGRAM_ALLOWED_CHAT_IDS)",
+            chat.0
+        );
+        bot.send_message(
+            chat,
+            format!(
+                "This jkmon answers only its owner's chats. Your chat id is {}: add it to TELEGRAM_ALLOWED_CHAT_IDS to get answers here.",
+                chat.0
+            ),
+        )
+        .await?;
+        return Ok(());
+    }
+    let (text, view) = match command {
+        Command::Start | Command::Help => (format::help(), None),
+        Command::Chatid => (format!("This chat's id: <code>{}</code>", chat.0), None),
+        Command::Status => (ctx.render("status").await, Some("status")),
+        Command::Battery => (ctx.render("battery").await, Some("battery")),
+        Command::Cells => (ctx.render("cells").await, Some("cells")),
+    };
+    let mut request = bot.send_message(chat, text).parse_mode(ParseMode::Html);
+    if let Some(view) = view {
+        request = request.reply_markup(refresh(view));
+    }
+    request.await?;
+    Ok(())
+}
+
+async fn on_callback(bot: Bot, q: CallbackQuery, ctx: Arc<Ctx>) -> ResponseResult<()> {
+    let Some(view) = q.data.as_deref().and_then(|d| d.strip_prefix("refresh:")) else {
+        bot.answer_callback_query(q.id.clone()).await?;
+        return Ok(());
+    };
+    let view = match view {
+        "battery" => "battery",
+        "cells" => "cells",
+        _ => "status",
+    };
+    let target = match &q.message {
+        Some(MaybeInaccessibleMessage::Regular(m)) => Some((m.chat.id, m.id)),
+        _ => None,
+    };
+    let Some((chat, message)) = target else {
+        bot.answer_callback_query(q.id.clone()).await?;
+        return Ok(());
+    };
+    if !ctx.config.allows(chat.0) {
+        bot.answer_callback_query(q.id.clone())
+            .text("Not allowed here")
+            .await?;
+        return Ok(());
+    }
+    let text = ctx.render(view).await;
+    match bot
+        .edit_message_text(chat, message, text)
+        .parse_mode(ParseMode::Html)
+        .reply_markup(refresh(view))
+        .await
+    {
+        Ok(_) => {}
+        // nothing changed since the last press: fine
+        Err(e) if e.to_string().contains("message is not modified") => {}
+        Err(e) => return Err(e),
+    }
+    bot.answer_callback_query(q.id.clone())
+        .text("✅ Updated")
+        .await?;
+    Ok(())
+}
+
+/// Runs the bot until `stop` fires.
+pub async fn run(
+    config: BotConfig,
+    readers: Readers,
+    read: ReadConfig,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let bot = config.bot().map_err(anyhow::Error::msg)?;
+    let me = loop {
+        match bot.get_me().await {
+            Ok(me) => break me,
+            Err(e) => {
+                tracing::warn!(
+                    "bot: the Bot API did not answer getMe: {}; retrying in 30 s",
+                    config.redact(&e.to_string())
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    _ = stop.cancelled() => return Ok(()),
+                }
+            }
+        }
+    };
+    tracing::info!("bot: @{} answers chats {:?}", me.username(), {
+        let mut chats = config.allowed.clone();
+        chats.extend(config.chat_id);
+        chats
+    });
+    let ctx = Arc::new(Ctx {
+        config: config.clone(),
+        readers,
+        read,
+    });
+    let handler = dptree::entry()
+        .branch(Update::filter_message().endpoint(on_message))
+        .branch(Update::filter_callback_query().endpoint(on_callback));
+    let redactor = config.clone();
+    let mut dispatcher = Dispatcher::builder(bot, handler)
+        .dependencies(dptree::deps![ctx, me])
+        .error_handler(Arc::new(move |e: teloxide::RequestError| {
+            let text = redactor.redact(&e.to_string());
+            Box::pin(async move { tracing::warn!("bot: {text}") })
+                as futures_util::future::BoxFuture<'static, ()>
+        }))
+        .build();
+    let shutdown = dispatcher.shutdown_token();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        if let Ok(done) = shutdown.shutdown() {
+            done.await;
+        }
+    });
+    dispatcher.dispatch().await;
+    Ok(())
+}

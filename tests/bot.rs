@@ -1,0 +1,283 @@
+//! The real `jkmon` binary's bot and alerts against a fake Bot API on 127.0.0.1, on a database
+//! the store wrote: the commands and their values, a chat that is not allowed, Refresh, a
+//! hostile battery name, alerts sent once (Telegram, webhook, command) and not again after a
+//! restart, and a slow Bot API that does not slow the BMS side down.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use chrono::Local;
+use common::fake_telegram::FakeTelegram;
+use common::process::Running;
+use jkmon::battery::soc::{estimator, SocSource, VoltageCurve};
+use jkmon::battery::Snapshot;
+use jkmon::protocol::CellInfo;
+use jkmon::store::{Battery, Bucket, Store, StoreConfig, Update};
+use serde_json::Value;
+
+const NAME: &str = "<b>& Garage";
+const ADDRESS: &str = "C8:47:80:00:00:01";
+const TOKEN: &str = "123456:SECRET-TOKEN-abc";
+
+/// 8 cells from `base_mv` up, −12.5 A.
+fn snapshot(base_mv: u32) -> Snapshot {
+    let mut c = CellInfo::example();
+    c.cell_voltages_uv = (0..8).map(|i| (base_mv + i * 2) * 1000).collect();
+    c.cell_resistances_uohm = vec![60_000; 8];
+    c.total_voltage_mv = c.cell_voltages_uv.iter().sum::<u32>() / 1000;
+    c.current_ma = Some(-12_500);
+    c.soc_pct = Some(64);
+    c.alarms.bits = 0; // no BMS alarm: only the cell level decides here
+    Snapshot::new(
+        c,
+        None,
+        None,
+        estimator(SocSource::Bms, &VoltageCurve::default()).as_ref(),
+    )
+}
+
+fn battery() -> Battery {
+    Battery {
+        position: 1,
+        name: NAME.into(),
+        address: Some(ADDRESS.into()),
+    }
+}
+
+/// Writes a fresh snapshot with cells from `base_mv`, as the writer would.
+fn commit(path: &Path, base_mv: u32) {
+    let mut store = Store::open(path, StoreConfig::default()).unwrap();
+    store.register(&[battery()], 0).unwrap();
+    store.set_state(1, "streaming", "", 0).unwrap();
+    let s = snapshot(base_mv);
+    let mut b = Bucket::default();
+    b.add(&s);
+    store
+        .commit(
+            &[Update {
+                position: 1,
+                snapshot: &s,
+                taken_at: Local::now(),
+                bucket: &b,
+                fresh: true,
+            }],
+            Local::now(),
+        )
+        .unwrap();
+    store.close().unwrap();
+}
+
+fn jkmon(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Running {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jkmon"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env("JK_BMS_ADDRESS", ADDRESS)
+        .env("JK_BMS_NAMES", NAME)
+        .env("DB_PATH", dir.join("inverter.db"))
+        .env("TELEGRAM_BOT_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn,jkmon=info")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Running::spawn(cmd)
+}
+
+fn text(v: &Value) -> String {
+    v["text"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_answer_with_the_values_only_to_allowed_chats() {
+    let dir = tempfile::tempdir().unwrap();
+    commit(&dir.path().join("inverter.db"), 3_300);
+    let mut api = FakeTelegram::start(Duration::ZERO).await;
+    let url = api.url();
+    let mut bot = jkmon(
+        &["bot"],
+        dir.path(),
+        &[
+            ("TELEGRAM_API_URL", &url),
+            ("TELEGRAM_CHAT_ID", "42"),
+            ("TELEGRAM_ALLOWED_CHAT_IDS", "43, 44"),
+        ],
+    );
+    let limit = Duration::from_secs(20);
+
+    api.message(42, "/status");
+    let m = api.wait("sendmessage", limit, |b| b["chat_id"] == 42).await;
+    let t = text(&m);
+    assert_eq!(m["parse_mode"], "HTML");
+    assert!(
+        t.contains("<b>🔋 &lt;b&gt;&amp; Garage</b> — online"),
+        "{t}"
+    );
+    // 8 cells 3.300 … 3.314 V = 26.456 V; −12.5 A; SOC from the BMS 64 %
+    assert!(t.contains("SOC 64 % · 26.46 V · -12.50 A"), "{t}");
+    assert!(t.contains("Grid: unknown (no inverter data)"), "{t}");
+    assert_eq!(
+        m["reply_markup"]["inline_keyboard"][0][0]["callback_data"],
+        "refresh:status"
+    );
+
+    api.message(43, "/battery");
+    let t = text(&api.wait("sendmessage", limit, |b| b["chat_id"] == 43).await);
+    assert!(
+        t.contains("Cells: min 3.300 V (#1) · max 3.314 V (#8) · delta 14 mV"),
+        "{t}"
+    );
+    assert!(t.contains("Current: -12.50 A (discharging)"), "{t}");
+
+    api.message(44, "/cells@jkmon_bot");
+    let t = text(&api.wait("sendmessage", limit, |b| b["chat_id"] == 44).await);
+    assert!(t.contains(" 1:3.300▼") && t.contains(" 8:3.314▲"), "{t}");
+
+    // a chat that is not allowed: one refusal with its id, no data
+    api.message(99, "/status");
+    let refusal = text(&api.wait("sendmessage", limit, |b| b["chat_id"] == 99).await);
+    assert!(refusal.contains("Your chat id is 99"), "{refusal}");
+    assert!(
+        !refusal.contains("SOC") && !refusal.contains("Garage"),
+        "{refusal}"
+    );
+
+    // Refresh edits the message in place
+    api.press(42, 7, "refresh:battery");
+    let edit = api
+        .wait("editmessagetext", limit, |b| b["chat_id"] == 42)
+        .await;
+    assert_eq!(edit["message_id"], 7);
+    assert!(text(&edit).contains("Cells: min 3.300 V"), "{edit}");
+    api.wait("answercallbackquery", limit, |_| true).await;
+
+    // nothing more went to chat 99, and the token is in no log line
+    api.message(42, "/chatid");
+    let id = text(&api.wait("sendmessage", limit, |b| b["chat_id"] == 42).await);
+    assert!(id.contains("<code>42</code>"), "{id}");
+    let to_99 = api
+        .drain()
+        .iter()
+        .filter(|(m, b)| m == "sendmessage" && b["chat_id"] == 99)
+        .count();
+    assert_eq!(to_99, 1);
+    bot.drain_stderr();
+    assert!(
+        !bot.stderr_seen.iter().any(|l| l.contains("SECRET-TOKEN")),
+        "{:?}",
+        bot.stderr_seen
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_are_sent_once_everywhere_and_not_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inverter.db");
+    commit(&db, 3_300);
+    let mut api = FakeTelegram::start(Duration::ZERO).await;
+    let url = api.url();
+    let hook = format!("{url}/hook");
+    let out = dir.path().join("command.env");
+    let command = format!("env | grep ^JKMON_ALERT_ | sort >> '{}'", out.display());
+    let env = [
+        ("TELEGRAM_API_URL", url.as_str()),
+        ("TELEGRAM_CHAT_ID", "42"),
+        ("ALERT_WEBHOOK_URL", hook.as_str()),
+        ("ALERT_COMMAND", command.as_str()),
+        ("BMS_CELL_LEVELS", "3.0,3.1"),
+        ("ALERT_CHECK_SEC", "0.2"),
+    ];
+    let limit = Duration::from_secs(20);
+    let mut bot = jkmon(&["bot"], dir.path(), &env);
+    bot.wait_for_log(limit, "bot: @jkmon_bot answers");
+
+    // the lowest cell falls to 2.950 V: one message, one webhook POST, one command run
+    commit(&db, 2_950);
+    let m = api.wait("sendmessage", limit, |b| b["chat_id"] == 42).await;
+    let t = text(&m);
+    assert!(
+        t.contains("battery low: lowest cell 2.950 V (below 3.000 V)"),
+        "{t}"
+    );
+    assert!(t.contains("&lt;b&gt;&amp; Garage"), "escaped: {t}");
+    let h = api.wait("hook", limit, |_| true).await;
+    assert_eq!(h["subject"], "battery1.level");
+    assert_eq!(h["from"], "normal");
+    assert_eq!(h["to"], "low");
+    assert_eq!(h["battery_name"], NAME);
+    bot.wait_for_log(limit, "ALERT_COMMAND for battery1.level → low exited 0");
+    let env_text = std::fs::read_to_string(&out).unwrap();
+    for line in [
+        "JKMON_ALERT_SUBJECT=battery1.level",
+        "JKMON_ALERT_BATTERY=1",
+        "JKMON_ALERT_FROM=normal",
+        "JKMON_ALERT_TO=low",
+        "JKMON_ALERT_CELL_MIN_V=2.95",
+    ] {
+        assert!(env_text.contains(line), "{line} in {env_text}");
+    }
+    // between the levels (3.05 V): still low, nothing new; a restart announces nothing again
+    commit(&db, 3_050);
+    drop(bot);
+    let mut bot = jkmon(&["bot"], dir.path(), &env);
+    bot.wait_for_log(limit, "bot: @jkmon_bot answers");
+    // back above 3.1 V: exactly one "normal"
+    commit(&db, 3_150);
+    let m = api
+        .wait("sendmessage", limit, |b| {
+            b["text"].as_str().unwrap_or("").contains("back to normal")
+        })
+        .await;
+    assert_eq!(m["chat_id"], 42);
+    api.wait("hook", limit, |h| h["to"] == "normal").await;
+    bot.wait_for_log(limit, "ALERT_COMMAND for battery1.level → normal exited 0");
+    let calls = api.drain();
+    let alerts: Vec<String> = calls
+        .iter()
+        .filter(|(m, _)| m == "sendmessage")
+        .map(|(_, b)| text(b))
+        .collect();
+    assert_eq!(alerts.len(), 2, "one low, one normal: {alerts:?}");
+    let hooks = calls.iter().filter(|(m, _)| m == "hook").count();
+    assert_eq!(hooks, 2);
+    assert_eq!(
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .matches("JKMON_ALERT_SUBJECT=")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_bot_api_does_not_slow_the_bms_side() {
+    let dir = tempfile::tempdir().unwrap();
+    // every Bot API answer takes 3 s
+    let api = FakeTelegram::start(Duration::from_secs(3)).await;
+    let url = api.url();
+    let mut run = jkmon(
+        &["run", "--demo"],
+        dir.path(),
+        &[
+            ("TELEGRAM_API_URL", &url),
+            ("TELEGRAM_CHAT_ID", "42"),
+            ("JK_BMS_ADDRESS", ""),
+            ("JK_BMS_NAMES", ""),
+            ("WEB_BIND", "127.0.0.1:0"),
+            ("JK_BMS_POLL_INTERVAL", "0.2"),
+            ("JK_SIM_INTERVAL_MS", "50"),
+            ("ALERT_CHECK_SEC", "0.2"),
+            ("ALERT_SOC_LOW", "99"),
+        ],
+    );
+    // the commits keep coming every 0.2 s while the bot waits 3 s for each answer and an
+    // alert (SOC below 99 %) is on its way: each must come well within the 3 s the Bot API
+    // takes, or the bot would be holding the BMS side up
+    run.wait_for_log(Duration::from_secs(20), "merged into readings #");
+    run.wait_for_log(Duration::from_secs(20), "alert: Simulated BMS: SOC");
+    for _ in 0..15 {
+        run.wait_for_log(Duration::from_secs(2), "merged into readings #");
+    }
+}
