@@ -103,15 +103,15 @@ pub async fn run(runner: Runner, stop: CancellationToken) {
                 for t in &transitions {
                     if t.notify {
                         tracing::info!("alert: {} ({} → {})", t.message, t.from, t.to);
-                        notifier.send(t);
                     } else {
                         tracing::info!(
-                            "alert: {} ({} → {}; not sent again so soon, ALERT_REPEAT_MIN_SEC)",
+                            "alert: {} ({} → {}; no message again so soon, ALERT_REPEAT_MIN_SEC)",
                             t.message,
                             t.from,
                             t.to
                         );
                     }
+                    notifier.send(t);
                 }
             }
             Err(e) => tracing::warn!("alerts: cannot read the database: {e}"),

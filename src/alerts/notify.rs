@@ -71,8 +71,17 @@ impl Notifier {
         self.telegram.is_none() && self.webhook.is_none() && self.command.is_none()
     }
 
-    /// Sends `t` everywhere configured, each in its own task.
+    /// Tells `t` everywhere configured, each in its own task. `ALERT_COMMAND` runs on every
+    /// transition (a relay must follow the state); the messages only when `t.notify` (not the
+    /// same news again within `ALERT_REPEAT_MIN_SEC`).
     pub fn send(&self, t: &Transition) {
+        if let Some((command, timeout)) = self.command.clone() {
+            let t = t.clone();
+            tokio::spawn(async move { run_command(&command, timeout, &t).await });
+        }
+        if !t.notify {
+            return;
+        }
         let emoji = match t.to.as_str() {
             "low" | "offline" | "down" | "high" | "raised" => "⚠️",
             _ => "✅",
@@ -117,10 +126,6 @@ impl Notifier {
                     Err(e) => tracing::warn!("alert: webhook: {}", e.without_url()),
                 }
             });
-        }
-        if let Some((command, timeout)) = self.command.clone() {
-            let t = t.clone();
-            tokio::spawn(async move { run_command(&command, timeout, &t).await });
         }
     }
 }
