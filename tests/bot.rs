@@ -9,13 +9,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use chrono::Local;
 use common::fake_telegram::FakeTelegram;
 use common::process::Running;
 use jkmon::battery::soc::{estimator, SocSource, VoltageCurve};
 use jkmon::battery::Snapshot;
 use jkmon::protocol::CellInfo;
-use jkmon::store::{Battery, Bucket, Store, StoreConfig, Update};
+use jkmon::store::{Battery, Store, StoreConfig};
 use serde_json::Value;
 
 const NAME: &str = "<b>& Garage";
@@ -52,21 +51,7 @@ fn commit(path: &Path, base_mv: u32) {
     let mut store = Store::open(path, StoreConfig::default()).unwrap();
     store.register(&[battery()], 0).unwrap();
     store.set_state(1, "streaming", "", 0).unwrap();
-    let s = snapshot(base_mv);
-    let mut b = Bucket::default();
-    b.add(&s);
-    store
-        .commit(
-            &[Update {
-                position: 1,
-                snapshot: &s,
-                taken_at: Local::now(),
-                bucket: &b,
-                fresh: true,
-            }],
-            Local::now(),
-        )
-        .unwrap();
+    common::commit_one(&mut store, 1, &snapshot(base_mv));
     store.close().unwrap();
 }
 

@@ -342,21 +342,7 @@ async fn bms_only_rows_read_as_no_inverter_data() {
     let path = dir.path().join("bms-only.db");
     let mut store = Store::open(&path, StoreConfig::default()).unwrap();
     store.register(&batteries()[..1], 0).unwrap();
-    let s = snapshot(500);
-    let mut b = Bucket::default();
-    b.add(&s);
-    store
-        .commit(
-            &[Update {
-                position: 1,
-                snapshot: &s,
-                taken_at: Local::now(),
-                bucket: &b,
-                fresh: true,
-            }],
-            Local::now(),
-        )
-        .unwrap();
+    common::commit_one(&mut store, 1, &snapshot(500));
     let (code, _, body) = get(&state(&path, None), "/api/v1/status", &[]).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(body["inverter"]["has_inverter_data"], false);

@@ -79,6 +79,28 @@ pub fn lost_inverter_keys(
         .collect()
 }
 
+/// Commits `snapshot` as battery `position`'s freshest, taken now, as the writer would.
+pub fn commit_one(
+    store: &mut jkmon::store::Store,
+    position: usize,
+    snapshot: &jkmon::battery::Snapshot,
+) -> jkmon::store::ReadingsAction {
+    let mut bucket = jkmon::store::Bucket::default();
+    bucket.add(snapshot);
+    store
+        .commit(
+            &[jkmon::store::Update {
+                position,
+                snapshot,
+                taken_at: chrono::Local::now(),
+                bucket: &bucket,
+                fresh: true,
+            }],
+            chrono::Local::now(),
+        )
+        .unwrap()
+}
+
 pub fn hex_bytes(s: &str) -> Vec<u8> {
     (0..s.len() / 2)
         .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("corpus hex"))
