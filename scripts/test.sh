@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 # - dbus-daemon, python3-dbusmock, libglib2.0-bin (gdbus): the fake BlueZ of tests/ble.rs;
 #   its python3 also plays the Python inverter poller of tests/store.rs and tests/service.rs.
 # - chromium: the real browser of tests/browser.rs.
+# - python3-yaml, systemd (systemd-analyze): the deployment checks of tests/deploy.rs.
 # Building needs none: libdbus and SQLite are compiled in.
-PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium)
+PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

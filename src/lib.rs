@@ -14,6 +14,7 @@
 //! - [`web`]: the web server: JSON API (and, to come, the dashboard), read-only on the store.
 //! - [`alerts`]: alert rules with hysteresis (pure) and their notifiers.
 //! - [`bot`]: the Telegram bot: commands, access control, message formatting.
+//! - [`systemd`]: `Type=notify` readiness and the watchdog.
 //! - [`report`]: JSON and text views of decoded values.
 //! - [`config`]: the one typed configuration, read from the environment and `.env`.
 //! - [`cli`]: the command line and its subcommands.
@@ -29,5 +30,6 @@ pub mod report;
 pub mod service;
 pub mod session;
 pub mod store;
+pub mod systemd;
 pub mod transport;
 pub mod web;

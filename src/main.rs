@@ -32,5 +32,19 @@ fn main() -> ExitCode {
         // Colour only on a terminal: journald, docker logs and files get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A misspelt variable would silently fall back to its default: say so.
+    let known: Vec<&'static str> = jkmon::config::VARIABLES
+        .iter()
+        .chain(jkmon::cli::VARIABLES)
+        .copied()
+        .collect();
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    for (name, closest) in
+        jkmon::config::unknown_variables(names.iter().map(String::as_str), &known)
+    {
+        tracing::warn!("{name} is not a variable jkmon reads (ignored); did you mean {closest}?");
+    }
     jkmon::cli::run(cli)
 }

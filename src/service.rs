@@ -204,6 +204,15 @@ pub async fn run(
     } else {
         (None, None)
     };
+    // systemd: ready now; the watchdog is fed at half its interval while a BMS delivered a
+    // snapshot within that interval (or always, when this process runs no sessions)
+    let notify = crate::systemd::Notify::from_env();
+    if let Some(n) = &notify {
+        n.send("READY=1");
+    }
+    let systemd_every = notify.as_ref().and_then(|n| n.watchdog).map(|w| w / 2);
+    let mut systemd_tick = systemd_every.map(tokio::time::interval);
+    let mut last_snapshot = Instant::now();
     let mut watchdog = Watchdog::new(
         config.watchdog.filter(|_| components.sessions),
         Instant::now(),
@@ -224,6 +233,15 @@ pub async fn run(
                 }
                 if matches!(event.kind, EventKind::Snapshot { .. }) {
                     watchdog.feed(Instant::now());
+                    last_snapshot = Instant::now();
+                }
+            }
+            _ = async { systemd_tick.as_mut().unwrap().tick().await }, if systemd_tick.is_some() => {
+                let limit = systemd_every.unwrap_or_default() * 2;
+                if !components.sessions || last_snapshot.elapsed() < limit {
+                    if let Some(n) = &notify {
+                        n.send("WATCHDOG=1");
+                    }
                 }
             }
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
@@ -253,6 +271,9 @@ pub async fn run(
                 break;
             }
         }
+    }
+    if let Some(n) = &notify {
+        n.send("STOPPING=1");
     }
     stop.cancel();
     drop(events);

@@ -2,6 +2,7 @@
 //! environment variable (shown in `--help`), and `.env` is loaded before anything is read.
 
 pub mod decode;
+pub mod healthcheck;
 pub mod read;
 pub mod run;
 pub mod scan;
@@ -62,6 +63,16 @@ pub enum Command {
     /// Fill a new database (DB_PATH, default demo.db) with days of simulated history: inverter
     /// rows every 10 s, BMS history every 30 s. For trying the charts before a month has passed.
     FillDemo(FillDemoArgs),
+    /// Ask the running jkmon (WEB_BIND) whether every BMS is fresh: exit 0 when healthy, 1
+    /// with the reasons otherwise (Docker's HEALTHCHECK uses it).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HealthcheckArgs {
+    /// Print nothing when healthy.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,6 +164,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Web(args) => run::run(args, run::Mode::WebOnly),
         Command::Bot(args) => run::run(args, run::Mode::BotOnly),
         Command::FillDemo(args) => run::fill_demo(args),
+        Command::Healthcheck(args) => healthcheck::run(args),
     };
     match result {
         Ok(code) => code,

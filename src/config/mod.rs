@@ -211,6 +211,47 @@ fn parse_names(value: &str, addresses: usize) -> Result<Vec<String>, ConfigError
     Ok(names)
 }
 
+/// Prefixes of jkmon's variables: a variable with one of them that jkmon does not read is
+/// probably a typo.
+const OWN_PREFIXES: [&str; 3] = ["JK_", "BMS_", "JKMON_"];
+
+/// Edit distance, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// `JK_*`, `BMS_*` and `JKMON_*` variables in `names` that jkmon does not read, each with the
+/// closest one it does (`known`).
+pub fn unknown_variables<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    known: &[&'static str],
+) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    for name in names {
+        if !OWN_PREFIXES.iter().any(|p| name.starts_with(p)) || known.contains(&name) {
+            continue;
+        }
+        if let Some(best) = known.iter().min_by_key(|k| distance(name, k)) {
+            out.push((name.to_string(), *best));
+        }
+    }
+    out.sort();
+    out
+}
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -635,6 +676,28 @@ mod tests {
         assert_eq!(
             bot.redact("url …/bot123456:SECRET/GetMe"),
             "url …/bot***/GetMe"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_variable_gets_the_closest_known_name() {
+        let known = ["JK_BMS_ADDRESS", "JK_BMS_NAMES", "BMS_TIMEOUT_SEC"];
+        let found = unknown_variables(
+            [
+                "JK_BMS_ADRESS",
+                "BMS_TIMEOUT",
+                "JK_BMS_NAMES",
+                "PATH",
+                "TELEGRAM_X",
+            ],
+            &known,
+        );
+        assert_eq!(
+            found,
+            [
+                ("BMS_TIMEOUT".to_string(), "BMS_TIMEOUT_SEC"),
+                ("JK_BMS_ADRESS".to_string(), "JK_BMS_ADDRESS")
+            ]
         );
     }
 

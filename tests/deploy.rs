@@ -1,0 +1,320 @@
+//! Deployment: the compose file, the systemd units and the Dockerfile say what they must;
+//! `jkmon healthcheck` tells a healthy service from a stale or absent one; under systemd the
+//! service says READY=1 and feeds the watchdog only while a BMS delivers; a misspelt variable
+//! is named; the README's first command brings the dashboard up.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::process::{http_get, Running};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(file: &str) -> String {
+    std::fs::read_to_string(root().join(file)).unwrap()
+}
+
+#[test]
+fn the_compose_file_reaches_the_hosts_bluez_keeps_the_database_and_restarts() {
+    if !common::have_program("/usr/bin/python3", &["-c", "import yaml"]) {
+        return;
+    }
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(root().join("docker-compose.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let compose: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &compose["services"]["jkmon"];
+    assert_eq!(s["network_mode"], "host");
+    let volumes: Vec<&str> = s["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        volumes.contains(&"/var/run/dbus:/var/run/dbus"),
+        "{volumes:?}"
+    );
+    assert!(
+        volumes.contains(&"jkmon-data:/var/lib/jkmon"),
+        "{volumes:?}"
+    );
+    assert!(compose["volumes"].get("jkmon-data").is_some());
+    assert_eq!(s["restart"], "unless-stopped");
+    assert_eq!(s["environment"]["DB_PATH"], "/var/lib/jkmon/inverter.db");
+    let test: Vec<&str> = s["healthcheck"]["test"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(test, ["CMD", "jkmon", "healthcheck", "--quiet"]);
+    assert!(s.get("privileged").is_none(), "no privileged mode");
+    assert_eq!(s["env_file"][0]["path"], ".env");
+}
+
+#[test]
+fn the_dockerfile_builds_in_one_stage_and_runs_as_a_user_with_a_healthcheck() {
+    let d = read("Dockerfile");
+    let lines: Vec<&str> = d.lines().map(str::trim).collect();
+    let froms: Vec<&&str> = lines.iter().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(froms.len(), 2, "build and runtime stages");
+    assert!(froms[0].ends_with("AS build"));
+    let runtime = d.split("AS runtime").nth(1).expect("a runtime stage");
+    assert!(runtime.contains("COPY --from=build"));
+    let user = runtime
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("USER "))
+        .expect("USER in the runtime stage");
+    assert_ne!(user.trim(), "root");
+    assert!(runtime.contains("HEALTHCHECK") && runtime.contains("\"jkmon\", \"healthcheck\""));
+    for dir in ["src", "migrations", "templates", "static"] {
+        assert!(
+            d.contains(&format!("COPY {dir} ./{dir}")),
+            "the build needs {dir}/"
+        );
+    }
+}
+
+#[test]
+fn systemd_accepts_the_units_and_they_are_hardened() {
+    if !common::have_program("systemd-analyze", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut units = Vec::new();
+    for entry in std::fs::read_dir(root().join("systemd")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // verify checks that ExecStart exists: point it at the binary under test
+        let copy = dir.path().join(path.file_name().unwrap());
+        std::fs::write(
+            &copy,
+            text.replace("/usr/local/bin/jkmon", env!("CARGO_BIN_EXE_jkmon")),
+        )
+        .unwrap();
+        units.push((copy, text));
+    }
+    assert_eq!(units.len(), 4, "jkmon and the poll/web/bot split");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(units.iter().map(|(p, _)| p))
+        .output()
+        .unwrap();
+    let complaints = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && complaints.trim().is_empty(),
+        "{complaints}"
+    );
+    let main = &units
+        .iter()
+        .find(|(p, _)| p.ends_with("jkmon.service"))
+        .unwrap()
+        .1;
+    for line in [
+        "Type=notify",
+        "WatchdogSec=",
+        "After=network-online.target bluetooth.target",
+        "Wants=network-online.target bluetooth.target",
+        "EnvironmentFile=",
+        "User=jkmon",
+        "SupplementaryGroups=bluetooth",
+        "Restart=always",
+        "ProtectSystem=strict",
+        "StateDirectory=jkmon",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+    ] {
+        assert!(main.lines().any(|l| l.starts_with(line)), "{line}");
+    }
+}
+
+fn jkmon(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jkmon"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("JK_BMS_ADDRESS")
+        .env_remove("JK_BMS_NAMES")
+        .env_remove("NOTIFY_SOCKET")
+        .env("RUST_LOG", "warn,jkmon=info")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn listening(run: &mut Running) -> String {
+    let line = run.wait_for_log(Duration::from_secs(30), "web: listening on http://");
+    line.rsplit("http://").next().unwrap().trim().to_string()
+}
+
+#[test]
+fn healthcheck_is_0_on_a_healthy_service_and_1_when_stale_or_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Running::spawn(jkmon(
+        dir.path(),
+        &["run", "--demo"],
+        &[
+            ("WEB_BIND", "127.0.0.1:0"),
+            ("JK_BMS_POLL_INTERVAL", "0.2"),
+            ("JK_SIM_INTERVAL_MS", "50"),
+        ],
+    ));
+    let addr = listening(&mut run);
+    run.wait_for_log(Duration::from_secs(30), "merged into readings #");
+    let check = |bind: &str| {
+        jkmon(dir.path(), &["healthcheck"], &[("WEB_BIND", bind)])
+            .output()
+            .unwrap()
+    };
+    let ok = check(&addr);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("healthy"));
+    drop(run);
+
+    // the same database served without its BMS sessions: the snapshot goes stale
+    let mut web = Running::spawn(jkmon(
+        dir.path(),
+        &["web", "--demo"],
+        &[
+            ("WEB_BIND", "127.0.0.1:0"),
+            ("JK_BMS_STALE_SEC", "1"),
+            ("JK_BMS_POLL_INTERVAL", "0.2"),
+        ],
+    ));
+    let addr = listening(&mut web);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stale = loop {
+        // bounded: freshness is 1.2 s here
+        let out = check(&addr);
+        if !out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!stale.status.success(), "stale must be unhealthy");
+    let why = String::from_utf8_lossy(&stale.stderr);
+    assert!(why.contains("Simulated BMS: last snapshot"), "{why}");
+    drop(web);
+    let down = check(&addr);
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains("nothing answers"));
+}
+
+#[test]
+fn under_systemd_it_says_ready_and_feeds_the_watchdog_only_while_a_bms_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let recv = |socket: &UnixDatagram| -> Option<String> {
+        let mut buf = [0u8; 256];
+        socket
+            .recv(&mut buf)
+            .ok()
+            .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let path = socket_path.to_str().unwrap().to_string();
+    // a BMS that sends one frame a minute: healthy at first, then silent for the watchdog
+    let mut run = Running::spawn(jkmon(
+        dir.path(),
+        &["poll", "--demo"],
+        &[
+            ("NOTIFY_SOCKET", &path),
+            ("WATCHDOG_USEC", "600000"),
+            ("JK_SIM_INTERVAL_MS", "60000"),
+            ("JK_BMS_STALE_SEC", "120"),
+        ],
+    ));
+    assert_eq!(recv(&socket).as_deref(), Some("READY=1"));
+    assert_eq!(
+        recv(&socket).as_deref(),
+        Some("WATCHDOG=1"),
+        "fed after the first snapshot"
+    );
+    // after that one frame, at most the 0.6 s it counts as fresh: then nothing for 2 s
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut fed = 0;
+    while let Some(m) = recv(&socket) {
+        assert_eq!(m, "WATCHDOG=1");
+        fed += 1;
+        assert!(fed <= 5, "the watchdog is fed while the BMS is silent");
+    }
+    // and it says STOPPING=1 on the way out
+    let pid = run.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(recv(&socket).as_deref(), Some("STOPPING=1"));
+    assert!(run.wait_exit(Duration::from_secs(20)).success());
+}
+
+#[test]
+fn a_misspelt_variable_is_named_with_the_closest_known_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = jkmon(
+        dir.path(),
+        &["decode", "00"],
+        &[("JK_BMS_ADRESS", "C8:47:80:12:AD:71")],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "JK_BMS_ADRESS is not a variable jkmon reads (ignored); did you mean JK_BMS_ADDRESS?"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_readmes_first_command_brings_the_dashboard_up() {
+    let readme = read("README.md");
+    let first = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.lines().next())
+        .unwrap();
+    assert_eq!(first, "cargo run --release -- run --demo");
+    // the same arguments on the binary under test (the port is chosen free here)
+    let args: Vec<&str> = first.split(" -- ").nth(1).unwrap().split(' ').collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Running::spawn(jkmon(dir.path(), &args, &[("WEB_BIND", "127.0.0.1:0")]));
+    let addr = listening(&mut run);
+    run.wait_for_log(Duration::from_secs(30), "Simulated BMS: handshake → streaming");
+    let (code, html) = http_get(&addr, "/");
+    assert_eq!(code, 200);
+    assert!(html.contains("id=\"battery-1\"") && html.contains("Simulated BMS"));
+    assert!(
+        dir.path().join("demo.db").exists(),
+        "the demo writes demo.db"
+    );
+}
