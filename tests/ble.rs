@@ -573,3 +573,67 @@ fn periodic_mode_connects_reads_and_lets_go_between_polls() {
         .count();
     assert!(handshakes >= 2, "{handshakes}");
 }
+
+/// `jkmon doctor` with the fake's bus, a fresh database directory and a free port.
+fn doctor(fake: &FakeBluez, addresses: &str) -> (bool, String) {
+    let out = fake
+        .jkmon(&["doctor", "--scan-timeout", "2"])
+        .env("JK_BMS_ADDRESS", addresses)
+        .env("DB_PATH", fake.dir().join("inverter.db"))
+        .env("WEB_BIND", "127.0.0.1:0")
+        .env_remove("TELEGRAM_BOT_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn doctor_checks_bluez_the_adapter_and_every_configured_bms() {
+    let Some(fake) = FakeBluez::start(json!({"devices": [
+        {"address": A, "name": "JK_PB2A16S15P", "rssi": -61,
+         "uuids": ["0000ffe0-0000-1000-8000-00805f9b34fb"]},
+    ]})) else {
+        return;
+    };
+    let (ok, out) = doctor(&fake, &format!("{A},{B}"));
+    assert!(!ok, "one BMS is missing: {out}");
+    assert!(out.contains("✔ configuration: valid; 2 BMS(s)"), "{out}");
+    assert!(
+        out.contains("✔ database:") && out.contains("will be created"),
+        "{out}"
+    );
+    assert!(out.contains("✔ D-Bus and BlueZ"), "{out}");
+    assert!(
+        out.contains(&format!("✔ BMS Battery 1: {A} seen at -61 dBm")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("✘ BMS Battery 2: {B} not seen")) && out.contains("phone app"),
+        "{out}"
+    );
+    assert!(out.contains("· Telegram: not configured"), "{out}");
+    assert!(out.contains("✔ web port"), "{out}");
+    assert!(out.contains("1 problem(s)"), "{out}");
+    let (ok, out) = doctor(&fake, A);
+    assert!(ok, "{out}");
+    assert!(out.contains("All checks passed."), "{out}");
+    drop(fake);
+
+    for (params, says) in [
+        (json!({"adapter": false}), "no Bluetooth adapter found"),
+        (json!({"powered": false}), "powered off"),
+    ] {
+        let Some(fake) = FakeBluez::start(params) else {
+            return;
+        };
+        let (ok, out) = doctor(&fake, A);
+        assert!(!ok);
+        assert!(
+            out.contains("✘ D-Bus and BlueZ") && out.contains(says),
+            "{out}"
+        );
+    }
+}

@@ -309,12 +309,54 @@ fn the_readmes_first_command_brings_the_dashboard_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut run = Running::spawn(jkmon(dir.path(), &args, &[("WEB_BIND", "127.0.0.1:0")]));
     let addr = listening(&mut run);
-    run.wait_for_log(Duration::from_secs(30), "Simulated BMS: handshake → streaming");
+    run.wait_for_log(
+        Duration::from_secs(30),
+        "Simulated BMS: handshake → streaming",
+    );
     let (code, html) = http_get(&addr, "/");
     assert_eq!(code, 200);
     assert!(html.contains("id=\"battery-1\"") && html.contains("Simulated BMS"));
     assert!(
         dir.path().join("demo.db").exists(),
         "the demo writes demo.db"
+    );
+}
+
+#[test]
+fn doctor_names_a_bad_configuration_and_a_busy_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = jkmon(dir.path(), &["doctor"], &[("JK_BMS_ADDRESS", "C8:47:80")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("✘ configuration: JK_BMS_ADDRESS=\"C8:47:80\" is not valid"),
+        "{text}"
+    );
+    // the simulator needs no Bluetooth; a port in use and a missing directory are named
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().to_string();
+    let out = jkmon(
+        dir.path(),
+        &["doctor"],
+        &[
+            ("JK_BMS_TRANSPORT", "sim"),
+            ("WEB_BIND", &port),
+            ("DB_PATH", "/nonexistent/jkmon/inverter.db"),
+        ],
+    )
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("· Bluetooth: not used"), "{text}");
+    assert!(
+        text.contains("✘ web port") && text.contains("already running"),
+        "{text}"
+    );
+    assert!(
+        text.contains("✘ database: the directory /nonexistent/jkmon does not exist"),
+        "{text}"
     );
 }

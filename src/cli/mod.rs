@@ -2,6 +2,7 @@
 //! environment variable (shown in `--help`), and `.env` is loaded before anything is read.
 
 pub mod decode;
+pub mod doctor;
 pub mod healthcheck;
 pub mod read;
 pub mod run;
@@ -66,6 +67,16 @@ pub enum Command {
     /// Ask the running jkmon (WEB_BIND) whether every BMS is fresh: exit 0 when healthy, 1
     /// with the reasons otherwise (Docker's HEALTHCHECK uses it).
     Healthcheck(HealthcheckArgs),
+    /// Check what jkmon needs — configuration, database, D-Bus and Bluetooth, every configured
+    /// BMS in a short scan, the Telegram token, the web port — and say how to fix each failure.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Seconds to look for the configured BMSs.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub scan_timeout: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -165,6 +176,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Bot(args) => run::run(args, run::Mode::BotOnly),
         Command::FillDemo(args) => run::fill_demo(args),
         Command::Healthcheck(args) => healthcheck::run(args),
+        Command::Doctor(args) => doctor::run(args),
     };
     match result {
         Ok(code) => code,

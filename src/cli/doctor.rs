@@ -1,0 +1,246 @@
+//! `jkmon doctor`: a checklist of what jkmon needs, each failure with its fix — the
+//! configuration, the database, D-Bus and the Bluetooth adapter, every configured BMS in a
+//! short scan, the Telegram token, the web port. Changes nothing; exit 0 when all is well.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::DoctorArgs;
+use crate::config::Config;
+use crate::store::migrate;
+use crate::transport::ble::Bluetooth;
+use crate::transport::TransportKind;
+
+struct Report {
+    failed: usize,
+}
+
+impl Report {
+    fn ok(&mut self, what: &str, detail: impl AsRef<str>) {
+        println!("✔ {what}: {}", detail.as_ref());
+    }
+    fn fail(&mut self, what: &str, problem: impl AsRef<str>) {
+        self.failed += 1;
+        println!("✘ {what}: {}", problem.as_ref());
+    }
+    fn skip(&mut self, what: &str, why: &str) {
+        println!("· {what}: {why}");
+    }
+}
+
+pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let mut r = Report { failed: 0 };
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            r.fail("configuration", format!("{e}"));
+            println!("\n1 problem: fix the configuration first (see .env.example)");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let batteries = match config.batteries() {
+        Ok(b) => {
+            r.ok(
+                "configuration",
+                format!(
+                    "valid; {} BMS(s): {}",
+                    b.len(),
+                    b.iter()
+                        .map(|b| b.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            b
+        }
+        Err(e) => {
+            r.fail("configuration", e.to_string());
+            Vec::new()
+        }
+    };
+    database(&mut r, &config);
+    let runtime = super::runtime()?;
+    runtime.block_on(async {
+        if config.transport == TransportKind::Ble {
+            bluetooth(&mut r, &batteries, Duration::from_secs(args.scan_timeout)).await;
+        } else {
+            r.skip(
+                "Bluetooth",
+                &format!("not used (JK_BMS_TRANSPORT={})", config.transport.as_str()),
+            );
+        }
+        telegram(&mut r, &config).await;
+    });
+    match std::net::TcpListener::bind(config.web.bind) {
+        Ok(_) => r.ok("web port", format!("{} is free", config.web.bind)),
+        Err(e) => r.fail(
+            "web port",
+            format!(
+                "{} cannot be used ({e}): is jkmon already running (`systemctl status jkmon`)? Otherwise set WEB_BIND to a free port",
+                config.web.bind
+            ),
+        ),
+    }
+    if r.failed == 0 {
+        println!("\nAll checks passed.");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("\n{} problem(s), each with its fix above.", r.failed);
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn database(r: &mut Report, config: &Config) {
+    let path = crate::service::database_path(config, false);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        r.fail(
+            "database",
+            format!(
+                "the directory {} does not exist: mkdir -p {0} (or set DB_PATH)",
+                dir.display()
+            ),
+        );
+        return;
+    }
+    let probe = dir.join(format!(".jkmon-doctor-{}", std::process::id()));
+    match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+        }
+        Err(e) => {
+            r.fail(
+                "database",
+                format!(
+                    "{} is not writable for this user ({e}): chown it to the user jkmon runs as",
+                    dir.display()
+                ),
+            );
+            return;
+        }
+    }
+    if !path.exists() {
+        r.ok(
+            "database",
+            format!("{} will be created at the first start", path.display()),
+        );
+        return;
+    }
+    match rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| e.to_string())
+        .and_then(|c| migrate::current(&c).map_err(|e| e.to_string()))
+    {
+        Ok(v) if v == migrate::latest() => r.ok(
+            "database",
+            format!("{} is writable, schema current ({v})", path.display()),
+        ),
+        Ok(v) if v < migrate::latest() => r.ok(
+            "database",
+            format!(
+                "{}: schema {v}, jkmon brings it to {} at the next start",
+                path.display(),
+                migrate::latest()
+            ),
+        ),
+        Ok(v) => r.fail(
+            "database",
+            format!(
+                "{} was set up by a newer jkmon (schema {v}): upgrade jkmon",
+                path.display()
+            ),
+        ),
+        Err(e) => r.fail(
+            "database",
+            format!("{} cannot be read: {e}", path.display()),
+        ),
+    }
+}
+
+async fn bluetooth(r: &mut Report, batteries: &[crate::config::BatteryConfig], scan: Duration) {
+    let bt = match Bluetooth::open().await {
+        Ok(bt) => {
+            r.ok(
+                "D-Bus and BlueZ",
+                "the system bus answers; the adapter is present and powered",
+            );
+            bt
+        }
+        Err(e) => {
+            r.fail("D-Bus and BlueZ", e.to_string());
+            return;
+        }
+    };
+    match bt.scan(scan, |_| {}).await {
+        Ok(found) => {
+            for b in batteries {
+                let Some(address) = b.address else { continue };
+                match found.iter().find(|f| f.address == address) {
+                    Some(f) => r.ok(
+                        &format!("BMS {}", b.name),
+                        format!(
+                            "{address} seen{}",
+                            f.rssi_dbm.map(|d| format!(" at {d} dBm")).unwrap_or_default()
+                        ),
+                    ),
+                    None => r.fail(
+                        &format!("BMS {}", b.name),
+                        format!(
+                            "{address} not seen in {:.0} s: out of range or asleep, the JK phone app holds it (force-close the app), or the address is wrong (`jkmon scan` lists what is there)",
+                            scan.as_secs_f64()
+                        ),
+                    ),
+                }
+            }
+        }
+        Err(e) => r.fail("Bluetooth scan", e.to_string()),
+    }
+}
+
+async fn telegram(r: &mut Report, config: &Config) {
+    let Some(bot) = &config.bot else {
+        r.skip("Telegram", "not configured (TELEGRAM_BOT_TOKEN is empty)");
+        return;
+    };
+    let client = match bot.bot() {
+        Ok(c) => c,
+        Err(e) => {
+            r.fail("Telegram", e);
+            return;
+        }
+    };
+    use teloxide::prelude::Requester;
+    match tokio::time::timeout(Duration::from_secs(10), client.get_me()).await {
+        Ok(Ok(me)) => r.ok(
+            "Telegram",
+            format!("the token is accepted: @{}", me.username()),
+        ),
+        Ok(Err(teloxide::RequestError::Api(e))) => r.fail(
+            "Telegram",
+            format!(
+                "the Bot API refused the token ({}): copy it again from @BotFather",
+                bot.redact(&e.to_string())
+            ),
+        ),
+        Ok(Err(e)) => r.skip(
+            "Telegram",
+            &format!(
+                "{} is not reachable from here ({}); the token was not checked",
+                bot.api_url,
+                bot.redact(&e.to_string())
+            ),
+        ),
+        Err(_) => r.skip(
+            "Telegram",
+            "no answer within 10 s; the token was not checked",
+        ),
+    }
+    if bot.chat_id.is_none() {
+        r.fail(
+            "Telegram",
+            "TELEGRAM_CHAT_ID is empty: alerts have nowhere to go (send /chatid to the bot)",
+        );
+    }
+}
