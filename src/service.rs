@@ -135,15 +135,18 @@ pub async fn run(
     } else {
         None
     };
+    // the views (web, bot, alerts) read the store through one pool and one view of the config
+    let readers = Readers::new(&components.database, config.store.busy_timeout);
+    let read_config = ReadConfig {
+        batteries: store_batteries.clone(),
+        freshness: config.store.freshness,
+        persistent: config.session.mode == ConnectMode::Persistent,
+        retention: config.store.retention,
+    };
     let mut web_task = components.web.as_ref().map(|w| {
         let state = Arc::new(AppState::new(
-            Readers::new(&components.database, config.store.busy_timeout),
-            ReadConfig {
-                batteries: store_batteries.clone(),
-                freshness: config.store.freshness,
-                persistent: config.session.mode == ConnectMode::Persistent,
-                retention: config.store.retention,
-            },
+            readers.clone(),
+            read_config.clone(),
             w.auth_token.clone(),
             w.page.clone(),
         ));
@@ -159,13 +162,7 @@ pub async fn run(
                 batteries.len()
             );
         }
-        let readers = Readers::new(&components.database, config.store.busy_timeout);
-        let read_config = ReadConfig {
-            batteries: store_batteries.clone(),
-            freshness: config.store.freshness,
-            persistent: config.session.mode == ConnectMode::Persistent,
-            retention: config.store.retention,
-        };
+        let (readers, read_config) = (readers.clone(), read_config.clone());
         if let Some(bot) = &config.bot {
             let task = crate::bot::run(
                 bot.clone(),
