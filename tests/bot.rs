@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::fake_telegram::FakeTelegram;
@@ -56,18 +55,12 @@ fn commit(path: &Path, base_mv: u32) {
 }
 
 fn jkmon(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Running {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jkmon"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env("JK_BMS_ADDRESS", ADDRESS)
+    let mut cmd = common::process::jkmon(dir, args);
+    cmd.env("JK_BMS_ADDRESS", ADDRESS)
         .env("JK_BMS_NAMES", NAME)
         .env("DB_PATH", dir.join("inverter.db"))
         .env("TELEGRAM_BOT_TOKEN", TOKEN)
-        .env("RUST_LOG", "warn,jkmon=info")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .envs(env.iter().copied());
     Running::spawn(cmd)
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::process::{http_get, Running};
@@ -147,17 +147,8 @@ fn systemd_accepts_the_units_and_they_are_hardened() {
 }
 
 fn jkmon(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jkmon"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_remove("JK_BMS_ADDRESS")
-        .env_remove("JK_BMS_NAMES")
-        .env_remove("NOTIFY_SOCKET")
-        .env("RUST_LOG", "warn,jkmon=info")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = common::process::jkmon(dir, args);
+    cmd.envs(env.iter().copied());
     cmd
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::process::{http_get, Running};
@@ -15,19 +15,11 @@ use serde_json::Value;
 
 /// `jkmon <args>` on the simulator in `dir`, writing `db`, logs on stderr.
 fn jkmon(dir: &Path, db: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jkmon"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_remove("JK_BMS_ADDRESS")
-        .env_remove("JK_BMS_NAMES")
-        .env("JK_BMS_TRANSPORT", "sim")
+    let mut cmd = common::process::jkmon(dir, args);
+    cmd.env("JK_BMS_TRANSPORT", "sim")
         .env("DB_PATH", db)
         .env("JK_SIM_INTERVAL_MS", "50")
-        .env("RUST_LOG", "warn,jkmon=info")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .envs(env.iter().copied());
     Running::spawn(cmd)
 }
 

@@ -2,7 +2,7 @@
 //! on events (a line) rather than on sleeps.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -172,4 +172,20 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut body = vec![0; length];
     reader.read_exact(&mut body).unwrap();
     (code, String::from_utf8(body).unwrap())
+}
+
+/// The jkmon binary under test in `dir` (where it looks for `.env`), with the variables a
+/// developer's shell might carry removed, INFO logs from jkmon, output piped.
+pub fn jkmon(dir: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jkmon"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("JK_BMS_ADDRESS")
+        .env_remove("JK_BMS_NAMES")
+        .env_remove("NOTIFY_SOCKET")
+        .env("RUST_LOG", "warn,jkmon=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
 }
