@@ -19,12 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::battery::{soc, SocEstimator};
 use crate::config::{BatteryConfig, Config};
+use crate::session::bus::{BusPack, BusSession, BusTiming};
 use crate::session::{ConnectMode, EventKind, Session, SessionEvent, State, Watchdog};
 use crate::store::read::{ReadConfig, Readers};
 use crate::store::writer::{Message, Writer};
 use crate::store::{Battery, Store};
 use crate::transport::sim::inverter::SimInverter;
-use crate::transport::{self, Fleet};
+use crate::transport::{self, Fleet, TransportKind};
 use crate::web::{self, AppState, WebConfig};
 
 /// Exit code when the watchdog trips (no BMS delivered a frame for `BMS_TIMEOUT_SEC`).
@@ -62,7 +63,7 @@ pub fn store_batteries(batteries: &[BatteryConfig]) -> Vec<Battery> {
         .map(|(i, b)| Battery {
             position: i + 1,
             name: b.name.clone(),
-            address: b.address.map(|a| a.to_string()),
+            address: b.location(),
         })
         .collect()
 }
@@ -77,6 +78,35 @@ pub async fn start_sessions(
     let estimator: Arc<dyn SocEstimator> =
         Arc::from(soc::estimator(config.soc_source, &config.soc_curve));
     let (tx, rx) = mpsc::channel::<SessionEvent>(256);
+    if config.transport == TransportKind::Rs485 {
+        // one session for the whole network: every pack is a battery of its own
+        let packs = batteries
+            .iter()
+            .enumerate()
+            .map(|(i, b)| BusPack {
+                battery: i,
+                address: b.rs485_address.unwrap_or(0),
+                name: b.name.as_str().into(),
+            })
+            .collect();
+        let port = config
+            .wire
+            .port
+            .as_ref()
+            .map_or_else(String::new, |p| p.path.display().to_string());
+        let session = BusSession::new(
+            &format!("RS485 bus on {port}"),
+            packs,
+            fleet.connectors[0].clone(),
+            config.session.clone(),
+            config.wire.rs485_mode,
+            BusTiming::default(),
+            estimator,
+            tx,
+        );
+        tokio::spawn(session.run());
+        return Ok((fleet, rx));
+    }
     for (i, (battery, connector)) in batteries
         .iter()
         .zip(fleet.connectors.iter().cloned())

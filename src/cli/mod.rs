@@ -7,6 +7,7 @@ pub mod healthcheck;
 pub mod read;
 pub mod run;
 pub mod scan;
+pub mod simulate;
 pub mod watch;
 
 use std::process::ExitCode;
@@ -70,6 +71,40 @@ pub enum Command {
     /// Check what jkmon needs — configuration, database, D-Bus and Bluetooth, every configured
     /// BMS in a short scan, the Telegram token, the web port — and say how to fix each failure.
     Doctor(DoctorArgs),
+    /// Play a simulated BMS on a serial port (one end of a `socat` pty pair): `serial` answers
+    /// 4E 57 requests, `rs485` is a JK-PB network of packs, with `--master` a polling master.
+    /// For trying the wired transports without hardware.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SimulateRole {
+    Serial,
+    Rs485,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    #[arg(value_enum)]
+    pub role: SimulateRole,
+    /// The port to answer on (the other end of jkmon's JK_BMS_SERIAL_PORT).
+    #[arg(long)]
+    pub port: std::path::PathBuf,
+    #[arg(long, default_value_t = 115_200)]
+    pub baud: u32,
+    /// RS485: the packs' addresses.
+    #[arg(long, default_value = "1,2,3")]
+    pub slaves: String,
+    /// RS485: a master pack at address 0 that polls the bus.
+    #[arg(long)]
+    pub master: bool,
+    /// Corrupt every n-th answer (0 = never).
+    #[arg(long, default_value_t = 0)]
+    pub corrupt_every: u32,
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(4..=24))]
+    pub cells: u8,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,8 +188,8 @@ pub struct ReadArgs {
     /// Frame layout: auto, jk02_24s, jk02_32s or jk04.
     #[arg(long, env = "JK_BMS_VARIANT", value_parser = parse_variant)]
     pub variant: Option<VariantChoice>,
-    /// The BMS to read (AA:BB:CC:DD:EE:FF); default: the first of JK_BMS_ADDRESS or of the
-    /// devices file.
+    /// The BMS to read: a Bluetooth address (AA:BB:CC:DD:EE:FF), or on RS485 a pack's
+    /// DIP-switch address (0-15); default: the first configured one.
     #[arg(long)]
     pub address: Option<String>,
 }
@@ -177,6 +212,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::FillDemo(args) => run::fill_demo(args),
         Command::Healthcheck(args) => healthcheck::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Simulate(args) => simulate::run(args),
     };
     match result {
         Ok(code) => code,

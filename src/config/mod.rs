@@ -13,9 +13,11 @@ use crate::alerts::{AlertConfig, CellLevels, NotifyConfig};
 use crate::battery::soc::{SocSource, VoltageCurve};
 use crate::bot::BotConfig;
 use crate::protocol::{Variant, VariantChoice};
-use crate::session::{ConnectMode, SessionConfig};
+use crate::session::bus::BusMode;
+use crate::session::{ConnectMode, Dialogue, SessionConfig};
 use crate::store::{Retention, StoreConfig};
 use crate::transport::ble::MacAddress;
+use crate::transport::serial::{PortConfig, DEFAULT_BAUD};
 use crate::transport::sim::{Fragmentation, SimConfig};
 use crate::transport::TransportKind;
 use crate::web::WebConfig;
@@ -35,12 +37,40 @@ pub enum ConfigError {
     NoBms(String),
 }
 
-/// One BMS to read: its name in logs and views, and its Bluetooth address (`None` for the
-/// simulated BMS).
-#[derive(Debug, Clone, PartialEq)]
+/// One BMS to read: its name in logs and views, and where it is: a Bluetooth address, a serial
+/// port, or an address on an RS485 bus (none of them for the simulated BMS).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct BatteryConfig {
     pub name: String,
     pub address: Option<MacAddress>,
+    /// `JK_BMS_SERIAL_PORT` for the serial and RS485 transports.
+    pub port: Option<PathBuf>,
+    /// The pack's DIP-switch address on the RS485 bus.
+    pub rs485_address: Option<u8>,
+}
+
+impl BatteryConfig {
+    /// Where the BMS is, as the store and the views show it: `C8:47:80:12:AD:71`,
+    /// `/dev/ttyUSB0`, or `/dev/ttyUSB0 #2` for RS485 address 2.
+    pub fn location(&self) -> Option<String> {
+        match (&self.address, &self.port, self.rs485_address) {
+            (Some(a), _, _) => Some(a.to_string()),
+            (None, Some(p), Some(n)) => Some(format!("{} #{n}", p.display())),
+            (None, Some(p), None) => Some(p.display().to_string()),
+            (None, None, _) => None,
+        }
+    }
+}
+
+/// The wired transports (`JK_BMS_TRANSPORT=serial` or `rs485`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireConfig {
+    /// `JK_BMS_SERIAL_PORT` and `JK_BMS_BAUD`.
+    pub port: Option<PortConfig>,
+    /// `JK_RS485_ADDRESSES`: the packs on the bus, in order (battery 1 first).
+    pub rs485_addresses: Vec<u8>,
+    /// `JK_RS485_MODE`.
+    pub rs485_mode: BusMode,
 }
 
 /// Every variable jkmon reads so far; `.env.example` documents each.
@@ -57,6 +87,11 @@ pub const VARIABLES: &[&str] = &[
     "JK_BMS_RETRY_MAX_SEC",
     "BMS_TIMEOUT_SEC",
     "JK_BMS_VARIANT",
+    "JK_BMS_SERIAL_PORT",
+    "JK_BMS_BAUD",
+    "JK_BMS_RESPONSE_TIMEOUT_MS",
+    "JK_RS485_ADDRESSES",
+    "JK_RS485_MODE",
     "SOC_SOURCE",
     "SOC_CURVE",
     "JK_SIM_CELLS",
@@ -103,8 +138,9 @@ pub struct Config {
     pub sim: SimConfig,
     /// `JK_BMS_ADDRESS`, in order (battery 1 first); empty = use the devices file.
     pub addresses: Vec<MacAddress>,
-    /// `JK_BMS_NAMES`, one per address; empty = default names.
+    /// `JK_BMS_NAMES`, one per battery; empty = default names.
     pub names: Vec<String>,
+    pub wire: WireConfig,
     pub devices_file: PathBuf,
     pub session: SessionConfig,
     /// `BMS_TIMEOUT_SEC`: exit when no BMS delivered a valid frame for this long (`None`: never).
@@ -128,17 +164,40 @@ impl Config {
     /// enabled devices of the devices file. The simulator needs no address: with none it plays
     /// one BMS.
     pub fn batteries(&self) -> Result<Vec<BatteryConfig>, ConfigError> {
+        let name = |i: usize, default: String| self.names.get(i).cloned().unwrap_or(default);
+        let port = self.wire.port.as_ref().map(|p| p.path.clone());
+        match self.transport {
+            TransportKind::Serial => {
+                return Ok(vec![BatteryConfig {
+                    name: name(0, "Battery 1".into()),
+                    port,
+                    ..BatteryConfig::default()
+                }])
+            }
+            TransportKind::Rs485 => {
+                return Ok(self
+                    .wire
+                    .rs485_addresses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| BatteryConfig {
+                        name: name(i, format!("Pack #{a}")),
+                        port: port.clone(),
+                        rs485_address: Some(*a),
+                        ..BatteryConfig::default()
+                    })
+                    .collect())
+            }
+            TransportKind::Ble | TransportKind::Sim => {}
+        }
         let list: Vec<BatteryConfig> = if !self.addresses.is_empty() {
             self.addresses
                 .iter()
                 .enumerate()
                 .map(|(i, a)| BatteryConfig {
-                    name: self
-                        .names
-                        .get(i)
-                        .cloned()
-                        .unwrap_or_else(|| format!("Battery {}", i + 1)),
+                    name: name(i, format!("Battery {}", i + 1)),
                     address: Some(*a),
+                    ..BatteryConfig::default()
                 })
                 .collect()
         } else if self.transport == TransportKind::Sim {
@@ -150,6 +209,7 @@ impl Config {
                 .map(|d| BatteryConfig {
                     name: d.name.unwrap_or_else(|| d.address.to_string()),
                     address: Some(d.address),
+                    ..BatteryConfig::default()
                 })
                 .collect()
         };
@@ -157,13 +217,39 @@ impl Config {
             if self.transport == TransportKind::Sim {
                 return Ok(vec![BatteryConfig {
                     name: "Simulated BMS".into(),
-                    address: None,
+                    ..BatteryConfig::default()
                 }]);
             }
             return Err(ConfigError::NoBms(self.devices_file.display().to_string()));
         }
         Ok(list)
     }
+}
+
+/// `JK_RS485_ADDRESSES`: DIP-switch addresses 0-15, comma-separated, no repeats.
+fn parse_rs485_addresses(value: &str) -> Result<Vec<u8>, ConfigError> {
+    let invalid = |problem: String| ConfigError::Invalid {
+        var: "JK_RS485_ADDRESSES",
+        value: value.to_string(),
+        problem,
+    };
+    let mut out: Vec<u8> = Vec::new();
+    for part in value.split(',').map(str::trim) {
+        let n: u8 = part
+            .strip_prefix("0x")
+            .map_or_else(|| part.parse().ok(), |h| u8::from_str_radix(h, 16).ok())
+            .filter(|n| *n <= crate::protocol::rs485::MAX_ADDRESS)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "\"{part}\" is not an address: expected the packs' DIP-switch addresses 0-15 separated by commas, like 1,2,3 (0 is the master pack)"
+                ))
+            })?;
+        if out.contains(&n) {
+            return Err(invalid(format!("{n} is listed twice")));
+        }
+        out.push(n);
+    }
+    Ok(out)
 }
 
 /// `JK_BMS_ADDRESS`: one or more addresses, comma-separated, no repeats.
@@ -186,8 +272,9 @@ fn parse_addresses(value: &str) -> Result<Vec<MacAddress>, ConfigError> {
     Ok(out)
 }
 
-/// `JK_BMS_NAMES`: one distinct, non-empty name per address.
-fn parse_names(value: &str, addresses: usize) -> Result<Vec<String>, ConfigError> {
+/// `JK_BMS_NAMES`: one distinct, non-empty name per battery (`what` says where the batteries
+/// are listed).
+fn parse_names(value: &str, addresses: usize, what: &str) -> Result<Vec<String>, ConfigError> {
     let invalid = |problem: String| ConfigError::Invalid {
         var: "JK_BMS_NAMES",
         value: value.to_string(),
@@ -196,7 +283,7 @@ fn parse_names(value: &str, addresses: usize) -> Result<Vec<String>, ConfigError
     let names: Vec<String> = value.split(',').map(|n| n.trim().to_string()).collect();
     if names.len() != addresses {
         return Err(invalid(format!(
-            "{} name(s) for {addresses} address(es) in JK_BMS_ADDRESS; give one name per address, in the same order, separated by commas",
+            "{} name(s) for {addresses} {what}; give one name per battery, in the same order, separated by commas",
             names.len()
         )));
     }
@@ -359,15 +446,65 @@ impl Config {
             .map(|v| parse_addresses(&v))
             .transpose()?
             .unwrap_or_default();
+        let transport: TransportKind = get("JK_BMS_TRANSPORT")
+            .map(|v| parse("JK_BMS_TRANSPORT", &v))
+            .transpose()?
+            .unwrap_or_default();
+        let mut wire = WireConfig {
+            port: None,
+            rs485_addresses: get("JK_RS485_ADDRESSES")
+                .map(|v| parse_rs485_addresses(&v))
+                .transpose()?
+                .unwrap_or_default(),
+            rs485_mode: get("JK_RS485_MODE")
+                .map(|v| parse("JK_RS485_MODE", &v))
+                .transpose()?
+                .unwrap_or_default(),
+        };
+        let baud = match get("JK_BMS_BAUD") {
+            Some(v) => number("JK_BMS_BAUD", &v, 1_200u32..=4_000_000, "115200")?,
+            None => DEFAULT_BAUD,
+        };
+        if let Some(path) = get("JK_BMS_SERIAL_PORT") {
+            wire.port = Some(PortConfig {
+                path: PathBuf::from(path),
+                baud,
+            });
+        }
+        let wired = matches!(transport, TransportKind::Serial | TransportKind::Rs485);
+        if wired && wire.port.is_none() {
+            return Err(ConfigError::Invalid {
+                var: "JK_BMS_SERIAL_PORT",
+                value: String::new(),
+                problem: format!(
+                    "JK_BMS_TRANSPORT={transport} needs the port the adapter is on, like JK_BMS_SERIAL_PORT=/dev/ttyUSB0 (`ls -l /dev/serial/by-id/` lists them)"
+                ),
+            });
+        }
+        if transport == TransportKind::Rs485 && wire.rs485_addresses.is_empty() {
+            return Err(ConfigError::Invalid {
+                var: "JK_RS485_ADDRESSES",
+                value: String::new(),
+                problem: "JK_BMS_TRANSPORT=rs485 needs the packs' DIP-switch addresses, like JK_RS485_ADDRESSES=1,2,3".into(),
+            });
+        }
         let names = match get("JK_BMS_NAMES") {
-            Some(v) if addresses.is_empty() => {
-                return Err(ConfigError::Invalid {
-                    var: "JK_BMS_NAMES",
-                    value: v,
-                    problem: "names need addresses: set JK_BMS_ADDRESS too (the devices file carries its own names)".into(),
-                })
-            }
-            Some(v) => parse_names(&v, addresses.len())?,
+            Some(v) => match transport {
+                TransportKind::Serial => parse_names(&v, 1, "BMS on JK_BMS_SERIAL_PORT")?,
+                TransportKind::Rs485 => parse_names(
+                    &v,
+                    wire.rs485_addresses.len(),
+                    "address(es) in JK_RS485_ADDRESSES",
+                )?,
+                _ if addresses.is_empty() => {
+                    return Err(ConfigError::Invalid {
+                        var: "JK_BMS_NAMES",
+                        value: v,
+                        problem: "names need addresses: set JK_BMS_ADDRESS too (the devices file carries its own names)".into(),
+                    })
+                }
+                _ => parse_names(&v, addresses.len(), "address(es) in JK_BMS_ADDRESS")?,
+            },
             None => Vec::new(),
         };
         let mut session = SessionConfig::default();
@@ -384,6 +521,17 @@ impl Config {
         if let Some(v) = get("JK_BMS_CONNECT_TIMEOUT_SEC") {
             session.connect_timeout =
                 Duration::from_secs(number("JK_BMS_CONNECT_TIMEOUT_SEC", &v, 1u64..=600, "20")?);
+        }
+        if wired {
+            session.dialogue = Dialogue::Serial;
+        }
+        if let Some(v) = get("JK_BMS_RESPONSE_TIMEOUT_MS") {
+            session.response_timeout = Duration::from_millis(number(
+                "JK_BMS_RESPONSE_TIMEOUT_MS",
+                &v,
+                20u64..=60_000,
+                "1000",
+            )?);
         }
         if let Some(v) = get("JK_BMS_RETRY_MIN_SEC") {
             session.retry_min = seconds("JK_BMS_RETRY_MIN_SEC", &v, 0.05..=600.0)?;
@@ -595,6 +743,7 @@ impl Config {
         Ok(Config {
             addresses,
             names,
+            wire,
             devices_file: get("JK_DEVICES_FILE")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("jk_devices.yaml")),
@@ -608,10 +757,7 @@ impl Config {
             alerts,
             notify,
             alert_every,
-            transport: get("JK_BMS_TRANSPORT")
-                .map(|v| parse("JK_BMS_TRANSPORT", &v))
-                .transpose()?
-                .unwrap_or_default(),
+            transport,
             variant,
             soc_source: get("SOC_SOURCE")
                 .map(|v| parse("SOC_SOURCE", &v))
@@ -824,6 +970,8 @@ mod tests {
         assert_eq!(
             b,
             vec![BatteryConfig {
+                port: None,
+                rs485_address: None,
                 name: "Shed".into(),
                 address: Some("C8:47:80:12:AD:71".parse().unwrap())
             }]

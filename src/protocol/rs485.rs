@@ -74,6 +74,16 @@ pub fn request(address: u8, register: Rs485Register) -> [u8; REQUEST_LEN] {
     f
 }
 
+/// The 8-byte FC 0x10 response a slave sends after its frame: `[addr] 10 16 [reg lo] 00 01
+/// [crc lo] [crc hi]`.
+pub fn tail(address: u8, register: Rs485Register) -> [u8; TAIL_LEN] {
+    let [hi, lo] = register.address().to_be_bytes();
+    let mut f = [address, FC_WRITE_MULTIPLE, hi, lo, 0x00, 0x01, 0, 0];
+    let crc = crc16_modbus(&f[..6]).to_le_bytes();
+    f[6..].copy_from_slice(&crc);
+    f
+}
+
 fn check_crc(bytes: &[u8], body: usize) -> Result<(), DecodeError> {
     let computed = crc16_modbus(&bytes[..body]);
     let got = u16::from_le_bytes([bytes[body], bytes[body + 1]]);
@@ -151,6 +161,23 @@ mod tests {
         );
         assert_eq!(request(0x0F, Rs485Register::CellInfo)[9..], [0x9A, 0x91]);
         assert_eq!(request(0x00, Rs485Register::DeviceInfo)[9..], [0xDE, 0x5D]);
+    }
+
+    #[test]
+    fn tails_match_the_published_frames() {
+        // §4.3: 01 10 16 20 00 01 04 4B, 01 10 16 1C 00 01 C4 47, 01 10 16 1E 00 01 65 87
+        assert_eq!(
+            tail(1, Rs485Register::CellInfo),
+            [0x01, 0x10, 0x16, 0x20, 0x00, 0x01, 0x04, 0x4B]
+        );
+        assert_eq!(tail(1, Rs485Register::DeviceInfo)[6..], [0xC4, 0x47]);
+        assert_eq!(tail(1, Rs485Register::Settings)[6..], [0x65, 0x87]);
+        assert_eq!(
+            parse_tail(&tail(9, Rs485Register::CellInfo))
+                .unwrap()
+                .address,
+            9
+        );
     }
 
     #[test]

@@ -282,6 +282,128 @@ pub fn decode_response(bytes: &[u8]) -> Result<SerialResponse, DecodeError> {
     })
 }
 
+/// Encodes a read-all response carrying `cells`, `device` and `settings`, as a BMS on protocol
+/// version 1 sends it: cells, temperatures, voltage, current, SOC, cycles, capacities, warnings,
+/// status, the settings jkmon reads, and the device strings. The simulated BMS answers with this;
+/// [`decode_response`] reads back what it wrote.
+pub fn encode_response(cells: &CellInfo, device: &DeviceInfo, settings: &Settings) -> Vec<u8> {
+    let mut data: Vec<u8> = Vec::with_capacity(320);
+    let n = cells.cell_voltages_uv.len().min(84);
+    data.extend([0x79, (n * 3) as u8]);
+    for (i, uv) in cells.cell_voltages_uv.iter().take(n).enumerate() {
+        data.push(i as u8 + 1);
+        data.extend(((uv / 1000).min(0xFFFF) as u16).to_be_bytes());
+    }
+    let u16_tag = |data: &mut Vec<u8>, tag: u8, v: u16| {
+        data.push(tag);
+        data.extend(v.to_be_bytes());
+    };
+    let temperature_code = |dc: Option<i16>| {
+        let c = i32::from(dc.unwrap_or(0)).div_euclid(10);
+        (if c < 0 { 99 - c } else { c }).clamp(0, 0xFFFF) as u16
+    };
+    u16_tag(&mut data, 0x80, temperature_code(cells.temperatures.mos_dc));
+    u16_tag(
+        &mut data,
+        0x81,
+        temperature_code(cells.temperatures.sensors_dc[0]),
+    );
+    u16_tag(
+        &mut data,
+        0x82,
+        temperature_code(cells.temperatures.sensors_dc[1]),
+    );
+    u16_tag(
+        &mut data,
+        0x83,
+        (cells.total_voltage_mv / 10).min(0xFFFF) as u16,
+    );
+    let current = cells.current_ma.unwrap_or(0);
+    let magnitude = (current.unsigned_abs() / 10).min(0x7FFF) as u16;
+    u16_tag(
+        &mut data,
+        0x84,
+        if current > 0 {
+            0x8000 | magnitude
+        } else {
+            magnitude
+        },
+    );
+    data.extend([0x85, cells.soc_pct.unwrap_or(0), 0x86, 2]);
+    u16_tag(
+        &mut data,
+        0x87,
+        cells.cycle_count.unwrap_or(0).min(0xFFFF) as u16,
+    );
+    data.push(0x89);
+    data.extend((cells.cycle_capacity_mah.unwrap_or(0) / 1000).to_be_bytes());
+    u16_tag(&mut data, 0x8A, n as u16);
+    let serial_warnings = if cells.alarms.table == AlarmTable::Serial {
+        cells.alarms.bits
+    } else {
+        0
+    };
+    u16_tag(&mut data, 0x8B, (serial_warnings & 0xFFFF) as u16);
+    let status = u16::from(cells.charging_enabled == Some(true))
+        | u16::from(cells.discharging_enabled == Some(true)) << 1
+        | u16::from(cells.balancing.is_active()) << 2
+        | 1 << 3;
+    u16_tag(&mut data, 0x8C, status);
+    let mv = |v: Option<u32>| v.unwrap_or(0).min(0xFFFF) as u16;
+    u16_tag(&mut data, 0x90, mv(settings.cell_ovp_mv));
+    u16_tag(&mut data, 0x91, mv(settings.cell_ovp_recovery_mv));
+    u16_tag(&mut data, 0x93, mv(settings.cell_uvp_mv));
+    u16_tag(&mut data, 0x94, mv(settings.cell_uvp_recovery_mv));
+    u16_tag(
+        &mut data,
+        0x97,
+        mv(settings.max_discharge_current_ma.map(|ma| ma / 1000)),
+    );
+    u16_tag(
+        &mut data,
+        0x99,
+        mv(settings.max_charge_current_ma.map(|ma| ma / 1000)),
+    );
+    u16_tag(&mut data, 0x9B, mv(settings.balance_start_mv));
+    u16_tag(&mut data, 0x9C, mv(settings.balance_trigger_mv));
+    let flag = |b: Option<bool>| u8::from(b == Some(true));
+    data.extend([0x9D, flag(settings.balancer_switch)]);
+    data.extend([0xA9, n as u8, 0xAA]);
+    data.extend((settings.nominal_capacity_mah.unwrap_or(0) / 1000).to_be_bytes());
+    data.extend([
+        0xAB,
+        flag(settings.charge_switch),
+        0xAC,
+        flag(settings.discharge_switch),
+    ]);
+    let text = |data: &mut Vec<u8>, tag: u8, s: &str, len: usize| {
+        data.push(tag);
+        let mut field = s.as_bytes()[..s.len().min(len)].to_vec();
+        field.resize(len, 0);
+        data.extend(field);
+    };
+    text(&mut data, 0xB4, &device.serial_number, 8);
+    text(&mut data, 0xB5, &device.manufacturing_date, 4);
+    data.push(0xB6);
+    data.extend((cells.uptime_s.unwrap_or(0) / 60).to_be_bytes());
+    text(&mut data, 0xB7, &device.software_version, 15);
+    data.push(0xB9);
+    data.extend((cells.nominal_capacity_mah.unwrap_or(0) / 1000).to_be_bytes());
+    text(&mut data, 0xBA, &device.model, 24);
+    data.extend([0xC0, 0x01]);
+
+    let total = 11 + data.len() + 9;
+    let mut f = Vec::with_capacity(total);
+    f.extend(STX);
+    f.extend(((total - 2) as u16).to_be_bytes());
+    f.extend([0, 0, 0, 0, CMD_READ_ALL, 0x00, 0x01]);
+    f.extend(data);
+    f.extend([0, 0, 0, 0, END_FLAG]);
+    let sum = sum32(&f);
+    f.extend(sum.to_be_bytes());
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,5 +471,51 @@ mod tests {
             decode_response(&bad).unwrap_err().to_string(),
             "malformed 4E 57 frame at byte 11: unknown tag 0x88"
         );
+    }
+
+    #[test]
+    fn an_encoded_response_decodes_to_what_was_encoded() {
+        let mut cells = CellInfo::example();
+        cells.current_ma = Some(-12_340);
+        cells.temperatures.mos_dc = Some(-30);
+        cells.temperatures.sensors_dc = [Some(215), Some(190), None, None, None];
+        cells.alarms = Alarms {
+            bits: 1 << 7,
+            table: AlarmTable::Serial,
+        };
+        let device = DeviceInfo {
+            model: "JK_B2A16S15P".into(),
+            software_version: "11.XW_S11.261".into(),
+            serial_number: "12345678".into(),
+            manufacturing_date: "2601".into(),
+            ..DeviceInfo::default()
+        };
+        let settings = Settings {
+            cell_ovp_mv: Some(3_650),
+            balancer_switch: Some(true),
+            nominal_capacity_mah: Some(280_000),
+            ..Settings::default()
+        };
+        let bytes = encode_response(&cells, &device, &settings);
+        let r = decode_response(&bytes).unwrap();
+        assert_eq!(r.cell_info.cell_voltages_uv, cells.cell_voltages_uv);
+        assert_eq!(r.cell_info.current_ma, Some(-12_340));
+        assert_eq!(
+            r.cell_info.total_voltage_mv,
+            cells.total_voltage_mv / 10 * 10
+        );
+        assert_eq!(r.cell_info.soc_pct, cells.soc_pct);
+        assert_eq!(r.cell_info.temperatures.mos_dc, Some(-30));
+        assert_eq!(
+            r.cell_info.temperatures.sensors_dc[..2],
+            [Some(210), Some(190)]
+        );
+        assert_eq!(r.cell_info.alarms.names(), ["cell_voltage_difference"]);
+        assert_eq!(r.device_info.model, "JK_B2A16S15P");
+        assert_eq!(r.device_info.software_version, "11.XW_S11.261");
+        assert_eq!(r.device_info.serial_number, "12345678");
+        assert_eq!(r.settings.cell_ovp_mv, Some(3_650));
+        assert_eq!(r.settings.balancer_switch, Some(true));
+        assert_eq!(r.settings.nominal_capacity_mah, Some(280_000));
     }
 }

@@ -22,6 +22,13 @@ pub enum ReadError {
         secs: u64,
         progress: String,
     },
+    #[error("no answer from {name} to {tries} request(s) in {secs} s ({rejected} corrupt frame(s)); check the wiring (the adapter's TX to the BMS's RX, RX to TX, GND to GND), the speed (115200 baud), and on newer boards that the port's protocol is \"4G-GPS\" (000) in the JK app")]
+    NoAnswer {
+        name: String,
+        secs: u64,
+        tries: u32,
+        rejected: u64,
+    },
     #[error("{name} disconnected before a complete reading ({progress})")]
     Disconnected { name: String, progress: String },
     #[error(transparent)]
@@ -40,16 +47,25 @@ pub struct Reading {
     pub rejected: u64,
 }
 
-/// Connects the pieces for `jkmon read`: the handshake, then one snapshot.
+/// Connects the pieces for `jkmon read`: the handshake (or the first serial answer), then one
+/// snapshot.
 pub async fn read_once(
     link: &mut Link,
     variant: VariantChoice,
+    dialogue: super::Dialogue,
     estimator: &dyn SocEstimator,
     timeout: Duration,
+    response_timeout: Duration,
 ) -> Result<Reading, ReadError> {
-    let mut stream = FrameStream::new(&link.name, variant);
+    let mut stream = FrameStream::with_framing(&link.name, variant, dialogue.framing());
     stream.raw_frames = Some(Vec::new());
-    let cells = handshake(link, &mut stream, Instant::now() + timeout).await?;
+    let deadline = Instant::now() + timeout;
+    let cells = match dialogue {
+        super::Dialogue::Ble => handshake(link, &mut stream, deadline).await?,
+        super::Dialogue::Serial => {
+            super::serial::first_answer(link, &mut stream, response_timeout, deadline).await?
+        }
+    };
     let variant = stream.variant().unwrap_or(cells.variant);
     Ok(Reading {
         snapshot: Snapshot::new(
@@ -148,8 +164,10 @@ mod tests {
         let r = read_once(
             &mut link,
             VariantChoice::Auto,
+            super::super::Dialogue::Ble,
             &BmsSoc,
             Duration::from_secs(10),
+            Duration::from_secs(1),
         )
         .await
         .unwrap();
@@ -166,8 +184,10 @@ mod tests {
         let err = read_once(
             &mut link,
             VariantChoice::Auto,
+            super::super::Dialogue::Ble,
             &BmsSoc,
             Duration::from_secs(3),
+            Duration::from_secs(1),
         )
         .await
         .unwrap_err();
@@ -185,8 +205,10 @@ mod tests {
         let err = read_once(
             &mut link,
             VariantChoice::Auto,
+            super::super::Dialogue::Ble,
             &BmsSoc,
             Duration::from_secs(3),
+            Duration::from_secs(1),
         )
         .await
         .unwrap_err();

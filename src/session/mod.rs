@@ -19,7 +19,9 @@
 //! The session ends when nobody listens to its events any more.
 
 pub mod backoff;
+pub mod bus;
 pub mod handshake;
+pub mod serial;
 pub mod stream;
 pub mod watchdog;
 
@@ -32,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout_at, Instant};
 
 use crate::battery::{Snapshot, SocEstimator};
-use crate::protocol::VariantChoice;
+use crate::protocol::{AssemblerConfig, VariantChoice};
 use crate::transport::{Connector, Link};
 pub use backoff::Backoff;
 pub use handshake::{handshake, read_once, ReadError, Reading};
@@ -81,6 +83,26 @@ impl FromStr for ConnectMode {
     }
 }
 
+/// How jkmon talks to the BMS once the link is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialogue {
+    /// BLE (and the simulator): the 0x97/0x96 handshake, then the BMS pushes cell info.
+    #[default]
+    Ble,
+    /// The serial `4E 57` port: one read-all request per poll, one answer each.
+    Serial,
+}
+
+impl Dialogue {
+    /// How frames are found in what this dialogue's link delivers.
+    pub fn framing(self) -> AssemblerConfig {
+        match self {
+            Dialogue::Ble => AssemblerConfig::ble(),
+            Dialogue::Serial => AssemblerConfig::serial(),
+        }
+    }
+}
+
 /// How every session behaves (from the typed config).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionConfig {
@@ -95,6 +117,10 @@ pub struct SessionConfig {
     pub retry_min: Duration,
     pub retry_max: Duration,
     pub variant: VariantChoice,
+    pub dialogue: Dialogue,
+    /// Wired transports: how long to wait for the answer to one request
+    /// (`JK_BMS_RESPONSE_TIMEOUT_MS`).
+    pub response_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -107,6 +133,8 @@ impl Default for SessionConfig {
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
             variant: VariantChoice::Auto,
+            dialogue: Dialogue::Ble,
+            response_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -240,8 +268,17 @@ impl Session {
         if !self.set_state(State::Handshake, String::new(), None).await {
             return Outcome::Stop;
         }
-        let mut stream = FrameStream::new(&self.name, self.config.variant);
-        let cells = match handshake(link, &mut stream, deadline).await {
+        let dialogue = self.config.dialogue;
+        let mut stream =
+            FrameStream::with_framing(&self.name, self.config.variant, dialogue.framing());
+        let first = match dialogue {
+            Dialogue::Ble => handshake(link, &mut stream, deadline).await,
+            Dialogue::Serial => {
+                serial::first_answer(link, &mut stream, self.config.response_timeout, deadline)
+                    .await
+            }
+        };
+        let cells = match first {
             Ok(cells) => cells,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
@@ -257,6 +294,14 @@ impl Session {
         if self.config.mode == ConnectMode::Periodic {
             return Outcome::Done;
         }
+        match dialogue {
+            Dialogue::Ble => self.follow_stream(link, stream).await,
+            Dialogue::Serial => self.poll_serial(link, stream).await,
+        }
+    }
+
+    /// BLE: the BMS pushes cell info; silence for `stale` means it is gone.
+    async fn follow_stream(&mut self, link: &mut Link, mut stream: FrameStream) -> Outcome {
         let mut last_valid = Instant::now();
         loop {
             let chunk =
@@ -280,6 +325,61 @@ impl Session {
                         return Outcome::Stop;
                     }
                 }
+            }
+        }
+    }
+
+    /// Serial: one request every `poll_interval`; [`serial::MISSED_LIMIT`] unanswered requests
+    /// in a row mean the BMS is gone.
+    async fn poll_serial(&mut self, link: &mut Link, mut stream: FrameStream) -> Outcome {
+        let every = self.config.poll_interval;
+        let mut next = Instant::now() + every;
+        let mut missed = 0u32;
+        loop {
+            // between requests: whatever arrives is still read (a late answer counts)
+            loop {
+                match timeout_at(next, link.recv()).await {
+                    Err(_) => break,
+                    Ok(None) => {
+                        return Outcome::Lost("the serial port closed (adapter unplugged?)".into())
+                    }
+                    Ok(Some(chunk)) => {
+                        for event in stream.push(&chunk) {
+                            if let StreamEvent::Cells(cells) = event {
+                                if !self.snapshot(*cells, &stream).await {
+                                    return Outcome::Stop;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            next = (next + every).max(Instant::now());
+            match serial::ask(link, &mut stream, self.config.response_timeout).await {
+                Ok(Some(cells)) => {
+                    missed = 0;
+                    if !self.snapshot(cells, &stream).await {
+                        return Outcome::Stop;
+                    }
+                }
+                Ok(None) => {
+                    missed += 1;
+                    tracing::warn!(
+                        "{}: no answer within {} ms ({missed} in a row, {} corrupt frame(s) so far)",
+                        self.name,
+                        self.config.response_timeout.as_millis(),
+                        stream.rejected
+                    );
+                    if missed >= serial::MISSED_LIMIT {
+                        return Outcome::Lost(format!(
+                            "offline: no answer to {missed} requests in a row"
+                        ));
+                    }
+                }
+                Err(ReadError::Disconnected { .. }) => {
+                    return Outcome::Lost("the serial port closed (adapter unplugged?)".into())
+                }
+                Err(e) => return Outcome::Lost(e.to_string()),
             }
         }
     }

@@ -34,9 +34,19 @@ pub struct FrameStream {
 }
 
 impl FrameStream {
+    /// A BLE notification stream.
     pub fn new(name: &str, variant: VariantChoice) -> FrameStream {
+        FrameStream::with_framing(name, variant, AssemblerConfig::ble())
+    }
+
+    /// A stream with other framing (the serial `4E 57` port, an RS485 bus).
+    pub fn with_framing(
+        name: &str,
+        variant: VariantChoice,
+        framing: AssemblerConfig,
+    ) -> FrameStream {
         FrameStream {
-            assembler: Assembler::new(AssemblerConfig::ble()),
+            assembler: Assembler::new(framing),
             decoder: StreamDecoder::new(variant),
             device_info: None,
             settings: None,
@@ -52,12 +62,26 @@ impl FrameStream {
         self.decoder.variant()
     }
 
+    /// Drops a frame that stopped half-way (the line went quiet before its end), so the next
+    /// answer starts clean; returns how many bytes were dropped.
+    pub fn discard_partial(&mut self) -> usize {
+        let n = self.assembler.pending();
+        if n > 0 {
+            self.assembler.reset();
+            self.rejected += 1;
+            tracing::warn!(bms = %self.name, "dropped {n} bytes of an unfinished frame after the line went quiet");
+        }
+        n
+    }
+
     pub fn push(&mut self, chunk: &[u8]) -> Vec<StreamEvent> {
         self.assembler.push(chunk);
         let mut events = Vec::new();
         while let Some(item) = self.assembler.poll() {
-            if let (Item::Frame { frame, .. }, Some(raw)) = (&item, self.raw_frames.as_mut()) {
-                raw.push(frame.bytes.to_vec());
+            match (&item, self.raw_frames.as_mut()) {
+                (Item::Frame { frame, .. }, Some(raw)) => raw.push(frame.bytes.to_vec()),
+                (Item::SerialFrame { bytes, .. }, Some(raw)) => raw.push(bytes.clone()),
+                _ => {}
             }
             let decoded = match self.decoder.decode(&item) {
                 Ok(d) => d,
@@ -81,6 +105,15 @@ impl FrameStream {
                 Decoded::CellInfo(cells) => {
                     self.accepted += 1;
                     events.push(StreamEvent::Cells(Box::new(cells)));
+                }
+                Decoded::Serial(response) => {
+                    // one answer carries cells, device strings and settings at once
+                    self.accepted += 1;
+                    let r = *response;
+                    tracing::debug!(bms = %self.name, codes = ?r.raw_temperature_codes, "raw temperature codes (MOS, T1, T2)");
+                    self.device_info = Some(r.device_info);
+                    self.settings = Some(r.settings);
+                    events.push(StreamEvent::Cells(Box::new(r.cell_info)));
                 }
                 Decoded::Command(c) if c.command == CMD_ACK => events.push(StreamEvent::Ack),
                 _ => {}

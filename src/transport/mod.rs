@@ -7,6 +7,7 @@
 //! as a real installation.
 
 pub mod ble;
+pub mod serial;
 pub mod sim;
 
 use std::fmt;
@@ -62,10 +63,12 @@ impl FromStr for TransportKind {
 pub enum TransportError {
     #[error("the connection to the BMS is closed")]
     Disconnected,
-    #[error("the {0} transport is not available in this build of jkmon yet; use JK_BMS_TRANSPORT=ble, or sim to run against the simulated BMS")]
+    #[error("the {0} transport needs JK_BMS_SERIAL_PORT, the port its adapter is on (like /dev/ttyUSB0)")]
     NotAvailable(TransportKind),
     #[error(transparent)]
     Ble(#[from] ble::BleError),
+    #[error(transparent)]
+    Serial(#[from] serial::SerialError),
 }
 
 /// Opens links to one BMS; the session calls it again after every disconnect.
@@ -123,7 +126,8 @@ pub struct Peer {
     pub chunks: mpsc::Sender<Vec<u8>>,
 }
 
-/// The connectors for every configured BMS, and what must be released on exit.
+/// The connectors for every configured BMS, and what must be released on exit. On an RS485
+/// network one connector (the bus's port) serves every pack: it is in `connectors[0]`.
 pub struct Fleet {
     pub connectors: Vec<std::sync::Arc<dyn Connector>>,
     bluetooth: Option<std::sync::Arc<ble::Bluetooth>>,
@@ -180,6 +184,26 @@ pub async fn connect_all(
                 addresses,
             })
         }
-        other => Err(TransportError::NotAvailable(other)),
+        TransportKind::Serial | TransportKind::Rs485 => {
+            let port = config
+                .wire
+                .port
+                .clone()
+                .ok_or(TransportError::NotAvailable(config.transport))?;
+            let name = if config.transport == TransportKind::Rs485 {
+                format!("RS485 bus on {}", port.path.display())
+            } else {
+                batteries
+                    .first()
+                    .map_or_else(|| port.path.display().to_string(), |b| b.name.clone())
+            };
+            Ok(Fleet {
+                connectors: vec![
+                    Arc::new(serial::SerialConnector { port, name }) as Arc<dyn Connector>
+                ],
+                bluetooth: None,
+                addresses: Vec::new(),
+            })
+        }
     }
 }

@@ -113,3 +113,4 @@ pub fn field<'a>(entry: &'a serde_json::Value, key: &str) -> &'a str {
 pub mod bluez;
 pub mod fake_telegram;
 pub mod process;
+pub mod pty;

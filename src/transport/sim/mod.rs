@@ -5,8 +5,10 @@
 //! real modules cut them — 20-byte MTU pieces, 128 + 22 halves, 150 + 150, irregular pieces —
 //! with an occasional `AT\r\n`. The numbers come from [`model::SimBattery`].
 
+pub mod bus;
 pub mod inverter;
 pub mod model;
+pub mod serial;
 
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use crate::protocol::device_info::{self, DeviceInfo, Passcodes, Secret};
 use crate::protocol::settings::{self, Settings};
 use crate::protocol::Variant;
 pub use model::{Rng, SimBattery};
+pub use serial::connect as connect_serial;
 
 /// How the simulator cuts frames into chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +69,8 @@ pub struct SimConfig {
     pub fragmentation: Fragmentation,
     /// Send `AT\r\n` noise now and then.
     pub at_noise: bool,
+    /// Wired roles: every n-th answer is corrupted (0 = never).
+    pub corrupt_every: u32,
 }
 
 impl Default for SimConfig {
@@ -79,6 +84,7 @@ impl Default for SimConfig {
             profile_period: Duration::from_secs(600),
             fragmentation: Fragmentation::Mixed,
             at_noise: true,
+            corrupt_every: 0,
         }
     }
 }

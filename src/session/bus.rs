@@ -1,0 +1,697 @@
+//! One session for a whole JK-PB RS485 network (§4): one port, up to 16 packs, each a battery
+//! of its own (its own events, state, device info and settings).
+//!
+//! ```text
+//!   Disconnected ──► Connecting ──► Listening ──┬─► Master  (nobody else polls: jkmon asks
+//!        ▲               (port)     (auto mode)  │            each address in turn)
+//!        │                                       └─► Sniffer (a pack at address 0 polls: jkmon
+//!        └──── port lost / closed ◄──────────────────         listens, and asks only for device
+//!                                                             info, only in the master's gaps)
+//! ```
+//!
+//! - **master**: every `poll_interval` each pack is asked for cell info; device info and
+//!   settings when missing and then now and then. The answer's tail names its sender. A pack
+//!   that leaves [`MISSED_LIMIT`] requests in a row unanswered is offline.
+//! - **sniffer**: every frame is attributed by its tail (settings frames also carry the address
+//!   at byte 270; a frame without either belongs to the address the last request named). The
+//!   master never broadcasts device info, so jkmon asks a pack for it, but only in the silence
+//!   after a request nobody answered (the master then waits for an absent address), never while
+//!   an exchange is under way. A pack silent for `stale` is offline.
+//! - **auto** (default) listens for [`BusTiming::listen`] first; a request jkmon did not send
+//!   means a master is there. It becomes master when the master stays silent for
+//!   [`BusTiming::master_gone`], and sniffer again as soon as a master speaks.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{sleep, sleep_until, timeout_at, Instant};
+
+use super::serial::MISSED_LIMIT;
+use super::{Backoff, EventKind, SessionConfig, SessionEvent, State};
+use crate::battery::{Snapshot, SocEstimator};
+use crate::protocol::rs485::{self, Rs485Register};
+use crate::protocol::settings::jk02::DEVICE_ADDRESS;
+use crate::protocol::{
+    Assembler, AssemblerConfig, Decoded, DeviceInfo, FrameType, Item, Settings, StreamDecoder,
+};
+use crate::transport::{Connector, Link};
+
+/// `JK_RS485_MODE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BusMode {
+    #[default]
+    Auto,
+    Master,
+    Sniffer,
+}
+
+impl FromStr for BusMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(BusMode::Auto),
+            "master" => Ok(BusMode::Master),
+            "sniffer" => Ok(BusMode::Sniffer),
+            other => Err(format!(
+                "\"{other}\" is not an RS485 mode (expected auto, master or sniffer)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for BusMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BusMode::Auto => "auto",
+            BusMode::Master => "master",
+            BusMode::Sniffer => "sniffer",
+        })
+    }
+}
+
+/// The bus's timing; the defaults follow what works on real JK-PB networks (§4.4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusTiming {
+    /// Auto mode: listen this long for a master before polling.
+    pub listen: Duration,
+    /// Sniffer: the master silent this long means it is gone.
+    pub master_gone: Duration,
+    /// Sniffer: silence after an unanswered request before jkmon may ask.
+    pub quiet: Duration,
+    /// Ask again for device info / settings after this long.
+    pub device_info_every: Duration,
+    pub settings_every: Duration,
+    /// Sniffer: at least this long between two requests to the same pack.
+    pub same_pack_gap: Duration,
+}
+
+impl Default for BusTiming {
+    fn default() -> Self {
+        BusTiming {
+            listen: Duration::from_secs(2),
+            master_gone: Duration::from_secs(5),
+            quiet: Duration::from_millis(150),
+            device_info_every: Duration::from_secs(3_600),
+            settings_every: Duration::from_secs(600),
+            same_pack_gap: Duration::from_millis(2_500),
+        }
+    }
+}
+
+/// One pack on the bus.
+pub struct BusPack {
+    /// Position in the configuration, from 0.
+    pub battery: usize,
+    pub address: u8,
+    pub name: Arc<str>,
+}
+
+struct PackState {
+    battery: usize,
+    address: u8,
+    name: Arc<str>,
+    decoder: StreamDecoder,
+    device_info: Option<(DeviceInfo, Instant)>,
+    settings: Option<(Settings, Instant)>,
+    state: State,
+    last_valid: Option<Instant>,
+    last_asked: Option<Instant>,
+    missed: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Listening { until: Instant },
+    Master,
+    Sniffer,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Listening { .. } => "listening",
+            Role::Master => "master",
+            Role::Sniffer => "sniffer",
+        })
+    }
+}
+
+/// A request jkmon is waiting on.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    address: u8,
+    register: Rs485Register,
+    until: Instant,
+}
+
+/// The session of one RS485 network.
+pub struct BusSession {
+    packs: Vec<PackState>,
+    connector: Arc<dyn Connector>,
+    config: SessionConfig,
+    mode: BusMode,
+    timing: BusTiming,
+    estimator: Arc<dyn SocEstimator>,
+    events: mpsc::Sender<SessionEvent>,
+    backoff: Backoff,
+    name: String,
+    /// When the port was opened last.
+    opened: Instant,
+    /// Corrupt frames and bytes on this port so far.
+    rejected: u64,
+}
+
+/// What the bus said since the port opened.
+struct Wire {
+    assembler: Assembler,
+    /// The last byte arrived then.
+    last_rx: Instant,
+    /// The last request heard (jkmon's own included) and whether a frame followed it.
+    last_request: Option<(u8, Instant, bool)>,
+    /// A request jkmon did not send was heard then.
+    master_seen: Option<Instant>,
+    /// jkmon's own last request (some adapters echo what they send).
+    sent: Option<([u8; rs485::REQUEST_LEN], Instant)>,
+}
+
+impl BusSession {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        packs: Vec<BusPack>,
+        connector: Arc<dyn Connector>,
+        config: SessionConfig,
+        mode: BusMode,
+        timing: BusTiming,
+        estimator: Arc<dyn SocEstimator>,
+        events: mpsc::Sender<SessionEvent>,
+    ) -> BusSession {
+        let backoff = Backoff::new(config.retry_min, config.retry_max, 0x6a6b_7273_3438);
+        BusSession {
+            packs: packs
+                .into_iter()
+                .map(|p| PackState {
+                    battery: p.battery,
+                    address: p.address,
+                    name: p.name,
+                    decoder: StreamDecoder::new(config.variant),
+                    device_info: None,
+                    settings: None,
+                    state: State::Disconnected,
+                    last_valid: None,
+                    last_asked: None,
+                    missed: 0,
+                })
+                .collect(),
+            connector,
+            config,
+            mode,
+            timing,
+            estimator,
+            events,
+            backoff,
+            name: name.to_string(),
+            opened: Instant::now(),
+            rejected: 0,
+        }
+    }
+
+    /// Runs until the receiver of the events is dropped.
+    pub async fn run(mut self) {
+        loop {
+            for i in 0..self.packs.len() {
+                if !self
+                    .set_state(i, State::Connecting, String::new(), None)
+                    .await
+                {
+                    return;
+                }
+            }
+            let deadline = Instant::now() + self.config.connect_timeout;
+            let why = match timeout_at(
+                deadline + Duration::from_millis(500),
+                self.connector.connect(deadline),
+            )
+            .await
+            {
+                Err(_) => format!(
+                    "could not open {} within {} s",
+                    self.name,
+                    self.config.connect_timeout.as_secs_f64()
+                ),
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(mut link)) => match self.on_bus(&mut link).await {
+                    None => return,
+                    Some(why) => {
+                        self.backoff.reset();
+                        why
+                    }
+                },
+            };
+            let wait = self.backoff.next_delay();
+            tracing::warn!(
+                "{}: {why}; next attempt in {:.1} s",
+                self.name,
+                wait.as_secs_f64()
+            );
+            for i in 0..self.packs.len() {
+                if !self
+                    .set_state(i, State::Disconnected, why.clone(), Some(wait))
+                    .await
+                {
+                    return;
+                }
+            }
+            sleep(wait).await;
+        }
+    }
+
+    /// The port is open. Returns why it ended, or `None` when nobody listens any more.
+    async fn on_bus(&mut self, link: &mut Link) -> Option<String> {
+        for i in 0..self.packs.len() {
+            if !self
+                .set_state(
+                    i,
+                    State::Handshake,
+                    "waiting for its first frame".into(),
+                    None,
+                )
+                .await
+            {
+                return None;
+            }
+        }
+        let now = Instant::now();
+        let mut wire = Wire {
+            assembler: Assembler::new(AssemblerConfig::rs485()),
+            last_rx: now,
+            last_request: None,
+            master_seen: None,
+            sent: None,
+        };
+        self.opened = now;
+        self.rejected = 0;
+        let mut role = match self.mode {
+            BusMode::Auto => Role::Listening {
+                until: now + self.timing.listen,
+            },
+            BusMode::Master => Role::Master,
+            BusMode::Sniffer => Role::Sniffer,
+        };
+        tracing::info!(
+            "{}: on the bus as {role} (JK_RS485_MODE={})",
+            self.name,
+            self.mode
+        );
+        let mut pending: Option<Pending> = None;
+        let mut queue: Vec<(u8, Rs485Register)> = Vec::new();
+        let mut next_cycle = now;
+        for p in &mut self.packs {
+            p.last_valid = None;
+            p.missed = 0;
+        }
+        loop {
+            let wake = self.next_wake(role, &wire, pending, next_cycle);
+            tokio::select! {
+                chunk = link.recv() => {
+                    let Some(chunk) = chunk else {
+                        return Some("the serial port closed (adapter unplugged?)".into());
+                    };
+                    wire.last_rx = Instant::now();
+                    wire.assembler.push(&chunk);
+                    if !self.drain(&mut wire, &mut pending).await {
+                        return None;
+                    }
+                }
+                _ = sleep_until(wake) => {}
+            }
+            let now = Instant::now();
+            // roles change on what was heard
+            let master_recent = wire
+                .master_seen
+                .is_some_and(|t| now.duration_since(t) < self.timing.master_gone);
+            match role {
+                Role::Listening { .. } if master_recent => {
+                    tracing::info!(
+                        "{}: a master polls this bus; listening (sniffer mode)",
+                        self.name
+                    );
+                    role = Role::Sniffer;
+                }
+                Role::Listening { until } if now >= until => {
+                    tracing::info!(
+                        "{}: no master on this bus; jkmon polls (master mode)",
+                        self.name
+                    );
+                    role = Role::Master;
+                }
+                Role::Master if master_recent && self.mode == BusMode::Auto => {
+                    tracing::warn!("{}: another master started polling; jkmon stops polling and listens (sniffer mode)", self.name);
+                    role = Role::Sniffer;
+                    pending = None;
+                    queue.clear();
+                }
+                Role::Sniffer
+                    if !master_recent
+                        && self.mode == BusMode::Auto
+                        && wire.master_seen.is_some() =>
+                {
+                    tracing::warn!(
+                        "{}: the master has been silent for {} s; jkmon polls (master mode)",
+                        self.name,
+                        self.timing.master_gone.as_secs_f64()
+                    );
+                    role = Role::Master;
+                    next_cycle = now;
+                }
+                _ => {}
+            }
+            // a request that timed out
+            if let Some(p) = pending.filter(|p| now >= p.until) {
+                pending = None;
+                let dropped = wire.assembler.pending();
+                if dropped > 0 {
+                    wire.assembler.reset();
+                    self.rejected += 1;
+                    tracing::warn!(
+                        "{}: dropped {dropped} bytes of an unfinished frame",
+                        self.name
+                    );
+                }
+                if let Some(i) = self.index_of(p.address) {
+                    let pack = &mut self.packs[i];
+                    if p.register == Rs485Register::CellInfo {
+                        pack.missed += 1;
+                    }
+                    tracing::debug!(
+                        "{}: no {} from #{} within {} ms ({} in a row)",
+                        pack.name,
+                        p.register.name(),
+                        p.address,
+                        self.config.response_timeout.as_millis(),
+                        pack.missed
+                    );
+                    if pack.missed >= MISSED_LIMIT && pack.state != State::Disconnected {
+                        let why = format!(
+                            "offline: no answer to {} requests in a row on RS485 address {}",
+                            pack.missed, pack.address
+                        );
+                        if !self.set_state(i, State::Disconnected, why, None).await {
+                            return None;
+                        }
+                    }
+                }
+            }
+            if !self.expire_silent(role, now).await {
+                return None;
+            }
+            // jkmon's turn to talk?
+            if pending.is_some() {
+                continue;
+            }
+            let ask = match role {
+                Role::Listening { .. } => None,
+                Role::Master => {
+                    if queue.is_empty() && now >= next_cycle {
+                        queue = self.master_round(now);
+                        next_cycle = (next_cycle + self.config.poll_interval).max(now);
+                    }
+                    (!queue.is_empty()).then(|| queue.remove(0))
+                }
+                Role::Sniffer => self.gap_request(&wire, now),
+            };
+            if let Some((address, register)) = ask {
+                let request = rs485::request(address, register);
+                if let Err(e) = link.send(&request).await {
+                    return Some(e.to_string());
+                }
+                wire.sent = Some((request, now));
+                wire.last_request = Some((address, now, false));
+                if let Some(i) = self.index_of(address) {
+                    self.packs[i].last_asked = Some(now);
+                }
+                pending = Some(Pending {
+                    address,
+                    register,
+                    until: now + self.config.response_timeout,
+                });
+            }
+        }
+    }
+
+    /// When the loop must look again if nothing arrives.
+    fn next_wake(
+        &self,
+        role: Role,
+        wire: &Wire,
+        pending: Option<Pending>,
+        next_cycle: Instant,
+    ) -> Instant {
+        let now = Instant::now();
+        let mut wake = now + Duration::from_millis(500);
+        if let Some(p) = pending {
+            wake = wake.min(p.until);
+        }
+        match role {
+            Role::Listening { until } => wake = wake.min(until),
+            Role::Master if pending.is_none() => wake = wake.min(next_cycle),
+            Role::Master => {}
+            Role::Sniffer => {
+                wake = wake.min(wire.last_rx + self.timing.quiet);
+                if let Some(t) = wire.master_seen {
+                    wake = wake.min(t + self.timing.master_gone);
+                }
+            }
+        }
+        wake.max(now + Duration::from_millis(1))
+    }
+
+    /// Master mode: what to ask in this round, pack by pack.
+    fn master_round(&self, now: Instant) -> Vec<(u8, Rs485Register)> {
+        let due = |at: Option<Instant>, every: Duration| at.is_none_or(|t| now >= t + every);
+        let mut round = Vec::new();
+        for p in &self.packs {
+            if due(
+                p.device_info.as_ref().map(|d| d.1),
+                self.timing.device_info_every,
+            ) {
+                round.push((p.address, Rs485Register::DeviceInfo));
+            }
+            if due(p.settings.as_ref().map(|s| s.1), self.timing.settings_every) {
+                round.push((p.address, Rs485Register::Settings));
+            }
+            round.push((p.address, Rs485Register::CellInfo));
+        }
+        round
+    }
+
+    /// Sniffer mode: a device-info request, when the master is waiting for an absent address
+    /// (its request went unanswered and the wire has been quiet) and a pack lacks it.
+    fn gap_request(&self, wire: &Wire, now: Instant) -> Option<(u8, Rs485Register)> {
+        let (_, asked_at, answered) = wire.last_request?;
+        if answered
+            || wire.assembler.pending() > 0
+            || now < wire.last_rx.max(asked_at) + self.timing.quiet
+        {
+            return None;
+        }
+        self.packs
+            .iter()
+            .filter(|p| p.address != 0)
+            .filter(|p| {
+                p.device_info
+                    .as_ref()
+                    .is_none_or(|d| now >= d.1 + self.timing.device_info_every)
+            })
+            .filter(|p| {
+                p.last_asked
+                    .is_none_or(|t| now >= t + self.timing.same_pack_gap)
+            })
+            .min_by_key(|p| p.last_asked)
+            .map(|p| (p.address, Rs485Register::DeviceInfo))
+    }
+
+    /// Sniffer (and listening): a pack silent for `stale` is offline.
+    async fn expire_silent(&mut self, role: Role, now: Instant) -> bool {
+        if role == Role::Master {
+            return true;
+        }
+        for i in 0..self.packs.len() {
+            let p = &self.packs[i];
+            let since = p.last_valid.unwrap_or(self.opened);
+            if p.state != State::Disconnected && now >= since + self.config.stale {
+                let why = format!(
+                    "offline: no frame from RS485 address {} for {} s (is its DIP-switch address right?)",
+                    p.address,
+                    self.config.stale.as_secs_f64()
+                );
+                if !self.set_state(i, State::Disconnected, why, None).await {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn index_of(&self, address: u8) -> Option<usize> {
+        self.packs.iter().position(|p| p.address == address)
+    }
+
+    /// Handles every complete item on the wire. `false` when nobody listens any more.
+    async fn drain(&mut self, wire: &mut Wire, pending: &mut Option<Pending>) -> bool {
+        while let Some(item) = wire.assembler.poll() {
+            let now = Instant::now();
+            match item {
+                Item::Rs485Request { exchange, .. } => {
+                    let ours = wire.sent.is_some_and(|(bytes, at)| {
+                        now.duration_since(at) < Duration::from_millis(200)
+                            && rs485::parse_request(&bytes).ok() == Some(exchange)
+                    });
+                    if !ours {
+                        wire.master_seen = Some(now);
+                        wire.last_request = Some((exchange.address, now, false));
+                    }
+                }
+                Item::Frame { frame, .. } => {
+                    let address = frame.rs485_address.or_else(|| {
+                        (frame.kind == FrameType::Settings)
+                            .then(|| frame.bytes[DEVICE_ADDRESS])
+                            .filter(|a| *a <= rs485::MAX_ADDRESS)
+                    });
+                    let address = address.or(wire.last_request.map(|r| r.0));
+                    if let Some(r) = wire.last_request.as_mut() {
+                        r.2 = true;
+                    }
+                    if address == Some(0) {
+                        wire.master_seen = Some(now);
+                    }
+                    let Some(address) = address else {
+                        tracing::debug!("{}: a frame nobody can be named for", self.name);
+                        continue;
+                    };
+                    if pending.is_some_and(|p| p.address == address) {
+                        *pending = None;
+                    }
+                    let Some(i) = self.index_of(address) else {
+                        tracing::debug!(
+                            "{}: a frame from RS485 address {address}, which is not in JK_RS485_ADDRESSES",
+                            self.name
+                        );
+                        continue;
+                    };
+                    let decoded = self.packs[i].decoder.decode_frame(&frame);
+                    match decoded {
+                        Ok(decoded) => {
+                            if !self.accept(i, decoded, now).await {
+                                return false;
+                            }
+                        }
+                        Err(e) => {
+                            self.rejected += 1;
+                            tracing::warn!(bms = %self.packs[i].name, error = %e, "rejected a frame");
+                        }
+                    }
+                }
+                Item::Rejected { error, .. } => {
+                    self.rejected += 1;
+                    tracing::warn!(bus = %self.name, %error, "rejected bytes on the bus ({} so far)", self.rejected);
+                }
+                _ => {}
+            }
+        }
+        true
+    }
+
+    async fn accept(&mut self, i: usize, decoded: Decoded, now: Instant) -> bool {
+        let pack = &mut self.packs[i];
+        pack.last_valid = Some(now);
+        match decoded {
+            Decoded::DeviceInfo(info, _) => {
+                tracing::info!(
+                    "{}: {} hw {} sw {} serial {}",
+                    pack.name,
+                    info.model,
+                    info.hardware_version,
+                    info.software_version,
+                    info.serial_number
+                );
+                pack.device_info = Some((info, now));
+                true
+            }
+            Decoded::Settings(s) => {
+                pack.settings = Some((s, now));
+                true
+            }
+            Decoded::CellInfo(cells) => {
+                pack.missed = 0;
+                if pack.state != State::Streaming
+                    && !self
+                        .set_state(i, State::Streaming, String::new(), None)
+                        .await
+                {
+                    return false;
+                }
+                let pack = &self.packs[i];
+                let snapshot = Snapshot::new(
+                    cells,
+                    pack.device_info.as_ref().map(|d| d.0.clone()),
+                    pack.settings.as_ref().map(|s| s.0.clone()),
+                    self.estimator.as_ref(),
+                );
+                self.emit(
+                    i,
+                    EventKind::Snapshot {
+                        snapshot: Box::new(snapshot),
+                        rejected: self.rejected,
+                    },
+                )
+                .await
+            }
+            _ => true,
+        }
+    }
+
+    async fn set_state(
+        &mut self,
+        i: usize,
+        state: State,
+        detail: String,
+        retry_in: Option<Duration>,
+    ) -> bool {
+        let pack = &mut self.packs[i];
+        let from = std::mem::replace(&mut pack.state, state);
+        if from != state {
+            if detail.is_empty() {
+                tracing::info!("{}: {from} → {state}", pack.name);
+            } else {
+                tracing::info!("{}: {from} → {state}: {detail}", pack.name);
+            }
+        }
+        let attempt = self.backoff.attempt();
+        self.emit(
+            i,
+            EventKind::State {
+                state,
+                detail,
+                retry_in,
+                attempt,
+            },
+        )
+        .await
+    }
+
+    async fn emit(&self, i: usize, kind: EventKind) -> bool {
+        let pack = &self.packs[i];
+        self.events
+            .send(SessionEvent {
+                battery: pack.battery,
+                name: pack.name.clone(),
+                kind,
+            })
+            .await
+            .is_ok()
+    }
+}

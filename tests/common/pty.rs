@@ -1,0 +1,80 @@
+//! A socat pty pair: jkmon opens one end as its serial port, a simulated BMS or bus the other.
+//! Readiness is socat's own "starting data transfer loop" line, not a sleep.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub struct PtyPair {
+    /// jkmon's end.
+    pub a: PathBuf,
+    /// The simulator's end.
+    pub b: PathBuf,
+    child: Option<Child>,
+}
+
+impl PtyPair {
+    /// `None` (a loud skip, or a failure in CI) when socat is missing.
+    pub fn open(dir: &Path) -> Option<PtyPair> {
+        if !super::have_program("socat", &["-V"]) {
+            return None;
+        }
+        let mut pair = PtyPair {
+            a: dir.join("tty-jkmon"),
+            b: dir.join("tty-bms"),
+            child: None,
+        };
+        pair.start();
+        Some(pair)
+    }
+
+    fn start(&mut self) {
+        let mut child = Command::new("socat")
+            .arg("-d")
+            .arg("-d")
+            .arg(format!("pty,raw,echo=0,link={}", self.a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", self.b.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("socat starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("starting data transfer loop") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("socat made the pty pair within 10 s");
+        self.child = Some(child);
+    }
+
+    /// Closes both ends, as an unplugged adapter does (socat removes its links on SIGTERM).
+    pub fn close(&mut self) {
+        // the names go first: a reopen must not find a pty number another test got since
+        let _ = std::fs::remove_file(&self.a);
+        let _ = std::fs::remove_file(&self.b);
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// A new pair under the same names (the adapter plugged back in).
+    pub fn reopen(&mut self) {
+        self.close();
+        self.start();
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -1,0 +1,459 @@
+//! The wired transports end to end over real serial ports: socat pty pairs, tokio-serial on both
+//! ends, jkmon's sessions on one, the simulated BMS or RS485 bus (or the corpus' captured bytes)
+//! on the other.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::pty::PtyPair;
+use common::{corpus, hex_bytes};
+use jkmon::battery::soc::BmsSoc;
+use jkmon::battery::Snapshot;
+use jkmon::protocol::{cell_info, device_info, serial as serial_protocol, VariantChoice};
+use jkmon::session::bus::{BusMode, BusPack, BusSession, BusTiming};
+use jkmon::session::{
+    ConnectMode, Dialogue, EventKind, Session, SessionConfig, SessionEvent, State,
+};
+use jkmon::transport::serial::{self, PortConfig, SerialConnector};
+use jkmon::transport::sim::bus::{self as sim_bus, BusSimConfig, BusStats};
+use jkmon::transport::sim::{self, SimConfig};
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn port(path: &std::path::Path) -> PortConfig {
+    PortConfig {
+        path: path.to_path_buf(),
+        baud: serial::DEFAULT_BAUD,
+    }
+}
+
+fn wired_config(poll: Duration) -> SessionConfig {
+    SessionConfig {
+        mode: ConnectMode::Persistent,
+        stale: Duration::from_secs(2),
+        poll_interval: poll,
+        connect_timeout: Duration::from_secs(3),
+        retry_min: Duration::from_millis(100),
+        retry_max: Duration::from_millis(400),
+        variant: VariantChoice::Auto,
+        dialogue: Dialogue::Serial,
+        response_timeout: Duration::from_millis(300),
+    }
+}
+
+fn serial_session(pty: &PtyPair, poll: Duration) -> mpsc::Receiver<SessionEvent> {
+    let (tx, rx) = mpsc::channel(256);
+    let connector = SerialConnector {
+        port: port(&pty.a),
+        name: "serial BMS".into(),
+    };
+    tokio::spawn(
+        Session::new(
+            0,
+            "serial BMS",
+            Arc::new(connector),
+            wired_config(poll),
+            Arc::new(BmsSoc),
+            tx,
+        )
+        .run(),
+    );
+    rx
+}
+
+fn bus_session(
+    pty: &PtyPair,
+    addresses: &[u8],
+    mode: BusMode,
+    poll: Duration,
+) -> mpsc::Receiver<SessionEvent> {
+    let (tx, rx) = mpsc::channel(256);
+    let packs = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| BusPack {
+            battery: i,
+            address: *a,
+            name: format!("Pack #{a}").into(),
+        })
+        .collect();
+    let timing = BusTiming {
+        listen: Duration::from_millis(600),
+        master_gone: Duration::from_secs(2),
+        ..BusTiming::default()
+    };
+    let connector = SerialConnector {
+        port: port(&pty.a),
+        name: "RS485 bus".into(),
+    };
+    tokio::spawn(
+        BusSession::new(
+            "RS485 bus",
+            packs,
+            Arc::new(connector),
+            wired_config(poll),
+            mode,
+            timing,
+            Arc::new(BmsSoc),
+            tx,
+        )
+        .run(),
+    );
+    rx
+}
+
+/// Starts the simulated bus on the pty's far end.
+fn sim_bus_on(pty: &PtyPair, config: BusSimConfig) -> Arc<BusStats> {
+    let stream = serial::open(&port(&pty.b)).expect("the simulator's end opens");
+    sim_bus::serve(config, serial::peer_over(stream))
+}
+
+/// The next snapshot of `battery`, failing after `LIMIT`.
+async fn snapshot_of(rx: &mut mpsc::Receiver<SessionEvent>, battery: usize) -> (Snapshot, u64) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let e = timeout(deadline - Instant::now(), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no snapshot of battery {battery} within {LIMIT:?}"))
+            .expect("the session runs");
+        if let (true, EventKind::Snapshot { snapshot, rejected }) = (e.battery == battery, e.kind) {
+            return (*snapshot, rejected);
+        }
+    }
+}
+
+/// Waits for `battery` to reach `state`; returns the state's detail.
+async fn state_of(rx: &mut mpsc::Receiver<SessionEvent>, battery: usize, wanted: State) -> String {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let e = timeout(deadline - Instant::now(), rx.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("battery {battery} did not become {wanted} within {LIMIT:?}")
+            })
+            .expect("the session runs");
+        if let (true, EventKind::State { state, detail, .. }) = (e.battery == battery, e.kind) {
+            if state == wanted {
+                return detail;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_corpus_serial_responses_arrive_through_the_port_decoded() {
+    let Some(corpus) = corpus() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pty) = PtyPair::open(dir.path()) else {
+        return;
+    };
+    let frames: Vec<Vec<u8>> = corpus
+        .iter()
+        .filter(|e| {
+            e["transport"] == "serial_4e57"
+                && e["frame_type"] == "response"
+                && e["checksum_ok"] == true
+        })
+        .map(|e| hex_bytes(e["hex"].as_str().unwrap()))
+        .collect();
+    assert_eq!(frames.len(), 5, "the corpus has 5 clean serial responses");
+    // a BMS that answers each read-all request with the next captured response, in two pieces
+    let mut bms = serial::peer_over(serial::open(&port(&pty.b)).unwrap());
+    let answers = frames.clone();
+    tokio::spawn(async move {
+        let mut next = answers.iter().cycle();
+        while let Some(request) = bms.commands.recv().await {
+            assert_eq!(request, serial_protocol::request_read_all());
+            let frame = next.next().unwrap();
+            let (head, tail) = frame.split_at(7);
+            for piece in [head, tail] {
+                if bms.chunks.send(piece.to_vec()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let mut rx = serial_session(&pty, Duration::from_millis(50));
+    for frame in &frames {
+        let (snapshot, _) = snapshot_of(&mut rx, 0).await;
+        let expected = serial_protocol::decode_response(frame).unwrap();
+        assert_eq!(snapshot.cell_info, expected.cell_info);
+        assert_eq!(snapshot.device_info.as_ref(), Some(&expected.device_info));
+        assert_eq!(snapshot.settings.as_ref(), Some(&expected.settings));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_corpus_rs485_frames_are_attributed_by_address_and_decoded() {
+    let Some(corpus) = corpus() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pty) = PtyPair::open(dir.path()) else {
+        return;
+    };
+    let frames: Vec<(u8, String, Vec<u8>)> = corpus
+        .iter()
+        .filter(|e| e["transport"] == "rs485_pb" && e["length"] == 308 && e["checksum_ok"] == true)
+        .map(|e| {
+            (
+                e["rs485_address"].as_u64().unwrap() as u8,
+                e["frame_type"].as_str().unwrap().to_string(),
+                hex_bytes(e["hex"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(frames.len(), 6, "the corpus has 6 RS485 frames with tails");
+    let mut rx = bus_session(&pty, &[0, 1], BusMode::Sniffer, Duration::from_secs(5));
+    // the captured traffic, each frame after the master's request for it; device info and
+    // settings first
+    let mut order = frames.clone();
+    order.sort_by_key(|f| match f.1.as_str() {
+        "device_info" => 0,
+        "settings" => 1,
+        _ => 2,
+    });
+    let wire = serial::peer_over(serial::open(&port(&pty.b)).unwrap());
+    for (address, kind, bytes) in &order {
+        let register = match kind.as_str() {
+            "device_info" => jkmon::protocol::rs485::Rs485Register::DeviceInfo,
+            "settings" => jkmon::protocol::rs485::Rs485Register::Settings,
+            _ => jkmon::protocol::rs485::Rs485Register::CellInfo,
+        };
+        wire.chunks
+            .send(jkmon::protocol::rs485::request(*address, register).to_vec())
+            .await
+            .unwrap();
+        wire.chunks.send(bytes.clone()).await.unwrap();
+    }
+    let device = device_info::decode(&order[0].2[..300]).unwrap();
+    let mut seen = [0usize; 2];
+    for (address, kind, bytes) in order.iter().filter(|f| f.1 == "cell_info") {
+        let battery = usize::from(*address);
+        let (snapshot, _) = snapshot_of(&mut rx, battery).await;
+        let expected = cell_info::decode(&bytes[..300], None).unwrap();
+        assert_eq!(snapshot.cell_info, expected, "{kind} from {address}");
+        if *address == 1 {
+            assert_eq!(snapshot.device_info.as_ref(), Some(&device));
+            assert!(
+                snapshot.settings.is_some(),
+                "settings of pack 1 were sniffed"
+            );
+        }
+        seen[battery] += 1;
+    }
+    assert_eq!(seen, [1, 3], "one frame of the master (0), three of pack 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_reads_the_simulator_survives_corruption_and_reconnects_after_an_unplug() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut pty) = PtyPair::open(dir.path()) else {
+        return;
+    };
+    let bms = |pty: &PtyPair| {
+        let peer = serial::peer_over(serial::open(&port(&pty.b)).unwrap());
+        tokio::spawn(sim::serial::serve(
+            SimConfig {
+                corrupt_every: 3,
+                ..SimConfig::default()
+            },
+            peer,
+        ));
+    };
+    bms(&pty);
+    let mut rx = serial_session(&pty, Duration::from_millis(100));
+    let (first, _) = snapshot_of(&mut rx, 0).await;
+    assert_eq!(first.cell_info.cell_count(), 16);
+    let device = first.device_info.as_ref().unwrap();
+    assert_eq!(
+        (device.model.as_str(), device.serial_number.as_str()),
+        ("JK_B2A16S15P", "SIM00001")
+    );
+    let sum_mv: u32 = first.cell_info.cell_voltages_uv.iter().sum::<u32>() / 1000;
+    assert!(first.cell_info.total_voltage_mv.abs_diff(sum_mv) < 50);
+    assert_eq!(first.settings.as_ref().unwrap().cell_ovp_mv, Some(3_650));
+    // every third answer is corrupt: snapshots keep coming and the rejections are counted
+    let mut rejected = 0;
+    for _ in 0..6 {
+        rejected = snapshot_of(&mut rx, 0).await.1;
+    }
+    assert!(rejected >= 2, "corrupt answers were counted: {rejected}");
+
+    // the adapter is unplugged: the port vanishes; jkmon says so and keeps trying
+    pty.close();
+    let why = state_of(&mut rx, 0, State::Disconnected).await;
+    assert!(
+        why.contains("serial port closed") || why.contains("no answer"),
+        "{why}"
+    );
+    let why = state_of(&mut rx, 0, State::Disconnected).await;
+    assert!(why.contains("cannot open the serial port"), "{why}");
+    // plugged in again: the same path comes back and the readings resume
+    pty.reopen();
+    bms(&pty);
+    state_of(&mut rx, 0, State::Streaming).await;
+    let (again, _) = snapshot_of(&mut rx, 0).await;
+    assert_eq!(again.cell_info.cell_count(), 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_mode_reads_three_slaves_each_as_its_own_battery() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pty) = PtyPair::open(dir.path()) else {
+        return;
+    };
+    let stats = sim_bus_on(
+        &pty,
+        BusSimConfig {
+            slaves: vec![1, 2, 3],
+            ..BusSimConfig::default()
+        },
+    );
+    let mut rx = bus_session(&pty, &[1, 2, 3], BusMode::Auto, Duration::from_millis(200));
+    for (battery, address) in [(0usize, 1u8), (1, 2), (2, 3)] {
+        // the first snapshot of each pack comes after its device info and settings
+        let (s, _) = snapshot_of(&mut rx, battery).await;
+        let device = s.device_info.expect("device info asked for first");
+        assert_eq!(device.serial_number, format!("SIMPB{address:05}"));
+        assert_eq!(device.device_name, format!("jkmon-sim-{address}"));
+        assert_eq!(s.settings.unwrap().device_address, Some(address));
+        assert_eq!(s.cell_info.cell_count(), 16);
+    }
+    let asked = stats.client_requests();
+    for address in 1..=3u8 {
+        for register in [0x161C, 0x161E, 0x1620] {
+            assert!(
+                asked.contains(&(address, register)),
+                "{address:#x} {register:#x}: {asked:?}"
+            );
+        }
+    }
+    assert_eq!(stats.collisions(), 0, "{:?}", stats.collision_log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sniffer_mode_follows_the_master_and_fetches_device_info_only_in_its_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pty) = PtyPair::open(dir.path()) else {
+        return;
+    };
+    let stats = sim_bus_on(
+        &pty,
+        BusSimConfig {
+            slaves: vec![1, 2],
+            master: true,
+            ..BusSimConfig::default()
+        },
+    );
+    let mut rx = bus_session(&pty, &[0, 1, 2], BusMode::Auto, Duration::from_millis(200));
+    // the master's own broadcast is pack 0
+    let (master, _) = snapshot_of(&mut rx, 0).await;
+    assert_eq!(master.cell_info.cell_count(), 16);
+    // packs 1 and 2: cell info from the master's polling, device info fetched by jkmon
+    for (battery, address) in [(1usize, 1u8), (2, 2)] {
+        let serial = loop {
+            let (s, _) = snapshot_of(&mut rx, battery).await;
+            if let Some(d) = s.device_info {
+                break d.serial_number;
+            }
+        };
+        assert_eq!(serial, format!("SIMPB{address:05}"));
+    }
+    let asked = stats.client_requests();
+    assert!(!asked.is_empty());
+    assert!(
+        asked
+            .iter()
+            .all(|(a, r)| (*a == 1 || *a == 2) && *r == 0x161C),
+        "jkmon only asks slaves for device info while a master polls: {asked:?}"
+    );
+    assert_eq!(
+        stats.collisions(),
+        0,
+        "jkmon never talked over the master: {:?}",
+        stats.collision_log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_slave_corrupt_bytes_and_a_master_coming_and_going_are_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pty) = PtyPair::open(dir.path()) else {
+        return;
+    };
+    let stats = sim_bus_on(
+        &pty,
+        BusSimConfig {
+            slaves: vec![1, 2, 3],
+            battery: SimConfig {
+                corrupt_every: 4,
+                ..SimConfig::default()
+            },
+            ..BusSimConfig::default()
+        },
+    );
+    let mut rx = bus_session(&pty, &[1, 2, 3], BusMode::Auto, Duration::from_millis(150));
+    for battery in 0..3 {
+        snapshot_of(&mut rx, battery).await;
+    }
+    // pack 3 falls silent: it goes offline, the others keep coming
+    stats.silence(3, true);
+    let why = state_of(&mut rx, 2, State::Disconnected).await;
+    assert!(
+        why.contains("no answer to 3 requests in a row on RS485 address 3"),
+        "{why}"
+    );
+    let mut rejected = 0;
+    for _ in 0..4 {
+        snapshot_of(&mut rx, 0).await;
+        rejected = snapshot_of(&mut rx, 1).await.1;
+    }
+    assert!(rejected > 0, "corrupt answers were counted");
+    // and back
+    stats.silence(3, false);
+    state_of(&mut rx, 2, State::Streaming).await;
+    snapshot_of(&mut rx, 2).await;
+    assert_eq!(stats.collisions(), 0);
+
+    // a master appears: jkmon stops polling and listens
+    stats.set_master(true);
+    let master_since = stats.client_requests().len();
+    // wait for two master rounds' worth of pack 1 snapshots
+    for _ in 0..2 {
+        snapshot_of(&mut rx, 0).await;
+    }
+    let settle = stats.client_requests().len();
+    let collisions = stats.collisions();
+    for _ in 0..3 {
+        snapshot_of(&mut rx, 1).await;
+    }
+    let asked = stats.client_requests();
+    assert!(
+        asked[settle..].iter().all(|(_, r)| *r == 0x161C),
+        "no polling once the master is heard: {:?}",
+        &asked[master_since..]
+    );
+    assert_eq!(
+        stats.collisions(),
+        collisions,
+        "no collisions once sniffing: {:?}",
+        stats.collision_log()
+    );
+    // the master goes away: jkmon polls again
+    stats.set_master(false);
+    let before = stats.client_requests().len();
+    for _ in 0..3 {
+        snapshot_of(&mut rx, 2).await;
+    }
+    let deadline = Instant::now() + LIMIT;
+    while stats.client_requests()[before..]
+        .iter()
+        .all(|(_, r)| *r != 0x1620)
+    {
+        assert!(Instant::now() < deadline, "jkmon did not take over polling");
+        snapshot_of(&mut rx, 0).await;
+    }
+}
