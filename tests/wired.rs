@@ -457,3 +457,149 @@ async fn a_silent_slave_corrupt_bytes_and_a_master_coming_and_going_are_survived
         snapshot_of(&mut rx, 0).await;
     }
 }
+
+// ---- the binary: `jkmon read` and `jkmon run` on both transports, the simulator on the pty ----
+
+use common::process::{http_get, jkmon, Running};
+use serde_json::Value;
+
+/// `jkmon simulate <role> --port <b> <extra…>`, once it says it is ready.
+fn simulator(dir: &std::path::Path, pty: &PtyPair, role: &str, extra: &[&str]) -> Running {
+    let b = pty.b.to_str().unwrap();
+    let mut args = vec!["simulate", role, "--port", b];
+    args.extend_from_slice(extra);
+    let mut sim = Running::spawn(jkmon(dir, &args));
+    sim.wait_for_log(LIMIT, "simulated");
+    sim
+}
+
+/// Runs `jkmon read --json` to its end: every stdout line as JSON, and stderr.
+fn read_json(dir: &std::path::Path, env: &[(&str, &str)], extra: &[&str]) -> (Vec<Value>, String) {
+    let mut args = vec!["read", "--json", "--timeout", "15"];
+    args.extend_from_slice(extra);
+    let out = jkmon(dir, &args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "jkmon read failed: {stderr}");
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (lines, stderr)
+}
+
+#[test]
+fn jkmon_read_works_over_serial_and_over_rs485() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pty) = PtyPair::open(dir.path()) else {
+        return;
+    };
+    let a = pty.a.to_str().unwrap().to_string();
+    {
+        let _sim = simulator(dir.path(), &pty, "serial", &[]);
+        let (lines, stderr) = read_json(
+            dir.path(),
+            &[("JK_BMS_TRANSPORT", "serial"), ("JK_BMS_SERIAL_PORT", &a)],
+            &[],
+        );
+        let device = &lines[0];
+        assert_eq!(device["model"], "JK_B2A16S15P", "{stderr}");
+        assert_eq!(device["serial_number"], "SIM00001");
+        let snapshot = lines.last().unwrap();
+        assert_eq!(snapshot["cell_count"], 16);
+        assert_eq!(snapshot["variant"], "serial_4e57");
+    }
+    let _sim = simulator(dir.path(), &pty, "rs485", &["--slaves", "1,2"]);
+    let env = [
+        ("JK_BMS_TRANSPORT", "rs485"),
+        ("JK_BMS_SERIAL_PORT", a.as_str()),
+        ("JK_RS485_ADDRESSES", "1,2"),
+    ];
+    let (lines, stderr) = read_json(dir.path(), &env, &["--address", "2"]);
+    assert_eq!(lines[0]["serial_number"], "SIMPB00002", "{stderr}");
+    assert_eq!(lines.last().unwrap()["cell_count"], 16);
+    assert!(stderr.contains("master mode"), "{stderr}");
+    // a wrong address is named with the fix
+    let out = jkmon(dir.path(), &["read", "--address", "16"])
+        .envs(env)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--address 16") && stderr.contains("0-15"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn jkmon_run_keeps_every_pack_of_a_sniffed_rs485_network_in_the_store_and_the_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pty) = PtyPair::open(dir.path()) else {
+        return;
+    };
+    let _sim = simulator(dir.path(), &pty, "rs485", &["--slaves", "1,2", "--master"]);
+    let db = dir.path().join("inverter.db");
+    let mut cmd = jkmon(dir.path(), &["run"]);
+    cmd.envs([
+        ("JK_BMS_TRANSPORT", "rs485"),
+        ("JK_BMS_SERIAL_PORT", pty.a.to_str().unwrap()),
+        ("JK_RS485_ADDRESSES", "0,1,2"),
+        ("JK_BMS_NAMES", "Master,Left,Right"),
+        ("JK_BMS_POLL_INTERVAL", "0.5"),
+        ("INVERTER_TIMEOUT_SEC", "1"),
+        ("WEB_BIND", "127.0.0.1:0"),
+        ("DB_PATH", db.to_str().unwrap()),
+    ]);
+    let mut run = Running::spawn(cmd);
+    let line = run.wait_for_log(LIMIT, "web: listening on http://127.0.0.1:");
+    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    run.wait_for_log(LIMIT, "sniffer mode");
+    for name in ["Left:", "Right:"] {
+        run.wait_for_log(LIMIT, &format!("{name} JK_PB2A16S20P"));
+    }
+    run.wait_for_log(LIMIT, "(no inverter data)");
+    let (code, body) = http_get(&addr, "/api/v1/status");
+    assert_eq!(code, 200, "{body}");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    let batteries = status["batteries"].as_array().unwrap();
+    assert_eq!(batteries.len(), 3, "{body}");
+    for (b, (name, address)) in batteries
+        .iter()
+        .zip([("Master", 0), ("Left", 1), ("Right", 2)])
+    {
+        assert_eq!(b["name"], name);
+        assert_eq!(b["online"], true, "{b}");
+        let location = b["address"].as_str().unwrap();
+        assert!(
+            location.ends_with(&format!("tty-jkmon #{address}")),
+            "{location}"
+        );
+    }
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &run.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    assert!(run.wait_exit(LIMIT).success(), "{:?}", run.stderr_seen);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let payload: String = conn
+        .query_row(
+            "SELECT payload FROM readings ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let row: Value = serde_json::from_str(&payload).unwrap();
+    for key in [
+        "battery_voltage",
+        "battery2_battery_voltage",
+        "battery3_battery_voltage",
+    ] {
+        assert!(row.get(key).is_some(), "{key} missing in {payload}");
+    }
+}
