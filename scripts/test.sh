@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 #   its python3 also plays the Python inverter poller of tests/store.rs and tests/service.rs.
 # - chromium: the real browser of tests/browser.rs.
 # - python3-yaml, systemd (systemd-analyze): the deployment checks of tests/deploy.rs.
+# - socat: the pty pairs that stand in for serial and RS485 adapters in tests/wired.rs.
 # Building needs none: libdbus and SQLite are compiled in.
-PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd)
+PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd socat)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

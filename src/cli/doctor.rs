@@ -63,6 +63,19 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         if config.transport == TransportKind::Ble {
             bluetooth(&mut r, &batteries, Duration::from_secs(args.scan_timeout)).await;
+        } else if let Some(port) = &config.wire.port {
+            // the wired transports: the port must open (answers are `jkmon read`'s business)
+            match crate::transport::serial::open(port) {
+                Ok(_) => r.ok(
+                    "serial port",
+                    format!(
+                        "{} opens at {} baud; `jkmon read` shows whether the BMS answers",
+                        port.path.display(),
+                        port.baud
+                    ),
+                ),
+                Err(e) => r.fail("serial port", e.to_string()),
+            }
         } else {
             r.skip(
                 "Bluetooth",

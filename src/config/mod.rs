@@ -994,4 +994,75 @@ mod tests {
         assert_eq!(c.sim.cells, 8);
         assert_eq!(c.variant, VariantChoice::Auto);
     }
+
+    #[test]
+    fn wired_transports_name_what_is_missing_or_wrong() {
+        let err = |pairs: &[(&str, &str)]| with(pairs).unwrap_err().to_string();
+        let e = err(&[("JK_BMS_TRANSPORT", "serial")]);
+        assert!(
+            e.contains("JK_BMS_SERIAL_PORT") && e.contains("/dev/ttyUSB0"),
+            "{e}"
+        );
+        let e = err(&[
+            ("JK_BMS_TRANSPORT", "rs485"),
+            ("JK_BMS_SERIAL_PORT", "/dev/ttyUSB0"),
+        ]);
+        assert!(e.contains("JK_RS485_ADDRESSES=1,2,3"), "{e}");
+        let e = err(&[("JK_RS485_ADDRESSES", "1,16")]);
+        assert!(
+            e.contains("\"16\" is not an address") && e.contains("0-15"),
+            "{e}"
+        );
+        let e = err(&[("JK_RS485_ADDRESSES", "2, 2")]);
+        assert!(e.contains("2 is listed twice"), "{e}");
+        let e = err(&[("JK_BMS_BAUD", "fast")]);
+        assert!(e.starts_with("JK_BMS_BAUD=\"fast\""), "{e}");
+        let e = err(&[("JK_RS485_MODE", "slave")]);
+        assert!(e.contains("auto, master or sniffer"), "{e}");
+        let e = err(&[
+            ("JK_BMS_TRANSPORT", "rs485"),
+            ("JK_BMS_SERIAL_PORT", "/dev/ttyUSB0"),
+            ("JK_RS485_ADDRESSES", "1,2"),
+            ("JK_BMS_NAMES", "Left"),
+        ]);
+        assert!(
+            e.contains("1 name(s) for 2 address(es) in JK_RS485_ADDRESSES"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_rs485_network_is_one_battery_per_address_and_serial_is_one() {
+        let c = with(&[
+            ("JK_BMS_TRANSPORT", "rs485"),
+            ("JK_BMS_SERIAL_PORT", "/dev/ttyUSB1"),
+            ("JK_RS485_ADDRESSES", "0, 0x0A"),
+            ("JK_BMS_NAMES", "Master,Ten"),
+            ("JK_RS485_MODE", "sniffer"),
+        ])
+        .unwrap();
+        assert_eq!(c.session.dialogue, Dialogue::Serial);
+        assert_eq!(c.wire.rs485_mode, BusMode::Sniffer);
+        assert_eq!(c.wire.port.as_ref().unwrap().baud, 115_200);
+        let b = c.batteries().unwrap();
+        assert_eq!(
+            b.iter()
+                .map(|b| (b.name.as_str(), b.location().unwrap()))
+                .collect::<Vec<_>>(),
+            [
+                ("Master", "/dev/ttyUSB1 #0".to_string()),
+                ("Ten", "/dev/ttyUSB1 #10".to_string())
+            ]
+        );
+        let c = with(&[
+            ("JK_BMS_TRANSPORT", "serial"),
+            ("JK_BMS_SERIAL_PORT", "/dev/ttyS0"),
+            ("JK_BMS_BAUD", "9600"),
+        ])
+        .unwrap();
+        let b = c.batteries().unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].location().as_deref(), Some("/dev/ttyS0"));
+        assert_eq!(c.wire.port.unwrap().baud, 9_600);
+    }
 }
