@@ -106,10 +106,13 @@ fn bus_session(
     rx
 }
 
-/// Starts the simulated bus on the pty's far end.
-fn sim_bus_on(pty: &PtyPair, config: BusSimConfig) -> Arc<BusStats> {
+/// A pty pair with the simulated bus on its far end; `None` when socat is missing.
+fn simulated_bus(config: BusSimConfig) -> Option<(tempfile::TempDir, PtyPair, Arc<BusStats>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let pty = PtyPair::open(dir.path())?;
     let stream = serial::open(&port(&pty.b)).expect("the simulator's end opens");
-    sim_bus::serve(config, serial::peer_over(stream))
+    let stats = sim_bus::serve(config, serial::peer_over(stream));
+    Some((dir, pty, stats))
 }
 
 /// The next snapshot of `battery`, failing after `LIMIT`.
@@ -301,17 +304,12 @@ async fn serial_reads_the_simulator_survives_corruption_and_reconnects_after_an_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_mode_reads_three_slaves_each_as_its_own_battery() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(pty) = PtyPair::open(dir.path()) else {
+    let Some((_dir, pty, stats)) = simulated_bus(BusSimConfig {
+        slaves: vec![1, 2, 3],
+        ..BusSimConfig::default()
+    }) else {
         return;
     };
-    let stats = sim_bus_on(
-        &pty,
-        BusSimConfig {
-            slaves: vec![1, 2, 3],
-            ..BusSimConfig::default()
-        },
-    );
     let mut rx = bus_session(&pty, &[1, 2, 3], BusMode::Auto, Duration::from_millis(200));
     for (battery, address) in [(0usize, 1u8), (1, 2), (2, 3)] {
         // the first snapshot of each pack comes after its device info and settings
@@ -336,18 +334,13 @@ async fn master_mode_reads_three_slaves_each_as_its_own_battery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sniffer_mode_follows_the_master_and_fetches_device_info_only_in_its_gaps() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(pty) = PtyPair::open(dir.path()) else {
+    let Some((_dir, pty, stats)) = simulated_bus(BusSimConfig {
+        slaves: vec![1, 2],
+        master: true,
+        ..BusSimConfig::default()
+    }) else {
         return;
     };
-    let stats = sim_bus_on(
-        &pty,
-        BusSimConfig {
-            slaves: vec![1, 2],
-            master: true,
-            ..BusSimConfig::default()
-        },
-    );
     let mut rx = bus_session(&pty, &[0, 1, 2], BusMode::Auto, Duration::from_millis(200));
     // the master's own broadcast is pack 0
     let (master, _) = snapshot_of(&mut rx, 0).await;
@@ -380,21 +373,16 @@ async fn sniffer_mode_follows_the_master_and_fetches_device_info_only_in_its_gap
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_slave_corrupt_bytes_and_a_master_coming_and_going_are_survived() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(pty) = PtyPair::open(dir.path()) else {
+    let Some((_dir, pty, stats)) = simulated_bus(BusSimConfig {
+        slaves: vec![1, 2, 3],
+        battery: SimConfig {
+            corrupt_every: 4,
+            ..SimConfig::default()
+        },
+        ..BusSimConfig::default()
+    }) else {
         return;
     };
-    let stats = sim_bus_on(
-        &pty,
-        BusSimConfig {
-            slaves: vec![1, 2, 3],
-            battery: SimConfig {
-                corrupt_every: 4,
-                ..SimConfig::default()
-            },
-            ..BusSimConfig::default()
-        },
-    );
     let mut rx = bus_session(&pty, &[1, 2, 3], BusMode::Auto, Duration::from_millis(150));
     for battery in 0..3 {
         snapshot_of(&mut rx, battery).await;

@@ -392,6 +392,12 @@ pub fn encode_response(cells: &CellInfo, device: &DeviceInfo, settings: &Setting
     text(&mut data, 0xBA, &device.model, 24);
     data.extend([0xC0, 0x01]);
 
+    response_frame(&data)
+}
+
+/// Wraps a TLV payload in the envelope of a read-all response: STX, length, terminal 0, command
+/// 0x06, source BMS, type response, the data, record number 0, end flag, checksum.
+pub fn response_frame(data: &[u8]) -> Vec<u8> {
     let total = 11 + data.len() + 9;
     let mut f = Vec::with_capacity(total);
     f.extend(STX);
@@ -440,15 +446,7 @@ mod tests {
     }
 
     fn frame(data: &[u8]) -> Vec<u8> {
-        let total = 11 + data.len() + 9;
-        let mut f = vec![0x4E, 0x57];
-        f.extend(((total - 2) as u16).to_be_bytes());
-        f.extend([0, 0, 0, 0, CMD_READ_ALL, 0x00, 0x01]);
-        f.extend(data);
-        f.extend([0, 0, 0, 0, END_FLAG]);
-        let sum = sum32(&f);
-        f.extend(sum.to_be_bytes());
-        f
+        response_frame(data)
     }
 
     #[test]

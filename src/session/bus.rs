@@ -460,9 +460,16 @@ impl BusSession {
             Role::Master if pending.is_none() => wake = wake.min(next_cycle),
             Role::Master => {}
             Role::Sniffer => {
-                wake = wake.min(wire.last_rx + self.timing.quiet);
+                // only moments still ahead: one already past would spin the loop
+                let quiet_at = wire.last_rx + self.timing.quiet;
+                if quiet_at > now {
+                    wake = wake.min(quiet_at);
+                }
                 if let Some(t) = wire.master_seen {
-                    wake = wake.min(t + self.timing.master_gone);
+                    let gone_at = t + self.timing.master_gone;
+                    if gone_at > now {
+                        wake = wake.min(gone_at);
+                    }
                 }
             }
         }
