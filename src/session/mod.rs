@@ -318,13 +318,10 @@ impl Session {
                     ),
                     Ok(Some(chunk)) => chunk,
                 };
-            for event in stream.push(&chunk) {
-                last_valid = Instant::now();
-                if let StreamEvent::Cells(cells) = event {
-                    if !self.snapshot(*cells, &stream).await {
-                        return Outcome::Stop;
-                    }
-                }
+            match self.take(&mut stream, &chunk).await {
+                None => return Outcome::Stop,
+                Some(true) => last_valid = Instant::now(),
+                Some(false) => {}
             }
         }
     }
@@ -344,12 +341,8 @@ impl Session {
                         return Outcome::Lost("the serial port closed (adapter unplugged?)".into())
                     }
                     Ok(Some(chunk)) => {
-                        for event in stream.push(&chunk) {
-                            if let StreamEvent::Cells(cells) = event {
-                                if !self.snapshot(*cells, &stream).await {
-                                    return Outcome::Stop;
-                                }
-                            }
+                        if self.take(&mut stream, &chunk).await.is_none() {
+                            return Outcome::Stop;
                         }
                     }
                 }
@@ -382,6 +375,21 @@ impl Session {
                 Err(e) => return Outcome::Lost(e.to_string()),
             }
         }
+    }
+
+    /// Pushes a chunk through the stream and sends a snapshot for every cell reading in it.
+    /// `Some(whether anything valid arrived)`, or `None` when nobody listens any more.
+    async fn take(&self, stream: &mut FrameStream, chunk: &[u8]) -> Option<bool> {
+        let mut any = false;
+        for event in stream.push(chunk) {
+            any = true;
+            if let StreamEvent::Cells(cells) = event {
+                if !self.snapshot(*cells, stream).await {
+                    return None;
+                }
+            }
+        }
+        Some(any)
     }
 
     async fn snapshot(&self, cells: crate::protocol::CellInfo, stream: &FrameStream) -> bool {
