@@ -11,7 +11,10 @@
 //!   into `readings`, history with downsampling and retention, the one writer thread.
 //! - [`service`]: `jkmon run`/`poll`/`watch`: sessions, store and views under one cancellation
 //!   token.
-//! - [`web`]: the web server: JSON API (and, to come, the dashboard), read-only on the store.
+//! - [`web`]: the web server: dashboard, JSON API and Prometheus `/metrics`, read-only on the
+//!   store.
+//! - [`mqtt`]: every battery on an MQTT broker, with Home Assistant discovery.
+//! - [`telemetry`]: the service's own counters (frames decoded and rejected, reconnects).
 //! - [`alerts`]: alert rules with hysteresis (pure) and their notifiers.
 //! - [`bot`]: the Telegram bot: commands, access control, message formatting.
 //! - [`systemd`]: `Type=notify` readiness and the watchdog.
@@ -25,11 +28,13 @@ pub mod battery;
 pub mod bot;
 pub mod cli;
 pub mod config;
+pub mod mqtt;
 pub mod protocol;
 pub mod report;
 pub mod service;
 pub mod session;
 pub mod store;
 pub mod systemd;
+pub mod telemetry;
 pub mod transport;
 pub mod web;

@@ -4,8 +4,9 @@
 //! One [`CancellationToken`] stops it all: SIGINT/SIGTERM cancel it; the sessions are dropped,
 //! every BMS is released, the writer commits what it holds and folds the WAL back, and only then
 //! does the process exit. A component that fails for good (the database writer, the watchdog)
-//! ends the service with a non-zero exit code. The web server and the Telegram bot join as
-//! further components under the same token.
+//! ends the service with a non-zero exit code. The web server, the Telegram bot and the MQTT
+//! publisher join as further components under the same token; the publisher and `/metrics`
+//! learn of every session event without ever holding the sessions up.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,11 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::battery::{soc, SocEstimator};
 use crate::config::{BatteryConfig, Config};
+use crate::mqtt::Feed;
 use crate::session::bus::{BusPack, BusSession, BusTiming};
 use crate::session::{ConnectMode, EventKind, Session, SessionEvent, State, Watchdog};
 use crate::store::read::{ReadConfig, Readers};
 use crate::store::writer::{Message, Writer};
 use crate::store::{Battery, Store};
+use crate::telemetry::Telemetry;
 use crate::transport::sim::inverter::SimInverter;
 use crate::transport::{self, Fleet, TransportKind};
 use crate::web::{self, AppState, WebConfig};
@@ -89,13 +92,8 @@ pub async fn start_sessions(
                 name: b.name.as_str().into(),
             })
             .collect();
-        let port = config
-            .wire
-            .port
-            .as_ref()
-            .map_or_else(String::new, |p| p.path.display().to_string());
         let session = BusSession::new(
-            &format!("RS485 bus on {port}"),
+            &bus_name(config),
             packs,
             fleet.connectors[0].clone(),
             config.session.clone(),
@@ -173,13 +171,19 @@ pub async fn run(
         persistent: config.session.mode == ConnectMode::Persistent,
         retention: config.store.retention,
     };
+    let telemetry = components
+        .sessions
+        .then(|| Arc::new(telemetry_for(&config, &batteries)));
+    let feed = Feed::new(batteries.len());
     let mut web_task = components.web.as_ref().map(|w| {
-        let state = Arc::new(AppState::new(
+        let mut state = AppState::new(
             readers.clone(),
             read_config.clone(),
             w.auth_token.clone(),
             w.page.clone(),
-        ));
+        );
+        state.telemetry = telemetry.clone();
+        let state = Arc::new(state);
         tokio::spawn(web::serve(w.bind, state, stop.child_token()))
     });
     let mut side_tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
@@ -225,6 +229,21 @@ pub async fn run(
             )));
         }
     }
+    if let (Some(mqtt), true) = (&config.mqtt, components.sessions) {
+        let task = crate::mqtt::run(
+            mqtt.clone(),
+            crate::mqtt::Layout::new(mqtt, &store_batteries),
+            config.store.freshness,
+            config.session.poll_interval,
+            feed.subscribe(),
+            stop.child_token(),
+        );
+        side_tasks.push(tokio::spawn(async move {
+            if let Err(e) = task.await {
+                tracing::error!("mqtt: {e}; nothing is published");
+            }
+        }));
+    }
     let (fleet, mut events) = if components.sessions {
         let (fleet, events) = start_sessions(&config, &batteries).await?;
         (Some(fleet), Some(events))
@@ -258,6 +277,10 @@ pub async fn run(
                 if let Some(w) = &writer {
                     w.send(message(&event, persistent));
                 }
+                if let Some(t) = &telemetry {
+                    t.record(&event);
+                }
+                feed.record(&event, persistent, Instant::now());
                 if matches!(event.kind, EventKind::Snapshot { .. }) {
                     watchdog.feed(Instant::now());
                     last_snapshot = Instant::now();
@@ -333,6 +356,25 @@ pub async fn run(
         Some(e) => Err(e),
         None => Ok(code),
     }
+}
+
+/// The service's counters: one link per battery, or one for a whole RS485 bus.
+fn telemetry_for(config: &Config, batteries: &[BatteryConfig]) -> Telemetry {
+    if config.transport == TransportKind::Rs485 {
+        Telemetry::shared(bus_name(config), batteries.len())
+    } else {
+        let names: Vec<String> = batteries.iter().map(|b| b.name.clone()).collect();
+        Telemetry::per_battery(&names)
+    }
+}
+
+fn bus_name(config: &Config) -> String {
+    let port = config
+        .wire
+        .port
+        .as_ref()
+        .map_or_else(String::new, |p| p.path.display().to_string());
+    format!("RS485 bus on {port}")
 }
 
 /// The writer's view of a session event.

@@ -123,7 +123,13 @@ async fn snapshot_of(rx: &mut mpsc::Receiver<SessionEvent>, battery: usize) -> (
             .await
             .unwrap_or_else(|_| panic!("no snapshot of battery {battery} within {LIMIT:?}"))
             .expect("the session runs");
-        if let (true, EventKind::Snapshot { snapshot, rejected }) = (e.battery == battery, e.kind) {
+        if let (
+            true,
+            EventKind::Snapshot {
+                snapshot, rejected, ..
+            },
+        ) = (e.battery == battery, e.kind)
+        {
             return (*snapshot, rejected);
         }
     }

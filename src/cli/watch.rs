@@ -68,7 +68,9 @@ fn print_event(event: &SessionEvent, as_json: bool) {
             }
             // In text mode the session's own log line (INFO) reports the change.
         }
-        EventKind::Snapshot { snapshot, rejected } => {
+        EventKind::Snapshot {
+            snapshot, rejected, ..
+        } => {
             if as_json {
                 println!(
                     "{}",

@@ -2,6 +2,7 @@
 //! validated at start-up. A bad value names its variable, the value, and the expected form.
 
 pub mod devices_file;
+pub mod mqtt;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -127,6 +128,12 @@ pub const VARIABLES: &[&str] = &[
     "ALERT_COMMAND",
     "ALERT_COMMAND_TIMEOUT_SEC",
     "ALERT_CHECK_SEC",
+    "MQTT_URL",
+    "MQTT_TOPIC",
+    "MQTT_DISCOVERY_PREFIX",
+    "MQTT_NODEJKBMS",
+    "MQTT_CA_FILE",
+    "MQTT_CLIENT_ID",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -157,6 +164,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// `ALERT_CHECK_SEC`: how often the alert rules look (default 10 s).
     pub alert_every: Duration,
+    /// `MQTT_URL` set: publish to that broker.
+    pub mqtt: Option<crate::mqtt::MqttConfig>,
 }
 
 impl Config {
@@ -740,7 +749,9 @@ impl Config {
             .transpose()?
             .unwrap_or_default();
         session.variant = variant;
+        let mqtt = mqtt::read(get)?;
         Ok(Config {
+            mqtt,
             addresses,
             names,
             wire,

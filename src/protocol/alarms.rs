@@ -96,6 +96,55 @@ impl Alarms {
     }
 }
 
+/// The alarm groups, in the order they are shown: what an owner checks first when one is raised.
+/// Every named bit of both tables belongs to exactly one ([`group`]); MQTT publishes one binary
+/// sensor per group.
+pub const ALARM_GROUPS: [&str; 6] = ["cell", "pack", "current", "temperature", "mosfet", "system"];
+
+/// The group of an alarm key (a name from [`BLE_ALARMS`] or [`SERIAL_WARNINGS`], or `bit_N`):
+/// `cell` (a cell's voltage or the spread), `pack` (pack voltage, capacity), `current`
+/// (over-current, short circuit), `temperature`, `mosfet` (a switch that did not switch) or
+/// `system` (sensors, wiring, communication, anything unnamed).
+pub fn group(key: &str) -> &'static str {
+    match key {
+        "cell_overvoltage" | "cell_undervoltage" | "cell_voltage_difference" => "cell",
+        "pack_overvoltage"
+        | "pack_undervoltage"
+        | "charge_overvoltage"
+        | "discharge_undervoltage"
+        | "low_capacity" => "pack",
+        "charge_overcurrent"
+        | "discharge_overcurrent"
+        | "discharge_overcurrent_2"
+        | "discharge_overcurrent_3"
+        | "charge_short_circuit"
+        | "discharge_short_circuit"
+        | "short_circuit_release_failed" => "current",
+        "mosfet_overtemperature"
+        | "charge_overtemperature"
+        | "charge_undertemperature"
+        | "discharge_overtemperature"
+        | "discharge_undertemperature"
+        | "battery_overtemperature"
+        | "battery_undertemperature"
+        | "box_overtemperature"
+        | "temperature_sensor_anomaly" => "temperature",
+        "charge_mosfet_abnormal" | "discharge_mosfet_abnormal" | "discharge_on_failed" => "mosfet",
+        _ => "system",
+    }
+}
+
+impl Alarms {
+    /// Every group of [`ALARM_GROUPS`] with whether any of its alarms is raised.
+    pub fn groups(&self) -> std::collections::BTreeMap<&'static str, bool> {
+        let raised: Vec<&str> = self.names().iter().map(|n| group(n)).collect();
+        ALARM_GROUPS
+            .iter()
+            .map(|g| (*g, raised.contains(g)))
+            .collect()
+    }
+}
+
 /// The key with underscores as spaces and the first letter capitalised: `cell_overvoltage` →
 /// `Cell overvoltage`.
 pub fn label(key: &str) -> String {
@@ -110,6 +159,45 @@ pub fn label(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_named_bit_has_a_deliberate_group() {
+        let system = [
+            "wire_resistance",
+            "cell_count_mismatch",
+            "current_sensor_error",
+            "coprocessor_communication_error",
+            "gps_disconnected",
+            "modify_password_in_time",
+            "parallel_module_anomaly",
+            "gps_remote_lock",
+            "protection_309_a",
+            "protection_309_b",
+        ];
+        for name in BLE_ALARMS.iter().chain(SERIAL_WARNINGS.iter()).flatten() {
+            let g = group(name);
+            assert!(ALARM_GROUPS.contains(&g), "{name}");
+            // only the names listed above fall through to `system`
+            assert_eq!(g == "system", system.contains(name), "{name} is in {g}");
+        }
+        assert_eq!(group("bit_30"), "system");
+        let a = Alarms {
+            bits: (1 << 4) | (1 << 14), // cell overvoltage, discharge short circuit
+            table: AlarmTable::Ble,
+        };
+        let groups = a.groups();
+        assert_eq!(groups.len(), ALARM_GROUPS.len());
+        let raised: Vec<&str> = groups
+            .iter()
+            .filter(|(_, on)| **on)
+            .map(|(g, _)| *g)
+            .collect();
+        assert_eq!(raised, ["cell", "current"]);
+        assert!(Alarms::none(AlarmTable::Serial)
+            .groups()
+            .values()
+            .all(|on| !on));
+    }
 
     #[test]
     fn observed_alarm_words_name_their_bits() {

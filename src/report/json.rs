@@ -395,6 +395,9 @@ pub struct SnapshotJson {
     /// The SOC jkmon shows and stores: from the voltage curve or the BMS (`soc_source`).
     pub soc_effective_pct: Option<f64>,
     pub soc_source: &'static str,
+    /// Every alarm group (`cell`, `pack`, `current`, `temperature`, `mosfet`, `system`) with
+    /// whether one of its alarms is raised.
+    pub alarm_groups: BTreeMap<&'static str, bool>,
 }
 
 impl SnapshotJson {
@@ -403,6 +406,7 @@ impl SnapshotJson {
             cell_info: CellInfoJson::new(&s.cell_info, None),
             soc_effective_pct: s.soc_effective_pct.map(|p| (p * 10.0).round() / 10.0),
             soc_source: s.soc_source.as_str(),
+            alarm_groups: s.cell_info.alarms.groups(),
         }
     }
 }

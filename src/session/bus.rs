@@ -162,6 +162,8 @@ pub struct BusSession {
     opened: Instant,
     /// Corrupt frames and bytes on this port so far.
     rejected: u64,
+    /// Frames decoded on this port so far.
+    decoded: u64,
 }
 
 /// What the bus said since the port opened.
@@ -216,6 +218,7 @@ impl BusSession {
             name: name.to_string(),
             opened: Instant::now(),
             rejected: 0,
+            decoded: 0,
         }
     }
 
@@ -294,6 +297,7 @@ impl BusSession {
         };
         self.opened = now;
         self.rejected = 0;
+        self.decoded = 0;
         let mut role = match self.mode {
             BusMode::Auto => Role::Listening {
                 until: now + self.timing.listen,
@@ -613,6 +617,7 @@ impl BusSession {
     }
 
     async fn accept(&mut self, i: usize, decoded: Decoded, now: Instant) -> bool {
+        self.decoded += 1;
         let pack = &mut self.packs[i];
         pack.last_valid = Some(now);
         match decoded {
@@ -652,6 +657,7 @@ impl BusSession {
                     i,
                     EventKind::Snapshot {
                         snapshot: Box::new(snapshot),
+                        decoded: self.decoded,
                         rejected: self.rejected,
                     },
                 )

@@ -162,7 +162,10 @@ pub enum EventKind {
     },
     Snapshot {
         snapshot: Box<Snapshot>,
-        /// Corrupt frames rejected on the current connection so far.
+        /// Frames decoded on the current connection so far (on an RS485 bus: on the bus).
+        decoded: u64,
+        /// Corrupt frames rejected on the current connection so far (on an RS485 bus: on the
+        /// bus, where bytes cannot always be told apart by pack).
         rejected: u64,
     },
 }
@@ -401,6 +404,7 @@ impl Session {
         );
         self.emit(EventKind::Snapshot {
             snapshot: Box::new(snapshot),
+            decoded: stream.accepted,
             rejected: stream.rejected,
         })
         .await

@@ -1,5 +1,6 @@
 //! The web server: the dashboard and history pages ([`pages`]), the JSON API under `/api/v1`
-//! ([`api`]) and the Python monitor's `/history?days=N`. Read-only: every handler reads the
+//! ([`api`]), Prometheus's `/metrics` ([`metrics`]) and the Python monitor's `/history?days=N`.
+//! Read-only: every handler reads the
 //! store through [`Readers`].
 //!
 //! [`router`] builds the routes without I/O, so tests drive it with `oneshot`; [`serve`] binds
@@ -8,9 +9,11 @@
 //! Every response carries security headers (no sniffing, no framing, no referrer, a
 //! same-origin content policy). With `WEB_AUTH_TOKEN` set, everything except `/api/v1/health`,
 //! `/login` and `/static/` needs `Authorization: Bearer <token>` or the `jkmon_token` cookie
-//! (which `/login` sets); pages send a browser without it to `/login`, the API answers 401.
+//! (which `/login` sets); pages send a browser without it to `/login`, the API and `/metrics`
+//! answer 401.
 
 pub mod api;
+pub mod metrics;
 pub mod pages;
 
 use std::net::SocketAddr;
@@ -99,6 +102,8 @@ pub struct AppState {
     pub read: ReadConfig,
     pub auth_token: Option<String>,
     pub page: PageConfig,
+    /// The service's counters, when this process runs the BMS sessions.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     status: std::sync::Mutex<Option<Cached>>,
     history: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
 }
@@ -115,6 +120,7 @@ impl AppState {
             read,
             auth_token,
             page,
+            telemetry: None,
             status: Default::default(),
             history: Default::default(),
         }
@@ -187,6 +193,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/batteries", get(api::batteries))
         .route("/api/v1/history", get(api::history))
         .route("/history", get(api::legacy_history))
+        .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/api/v1/health", get(api::health))
@@ -231,7 +238,7 @@ async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: N
         return next.run(req).await;
     }
     let path = req.uri().path();
-    if !path.starts_with("/api/") && path != "/history" {
+    if !path.starts_with("/api/") && path != "/history" && path != "/metrics" {
         return axum::response::Redirect::to("/login").into_response();
     }
     let mut response = api::error(

@@ -1,0 +1,285 @@
+//! The thin shell around rumqttc: connects (plain or TLS), leaves a last will, reconnects with
+//! a capped, jittered backoff, and sends what the [`Publisher`] decides. Runs beside the BMS
+//! sessions and never holds them up: it only reads the [`super::Feed`].
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, Outgoing,
+    Packet, QoS, TlsConfiguration, Transport,
+};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::publisher::{Cause, Message, Publisher, OFFLINE};
+use super::{BatteryFeed, Layout, MqttConfig};
+use crate::session::backoff::Backoff;
+
+/// Reconnection delays: the first retry within a second, then at most one a minute.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// How long a stopping jkmon waits for its "offline" to reach the broker.
+const FLUSH: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Error)]
+pub enum MqttError {
+    #[error("MQTT_CA_FILE={path}: {problem}")]
+    CaFile { path: String, problem: String },
+    #[error("no CA certificates for mqtts:// in the system store ({0}); install ca-certificates, or set MQTT_CA_FILE to the CA that signed the broker's certificate")]
+    NoRoots(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// What the connection task reports.
+enum Link {
+    Up,
+    Down { reason: String, retry_in: Duration },
+}
+
+/// The rustls configuration for `mqtts://`: the CA in `ca_file`, else the system's CAs.
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, MqttError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let bad = |problem: String| MqttError::CaFile {
+                path: path.display().to_string(),
+                problem,
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(format!("not a PEM certificate file ({e})")))?;
+            for cert in certs {
+                roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(bad("holds no certificate".into()));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                let why = found
+                    .errors
+                    .first()
+                    .map_or_else(|| "none found".to_string(), ToString::to_string);
+                return Err(MqttError::NoRoots(why));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| MqttError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The client options: who jkmon is, its last will, its credentials and transport.
+fn options(config: &MqttConfig, layout: &Layout) -> Result<MqttOptions, MqttError> {
+    let b = &config.broker;
+    let mut o = MqttOptions::new(config.client_id.clone(), b.host.clone(), b.port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_clean_session(true);
+    // a 24-cell state is about 2 KiB; discovery configs are under 1 KiB each
+    o.set_max_packet_size(64 * 1024, 64 * 1024);
+    o.set_last_will(LastWill::new(
+        layout.status(),
+        OFFLINE,
+        QoS::AtLeastOnce,
+        true,
+    ));
+    if let Some(user) = &b.user {
+        o.set_credentials(user.clone(), b.password.clone().unwrap_or_default());
+    }
+    if b.tls {
+        let tls = tls_config(config.ca_file.as_deref())?;
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(tls),
+        )));
+    }
+    Ok(o)
+}
+
+/// A connection error in words, with the fix where there is one.
+fn explain(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(
+            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
+        ) => "the broker refused the user name or password: check them in MQTT_URL".into(),
+        ConnectionError::ConnectionRefused(ConnectReturnCode::BadClientId) => {
+            "the broker refused the client id: set another MQTT_CLIENT_ID".into()
+        }
+        ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused: is the broker running, and is the port in MQTT_URL right?".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Publishes until `stop`; then tells the broker that every battery and jkmon are offline.
+/// Fails only when the TLS set-up is impossible (a bad `MQTT_CA_FILE`).
+pub async fn run(
+    config: MqttConfig,
+    layout: Layout,
+    freshness: Duration,
+    every: Duration,
+    mut feed: watch::Receiver<Vec<BatteryFeed>>,
+    stop: CancellationToken,
+) -> Result<(), MqttError> {
+    let options = options(&config, &layout)?;
+    let broker = config.broker.to_string();
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    let (link_tx, mut link_rx) = mpsc::channel::<Link>(16);
+    let connection_stop = CancellationToken::new();
+    let connection = {
+        let stop = connection_stop.clone();
+        let seed = u64::from(std::process::id());
+        tokio::spawn(async move {
+            let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX, seed);
+            let mut leaving = false;
+            loop {
+                let event = tokio::select! {
+                    e = eventloop.poll() => e,
+                    _ = stop.cancelled() => return,
+                };
+                match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        backoff.reset();
+                        if link_tx.send(Link::Up).await.is_err() {
+                            return;
+                        }
+                    }
+                    // the farewell is queued after everything else; the broker closes the
+                    // connection once it has read it (closing first would fire the last will)
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => leaving = true,
+                    Ok(_) => {}
+                    Err(_) if leaving => return,
+                    Err(e) => {
+                        let retry_in = backoff.next_delay();
+                        let _ = link_tx.try_send(Link::Down {
+                            reason: explain(&e),
+                            retry_in,
+                        });
+                        tokio::select! {
+                            _ = tokio::time::sleep(retry_in) => {}
+                            _ = stop.cancelled() => return,
+                        }
+                    }
+                }
+            }
+        })
+    };
+    tracing::info!("mqtt: connecting to {broker} as {}", config.client_id);
+    let mut publisher = Publisher::new(layout, freshness);
+    let mut connected = false;
+    let mut failures = 0u32;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let messages = tokio::select! {
+            _ = stop.cancelled() => break,
+            link = link_rx.recv() => match link {
+                Some(Link::Up) => {
+                    connected = true;
+                    failures = 0;
+                    tracing::info!("mqtt: connected to {broker}; publishing under {}/", publisher.layout().base);
+                    let now = Instant::now();
+                    let f = feed.borrow_and_update().clone();
+                    publisher.connected(&f, now)
+                }
+                Some(Link::Down { reason, retry_in }) => {
+                    connected = false;
+                    failures += 1;
+                    tracing::warn!(
+                        "mqtt: {broker}: {reason}; trying again in {:.1} s (failed attempts in a row: {failures})",
+                        retry_in.as_secs_f64()
+                    );
+                    continue;
+                }
+                None => break,
+            },
+            changed = feed.changed() => {
+                if changed.is_err() {
+                    break; // the service is gone
+                }
+                let f = feed.borrow_and_update().clone();
+                if !connected {
+                    continue;
+                }
+                publisher.update(&f, Instant::now(), Cause::Change)
+            }
+            _ = tick.tick() => {
+                if !connected {
+                    continue;
+                }
+                let f = feed.borrow().clone();
+                publisher.update(&f, Instant::now(), Cause::Tick)
+            }
+        };
+        tokio::select! {
+            _ = send(&client, messages) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+    if connected {
+        let farewell = async {
+            send(&client, publisher.stopping()).await;
+            let _ = client.disconnect().await;
+            let _ = connection.await;
+        };
+        if tokio::time::timeout(FLUSH, farewell).await.is_err() {
+            tracing::warn!("mqtt: the broker did not take jkmon's \"offline\" within {FLUSH:?}; its last will says it instead");
+        }
+    }
+    connection_stop.cancel();
+    Ok(())
+}
+
+/// Queues `messages` in order; waits while the queue is full (the connection task empties it).
+async fn send(client: &AsyncClient, messages: Vec<Message>) {
+    for m in messages {
+        // retained facts must arrive; a non-retained payload is replaced at the next interval
+        let qos = if m.retain {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        if let Err(e) = client.publish(m.topic, qos, m.retain, m.payload).await {
+            tracing::warn!("mqtt: could not queue a message: {e}");
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_file_that_is_not_pem_is_named() {
+        let dir = std::env::temp_dir().join(format!("jkmon-ca-{}", std::process::id()));
+        std::fs::write(&dir, "not a certificate").unwrap();
+        let e = tls_config(Some(&dir)).unwrap_err().to_string();
+        std::fs::remove_file(&dir).ok();
+        assert!(e.starts_with("MQTT_CA_FILE="), "{e}");
+        assert!(e.contains("no certificate"), "{e}");
+    }
+
+    #[test]
+    fn refusals_are_explained_with_the_fix() {
+        let e = ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized);
+        assert!(explain(&e).contains("MQTT_URL"));
+        let e = ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(explain(&e).contains("is the broker running"));
+    }
+}

@@ -1,0 +1,569 @@
+//! Home Assistant MQTT discovery: one device per BMS, with a sensor for every value the BMS
+//! reports and a binary sensor for each state and alarm group. Pure: built from the state JSON
+//! the entities read, so an entity exists exactly when its value does.
+
+use serde_json::{json, Map, Value};
+
+use super::{BatteryTopics, Layout};
+use crate::protocol::alarms::{label, ALARM_GROUPS};
+use crate::protocol::DeviceInfo;
+
+/// A sensor read from one state field.
+struct Spec {
+    /// The state field (`value_json.<field>`).
+    field: &'static str,
+    name: &'static str,
+    device_class: Option<&'static str>,
+    unit: Option<&'static str>,
+    state_class: Option<&'static str>,
+    precision: Option<u8>,
+    diagnostic: bool,
+}
+
+const fn spec(
+    field: &'static str,
+    name: &'static str,
+    device_class: Option<&'static str>,
+    unit: Option<&'static str>,
+    state_class: Option<&'static str>,
+    precision: Option<u8>,
+) -> Spec {
+    Spec {
+        field,
+        name,
+        device_class,
+        unit,
+        state_class,
+        precision,
+        diagnostic: false,
+    }
+}
+
+const V: Option<&str> = Some("voltage");
+const VOLT: Option<&str> = Some("V");
+const M: Option<&str> = Some("measurement");
+
+const SENSORS: [Spec; 20] = [
+    spec("total_voltage_v", "Voltage", V, VOLT, M, Some(2)),
+    spec(
+        "current_a",
+        "Current",
+        Some("current"),
+        Some("A"),
+        M,
+        Some(2),
+    ),
+    spec("power_w", "Power", Some("power"), Some("W"), M, Some(0)),
+    spec(
+        "soc_effective_pct",
+        "State of charge",
+        Some("battery"),
+        Some("%"),
+        M,
+        Some(0),
+    ),
+    spec(
+        "soc_pct",
+        "State of charge (BMS)",
+        Some("battery"),
+        Some("%"),
+        M,
+        Some(0),
+    ),
+    spec("soh_pct", "State of health", None, Some("%"), M, Some(0)),
+    spec(
+        "remaining_capacity_ah",
+        "Remaining capacity",
+        None,
+        Some("Ah"),
+        M,
+        Some(1),
+    ),
+    spec(
+        "nominal_capacity_ah",
+        "Nominal capacity",
+        None,
+        Some("Ah"),
+        None,
+        Some(0),
+    ),
+    spec(
+        "cycle_capacity_ah",
+        "Cycle capacity",
+        None,
+        Some("Ah"),
+        Some("total_increasing"),
+        Some(0),
+    ),
+    spec(
+        "cycle_count",
+        "Cycles",
+        None,
+        None,
+        Some("total_increasing"),
+        Some(0),
+    ),
+    spec("cell_delta_v", "Cell delta", V, VOLT, M, Some(3)),
+    spec("cell_min_v", "Cell minimum", V, VOLT, M, Some(3)),
+    spec("cell_max_v", "Cell maximum", V, VOLT, M, Some(3)),
+    spec("cell_avg_v", "Cell average", V, VOLT, M, Some(3)),
+    spec("cell_min_index", "Lowest cell", None, None, None, None),
+    spec("cell_max_index", "Highest cell", None, None, None, None),
+    spec(
+        "balance_current_a",
+        "Balance current",
+        Some("current"),
+        Some("A"),
+        M,
+        Some(3),
+    ),
+    Spec {
+        diagnostic: true,
+        ..spec(
+            "uptime_s",
+            "Uptime",
+            Some("duration"),
+            Some("s"),
+            None,
+            Some(0),
+        )
+    },
+    Spec {
+        diagnostic: true,
+        ..spec("cell_count", "Cells", None, None, None, None)
+    },
+    Spec {
+        diagnostic: true,
+        ..spec("soc_source", "SOC source", None, None, None, None)
+    },
+];
+
+/// A binary sensor: its object id, name, device class, the field it needs and its template.
+struct Binary {
+    id: &'static str,
+    name: &'static str,
+    device_class: Option<&'static str>,
+    needs: &'static str,
+    template: &'static str,
+}
+
+const BINARIES: [Binary; 6] = [
+    Binary {
+        id: "charging",
+        name: "Charging",
+        device_class: Some("battery_charging"),
+        needs: "current_a",
+        template: "{{ 'ON' if value_json.current_a > 0 else 'OFF' }}",
+    },
+    Binary {
+        id: "discharging",
+        name: "Discharging",
+        device_class: None,
+        needs: "current_a",
+        template: "{{ 'ON' if value_json.current_a < 0 else 'OFF' }}",
+    },
+    Binary {
+        id: "charging_enabled",
+        name: "Charge switch",
+        device_class: Some("power"),
+        needs: "charging_enabled",
+        template: "{{ 'ON' if value_json.charging_enabled else 'OFF' }}",
+    },
+    Binary {
+        id: "discharging_enabled",
+        name: "Discharge switch",
+        device_class: Some("power"),
+        needs: "discharging_enabled",
+        template: "{{ 'ON' if value_json.discharging_enabled else 'OFF' }}",
+    },
+    Binary {
+        id: "balancing",
+        name: "Balancing",
+        device_class: Some("running"),
+        needs: "balancing",
+        template: "{{ 'ON' if value_json.balancing else 'OFF' }}",
+    },
+    Binary {
+        id: "heating",
+        name: "Heating",
+        device_class: Some("heat"),
+        needs: "heating",
+        template: "{{ 'ON' if value_json.heating else 'OFF' }}",
+    },
+];
+
+fn temperature_name(key: &str) -> String {
+    match key {
+        "mos" => "MOSFET temperature".into(),
+        t => format!("Temperature {}", t.trim_start_matches('t')),
+    }
+}
+
+/// The `device` block: who the BMS is, as far as it said.
+fn device(topics: &BatteryTopics, info: Option<&DeviceInfo>) -> Value {
+    let mut d = Map::new();
+    d.insert(
+        "identifiers".into(),
+        json!([format!("jkmon_{}", topics.uid)]),
+    );
+    d.insert("name".into(), json!(topics.name));
+    d.insert("manufacturer".into(), json!("JK (Jikong)"));
+    let model = info.map(|i| i.model.trim()).filter(|m| !m.is_empty());
+    d.insert("model".into(), json!(model.unwrap_or("JK BMS")));
+    if let Some(i) = info {
+        for (key, v) in [
+            ("sw_version", &i.software_version),
+            ("hw_version", &i.hardware_version),
+            ("serial_number", &i.serial_number),
+        ] {
+            if !v.trim().is_empty() {
+                d.insert(key.into(), json!(v.trim()));
+            }
+        }
+    }
+    Value::Object(d)
+}
+
+/// Every discovery config of one battery: `(topic, payload)`, sensors first. `state` is the
+/// battery's state JSON ([`super::payload::state`]).
+pub fn configs(
+    layout: &Layout,
+    prefix: &str,
+    topics: &BatteryTopics,
+    state: &Value,
+    info: Option<&DeviceInfo>,
+) -> Vec<(String, Value)> {
+    let node = format!("jkmon_{}", topics.uid);
+    let common = |name: &str, object: &str, template: String| {
+        let mut c = Map::new();
+        c.insert("name".into(), json!(name));
+        c.insert("unique_id".into(), json!(format!("{node}_{object}")));
+        c.insert("state_topic".into(), json!(topics.state()));
+        c.insert("value_template".into(), json!(template));
+        c.insert(
+            "availability".into(),
+            json!([{"topic": layout.status()}, {"topic": topics.availability()}]),
+        );
+        c.insert("availability_mode".into(), json!("all"));
+        c.insert("device".into(), device(topics, info));
+        c.insert(
+            "origin".into(),
+            json!({
+                "name": "jkmon",
+                "sw_version": env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        c
+    };
+    let present = |field: &str| state.get(field).is_some_and(|v| !v.is_null());
+    let mut out = Vec::new();
+    let mut sensor = |object: String,
+                      name: &str,
+                      template: String,
+                      class: Option<&str>,
+                      unit: Option<&str>,
+                      state_class: Option<&str>,
+                      precision: Option<u8>,
+                      diagnostic: bool| {
+        let mut c = common(name, &object, template);
+        for (key, v) in [
+            ("device_class", class),
+            ("unit_of_measurement", unit),
+            ("state_class", state_class),
+        ] {
+            if let Some(v) = v {
+                c.insert(key.into(), json!(v));
+            }
+        }
+        if let Some(p) = precision {
+            c.insert("suggested_display_precision".into(), json!(p));
+        }
+        if diagnostic {
+            c.insert("entity_category".into(), json!("diagnostic"));
+        }
+        out.push((
+            format!("{prefix}/sensor/{node}/{object}/config"),
+            Value::Object(c),
+        ));
+    };
+    for s in SENSORS.iter().filter(|s| present(s.field)) {
+        sensor(
+            s.field.to_string(),
+            s.name,
+            format!("{{{{ value_json.{} }}}}", s.field),
+            s.device_class,
+            s.unit,
+            s.state_class,
+            s.precision,
+            s.diagnostic,
+        );
+    }
+    if let Some(temps) = state.get("temperatures_c").and_then(Value::as_object) {
+        for key in temps.keys() {
+            sensor(
+                format!("temperature_{key}"),
+                &temperature_name(key),
+                format!("{{{{ value_json.temperatures_c.{key} }}}}"),
+                Some("temperature"),
+                Some("°C"),
+                M,
+                Some(1),
+                false,
+            );
+        }
+    }
+    let cells = state
+        .get("cell_voltages_v")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    for i in 0..cells {
+        sensor(
+            format!("cell_{}", i + 1),
+            &format!("Cell {}", i + 1),
+            format!("{{{{ value_json.cell_voltages_v[{i}] }}}}"),
+            V,
+            VOLT,
+            M,
+            Some(3),
+            false,
+        );
+    }
+    sensor(
+        "alarms".into(),
+        "Alarms",
+        "{{ value_json.alarms | join(', ') if value_json.alarms else 'none' }}".into(),
+        None,
+        None,
+        None,
+        None,
+        false,
+    );
+    let mut binary = |object: String, name: &str, class: Option<&str>, template: String| {
+        let mut c = common(name, &object, template);
+        c.insert("payload_on".into(), json!("ON"));
+        c.insert("payload_off".into(), json!("OFF"));
+        if let Some(class) = class {
+            c.insert("device_class".into(), json!(class));
+        }
+        out.push((
+            format!("{prefix}/binary_sensor/{node}/{object}/config"),
+            Value::Object(c),
+        ));
+    };
+    for b in BINARIES.iter().filter(|b| present(b.needs)) {
+        binary(b.id.into(), b.name, b.device_class, b.template.into());
+    }
+    for group in ALARM_GROUPS {
+        binary(
+            format!("alarm_{group}"),
+            &format!("{} alarm", label(group)),
+            Some("problem"),
+            format!("{{{{ 'ON' if value_json.alarm_groups.{group} else 'OFF' }}}}"),
+        );
+    }
+    out
+}
+
+/// The fields a template reads: `value_json.a.b[3]` → `["a", "b", "3"]`, for every
+/// `value_json` in it (tests check them against the state).
+pub fn template_paths(template: &str) -> Vec<Vec<String>> {
+    template
+        .split("value_json.")
+        .skip(1)
+        .map(|rest| {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "_.[]".contains(c)))
+                .unwrap_or(rest.len());
+            rest[..end]
+                .split(['.', '[', ']'])
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+/// The value at `path` in `state` (array indexes as numbers).
+pub fn lookup<'a>(state: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter()
+        .try_fold(state, |v, key| match key.parse::<usize>() {
+            Ok(i) => v.get(i),
+            Err(_) => v.get(key.as_str()),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::battery::{Snapshot, SocSource};
+    use crate::mqtt::payload;
+    use crate::protocol::CellInfo;
+
+    fn layout() -> Layout {
+        Layout {
+            base: "jkmon".into(),
+            batteries: vec![BatteryTopics::new(
+                "jkmon",
+                1,
+                "Garage",
+                Some("C8:47:80:00:00:01"),
+            )],
+            discovery_prefix: Some("homeassistant".into()),
+            nodejkbms: false,
+        }
+    }
+
+    fn example() -> (Snapshot, Value) {
+        let cells = CellInfo::example();
+        let s = Snapshot {
+            soc_effective_pct: Some(50.0),
+            soc_source: SocSource::Bms,
+            cell_info: cells,
+            device_info: None,
+            settings: None,
+        };
+        let state = payload::state(&s);
+        (s, state)
+    }
+
+    fn find<'a>(configs: &'a [(String, Value)], object: &str) -> &'a Value {
+        &configs
+            .iter()
+            .find(|(t, _)| t.ends_with(&format!("/{object}/config")))
+            .unwrap_or_else(|| panic!("no {object}"))
+            .1
+    }
+
+    #[test]
+    fn sensors_carry_the_right_classes_units_and_state_classes() {
+        let l = layout();
+        let (s, state) = example();
+        let c = configs(&l, "homeassistant", &l.batteries[0], &state, None);
+        let check = |object: &str, class: Option<&str>, unit: Option<&str>, sc: Option<&str>| {
+            let v = find(&c, object);
+            assert_eq!(v["device_class"].as_str(), class, "{object}");
+            assert_eq!(v["unit_of_measurement"].as_str(), unit, "{object}");
+            assert_eq!(v["state_class"].as_str(), sc, "{object}");
+        };
+        check(
+            "total_voltage_v",
+            Some("voltage"),
+            Some("V"),
+            Some("measurement"),
+        );
+        check("current_a", Some("current"), Some("A"), Some("measurement"));
+        check("power_w", Some("power"), Some("W"), Some("measurement"));
+        check(
+            "soc_effective_pct",
+            Some("battery"),
+            Some("%"),
+            Some("measurement"),
+        );
+        check("soh_pct", None, Some("%"), Some("measurement"));
+        check("cycle_count", None, None, Some("total_increasing"));
+        check(
+            "remaining_capacity_ah",
+            None,
+            Some("Ah"),
+            Some("measurement"),
+        );
+        check(
+            "temperature_mos",
+            Some("temperature"),
+            Some("°C"),
+            Some("measurement"),
+        );
+        check("cell_4", Some("voltage"), Some("V"), Some("measurement"));
+        let cells = c
+            .iter()
+            .filter_map(|(t, _)| {
+                t.rsplit('/')
+                    .nth(1)?
+                    .strip_prefix("cell_")?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .count();
+        assert_eq!(cells, s.cell_info.cell_voltages_uv.len());
+        assert_eq!(find(&c, "charging")["device_class"], "battery_charging");
+        assert_eq!(find(&c, "alarm_temperature")["device_class"], "problem");
+        let voltage = find(&c, "total_voltage_v");
+        assert_eq!(voltage["state_topic"], "jkmon/battery1/state");
+        assert_eq!(
+            voltage["unique_id"],
+            "jkmon_c8_47_80_00_00_01_total_voltage_v"
+        );
+        assert_eq!(voltage["availability"][0]["topic"], "jkmon/status");
+        assert_eq!(
+            voltage["availability"][1]["topic"],
+            "jkmon/battery1/availability"
+        );
+        assert_eq!(voltage["device"]["name"], "Garage");
+        assert!(c[0]
+            .0
+            .starts_with("homeassistant/sensor/jkmon_c8_47_80_00_00_01/"));
+    }
+
+    #[test]
+    fn every_template_reads_a_value_the_state_has() {
+        let l = layout();
+        let (_, state) = example();
+        for (topic, config) in configs(&l, "homeassistant", &l.batteries[0], &state, None) {
+            let template = config["value_template"].as_str().unwrap();
+            let paths = template_paths(template);
+            assert!(!paths.is_empty(), "{topic}: {template}");
+            for path in paths {
+                let v = lookup(&state, &path);
+                assert!(
+                    v.is_some_and(|v| !v.is_null()),
+                    "{topic}: {path:?} not in the state"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn values_the_bms_does_not_report_get_no_entity_and_the_device_names_the_bms() {
+        let l = layout();
+        let (mut s, _) = example();
+        s.cell_info.soh_pct = None;
+        s.cell_info.temperatures.sensors_dc = [None; 5];
+        s.cell_info.heating = None;
+        s.device_info = Some(DeviceInfo {
+            model: "JK_PB2A16S20P".into(),
+            hardware_version: "19A".into(),
+            software_version: "19.08".into(),
+            serial_number: "5082B12345".into(),
+            ..DeviceInfo::default()
+        });
+        let state = payload::state(&s);
+        let c = configs(&l, "ha", &l.batteries[0], &state, s.device_info.as_ref());
+        let objects: Vec<&str> = c
+            .iter()
+            .map(|(t, _)| t.rsplit('/').nth(1).unwrap())
+            .collect();
+        assert!(!objects.contains(&"soh_pct"));
+        assert!(!objects.contains(&"heating"));
+        assert!(
+            !objects.iter().any(|o| o.starts_with("temperature_t")),
+            "{objects:?}"
+        );
+        let device = &c[0].1["device"];
+        assert_eq!(device["model"], "JK_PB2A16S20P");
+        assert_eq!(device["sw_version"], "19.08");
+        assert_eq!(device["hw_version"], "19A");
+        assert_eq!(device["serial_number"], "5082B12345");
+    }
+
+    #[test]
+    fn template_paths_are_read_back() {
+        assert_eq!(
+            template_paths("{{ value_json.cell_voltages_v[12] }}"),
+            [["cell_voltages_v", "12"]]
+        );
+        assert_eq!(
+            template_paths("{{ 'ON' if value_json.alarm_groups.cell else 'OFF' }}"),
+            [["alarm_groups", "cell"]]
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! What the service knows of each battery, for the publisher: the latest snapshot and whether
+//! the session says the battery is gone. A `watch` channel: the service overwrites it and never
+//! waits, the publisher sees the newest value whenever it looks.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::battery::Snapshot;
+use crate::session::{EventKind, SessionEvent, State};
+
+/// One battery as the publisher sees it.
+#[derive(Debug, Clone, Default)]
+pub struct BatteryFeed {
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// When `snapshot` arrived.
+    pub taken_at: Option<Instant>,
+    /// Counts snapshots, so the publisher can tell a new one from the one it sent.
+    pub seq: u64,
+    /// A persistent session lost its BMS (the battery is offline whatever the age of its
+    /// last snapshot).
+    pub lost: bool,
+}
+
+/// The sending side, kept by the service.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    tx: Arc<watch::Sender<Vec<BatteryFeed>>>,
+}
+
+impl Feed {
+    pub fn new(batteries: usize) -> Feed {
+        Feed {
+            tx: Arc::new(watch::channel(vec![BatteryFeed::default(); batteries]).0),
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Vec<BatteryFeed>> {
+        self.tx.subscribe()
+    }
+
+    /// Takes in a session event. Never waits. `persistent`: a disconnected session means the
+    /// battery is gone (in periodic mode sessions disconnect between readings).
+    pub fn record(&self, event: &SessionEvent, persistent: bool, now: Instant) {
+        self.tx.send_if_modified(|all| {
+            let Some(b) = all.get_mut(event.battery) else {
+                return false;
+            };
+            match &event.kind {
+                EventKind::Snapshot { snapshot, .. } => {
+                    b.snapshot = Some(Arc::new((**snapshot).clone()));
+                    b.taken_at = Some(now);
+                    b.seq += 1;
+                    let was_lost = std::mem::replace(&mut b.lost, false);
+                    // wake the publisher for the first snapshot and a battery that came back;
+                    // the others go out at its own pace
+                    b.seq == 1 || was_lost
+                }
+                // lost until the next snapshot: reconnecting is not being back
+                EventKind::State { state, .. } if persistent && *state == State::Disconnected => {
+                    !std::mem::replace(&mut b.lost, true)
+                }
+                EventKind::State { .. } => false,
+            }
+        });
+    }
+}

@@ -1,0 +1,206 @@
+//! MQTT: every battery's snapshot on a broker, for Home Assistant, Node-RED and friends.
+//!
+//! Under the base topic (`MQTT_TOPIC`, default `jkmon`):
+//!
+//! | topic | retained | what |
+//! |---|---|---|
+//! | `<base>/status` | yes | `online`, or `offline` (also the broker's last will for jkmon) |
+//! | `<base>/batteryN/availability` | yes | `online` while battery N delivers fresh readings |
+//! | `<base>/batteryN/state` | yes | the snapshot as JSON, the fields of `jkmon read --json` |
+//! | `<base>/batteryN/device` | yes | model, versions, serial number (no passcodes) |
+//! | `<base>/pack`, `<base>/cells` | no | NodeJKBMS's payloads (`MQTT_NODEJKBMS=true`) |
+//!
+//! Home Assistant discovery configs go under `MQTT_DISCOVERY_PREFIX` (default `homeassistant`).
+//!
+//! The layers: [`feed`] is what the service knows of each battery (written without waiting),
+//! [`payload`] and [`discovery`] turn a snapshot into messages (pure), [`publisher`] decides
+//! what to send when (pure, an explicit state), and [`client`] is the thin rumqttc shell that
+//! connects, reconnects with backoff and sends.
+
+pub mod client;
+pub mod discovery;
+pub mod feed;
+pub mod payload;
+pub mod publisher;
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use client::run;
+pub use feed::{BatteryFeed, Feed};
+
+/// Where the broker is (`MQTT_URL`).
+#[derive(Clone, PartialEq)]
+pub struct Broker {
+    pub host: String,
+    pub port: u16,
+    /// `mqtts://`.
+    pub tls: bool,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl fmt::Display for Broker {
+    /// The URL without the password, for logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        let user = self
+            .user
+            .as_deref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(f, "{scheme}://{user}{host}:{}", self.port)
+    }
+}
+
+impl fmt::Debug for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Broker({self})")
+    }
+}
+
+/// The MQTT part of the configuration (present when `MQTT_URL` is set).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttConfig {
+    pub broker: Broker,
+    /// `MQTT_TOPIC`.
+    pub base: String,
+    /// `MQTT_DISCOVERY_PREFIX`; `None` (`off`) publishes no Home Assistant discovery.
+    pub discovery_prefix: Option<String>,
+    /// `MQTT_NODEJKBMS`: also NodeJKBMS's `pack` and `cells` payloads.
+    pub nodejkbms: bool,
+    /// `MQTT_CA_FILE`: the CA of an `mqtts://` broker with its own certificate authority.
+    pub ca_file: Option<PathBuf>,
+    /// `MQTT_CLIENT_ID` (default `jkmon-<topic>`).
+    pub client_id: String,
+}
+
+/// One battery's place on the broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatteryTopics {
+    /// 1-based, as everywhere in jkmon.
+    pub position: usize,
+    pub name: String,
+    /// `batteryN`: the topic level under the base.
+    pub key: String,
+    /// Stable across restarts and renames: from the battery's address (MAC, port and RS485
+    /// address) when it has one, else from the base topic and position. Home Assistant keys
+    /// its entities on it.
+    pub uid: String,
+    base: String,
+}
+
+impl BatteryTopics {
+    pub fn new(base: &str, position: usize, name: &str, location: Option<&str>) -> BatteryTopics {
+        let source = location
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{base}_battery{position}"));
+        BatteryTopics {
+            position,
+            name: name.to_string(),
+            key: format!("battery{position}"),
+            uid: slug(&source),
+            base: base.to_string(),
+        }
+    }
+
+    pub fn state(&self) -> String {
+        format!("{}/{}/state", self.base, self.key)
+    }
+    pub fn availability(&self) -> String {
+        format!("{}/{}/availability", self.base, self.key)
+    }
+    pub fn device(&self) -> String {
+        format!("{}/{}/device", self.base, self.key)
+    }
+}
+
+/// Every topic jkmon publishes on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    pub base: String,
+    pub batteries: Vec<BatteryTopics>,
+    pub discovery_prefix: Option<String>,
+    pub nodejkbms: bool,
+}
+
+impl Layout {
+    pub fn new(config: &MqttConfig, batteries: &[crate::store::Battery]) -> Layout {
+        Layout {
+            base: config.base.clone(),
+            batteries: batteries
+                .iter()
+                .map(|b| {
+                    BatteryTopics::new(&config.base, b.position, &b.name, b.address.as_deref())
+                })
+                .collect(),
+            discovery_prefix: config.discovery_prefix.clone(),
+            nodejkbms: config.nodejkbms,
+        }
+    }
+
+    /// jkmon's own availability, with the last will.
+    pub fn status(&self) -> String {
+        format!("{}/status", self.base)
+    }
+
+    /// NodeJKBMS's `pack` and `cells` topics of battery `i`: right under the base with one
+    /// battery (so `MQTT_TOPIC=NodeJKBMS` replaces NodeJKBMS as it was), under `batteryN`
+    /// with several.
+    pub fn nodejkbms(&self, i: usize) -> (String, String) {
+        let under = if self.batteries.len() == 1 {
+            self.base.clone()
+        } else {
+            format!("{}/{}", self.base, self.batteries[i].key)
+        };
+        (format!("{under}/pack"), format!("{under}/cells"))
+    }
+}
+
+/// Lower-case letters and digits; everything else becomes one `_` (`C8:47:80:12:34:56` →
+/// `c8_47_80_12_34_56`, `/dev/ttyUSB0 #2` → `dev_ttyusb0_2`).
+pub fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_end_matches('_').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_come_from_the_address_and_topics_from_the_position() {
+        let t = BatteryTopics::new("home/jk", 2, "Left", Some("C8:47:80:12:34:56"));
+        assert_eq!(t.uid, "c8_47_80_12_34_56");
+        assert_eq!(t.state(), "home/jk/battery2/state");
+        assert_eq!(t.availability(), "home/jk/battery2/availability");
+        let t = BatteryTopics::new("jkmon", 1, "Sim", None);
+        assert_eq!(t.uid, "jkmon_battery1");
+        assert_eq!(slug("/dev/ttyUSB0 #2"), "dev_ttyusb0_2");
+    }
+
+    #[test]
+    fn the_broker_is_shown_without_its_password() {
+        let b = Broker {
+            host: "::1".into(),
+            port: 1883,
+            tls: false,
+            user: Some("jk".into()),
+            password: Some("hunter2".into()),
+        };
+        assert_eq!(b.to_string(), "mqtt://jk@[::1]:1883");
+        assert!(!format!("{b:?}").contains("hunter2"));
+    }
+}

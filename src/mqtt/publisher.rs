@@ -1,0 +1,350 @@
+//! What to publish, and when: a pure state machine over the feed. The client calls it on
+//! every (re)connection, on every feed change and on every tick of the poll interval; it
+//! answers with the messages to send, and remembers what the broker has been told so that
+//! nothing goes out twice and nothing is missed after a reconnection.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{discovery, payload, BatteryFeed, Layout};
+
+/// One MQTT message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+impl Message {
+    fn retained(topic: String, payload: impl Into<Vec<u8>>) -> Message {
+        Message {
+            topic,
+            payload: payload.into(),
+            retain: true,
+        }
+    }
+    fn json(topic: String, value: &serde_json::Value, retain: bool) -> Message {
+        Message {
+            topic,
+            payload: serde_json::to_vec(value).unwrap_or_default(),
+            retain,
+        }
+    }
+}
+
+pub const ONLINE: &str = "online";
+pub const OFFLINE: &str = "offline";
+
+/// What the broker was told about one battery on this connection.
+#[derive(Debug, Clone, Default)]
+struct Told {
+    online: Option<bool>,
+    seq: u64,
+    /// The discovery topics and a fingerprint of their payloads.
+    discovery: Vec<String>,
+    discovery_print: u64,
+    device: Option<Vec<u8>>,
+}
+
+/// Why [`Publisher::update`] is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The poll interval ticked: new snapshots go out.
+    Tick,
+    /// The feed changed (a battery appeared, was lost or came back): availability goes out at
+    /// once, with the snapshot of a battery that came online.
+    Change,
+}
+
+pub struct Publisher {
+    layout: Layout,
+    /// A snapshot older than this makes its battery offline.
+    freshness: Duration,
+    told: Vec<Told>,
+}
+
+impl Publisher {
+    pub fn new(layout: Layout, freshness: Duration) -> Publisher {
+        let told = vec![Told::default(); layout.batteries.len()];
+        Publisher {
+            layout,
+            freshness,
+            told,
+        }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// A new connection: the broker may have lost everything (a restart without persistence),
+    /// so everything is told again: jkmon is online, then each battery as in `update`.
+    pub fn connected(&mut self, feed: &[BatteryFeed], now: Instant) -> Vec<Message> {
+        self.told = vec![Told::default(); self.layout.batteries.len()];
+        let mut out = vec![Message::retained(self.layout.status(), ONLINE)];
+        out.extend(self.update(feed, now, Cause::Tick));
+        out
+    }
+
+    /// Whether battery `feed` counts as online at `now`.
+    pub fn online(&self, feed: &BatteryFeed, now: Instant) -> bool {
+        !feed.lost
+            && feed
+                .taken_at
+                .is_some_and(|t| now.saturating_duration_since(t) <= self.freshness)
+    }
+
+    /// The messages that bring the broker up to date with `feed`.
+    pub fn update(&mut self, feed: &[BatteryFeed], now: Instant, cause: Cause) -> Vec<Message> {
+        let mut out = Vec::new();
+        for (i, b) in feed.iter().enumerate().take(self.told.len()) {
+            let online = self.online(b, now);
+            let came_online = online && self.told[i].online != Some(true);
+            if let Some(snapshot) = &b.snapshot {
+                let fresh = b.seq != self.told[i].seq;
+                if fresh && (cause == Cause::Tick || came_online) {
+                    let state = payload::state(snapshot);
+                    self.discovery(i, &state, snapshot, &mut out);
+                    if let Some(device) = payload::device(snapshot) {
+                        let bytes = serde_json::to_vec(&device).unwrap_or_default();
+                        if self.told[i].device.as_ref() != Some(&bytes) {
+                            out.push(Message::retained(
+                                self.layout.batteries[i].device(),
+                                bytes.clone(),
+                            ));
+                            self.told[i].device = Some(bytes);
+                        }
+                    }
+                    out.push(Message::json(
+                        self.layout.batteries[i].state(),
+                        &state,
+                        true,
+                    ));
+                    if self.layout.nodejkbms {
+                        let (pack, cells) = self.layout.nodejkbms(i);
+                        out.push(Message::json(
+                            pack,
+                            &payload::nodejkbms_pack(snapshot),
+                            false,
+                        ));
+                        out.push(Message::json(
+                            cells,
+                            &payload::nodejkbms_cells(snapshot),
+                            false,
+                        ));
+                    }
+                    self.told[i].seq = b.seq;
+                }
+            }
+            if self.told[i].online != Some(online) {
+                let word = if online { ONLINE } else { OFFLINE };
+                out.push(Message::retained(
+                    self.layout.batteries[i].availability(),
+                    word,
+                ));
+                self.told[i].online = Some(online);
+            }
+        }
+        out
+    }
+
+    /// The discovery configs of battery `i` when they differ from what was told; entities that
+    /// disappeared (fewer cells, a probe unplugged) are removed with an empty retained config.
+    fn discovery(
+        &mut self,
+        i: usize,
+        state: &serde_json::Value,
+        snapshot: &crate::battery::Snapshot,
+        out: &mut Vec<Message>,
+    ) {
+        let Some(prefix) = self.layout.discovery_prefix.clone() else {
+            return;
+        };
+        let configs = discovery::configs(
+            &self.layout,
+            &prefix,
+            &self.layout.batteries[i],
+            state,
+            snapshot.device_info.as_ref(),
+        );
+        let bytes: Vec<(String, Vec<u8>)> = configs
+            .into_iter()
+            .map(|(t, v)| (t, serde_json::to_vec(&v).unwrap_or_default()))
+            .collect();
+        let print = fingerprint(&bytes);
+        let told = &mut self.told[i];
+        if print == told.discovery_print && !told.discovery.is_empty() {
+            return;
+        }
+        let topics: Vec<String> = bytes.iter().map(|(t, _)| t.clone()).collect();
+        for gone in told.discovery.iter().filter(|t| !topics.contains(t)) {
+            out.push(Message::retained(gone.clone(), Vec::new()));
+        }
+        out.extend(bytes.into_iter().map(|(t, b)| Message::retained(t, b)));
+        told.discovery = topics;
+        told.discovery_print = print;
+    }
+
+    /// jkmon is stopping: every battery and jkmon itself go offline.
+    pub fn stopping(&mut self) -> Vec<Message> {
+        let mut out: Vec<Message> = self
+            .layout
+            .batteries
+            .iter()
+            .map(|b| Message::retained(b.availability(), OFFLINE))
+            .collect();
+        out.push(Message::retained(self.layout.status(), OFFLINE));
+        out
+    }
+}
+
+/// FNV-1a over the topics and payloads.
+fn fingerprint(items: &[(String, Vec<u8>)]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (t, b) in items {
+        for byte in t.as_bytes().iter().chain([0u8].iter()).chain(b.iter()) {
+            h ^= u64::from(*byte);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::battery::{Snapshot, SocSource};
+    use crate::mqtt::BatteryTopics;
+    use crate::protocol::CellInfo;
+    use std::sync::Arc;
+
+    fn layout(batteries: usize, nodejkbms: bool) -> Layout {
+        Layout {
+            base: "jk".into(),
+            batteries: (1..=batteries)
+                .map(|p| BatteryTopics::new("jk", p, &format!("B{p}"), None))
+                .collect(),
+            discovery_prefix: Some("homeassistant".into()),
+            nodejkbms,
+        }
+    }
+
+    fn feed(seq: u64, at: Instant, cells: usize) -> BatteryFeed {
+        let mut c = CellInfo::example();
+        c.cell_voltages_uv.truncate(cells);
+        c.cell_resistances_uohm.truncate(cells);
+        BatteryFeed {
+            snapshot: Some(Arc::new(Snapshot {
+                soc_effective_pct: Some(50.0),
+                soc_source: SocSource::Bms,
+                cell_info: c,
+                device_info: None,
+                settings: None,
+            })),
+            taken_at: Some(at),
+            seq,
+            lost: false,
+        }
+    }
+
+    fn topics(messages: &[Message]) -> Vec<&str> {
+        messages.iter().map(|m| m.topic.as_str()).collect()
+    }
+
+    #[test]
+    fn a_connection_tells_everything_then_only_news_goes_out() {
+        let now = Instant::now();
+        let mut p = Publisher::new(layout(1, false), Duration::from_secs(60));
+        let first = p.connected(&[feed(1, now, 4)], now);
+        assert_eq!(first[0].topic, "jk/status");
+        assert_eq!(first[0].payload, b"online");
+        let t = topics(&first);
+        let discovery = t.iter().filter(|t| t.starts_with("homeassistant/")).count();
+        assert!(discovery > 20, "{t:?}");
+        // discovery before the state, the state before the availability
+        let pos = |topic: &str| t.iter().position(|x| *x == topic).unwrap();
+        assert!(pos("jk/battery1/state") > 1);
+        assert!(pos("jk/battery1/availability") > pos("jk/battery1/state"));
+        assert!(first.iter().all(|m| m.retain));
+        // the same snapshot again: nothing
+        assert!(p.update(&[feed(1, now, 4)], now, Cause::Tick).is_empty());
+        // a new one: the state only
+        assert_eq!(
+            topics(&p.update(&[feed(2, now, 4)], now, Cause::Tick)),
+            ["jk/battery1/state"]
+        );
+        // a change between ticks does not send the state
+        assert!(p.update(&[feed(3, now, 4)], now, Cause::Change).is_empty());
+        // a reconnection tells it all again
+        let again = p.connected(&[feed(3, now, 4)], now);
+        assert_eq!(topics(&again).len(), t.len());
+    }
+
+    #[test]
+    fn silence_and_loss_make_a_battery_offline_and_a_new_snapshot_brings_it_back() {
+        let t0 = Instant::now();
+        let mut p = Publisher::new(layout(2, false), Duration::from_secs(10));
+        p.connected(&[feed(1, t0, 4), feed(1, t0, 4)], t0);
+        // battery 2 stays silent past the freshness
+        let later = t0 + Duration::from_secs(11);
+        let out = p.update(&[feed(2, later, 4), feed(1, t0, 4)], later, Cause::Change);
+        let m = out
+            .iter()
+            .find(|m| m.topic == "jk/battery2/availability")
+            .unwrap();
+        assert_eq!(m.payload, b"offline");
+        assert!(!topics(&out).contains(&"jk/battery1/availability"));
+        // battery 1's session says lost: offline at once, fresh snapshot or not
+        let mut lost = feed(2, later, 4);
+        lost.lost = true;
+        let out = p.update(&[lost, feed(1, t0, 4)], later, Cause::Change);
+        assert_eq!(topics(&out), ["jk/battery1/availability"]);
+        assert_eq!(out[0].payload, b"offline");
+        // it comes back: its snapshot and availability go out without waiting for the tick
+        let out = p.update(&[feed(3, later, 4), feed(1, t0, 4)], later, Cause::Change);
+        assert_eq!(
+            topics(&out),
+            ["jk/battery1/state", "jk/battery1/availability"]
+        );
+        assert_eq!(out[1].payload, b"online");
+        let stop = p.stopping();
+        assert_eq!(
+            topics(&stop),
+            [
+                "jk/battery1/availability",
+                "jk/battery2/availability",
+                "jk/status"
+            ]
+        );
+        assert!(stop.iter().all(|m| m.payload == b"offline" && m.retain));
+    }
+
+    #[test]
+    fn fewer_cells_remove_the_entities_that_went_away() {
+        let now = Instant::now();
+        let mut p = Publisher::new(layout(1, false), Duration::from_secs(60));
+        p.connected(&[feed(1, now, 4)], now);
+        let out = p.update(&[feed(2, now, 3)], now, Cause::Tick);
+        let removed: Vec<&Message> = out.iter().filter(|m| m.payload.is_empty()).collect();
+        assert_eq!(removed.len(), 1);
+        assert!(
+            removed[0].topic.ends_with("/cell_4/config"),
+            "{}",
+            removed[0].topic
+        );
+    }
+
+    #[test]
+    fn nodejkbms_payloads_go_right_under_the_base_for_one_battery() {
+        let now = Instant::now();
+        let mut p = Publisher::new(layout(1, true), Duration::from_secs(60));
+        let out = p.connected(&[feed(1, now, 4)], now);
+        let pack = out.iter().find(|m| m.topic == "jk/pack").unwrap();
+        assert!(!pack.retain);
+        assert!(topics(&out).contains(&"jk/cells"));
+        let two = layout(2, true);
+        assert_eq!(two.nodejkbms(1).0, "jk/battery2/pack");
+    }
+}
