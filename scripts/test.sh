@@ -12,9 +12,11 @@ cd "$(dirname "$0")/.."
 #   its python3 also plays the Python inverter poller of tests/store.rs and tests/service.rs.
 # - chromium: the real browser of tests/browser.rs.
 # - python3-yaml, systemd (systemd-analyze): the deployment checks of tests/deploy.rs.
-# - socat: the pty pairs that stand in for serial and RS485 adapters in tests/wired.rs.
+# - socat: the pty pairs that stand in for serial and RS485 adapters in tests/wired.rs,
+#   tests/mqtt.rs and tests/metrics.rs.
+# - mosquitto, mosquitto-clients (mosquitto_sub): the real broker and subscriber of tests/mqtt.rs.
 # Building needs none: libdbus and SQLite are compiled in.
-PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd socat)
+PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd socat mosquitto mosquitto-clients)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -285,6 +285,7 @@ async fn the_access_token_guards_everything_but_health() {
         "/api/v1/batteries",
         "/api/v1/history",
         "/history",
+        "/metrics",
     ] {
         let (code, headers, body) = get(&state, uri, &[]).await;
         assert_eq!(code, StatusCode::UNAUTHORIZED, "{uri}");

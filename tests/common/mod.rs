@@ -37,8 +37,16 @@ pub fn have_program(program: &str, args: &[&str]) -> bool {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        let msg = format!("SKIPPED: `{program} {}` does not run here", args.join(" "));
+    require(
+        ok,
+        &format!("`{program} {}` does not run here", args.join(" ")),
+    )
+}
+
+/// `found`, after a loud skip (or, in CI, a failure) naming `missing` when it is false.
+pub fn require(found: bool, missing: &str) -> bool {
+    if !found {
+        let msg = format!("SKIPPED: {missing}");
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!(
                 "{msg} — in CI every program the tests need must be installed (scripts/test.sh)"
@@ -46,7 +54,7 @@ pub fn have_program(program: &str, args: &[&str]) -> bool {
         }
         eprintln!("\n*** {msg} ***\n");
     }
-    ok
+    found
 }
 
 /// The inverter keys battery 1's keys write over; the merge keeps their inverter values as
@@ -112,5 +120,7 @@ pub fn field<'a>(entry: &'a serde_json::Value, key: &str) -> &'a str {
 }
 pub mod bluez;
 pub mod fake_telegram;
+pub mod mqtt;
 pub mod process;
+pub mod prometheus;
 pub mod pty;

@@ -183,6 +183,7 @@ pub fn jkmon(dir: &std::path::Path, args: &[&str]) -> Command {
         .env_remove("JK_BMS_ADDRESS")
         .env_remove("JK_BMS_NAMES")
         .env_remove("NOTIFY_SOCKET")
+        .env_remove("MQTT_URL")
         .env("RUST_LOG", "warn,jkmon=info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -78,3 +78,31 @@ impl Drop for PtyPair {
         self.close();
     }
 }
+
+/// A BMS on a serial port: answers every `4E 57` read-all request with the next of `frames`
+/// (round and round) while `answering` is set, and stays silent otherwise. Returns the task.
+pub fn answer_serial(
+    path: &Path,
+    frames: Vec<Vec<u8>>,
+    answering: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    use jkmon::transport::serial::{self, PortConfig};
+    let port = PortConfig {
+        path: path.to_path_buf(),
+        baud: serial::DEFAULT_BAUD,
+    };
+    let mut bms = serial::peer_over(serial::open(&port).expect("the BMS end of the pty opens"));
+    tokio::spawn(async move {
+        let mut next = frames.iter().cycle();
+        while let Some(request) = bms.commands.recv().await {
+            assert_eq!(request, jkmon::protocol::serial::request_read_all());
+            if !answering.load(std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
+            let frame = next.next().expect("at least one frame");
+            if bms.chunks.send(frame.clone()).await.is_err() {
+                return;
+            }
+        }
+    })
+}

@@ -1,0 +1,190 @@
+//! `/metrics` end to end: the jkmon binary reads a BMS on a socat pty that answers with a
+//! captured `4E 57` response (after one corrupted copy), and a strict reader of the exposition
+//! format checks the page and that its values are the decoder's reading of the bytes.
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::process::{http_get, jkmon, Running};
+use common::prometheus::{get, parse};
+use common::pty::{answer_serial, PtyPair};
+use common::{corpus, hex_bytes};
+use jkmon::protocol::serial as serial_protocol;
+use jkmon::report::json::CellInfoJson;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn the_reader_is_strict() {
+    let good = "# HELP a_total Things.\n# TYPE a_total counter\na_total{x=\"q\\\"\\\\\\n\"} 3\n# TYPE b gauge\nb -1.5e-3\nb{y=\"1\"} NaN\n";
+    let families = parse(good).unwrap();
+    assert_eq!(families.len(), 2);
+    assert_eq!(get(&families, "a_total", &[("x", "q\"\\\n")]), Some(3.0));
+    for (bad, why) in [
+        ("# TYPE a gauge\na 1", "no final newline"),
+        ("a 1\n", "no TYPE"),
+        ("# TYPE a gauge\na 1\n# TYPE a gauge\n", "TYPE twice"),
+        (
+            "# TYPE a gauge\n# TYPE b gauge\nb 1\na 2\n",
+            "a family in two places",
+        ),
+        ("# TYPE a counter\na 1\n", "a counter without _total"),
+        ("# TYPE a gauge\na{x=\"1\",x=\"2\"} 1\n", "a label twice"),
+        (
+            "# TYPE a gauge\na{x=\"1\"} 1\na{x=\"1\"} 2\n",
+            "a series twice",
+        ),
+        ("# TYPE a gauge\na{x=1} 1\n", "an unquoted label"),
+        ("# TYPE a gauge\na{x=\"\\t\"} 1\n", "an unknown escape"),
+        ("# TYPE a gauge\na one\n", "not a number"),
+        ("# TYPE a gauge\na  1\n", "two spaces"),
+        ("# TYPE a gauge\n\na 1\n", "a blank line"),
+        ("# TYPE 1a gauge\n", "a bad name"),
+        ("# TYPE a histogram\n", "a type jkmon does not write"),
+    ] {
+        assert!(parse(bad).is_err(), "accepted {why}: {bad:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_well_formed_and_their_values_are_the_decoded_bytes() {
+    let Some(corpus) = corpus() else { return };
+    let frame = corpus
+        .iter()
+        .find(|e| {
+            e["transport"] == "serial_4e57"
+                && e["frame_type"] == "response"
+                && e["checksum_ok"] == true
+        })
+        .map(|e| hex_bytes(e["hex"].as_str().unwrap()))
+        .expect("a clean serial response in the corpus");
+    let expected = serial_protocol::decode_response(&frame).unwrap();
+    let json = serde_json::to_value(CellInfoJson::new(&expected.cell_info, None)).unwrap();
+    let mut corrupt = frame.clone();
+    corrupt[40] ^= 0x55;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pty) = PtyPair::open(dir.path()) else {
+        return;
+    };
+    answer_serial(
+        &pty.b,
+        vec![corrupt, frame],
+        Arc::new(AtomicBool::new(true)),
+    );
+    let mut cmd = jkmon(dir.path(), &["run"]);
+    cmd.envs([
+        ("JK_BMS_TRANSPORT", "serial"),
+        ("JK_BMS_SERIAL_PORT", pty.a.to_str().unwrap()),
+        ("JK_BMS_NAMES", "Garage \"north\""),
+        ("JK_BMS_POLL_INTERVAL", "0.2"),
+        ("JK_BMS_RESPONSE_TIMEOUT_MS", "200"),
+        ("SOC_SOURCE", "bms"),
+        ("INVERTER_TIMEOUT_SEC", "1"),
+        ("WEB_BIND", "127.0.0.1:0"),
+        ("DB_PATH", dir.path().join("inverter.db").to_str().unwrap()),
+    ]);
+    let mut run = Running::spawn(cmd);
+    let line = run.wait_for_log(LIMIT, "web: listening on http://127.0.0.1:");
+    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    // the store has the battery once jkmon says it merged a reading
+    run.wait_for_log(LIMIT, "Garage \"north\": ");
+    let mut families = Vec::new();
+    // a reading and a rejected frame behind it: at most a few polls
+    for _ in 0..50 {
+        let (code, body) = http_get(&addr, "/metrics");
+        assert_eq!(code, 200, "{body}");
+        families = parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+        let online = get(
+            &families,
+            "jkmon_battery_online",
+            &[("battery", "1"), ("name", "Garage \"north\"")],
+        );
+        let rejected = get(
+            &families,
+            "jkmon_frames_rejected_total",
+            &[("link", "Garage \"north\"")],
+        );
+        if online == Some(1.0) && rejected.is_some_and(|r| r >= 1.0) {
+            break;
+        }
+        run.wait_for_log(LIMIT, "Garage \"north\": ");
+    }
+    let b = [("battery", "1"), ("name", "Garage \"north\"")];
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        get(&families, name, labels).unwrap_or_else(|| panic!("no {name}{labels:?}"))
+    };
+    let field = |key: &str| {
+        json[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} in {json}"))
+    };
+    for (metric, key) in [
+        ("jkmon_battery_voltage_volts", "total_voltage_v"),
+        ("jkmon_battery_current_amperes", "current_a"),
+        ("jkmon_battery_power_watts", "power_w"),
+        ("jkmon_battery_soc_percent", "soc_pct"),
+        ("jkmon_battery_bms_soc_percent", "soc_pct"),
+        ("jkmon_battery_cycles", "cycle_count"),
+        (
+            "jkmon_battery_cycle_capacity_amp_hours",
+            "cycle_capacity_ah",
+        ),
+        (
+            "jkmon_battery_nominal_capacity_amp_hours",
+            "nominal_capacity_ah",
+        ),
+        ("jkmon_battery_cell_min_volts", "cell_min_v"),
+        ("jkmon_battery_cell_max_volts", "cell_max_v"),
+        ("jkmon_battery_cell_delta_volts", "cell_delta_v"),
+    ] {
+        assert_eq!(value(metric, &b), field(key), "{metric}");
+    }
+    for (i, v) in json["cell_voltages_v"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let cell = (i + 1).to_string();
+        let labels = [b[0], b[1], ("cell", cell.as_str())];
+        assert_eq!(
+            value("jkmon_battery_cell_voltage_volts", &labels),
+            v.as_f64().unwrap()
+        );
+    }
+    let temps = json["temperatures_c"].as_object().unwrap();
+    assert!(!temps.is_empty());
+    for (sensor, v) in temps {
+        let labels = [b[0], b[1], ("sensor", sensor.as_str())];
+        assert_eq!(
+            value("jkmon_battery_temperature_celsius", &labels),
+            v.as_f64().unwrap()
+        );
+    }
+    for group in jkmon::protocol::alarms::ALARM_GROUPS {
+        let labels = [b[0], b[1], ("group", group)];
+        let raised = expected.cell_info.alarms.groups()[group];
+        assert_eq!(
+            value("jkmon_battery_alarm", &labels),
+            f64::from(u8::from(raised))
+        );
+    }
+    let link = [("link", "Garage \"north\"")];
+    assert!(value("jkmon_frames_decoded_total", &link) >= 1.0);
+    assert!(value("jkmon_frames_rejected_total", &link) >= 1.0);
+    assert_eq!(value("jkmon_reconnects_total", &link), 0.0);
+    assert!(value("process_resident_memory_bytes", &[]) > 1e6);
+    assert!(value("process_cpu_seconds_total", &[]) >= 0.0);
+    let kinds: Vec<(&str, &str)> = families
+        .iter()
+        .map(|f| (f.name.as_str(), f.kind.as_str()))
+        .collect();
+    assert!(
+        kinds.contains(&("jkmon_frames_decoded_total", "counter")),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&("jkmon_battery_voltage_volts", "gauge")));
+}

@@ -1,0 +1,359 @@
+//! MQTT end to end: a real mosquitto on a loopback port, `mosquitto_sub` as Home Assistant's
+//! stand-in, and the jkmon binary reading a BMS on a socat pty that answers with a captured
+//! `4E 57` response from the corpus — so every value published can be checked against the
+//! decoder's reading of real bytes.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::mqtt::{Broker, Msg, Subscriber};
+use common::process::{jkmon, Running};
+use common::pty::{answer_serial, PtyPair};
+use common::{corpus, hex_bytes};
+use jkmon::mqtt::discovery::{lookup, template_paths};
+use jkmon::protocol::serial as serial_protocol;
+use jkmon::report::json::CellInfoJson;
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The clean serial responses of the corpus.
+fn captured_responses() -> Option<Vec<Vec<u8>>> {
+    let frames: Vec<Vec<u8>> = corpus()?
+        .iter()
+        .filter(|e| {
+            e["transport"] == "serial_4e57"
+                && e["frame_type"] == "response"
+                && e["checksum_ok"] == true
+        })
+        .map(|e| hex_bytes(e["hex"].as_str().unwrap()))
+        .collect();
+    assert!(!frames.is_empty(), "the corpus has clean serial responses");
+    Some(frames)
+}
+
+/// A broker, a pty pair with a BMS answering `frame` on one end, and a temporary directory.
+struct Rig {
+    dir: tempfile::TempDir,
+    broker: Broker,
+    pty: PtyPair,
+    answering: Arc<AtomicBool>,
+    frame: Vec<u8>,
+}
+
+fn rig() -> Option<Rig> {
+    let frame = captured_responses()?.remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path())?;
+    let pty = PtyPair::open(dir.path())?;
+    let answering = Arc::new(AtomicBool::new(true));
+    answer_serial(&pty.b, vec![frame.clone()], answering.clone());
+    Some(Rig {
+        dir,
+        broker,
+        pty,
+        answering,
+        frame,
+    })
+}
+
+/// `jkmon run` on the rig's port, publishing to its broker; returns once it is connected.
+fn run_jkmon(rig: &Rig, extra: &[(&str, &str)]) -> Running {
+    let mut cmd = jkmon(rig.dir.path(), &["run"]);
+    cmd.envs([
+        ("JK_BMS_TRANSPORT", "serial"),
+        ("JK_BMS_SERIAL_PORT", rig.pty.a.to_str().unwrap()),
+        ("JK_BMS_NAMES", "Garage"),
+        ("JK_BMS_POLL_INTERVAL", "0.3"),
+        ("JK_BMS_RESPONSE_TIMEOUT_MS", "200"),
+        ("JK_BMS_RETRY_MIN_SEC", "0.2"),
+        ("JK_BMS_RETRY_MAX_SEC", "0.5"),
+        ("SOC_SOURCE", "bms"),
+        ("INVERTER_TIMEOUT_SEC", "1"),
+        ("WEB_BIND", "127.0.0.1:0"),
+        (
+            "DB_PATH",
+            rig.dir.path().join("inverter.db").to_str().unwrap(),
+        ),
+        ("MQTT_URL", &rig.broker.url()),
+    ]);
+    cmd.envs(extra.iter().copied());
+    let mut run = Running::spawn(cmd);
+    run.wait_for_log(LIMIT, "mqtt: connected to mqtt://127.0.0.1:");
+    run
+}
+
+/// The message on `topic` already seen, or the next one.
+fn on_topic(sub: &mut Subscriber, topic: &str) -> Msg {
+    if let Some(m) = sub.seen.iter().rev().find(|m| m.topic == topic) {
+        return m.clone();
+    }
+    sub.wait_for(LIMIT, topic, |m| m.topic == topic)
+}
+
+/// The discovery config of `object` (`total_voltage_v`, `cell_3`, …) of `component`.
+fn config(sub: &mut Subscriber, component: &str, object: &str) -> Value {
+    let matches = |m: &Msg| {
+        m.topic
+            .starts_with(&format!("homeassistant/{component}/jkmon_"))
+            && m.topic.ends_with(&format!("/{object}/config"))
+    };
+    let m = match sub.seen.iter().find(|m| matches(m)) {
+        Some(m) => m.clone(),
+        None => sub.wait_for(LIMIT, &format!("the {component} {object}"), matches),
+    };
+    m.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_discovers_a_captured_bms_and_its_state_matches_the_decoded_bytes() {
+    let Some(rig) = rig() else { return };
+    let expected = serial_protocol::decode_response(&rig.frame).unwrap();
+    let mut sub = Subscriber::start(&rig.broker);
+    let _run = run_jkmon(&rig, &[("MQTT_NODEJKBMS", "true")]);
+
+    // the state: the fields of `jkmon read --json`, each value the decoder's
+    let state = sub
+        .wait_for(LIMIT, "the state", |m| m.topic == "jkmon/battery1/state")
+        .json();
+    let cells = serde_json::to_value(CellInfoJson::new(&expected.cell_info, None)).unwrap();
+    for (key, want) in cells.as_object().unwrap() {
+        assert_eq!(&state[key], want, "state field {key}");
+    }
+    assert_eq!(state["soc_source"], "bms");
+    assert_eq!(
+        state["soc_effective_pct"],
+        f64::from(expected.cell_info.soc_pct.unwrap())
+    );
+    let groups = expected.cell_info.alarms.groups();
+    assert_eq!(
+        state["alarm_groups"],
+        serde_json::to_value(&groups).unwrap()
+    );
+    sub.seen_or_wait(LIMIT, "jkmon/battery1/availability", "online");
+    sub.seen_or_wait(LIMIT, "jkmon/status", "online");
+    let device = on_topic(&mut sub, "jkmon/battery1/device").json();
+    assert_eq!(device["serial_number"], expected.device_info.serial_number);
+    assert!(
+        !device.to_string().to_lowercase().contains("passcode"),
+        "{device}"
+    );
+
+    // discovery: the right classes and units, one device that names the BMS
+    let check = |v: &Value, class: Option<&str>, unit: Option<&str>, state_class: Option<&str>| {
+        assert_eq!(v["device_class"].as_str(), class, "{v}");
+        assert_eq!(v["unit_of_measurement"].as_str(), unit, "{v}");
+        assert_eq!(v["state_class"].as_str(), state_class, "{v}");
+        assert_eq!(v["state_topic"], "jkmon/battery1/state");
+        let d = &v["device"];
+        assert_eq!(d["name"], "Garage");
+        // what the BMS said about itself; a field it left empty is left out
+        let said = |s: &str| match s.trim() {
+            "" => Value::Null,
+            t => Value::from(t),
+        };
+        let info = &expected.device_info;
+        assert_eq!(d["model"], said(&info.model));
+        assert_eq!(d["sw_version"], said(&info.software_version));
+        assert_eq!(d["hw_version"], said(&info.hardware_version));
+        assert_eq!(d["serial_number"], said(&info.serial_number));
+        // every field the template reads is in the state that is published
+        for path in template_paths(v["value_template"].as_str().unwrap()) {
+            let got = lookup(&state, &path);
+            assert!(got.is_some_and(|g| !g.is_null()), "{path:?} of {v}");
+        }
+    };
+    let m = Some("measurement");
+    let sensor = |sub: &mut Subscriber, object: &str| config(sub, "sensor", object);
+    check(
+        &sensor(&mut sub, "total_voltage_v"),
+        Some("voltage"),
+        Some("V"),
+        m,
+    );
+    check(
+        &sensor(&mut sub, "current_a"),
+        Some("current"),
+        Some("A"),
+        m,
+    );
+    check(&sensor(&mut sub, "power_w"), Some("power"), Some("W"), m);
+    check(
+        &sensor(&mut sub, "soc_effective_pct"),
+        Some("battery"),
+        Some("%"),
+        m,
+    );
+    check(
+        &sensor(&mut sub, "cell_delta_v"),
+        Some("voltage"),
+        Some("V"),
+        m,
+    );
+    check(
+        &sensor(&mut sub, "cell_min_v"),
+        Some("voltage"),
+        Some("V"),
+        m,
+    );
+    check(
+        &sensor(&mut sub, "cell_max_v"),
+        Some("voltage"),
+        Some("V"),
+        m,
+    );
+    check(
+        &sensor(&mut sub, "cycle_count"),
+        None,
+        None,
+        Some("total_increasing"),
+    );
+    check(
+        &sensor(&mut sub, "cycle_capacity_ah"),
+        None,
+        Some("Ah"),
+        Some("total_increasing"),
+    );
+    check(
+        &sensor(&mut sub, "nominal_capacity_ah"),
+        None,
+        Some("Ah"),
+        None,
+    );
+    if expected.cell_info.soh_pct.is_some() {
+        check(&sensor(&mut sub, "soh_pct"), None, Some("%"), m);
+    }
+    for i in 1..=expected.cell_info.cell_voltages_uv.len() {
+        check(
+            &sensor(&mut sub, &format!("cell_{i}")),
+            Some("voltage"),
+            Some("V"),
+            m,
+        );
+    }
+    let temps = state["temperatures_c"].as_object().unwrap();
+    assert!(!temps.is_empty());
+    for key in temps.keys() {
+        let c = sensor(&mut sub, &format!("temperature_{key}"));
+        check(&c, Some("temperature"), Some("°C"), m);
+    }
+    let binary = |sub: &mut Subscriber, object: &str| config(sub, "binary_sensor", object);
+    check(
+        &binary(&mut sub, "charging"),
+        Some("battery_charging"),
+        None,
+        None,
+    );
+    check(&binary(&mut sub, "discharging"), None, None, None);
+    check(&binary(&mut sub, "balancing"), Some("running"), None, None);
+    for group in jkmon::protocol::alarms::ALARM_GROUPS {
+        check(
+            &binary(&mut sub, &format!("alarm_{group}")),
+            Some("problem"),
+            None,
+            None,
+        );
+    }
+
+    // NodeJKBMS's payloads for existing flows
+    let pack = on_topic(&mut sub, "jkmon/pack").json();
+    assert_eq!(
+        pack["packV"],
+        f64::from(expected.cell_info.total_voltage_mv) / 1000.0
+    );
+    assert_eq!(pack["packSOC"], expected.cell_info.soc_pct.unwrap());
+    assert_eq!(
+        pack["packNumberOfCells"],
+        expected.cell_info.cell_voltages_uv.len()
+    );
+    let cells = on_topic(&mut sub, "jkmon/cells").json();
+    assert_eq!(
+        cells["cell0mV"],
+        expected.cell_info.cell_voltages_uv[0] / 1000
+    );
+
+    // a subscriber that comes later (Home Assistant after a restart) gets the retained ones
+    let mut late = Subscriber::start(&rig.broker);
+    for topic in [
+        "jkmon/battery1/state",
+        "jkmon/battery1/availability",
+        "jkmon/status",
+    ] {
+        assert!(on_topic(&mut late, topic).retained, "{topic} is retained");
+    }
+    let voltage = |m: &Msg| m.topic.ends_with("/total_voltage_v/config");
+    let m = match late.seen.iter().find(|m| voltage(m)) {
+        Some(m) => m.clone(),
+        None => late.wait_for(LIMIT, "the voltage config", voltage),
+    };
+    assert!(m.retained, "{} is retained", m.topic);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_bms_goes_offline_and_a_killed_jkmon_is_marked_offline_by_its_last_will() {
+    let Some(rig) = rig() else { return };
+    let mut sub = Subscriber::start(&rig.broker);
+    let mut run = run_jkmon(&rig, &[]);
+    let availability = "jkmon/battery1/availability";
+    sub.wait_payload(LIMIT, availability, "online");
+
+    // the BMS stops answering: offline after 3 unanswered requests, jkmon itself stays online
+    rig.answering.store(false, Ordering::SeqCst);
+    sub.wait_payload(LIMIT, availability, "offline");
+    assert!(!sub
+        .seen
+        .iter()
+        .any(|m| m.topic == "jkmon/status" && m.payload == "offline"));
+    run.wait_for_log(LIMIT, "no answer to 3 requests in a row");
+    // and back
+    rig.answering.store(true, Ordering::SeqCst);
+    sub.wait_payload(LIMIT, availability, "online");
+
+    // jkmon dies without a word: the broker publishes its last will
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &run.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(killed);
+    sub.wait_payload(LIMIT, "jkmon/status", "offline");
+    // the will is retained: a newcomer sees it too
+    let mut late = Subscriber::start(&rig.broker);
+    assert!(late.wait_payload(LIMIT, "jkmon/status", "offline").retained);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_is_survived_and_discovery_is_published_again() {
+    let Some(mut rig) = rig() else { return };
+    let mut sub = Subscriber::start(&rig.broker);
+    let mut run = run_jkmon(&rig, &[]);
+    config(&mut sub, "sensor", "total_voltage_v");
+    sub.wait_for(LIMIT, "a state", |m| m.topic == "jkmon/battery1/state");
+    drop(sub);
+
+    // the broker forgets everything (no persistence) and comes back on the same port
+    rig.broker.restart();
+    run.wait_for_log(LIMIT, "trying again in");
+    run.wait_for_log(LIMIT, "mqtt: connected to mqtt://127.0.0.1:");
+    let mut sub = Subscriber::start(&rig.broker);
+    let voltage = config(&mut sub, "sensor", "total_voltage_v");
+    assert_eq!(voltage["device_class"], "voltage");
+    config(&mut sub, "binary_sensor", "alarm_cell");
+    sub.seen_or_wait(LIMIT, "jkmon/status", "online");
+    sub.seen_or_wait(LIMIT, "jkmon/battery1/availability", "online");
+    on_topic(&mut sub, "jkmon/battery1/state");
+
+    // a clean stop says goodbye itself
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &run.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    assert!(run.wait_exit(LIMIT).success(), "{:?}", run.stderr_seen);
+    sub.wait_payload(LIMIT, "jkmon/battery1/availability", "offline");
+    sub.wait_payload(LIMIT, "jkmon/status", "offline");
+}
