@@ -14,9 +14,10 @@ cd "$(dirname "$0")/.."
 # - python3-yaml, systemd (systemd-analyze): the deployment checks of tests/deploy.rs.
 # - socat: the pty pairs that stand in for serial and RS485 adapters in tests/wired.rs,
 #   tests/mqtt.rs and tests/metrics.rs.
-# - mosquitto, mosquitto-clients (mosquitto_sub): the real broker and subscriber of tests/mqtt.rs.
+# - mosquitto, mosquitto-clients (mosquitto_sub), openssl: the real broker and subscriber of
+#   tests/mqtt.rs, and the test CA and certificate of its mqtts:// broker.
 # Building needs none: libdbus and SQLite are compiled in.
-PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd socat mosquitto mosquitto-clients)
+PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd socat mosquitto mosquitto-clients openssl)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

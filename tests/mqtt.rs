@@ -357,3 +357,161 @@ async fn a_broker_restart_is_survived_and_discovery_is_published_again() {
     sub.wait_payload(LIMIT, "jkmon/battery1/availability", "offline");
     sub.wait_payload(LIMIT, "jkmon/status", "offline");
 }
+
+/// Runs `program args…` in `dir`, failing the test with its output when it fails.
+fn must(dir: &std::path::Path, program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtts_with_its_own_ca_and_a_password_and_a_wrong_password_named() {
+    let Some(frame) = captured_responses().map(|mut f| f.remove(0)) else {
+        return;
+    };
+    let passwd = std::process::Command::new("mosquitto_passwd")
+        .arg("-h")
+        .output()
+        .is_ok();
+    if !common::have_program("openssl", &["version"])
+        || !common::require(
+            passwd,
+            "mosquitto_passwd is not installed (apt-get install mosquitto)",
+        )
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // a CA of the test's own, and a certificate for 127.0.0.1 signed by it
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req", "-x509", "-days", "1", "-keyout", "ca.key", "-out", "ca.pem",
+    ];
+    ca.extend(ec);
+    ca.extend(["-subj", "/CN=jkmon test CA"]);
+    must(d, "openssl", &ca);
+    let mut csr = vec!["req", "-keyout", "server.key", "-out", "server.csr"];
+    csr.extend(ec);
+    csr.extend(["-subj", "/CN=127.0.0.1"]);
+    must(d, "openssl", &csr);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    must(
+        d,
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            "server.pem",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    must(
+        d,
+        "mosquitto_passwd",
+        &["-c", "-b", "passwd", "jk", "s@cret pass"],
+    );
+    // mosquitto started as root reads these after switching to its own user
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [
+        (d.to_path_buf(), 0o755),
+        (d.join("server.key"), 0o644),
+        (d.join("passwd"), 0o644),
+    ] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let conf = format!(
+        "allow_anonymous false\npassword_file {}\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        d.join("passwd").display(),
+        d.join("ca.pem").display(),
+        d.join("server.pem").display(),
+        d.join("server.key").display()
+    );
+    let Some(broker) = Broker::start_with(d, &conf) else {
+        return;
+    };
+    let Some(pty) = PtyPair::open(d) else { return };
+    answer_serial(&pty.b, vec![frame], Arc::new(AtomicBool::new(true)));
+    let start = |url: String| {
+        let mut cmd = jkmon(d, &["poll"]);
+        cmd.envs([
+            ("JK_BMS_TRANSPORT", "serial"),
+            ("JK_BMS_SERIAL_PORT", pty.a.to_str().unwrap()),
+            ("JK_BMS_POLL_INTERVAL", "0.3"),
+            ("DB_PATH", d.join("inverter.db").to_str().unwrap()),
+            ("MQTT_CA_FILE", d.join("ca.pem").to_str().unwrap()),
+            ("MQTT_URL", url.as_str()),
+        ]);
+        Running::spawn(cmd)
+    };
+    // a wrong password: named, with the fix, and the password itself nowhere in the log
+    let mut wrong = start(format!("mqtts://jk:hunter2@127.0.0.1:{}", broker.port));
+    let line = wrong.wait_for_log(LIMIT, "mqtt: ");
+    let line = if line.contains("connecting to") {
+        wrong.wait_for_log(LIMIT, "mqtt: ")
+    } else {
+        line
+    };
+    assert!(line.contains("refused the user name or password"), "{line}");
+    assert!(line.contains("MQTT_URL"), "{line}");
+    wrong.drain_stderr();
+    assert!(!wrong.stderr_seen.join("\n").contains("hunter2"));
+    drop(wrong);
+    // the right one (percent-encoded) over TLS: connected, and the state arrives
+    let run = start(format!(
+        "mqtts://jk:s%40cret%20pass@127.0.0.1:{}",
+        broker.port
+    ));
+    let mut run = run;
+    run.wait_for_log(LIMIT, "mqtt: connected to mqtts://jk@127.0.0.1:");
+    let mut sub = std::process::Command::new("mosquitto_sub");
+    sub.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &broker.port.to_string(),
+        "-u",
+        "jk",
+        "-P",
+        "s@cret pass",
+    ])
+    .args(["--cafile", d.join("ca.pem").to_str().unwrap()])
+    .args(["-t", "jkmon/battery1/state", "-C", "1", "-W", "20"]);
+    let out = sub.output().unwrap();
+    let state: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let expected = serial_protocol::decode_response(&captured_responses().unwrap()[0]).unwrap();
+    assert_eq!(
+        state["total_voltage_v"],
+        f64::from(expected.cell_info.total_voltage_mv) / 1000.0
+    );
+}

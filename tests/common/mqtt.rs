@@ -24,6 +24,8 @@ fn mosquitto() -> Option<PathBuf> {
 
 pub struct Broker {
     pub port: u16,
+    /// More lines for mosquitto.conf (TLS files, a password file).
+    extra: String,
     dir: PathBuf,
     program: PathBuf,
     child: Option<Child>,
@@ -32,6 +34,11 @@ pub struct Broker {
 impl Broker {
     /// `None` (a loud skip, or a failure in CI) when mosquitto or mosquitto_sub is missing.
     pub fn start(dir: &Path) -> Option<Broker> {
+        Broker::start_with(dir, "allow_anonymous true\n")
+    }
+
+    /// A broker with `extra` lines in its configuration (which must say who may connect).
+    pub fn start_with(dir: &Path, extra: &str) -> Option<Broker> {
         let program = mosquitto();
         let sub = Command::new("mosquitto_sub")
             .arg("--version")
@@ -52,6 +59,7 @@ impl Broker {
             .port();
         let mut broker = Broker {
             port,
+            extra: extra.to_string(),
             dir: dir.to_path_buf(),
             program: program.unwrap(),
             child: None,
@@ -69,8 +77,8 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n",
-                self.port
+                "listener {} 127.0.0.1\npersistence false\n{}",
+                self.port, self.extra
             ),
         )
         .unwrap();
