@@ -515,3 +515,42 @@ async fn mqtts_with_its_own_ca_and_a_password_and_a_wrong_password_named() {
         f64::from(expected.cell_info.total_voltage_mv) / 1000.0
     );
 }
+
+#[test]
+fn jkmon_doctor_checks_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path()) else {
+        return;
+    };
+    let doctor = |url: &str| {
+        let out = jkmon(dir.path(), &["doctor"])
+            .envs([
+                ("JK_BMS_TRANSPORT", "sim"),
+                ("WEB_BIND", "127.0.0.1:0"),
+                ("DB_PATH", dir.path().join("inverter.db").to_str().unwrap()),
+                ("MQTT_URL", url),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = text
+            .lines()
+            .find(|l| l.contains("MQTT"))
+            .unwrap_or_else(|| panic!("no MQTT line in:\n{text}"))
+            .to_string();
+        (out.status.success(), line)
+    };
+    let (ok, line) = doctor(&broker.url());
+    assert!(ok, "{line}");
+    assert!(line.contains("accepts jkmon"), "{line}");
+    // a port where nothing listens: named, with the fix, and the doctor fails
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (ok, line) = doctor(&format!("mqtt://jk:hunter2@127.0.0.1:{free}"));
+    assert!(!ok);
+    assert!(line.contains("is the broker running"), "{line}");
+    assert!(!line.contains("hunter2"), "{line}");
+}

@@ -83,6 +83,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             );
         }
         telegram(&mut r, &config).await;
+        mqtt(&mut r, &config).await;
     });
     match std::net::TcpListener::bind(config.web.bind) {
         Ok(_) => r.ok("web port", format!("{} is free", config.web.bind)),
@@ -209,6 +210,27 @@ async fn bluetooth(r: &mut Report, batteries: &[crate::config::BatteryConfig], s
             }
         }
         Err(e) => r.fail("Bluetooth scan", e.to_string()),
+    }
+}
+
+async fn mqtt(r: &mut Report, config: &Config) {
+    let Some(mqtt) = &config.mqtt else {
+        r.skip("MQTT", "not configured (MQTT_URL is empty)");
+        return;
+    };
+    match crate::mqtt::client::probe(mqtt, Duration::from_secs(10)).await {
+        Ok(()) => r.ok(
+            "MQTT",
+            format!(
+                "{} accepts jkmon; topics under {}/, discovery {}",
+                mqtt.broker,
+                mqtt.base,
+                mqtt.discovery_prefix
+                    .as_deref()
+                    .map_or_else(|| "off".to_string(), |p| format!("under {p}/"))
+            ),
+        ),
+        Err(e) => r.fail("MQTT", format!("{}: {e}", mqtt.broker)),
     }
 }
 

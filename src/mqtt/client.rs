@@ -84,20 +84,27 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, MqttError>
         .with_no_client_auth())
 }
 
-/// The client options: who jkmon is, its last will, its credentials and transport.
-fn options(config: &MqttConfig, layout: &Layout) -> Result<MqttOptions, MqttError> {
+/// The client options: who jkmon is, its last will (`None` for a probe, which must not mark
+/// jkmon offline when it hangs up), its credentials and transport.
+fn options(config: &MqttConfig, will: Option<&Layout>) -> Result<MqttOptions, MqttError> {
     let b = &config.broker;
-    let mut o = MqttOptions::new(config.client_id.clone(), b.host.clone(), b.port);
+    let id = match will {
+        Some(_) => config.client_id.clone(),
+        None => format!("{}-check", config.client_id),
+    };
+    let mut o = MqttOptions::new(id, b.host.clone(), b.port);
     o.set_keep_alive(Duration::from_secs(30));
     o.set_clean_session(true);
     // a 24-cell state is about 2 KiB; discovery configs are under 1 KiB each
     o.set_max_packet_size(64 * 1024, 64 * 1024);
-    o.set_last_will(LastWill::new(
-        layout.status(),
-        OFFLINE,
-        QoS::AtLeastOnce,
-        true,
-    ));
+    if let Some(layout) = will {
+        o.set_last_will(LastWill::new(
+            layout.status(),
+            OFFLINE,
+            QoS::AtLeastOnce,
+            true,
+        ));
+    }
     if let Some(user) = &b.user {
         o.set_credentials(user.clone(), b.password.clone().unwrap_or_default());
     }
@@ -126,6 +133,30 @@ fn explain(e: &ConnectionError) -> String {
     }
 }
 
+/// Connects once and hangs up (`jkmon doctor`): `Ok` when the broker accepts jkmon, else
+/// what went wrong, with the fix.
+pub async fn probe(config: &MqttConfig, within: Duration) -> Result<(), String> {
+    let options = options(config, None).map_err(|e| e.to_string())?;
+    let (client, mut eventloop) = AsyncClient::new(options, 4);
+    let connect = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(explain(&e)),
+            }
+        }
+    };
+    let result = tokio::time::timeout(within, connect)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", within.as_secs())));
+    if result.is_ok() {
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+    }
+    result
+}
+
 /// Publishes until `stop`; then tells the broker that every battery and jkmon are offline.
 /// Fails only when the TLS set-up is impossible (a bad `MQTT_CA_FILE`).
 pub async fn run(
@@ -136,7 +167,7 @@ pub async fn run(
     mut feed: watch::Receiver<Vec<BatteryFeed>>,
     stop: CancellationToken,
 ) -> Result<(), MqttError> {
-    let options = options(&config, &layout)?;
+    let options = options(&config, Some(&layout))?;
     let broker = config.broker.to_string();
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     let (link_tx, mut link_rx) = mpsc::channel::<Link>(16);
