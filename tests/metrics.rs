@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::process::{http_get, jkmon, Running};
 use common::prometheus::{get, parse};
 use common::pty::{answer_serial, PtyPair};
-use common::{corpus, hex_bytes};
+use common::{clean_serial_responses, corpus};
 use jkmon::protocol::serial as serial_protocol;
 use jkmon::report::json::CellInfoJson;
 
@@ -52,14 +52,9 @@ fn the_reader_is_strict() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_well_formed_and_their_values_are_the_decoded_bytes() {
     let Some(corpus) = corpus() else { return };
-    let frame = corpus
-        .iter()
-        .find(|e| {
-            e["transport"] == "serial_4e57"
-                && e["frame_type"] == "response"
-                && e["checksum_ok"] == true
-        })
-        .map(|e| hex_bytes(e["hex"].as_str().unwrap()))
+    let frame = clean_serial_responses(&corpus)
+        .into_iter()
+        .next()
         .expect("a clean serial response in the corpus");
     let expected = serial_protocol::decode_response(&frame).unwrap();
     let json = serde_json::to_value(CellInfoJson::new(&expected.cell_info, None)).unwrap();

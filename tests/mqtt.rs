@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::mqtt::{Broker, Msg, Subscriber};
 use common::process::{jkmon, Running};
 use common::pty::{answer_serial, PtyPair};
-use common::{corpus, hex_bytes};
+use common::{clean_serial_responses, corpus};
 use jkmon::mqtt::discovery::{lookup, template_paths};
 use jkmon::protocol::serial as serial_protocol;
 use jkmon::report::json::CellInfoJson;
@@ -22,15 +22,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// The clean serial responses of the corpus.
 fn captured_responses() -> Option<Vec<Vec<u8>>> {
-    let frames: Vec<Vec<u8>> = corpus()?
-        .iter()
-        .filter(|e| {
-            e["transport"] == "serial_4e57"
-                && e["frame_type"] == "response"
-                && e["checksum_ok"] == true
-        })
-        .map(|e| hex_bytes(e["hex"].as_str().unwrap()))
-        .collect();
+    let frames = clean_serial_responses(&corpus()?);
     assert!(!frames.is_empty(), "the corpus has clean serial responses");
     Some(frames)
 }

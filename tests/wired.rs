@@ -160,15 +160,7 @@ async fn the_corpus_serial_responses_arrive_through_the_port_decoded() {
     let Some(pty) = PtyPair::open(dir.path()) else {
         return;
     };
-    let frames: Vec<Vec<u8>> = corpus
-        .iter()
-        .filter(|e| {
-            e["transport"] == "serial_4e57"
-                && e["frame_type"] == "response"
-                && e["checksum_ok"] == true
-        })
-        .map(|e| hex_bytes(e["hex"].as_str().unwrap()))
-        .collect();
+    let frames = common::clean_serial_responses(&corpus);
     assert_eq!(frames.len(), 5, "the corpus has 5 clean serial responses");
     // a BMS that answers each read-all request with the next captured response, in two pieces
     let mut bms = serial::peer_over(serial::open(&port(&pty.b)).unwrap());

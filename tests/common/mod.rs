@@ -28,6 +28,19 @@ pub fn corpus() -> Option<Vec<serde_json::Value>> {
     }
 }
 
+/// The checksum-valid serial `4E 57` responses of the corpus, as bytes.
+pub fn clean_serial_responses(corpus: &[serde_json::Value]) -> Vec<Vec<u8>> {
+    corpus
+        .iter()
+        .filter(|e| {
+            e["transport"] == "serial_4e57"
+                && e["frame_type"] == "response"
+                && e["checksum_ok"] == true
+        })
+        .map(|e| hex_bytes(e["hex"].as_str().unwrap()))
+        .collect()
+}
+
 /// Whether `program args…` runs and succeeds. Missing: a loud skip on a developer's machine, a
 /// failure in CI (where `scripts/test.sh` installs everything).
 pub fn have_program(program: &str, args: &[&str]) -> bool {
