@@ -305,12 +305,7 @@ async fn a_silent_bms_goes_offline_and_a_killed_jkmon_is_marked_offline_by_its_l
     sub.wait_payload(LIMIT, availability, "online");
 
     // jkmon dies without a word: the broker publishes its last will
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &run.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(killed);
+    run.signal("KILL");
     sub.wait_payload(LIMIT, "jkmon/status", "offline");
     // the will is retained: a newcomer sees it too
     let mut late = Subscriber::start(&rig.broker);
@@ -339,12 +334,7 @@ async fn a_broker_restart_is_survived_and_discovery_is_published_again() {
     on_topic(&mut sub, "jkmon/battery1/state");
 
     // a clean stop says goodbye itself
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &run.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    run.signal("TERM");
     assert!(run.wait_exit(LIMIT).success(), "{:?}", run.stderr_seen);
     sub.wait_payload(LIMIT, "jkmon/battery1/availability", "offline");
     sub.wait_payload(LIMIT, "jkmon/status", "offline");

@@ -23,15 +23,6 @@ fn jkmon(dir: &Path, db: &Path, args: &[&str], env: &[(&str, &str)]) -> Running 
     Running::spawn(cmd)
 }
 
-fn signal(run: &Running, name: &str) {
-    let ok = Command::new("kill")
-        .args([format!("-{name}"), run.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{name} failed");
-}
-
 fn integrity(db: &Path) -> String {
     let conn = Connection::open(db).unwrap();
     conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -77,7 +68,7 @@ fn run_demo_fills_the_database_and_stops_cleanly_on_sigterm() {
     assert_eq!(status["inverter"]["has_inverter_data"], true);
     let (code, _) = http_get(&addr, "/api/v1/health");
     assert_eq!(code, 200);
-    signal(&run, "TERM");
+    run.signal("TERM");
     let status = run.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "exit {status:?}: {:?}", run.stderr_seen);
     assert!(
@@ -187,7 +178,7 @@ fn a_python_writer_and_jkmon_share_the_database_for_30_s_without_losing_a_key() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    signal(&run, "TERM");
+    run.signal("TERM");
     let status = run.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{:?}", run.stderr_seen);
 
@@ -272,7 +263,7 @@ fn kill_9_during_heavy_merging_leaves_a_whole_database_with_every_committed_snap
         let line = run.wait_for_log(Duration::from_secs(20), "committed battery=1");
         committed.insert(ts_of(&line));
     }
-    signal(&run, "KILL");
+    run.signal("KILL");
     let status = run.wait_exit(Duration::from_secs(20));
     assert!(!status.success());
     // lines logged before the kill are commits too

@@ -565,12 +565,7 @@ fn jkmon_run_keeps_every_pack_of_a_sniffed_rs485_network_in_the_store_and_the_vi
             "{location}"
         );
     }
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &run.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    run.signal("TERM");
     assert!(run.wait_exit(LIMIT).success(), "{:?}", run.stderr_seen);
     let conn = rusqlite::Connection::open(&db).unwrap();
     let payload: String = conn

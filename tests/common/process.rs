@@ -104,6 +104,15 @@ impl Running {
         }
     }
 
+    /// Sends `signal` (`TERM`, `KILL`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "kill -{signal} failed");
+    }
+
     pub fn drain_stderr(&mut self) {
         while let Ok(l) = self.stderr.try_recv() {
             self.stderr_seen.push(l);
