@@ -174,7 +174,8 @@ pub async fn run(
     let telemetry = components
         .sessions
         .then(|| Arc::new(telemetry_for(&config, &batteries)));
-    let feed = Feed::new(batteries.len());
+    // what the MQTT publisher reads; nothing is kept for it when MQTT is off
+    let feed = (config.mqtt.is_some() && components.sessions).then(|| Feed::new(batteries.len()));
     let mut web_task = components.web.as_ref().map(|w| {
         let mut state = AppState::new(
             readers.clone(),
@@ -229,7 +230,7 @@ pub async fn run(
             )));
         }
     }
-    if let (Some(mqtt), true) = (&config.mqtt, components.sessions) {
+    if let (Some(mqtt), Some(feed)) = (&config.mqtt, &feed) {
         let task = crate::mqtt::run(
             mqtt.clone(),
             crate::mqtt::Layout::new(mqtt, &store_batteries),
@@ -280,7 +281,9 @@ pub async fn run(
                 if let Some(t) = &telemetry {
                     t.record(&event);
                 }
-                feed.record(&event, persistent, Instant::now());
+                if let Some(f) = &feed {
+                    f.record(&event, persistent, Instant::now());
+                }
                 if matches!(event.kind, EventKind::Snapshot { .. }) {
                     watchdog.feed(Instant::now());
                     last_snapshot = Instant::now();
