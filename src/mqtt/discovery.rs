@@ -224,6 +224,38 @@ fn device(topics: &BatteryTopics, info: Option<&DeviceInfo>) -> Value {
     Value::Object(d)
 }
 
+/// What a battery's configs depend on besides the layout: the fields its state has, its
+/// probes, its cell count and who the BMS says it is. Equal shapes give equal configs.
+pub fn shape(state: &Value, info: Option<&DeviceInfo>) -> String {
+    let mut s = String::new();
+    if let Some(fields) = state.as_object() {
+        for (key, v) in fields.iter().filter(|(_, v)| !v.is_null()) {
+            s.push_str(key);
+            s.push(',');
+            match v {
+                Value::Object(o) => o.keys().for_each(|k| {
+                    s.push_str(k);
+                    s.push(',');
+                }),
+                Value::Array(a) => s.push_str(&format!("[{}],", a.len())),
+                _ => {}
+            }
+        }
+    }
+    if let Some(i) = info {
+        for v in [
+            &i.model,
+            &i.software_version,
+            &i.hardware_version,
+            &i.serial_number,
+        ] {
+            s.push('|');
+            s.push_str(v);
+        }
+    }
+    s
+}
+
 /// Every discovery config of one battery: `(topic, payload)`, sensors first. `state` is the
 /// battery's state JSON ([`super::payload::state`]).
 pub fn configs(

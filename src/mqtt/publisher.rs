@@ -42,9 +42,9 @@ pub const OFFLINE: &str = "offline";
 struct Told {
     online: Option<bool>,
     seq: u64,
-    /// The discovery topics and a fingerprint of their payloads.
+    /// The discovery topics, and the shape of the battery they were built for.
     discovery: Vec<String>,
-    discovery_print: u64,
+    discovery_shape: Option<String>,
     device: Option<Vec<u8>>,
 }
 
@@ -162,6 +162,11 @@ impl Publisher {
         let Some(prefix) = self.layout.discovery_prefix.clone() else {
             return;
         };
+        // the configs follow from the shape alone: build them only when it changed
+        let shape = discovery::shape(state, snapshot.device_info.as_ref());
+        if self.told[i].discovery_shape.as_ref() == Some(&shape) {
+            return;
+        }
         let configs = discovery::configs(
             &self.layout,
             &prefix,
@@ -169,22 +174,18 @@ impl Publisher {
             state,
             snapshot.device_info.as_ref(),
         );
-        let bytes: Vec<(String, Vec<u8>)> = configs
-            .into_iter()
-            .map(|(t, v)| (t, serde_json::to_vec(&v).unwrap_or_default()))
-            .collect();
-        let print = fingerprint(&bytes);
         let told = &mut self.told[i];
-        if print == told.discovery_print && !told.discovery.is_empty() {
-            return;
-        }
-        let topics: Vec<String> = bytes.iter().map(|(t, _)| t.clone()).collect();
+        let topics: Vec<String> = configs.iter().map(|(t, _)| t.clone()).collect();
         for gone in told.discovery.iter().filter(|t| !topics.contains(t)) {
             out.push(Message::retained(gone.clone(), Vec::new()));
         }
-        out.extend(bytes.into_iter().map(|(t, b)| Message::retained(t, b)));
+        out.extend(
+            configs
+                .iter()
+                .map(|(t, v)| Message::json(t.clone(), v, true)),
+        );
         told.discovery = topics;
-        told.discovery_print = print;
+        told.discovery_shape = Some(shape);
     }
 
     /// jkmon is stopping: every battery and jkmon itself go offline.
@@ -198,18 +199,6 @@ impl Publisher {
         out.push(Message::retained(self.layout.status(), OFFLINE));
         out
     }
-}
-
-/// FNV-1a over the topics and payloads.
-fn fingerprint(items: &[(String, Vec<u8>)]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (t, b) in items {
-        for byte in t.as_bytes().iter().chain([0u8].iter()).chain(b.iter()) {
-            h ^= u64::from(*byte);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
 }
 
 #[cfg(test)]
