@@ -130,6 +130,13 @@ pub async fn run(
     stop: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let batteries = config.batteries()?;
+    if components.sessions {
+        let (from, unused) = config.battery_source()?;
+        tracing::info!("batteries from {from}");
+        if let Some(unused) = unused {
+            tracing::warn!("{unused}");
+        }
+    }
     let store_batteries = store_batteries(&batteries);
     let path = components.database.clone();
     let (store_config, for_writer, sessions) = (
@@ -137,32 +144,36 @@ pub async fn run(
         store_batteries.clone(),
         components.sessions,
     );
-    let mut writer = tokio::task::spawn_blocking(move || {
+    let demo_inverter = components
+        .demo_inverter
+        .then_some((config.sim_inverter_interval, config.sim.seed));
+    // the demo inverter writes its first row before the writer looks at the table, as a real
+    // poller that was there first would have
+    let (mut writer, inverter) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let store = Store::open(&path, store_config)?;
         tracing::info!("database {}", path.display());
-        if sessions {
-            Writer::start(store, for_writer).map(Some)
+        let inverter = match demo_inverter {
+            Some((interval, seed)) => {
+                let inverter = SimInverter::start(&path, interval, seed)
+                    .context("could not start the simulated inverter")?;
+                tracing::info!(
+                    "demo: a simulated inverter inserts a reading every {:.0} s",
+                    interval.as_secs_f64()
+                );
+                Some(inverter)
+            }
+            None => None,
+        };
+        let writer = if sessions {
+            Some(Writer::start(store, for_writer)?)
         } else {
-            store.close().map(|()| None)
-        }
+            store.close()?;
+            None
+        };
+        Ok((writer, inverter))
     })
     .await
     .context("the database task panicked")??;
-    let inverter = if components.demo_inverter {
-        let inverter = SimInverter::start(
-            &components.database,
-            config.sim_inverter_interval,
-            config.sim.seed,
-        )
-        .context("could not start the simulated inverter")?;
-        tracing::info!(
-            "demo: a simulated inverter inserts a reading every {:.0} s",
-            config.sim_inverter_interval.as_secs_f64()
-        );
-        Some(inverter)
-    } else {
-        None
-    };
     // the views (web, bot, alerts) read the store through one pool and one view of the config
     let readers = Readers::new(&components.database, config.store.busy_timeout);
     let read_config = ReadConfig {
@@ -330,6 +341,12 @@ pub async fn run(
     }
     stop.cancel();
     drop(events);
+    // the writer first: its last commit, and the batteries out of the merge at once, before
+    // anything that may take a while (releasing a Bluetooth link, draining the web server)
+    let closed = match writer {
+        Some(w) => Some(w.stop().await),
+        None => None,
+    };
     if let Some(fleet) = fleet {
         fleet.release().await;
     }
@@ -344,11 +361,8 @@ pub async fn run(
             .await
             .ok();
     }
-    if let Some(w) = writer {
-        let stats = w
-            .stop()
-            .await
-            .context("the database was not closed cleanly")?;
+    if let Some(closed) = closed {
+        let stats = closed.context("the database was not closed cleanly")?;
         tracing::info!(
             "database closed after {} commit(s) ({} failed)",
             stats.commits,

@@ -340,7 +340,7 @@ fn with_no_inverter_jkmon_writes_its_own_rows_without_inverter_keys() {
         assert!(!p.contains_key(key), "{key} must not be invented");
     }
     assert!(!p.keys().any(|k| k.starts_with("inverter_")));
-    // created_at: ISO 8601 with the local offset, like the inverter poller's rows
+    // created_at: naive UTC to the second, as the Python poller writes it on a new table
     let created: String = conn
         .query_row(
             "SELECT created_at FROM readings WHERE id = ?1",
@@ -348,11 +348,17 @@ fn with_no_inverter_jkmon_writes_its_own_rows_without_inverter_keys() {
             |r| r.get(0),
         )
         .unwrap();
-    DateTime::parse_from_rfc3339(&created).unwrap();
+    let t = chrono::NaiveDateTime::parse_from_str(&created, "%Y-%m-%dT%H:%M:%S")
+        .unwrap_or_else(|e| panic!("{created}: {e}"))
+        .and_utc();
+    assert!(
+        (chrono::Utc::now() - t).num_seconds().abs() < 5,
+        "{created}"
+    );
 }
 
 #[test]
-fn an_inverter_that_stopped_writing_long_ago_is_not_updated() {
+fn an_inverter_that_stopped_writing_long_ago_is_neither_updated_nor_followed_by_own_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("inverter.db");
     let mut store = open(&path, 1);
@@ -364,8 +370,14 @@ fn an_inverter_that_stopped_writing_long_ago_is_not_updated() {
     )
     .unwrap();
     let action = commit(&mut store, &[snapshot(1_000, 3_300)], Local::now());
-    assert!(matches!(action, ReadingsAction::Inserted(2)), "{action:?}");
+    assert!(matches!(action, ReadingsAction::Quiet(_)), "{action:?}");
     assert_eq!(payload(&conn, 1), original, "old history is not rewritten");
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM readings"),
+        1,
+        "no battery-only row beside an inverter: it would read as a grid outage"
+    );
+    assert!(!store.inserts_own_rows());
 }
 
 #[test]

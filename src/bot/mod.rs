@@ -237,6 +237,7 @@ pub async fn run(
         .branch(Update::filter_message().endpoint(on_message))
         .branch(Update::filter_callback_query().endpoint(on_callback));
     let redactor = config.clone();
+    let bot_for_polling = bot.clone();
     let mut dispatcher = Dispatcher::builder(bot, handler)
         .dependencies(dptree::deps![ctx, me])
         .error_handler(Arc::new(move |e: teloxide::RequestError| {
@@ -252,6 +253,64 @@ pub async fn run(
             done.await;
         }
     });
-    dispatcher.dispatch().await;
+    let listener = teloxide::update_listeners::Polling::builder(bot_for_polling)
+        .timeout(Duration::from_secs(10))
+        .delete_webhook()
+        .await
+        .build();
+    let listener_errors = ListenerErrors::new(config.clone());
+    dispatcher
+        .dispatch_with_listener(
+            listener,
+            Arc::new(move |e: teloxide::RequestError| {
+                listener_errors.report(&e);
+                Box::pin(async {}) as futures_util::future::BoxFuture<'static, ()>
+            }),
+        )
+        .await;
     Ok(())
+}
+
+/// What to tell the owner when `getUpdates` fails: a second poller on the same token (409,
+/// typically the Python monitor's `telegram_bot.py` still running) once and clearly, anything
+/// else as it comes, with the token cut out.
+struct ListenerErrors {
+    config: BotConfig,
+    conflict_told: std::sync::atomic::AtomicBool,
+}
+
+impl ListenerErrors {
+    fn new(config: BotConfig) -> ListenerErrors {
+        ListenerErrors {
+            config,
+            conflict_told: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn report(&self, e: &teloxide::RequestError) {
+        use std::sync::atomic::Ordering;
+        if is_conflict(e) {
+            if !self.conflict_told.swap(true, Ordering::Relaxed) {
+                tracing::error!("bot: {}", CONFLICT_FIX);
+            } else {
+                tracing::debug!("bot: getUpdates conflict again (another poller on this token)");
+            }
+            return;
+        }
+        tracing::warn!(
+            "bot: getUpdates failed: {}",
+            self.config.redact(&e.to_string())
+        );
+    }
+}
+
+/// What a 409 from `getUpdates` means and what to do.
+pub const CONFLICT_FIX: &str = "another program polls Telegram with this bot token (the Bot API answered 409 Conflict to getUpdates), so each of the two misses messages: stop the other one — the Python monitor's bot (telegram_bot.py: `systemctl disable --now easun-bot` or its `bot` container), or a second jkmon run/bot on this token — or take TELEGRAM_BOT_TOKEN out of this jkmon's configuration";
+
+/// Whether `e` is the Bot API's "terminated by other getUpdates request".
+pub fn is_conflict(e: &teloxide::RequestError) -> bool {
+    matches!(
+        e,
+        teloxide::RequestError::Api(teloxide::ApiError::TerminatedByOtherGetUpdates)
+    ) || e.to_string().contains("Conflict:")
 }

@@ -106,6 +106,7 @@ pub const VARIABLES: &[&str] = &[
     "DB_PATH",
     "DB_BUSY_TIMEOUT_MS",
     "INVERTER_TIMEOUT_SEC",
+    "JKMON_OWN_ROWS",
     "HISTORY_RAW_DAYS",
     "HISTORY_5MIN_DAYS",
     "HISTORY_HOURLY_DAYS",
@@ -169,8 +170,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// The BMSs to read, in order: `JK_BMS_ADDRESS` (with `JK_BMS_NAMES`) when set, else the
-    /// enabled devices of the devices file. The simulator needs no address: with none it plays
+    /// The BMSs to read, in order. Over Bluetooth, in the Python service's order: the enabled
+    /// devices of the devices file when it names any, else `JK_BMS_ADDRESS` (with
+    /// `JK_BMS_NAMES`); [`Config::battery_source`] says which was taken and why. The simulator needs no address: with none it plays
     /// one BMS.
     pub fn batteries(&self) -> Result<Vec<BatteryConfig>, ConfigError> {
         let name = |i: usize, default: String| self.names.get(i).cloned().unwrap_or(default);
@@ -199,25 +201,27 @@ impl Config {
             }
             TransportKind::Ble | TransportKind::Sim => {}
         }
-        let list: Vec<BatteryConfig> = if !self.addresses.is_empty() {
+        let from_file = if self.transport == TransportKind::Ble {
+            DevicesFile::load(&self.devices_file)?.devices
+        } else {
+            Vec::new()
+        };
+        let list: Vec<BatteryConfig> = if !from_file.is_empty() {
+            from_file
+                .into_iter()
+                .map(|d| BatteryConfig {
+                    name: d.name.unwrap_or_else(|| d.address.to_string()),
+                    address: Some(d.address),
+                    ..BatteryConfig::default()
+                })
+                .collect()
+        } else {
             self.addresses
                 .iter()
                 .enumerate()
                 .map(|(i, a)| BatteryConfig {
                     name: name(i, format!("Battery {}", i + 1)),
                     address: Some(*a),
-                    ..BatteryConfig::default()
-                })
-                .collect()
-        } else if self.transport == TransportKind::Sim {
-            Vec::new()
-        } else {
-            DevicesFile::load(&self.devices_file)?
-                .devices
-                .into_iter()
-                .map(|d| BatteryConfig {
-                    name: d.name.unwrap_or_else(|| d.address.to_string()),
-                    address: Some(d.address),
                     ..BatteryConfig::default()
                 })
                 .collect()
@@ -232,6 +236,34 @@ impl Config {
             return Err(ConfigError::NoBms(self.devices_file.display().to_string()));
         }
         Ok(list)
+    }
+
+    /// Where the Bluetooth BMSs come from, for the start-up log and `jkmon doctor`; `Some` with
+    /// a warning when both sources are set and one is left unused.
+    pub fn battery_source(&self) -> Result<(String, Option<String>), ConfigError> {
+        if self.transport != TransportKind::Ble {
+            return Ok((format!("{} transport", self.transport), None));
+        }
+        let file = self.devices_file.display().to_string();
+        let named = DevicesFile::load(&self.devices_file)?.devices.len();
+        let addresses = self
+            .addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(match (named, self.addresses.is_empty()) {
+            (0, true) => (format!("no BMS: {file} names none and JK_BMS_ADDRESS is not set"), None),
+            (0, false) => (format!("JK_BMS_ADDRESS ({file} names no device)"), None),
+            (n, true) => (format!("{file} ({n} device(s))"), None),
+            (n, false) => (
+                format!("{file} ({n} device(s))"),
+                Some(format!(
+                    "{file} names {n} device(s), so JK_BMS_ADDRESS={addresses}{} is not used (the Python service's order: the devices file first, the address only when the file names none). To read JK_BMS_ADDRESS instead, comment the devices out in {file} or set JK_DEVICES_FILE to another path",
+                    if self.names.is_empty() { "" } else { " with JK_BMS_NAMES" }
+                )),
+            ),
+        })
     }
 }
 
@@ -582,6 +614,9 @@ impl Config {
         }
         if let Some(v) = get("INVERTER_TIMEOUT_SEC") {
             store.inverter_timeout = seconds("INVERTER_TIMEOUT_SEC", &v, 1.0..=86_400.0)?;
+        }
+        if let Some(v) = get("JKMON_OWN_ROWS") {
+            store.own_rows = parse("JKMON_OWN_ROWS", &v)?;
         }
         let days = |var: &'static str, default: u32| -> Result<u32, ConfigError> {
             match get(var) {

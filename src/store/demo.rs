@@ -49,6 +49,8 @@ pub fn fill(
     // on a 30-second boundary, so the BMS samples fall on the 10-second inverter steps
     let start_s = (now_ms / 1000 - i64::from(days) * 86_400).div_euclid(BMS_EVERY_S) * BMS_EVERY_S;
     let mut inverter_rng = Rng::new(99);
+    // as the Python poller writes it
+    let created_at = super::CreatedAtFormat::default();
     let mut latest: Vec<Option<Snapshot>> = vec![None; batteries.len()];
     for day in 0..days {
         let tx = store
@@ -91,7 +93,7 @@ pub fn fill(
             }
             tx.prepare_cached("INSERT INTO readings (created_at, payload) VALUES (?1, ?2)")?
                 .execute(rusqlite::params![
-                    when.to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
+                    created_at.format(when.to_utc()),
                     payload.to_string()
                 ])?;
         }

@@ -2,12 +2,15 @@
 //! `migrations/0004_inverter_history.sql`).
 //!
 //! The writer's maintenance makes complete 5-minute and hourly buckets from `readings`, a
-//! bounded chunk at a time so a Python monitor's year of rows is caught up without holding the
-//! writer for long; `jkmon_progress` remembers how far each tier got. Charts read the buckets,
-//! plus the few rows since the last complete bucket straight from `readings`, with the same SQL.
+//! bounded chunk at a time; `jkmon_progress` remembers how far each tier got. The rows are read
+//! outside any write transaction (WAL: the inverter poller writes meanwhile) and only the
+//! finished buckets are written, in a transaction of their own that holds the write lock for
+//! a few milliseconds whatever the size of the table — the Python poller gives up after a 5 s
+//! busy timeout. Charts read the buckets, plus the few rows since the last complete bucket
+//! straight from `readings`, with the same SQL.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{named_params, Connection, OptionalExtension};
+use rusqlite::{named_params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use super::history::{Retention, Stat};
@@ -19,6 +22,9 @@ pub const TIERS_S: [i64; 2] = [300, 3_600];
 const CHUNK_MS: i64 = 7 * 86_400_000;
 /// A bucket is made this long after its end, so rows still being written land in it.
 const GRACE_MS: i64 = 60_000;
+/// `created_at` strings with an offset sort by local time, up to 14 h away from UTC; the text
+/// range read through the index is widened by this much on each side.
+const OFFSET_MARGIN_MS: i64 = 15 * 3_600_000;
 
 /// `created_at` strings carry different offsets (or none), so the index on them narrows the
 /// scan with a day of margin and `strftime` decides. "N/A" and other non-numbers are left out.
@@ -46,10 +52,13 @@ const BUCKETS_SQL: &str = "
     WHERE t >= :from AND t < :to
     GROUP BY b";
 
-fn text_bound(ms: i64) -> String {
+/// `ms` as a `created_at` string to compare with: `separator` ' ' sorts before every time of
+/// that date written with 'T', so a lower bound with ' ' and an upper bound with 'T' take in
+/// both ways of writing a date and time.
+fn text_bound(ms: i64, separator: char) -> String {
     DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S")
+        .format(&format!("%Y-%m-%d{separator}%H:%M:%S"))
         .to_string()
 }
 
@@ -61,11 +70,11 @@ fn raw_buckets(
     to_ms: i64,
     mut f: impl FnMut(&rusqlite::Row) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
-    let margin = 86_400_000;
+    let margin = OFFSET_MARGIN_MS;
     let mut stmt = conn.prepare_cached(BUCKETS_SQL)?;
     let mut rows = stmt.query(named_params! {
         ":bucket": bucket_s,
-        ":lo": text_bound(from_ms - margin), ":hi": text_bound(to_ms + margin),
+        ":lo": text_bound(from_ms - margin, ' '), ":hi": text_bound(to_ms + margin, 'T'),
         ":from": from_ms.div_euclid(1000), ":to": (to_ms + 999).div_euclid(1000),
     })?;
     while let Some(row) = rows.next()? {
@@ -78,10 +87,19 @@ fn job(bucket_s: i64) -> String {
     format!("inverter_history_{bucket_s}")
 }
 
-/// Makes the next chunk of complete buckets of each tier and expires old ones. Returns the
-/// buckets made and whether more is waiting (call again soon).
+/// One finished bucket, as read from `readings`.
+struct Made {
+    ts_ms: i64,
+    rows: i64,
+    values: [Option<f64>; 10],
+}
+
+/// Makes the next chunk of complete buckets of each tier and expires old ones: the rows are
+/// read first, with no write lock; then one short immediate transaction per tier writes the
+/// buckets and the progress. Returns the buckets made and whether more is waiting (call again
+/// soon).
 pub fn aggregate(
-    conn: &Connection,
+    conn: &mut Connection,
     now_ms: i64,
     retention: &Retention,
 ) -> rusqlite::Result<(usize, bool)> {
@@ -122,32 +140,52 @@ pub fn aggregate(
         let start = upto.unwrap_or(first_ms.max(oldest_kept)).div_euclid(width) * width;
         let end = (now_ms - GRACE_MS).div_euclid(width) * width;
         let chunk_end = end.min(start + CHUNK_MS);
+        // read: no lock beyond the snapshot every reader has
+        let mut buckets = Vec::new();
         if chunk_end > start {
-            made += conn.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO inverter_history
-                 SELECT :bucket, b * 1000, n, g, gmin, gmax, l, lmin, lmax, p, pmin, pmax, v
-                 FROM ({BUCKETS_SQL})"
-            ))
-            .and_then(|mut s| {
-                s.execute(named_params! {
-                    ":bucket": bucket_s,
-                    ":lo": text_bound(start - 86_400_000), ":hi": text_bound(chunk_end + 86_400_000),
-                    ":from": start / 1000, ":to": chunk_end / 1000,
-                })
+            raw_buckets(conn, bucket_s, start, chunk_end, |r| {
+                let mut values = [None; 10];
+                for (i, v) in values.iter_mut().enumerate() {
+                    *v = r.get(2 + i)?;
+                }
+                buckets.push(Made {
+                    ts_ms: r.get::<_, i64>(0)? * 1000,
+                    rows: r.get(1)?,
+                    values,
+                });
+                Ok(())
             })?;
-            conn.execute(
+        }
+        // write: only what was made, and how far
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if chunk_end > start {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO inverter_history
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?;
+            for b in &buckets {
+                let v = &b.values;
+                insert.execute(rusqlite::params![
+                    bucket_s, b.ts_ms, b.rows, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
+                    v[8], v[9]
+                ])?;
+            }
+            drop(insert);
+            tx.execute(
                 "INSERT INTO jkmon_progress (job, upto_ms) VALUES (?1, ?2)
                  ON CONFLICT (job) DO UPDATE SET upto_ms = excluded.upto_ms",
                 rusqlite::params![job(bucket_s), chunk_end],
             )?;
+            made += buckets.len();
             more |= chunk_end < end;
         }
         if days > 0 {
-            conn.execute(
+            tx.execute(
                 "DELETE FROM inverter_history WHERE bucket_s = ?1 AND ts_ms < ?2",
                 [bucket_s, oldest_kept],
             )?;
         }
+        tx.commit()?;
     }
     Ok((made, more))
 }

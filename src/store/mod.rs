@@ -19,19 +19,22 @@ pub mod history;
 pub mod inverter;
 pub mod migrate;
 pub mod read;
+pub mod readings;
 pub mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, Local};
-use rusqlite::{named_params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use chrono::{DateTime, Local, Utc};
+use rusqlite::{named_params, Connection, OpenFlags, TransactionBehavior};
 use thiserror::Error;
 
 use crate::battery::Snapshot;
 use crate::report::json::{DeviceInfoJson, SnapshotJson};
 pub use history::{Bucket, HistoryRow, Maintenance, Retention};
+use readings::Verdict;
+pub use readings::{CreatedAtFormat, OwnRows};
 
 /// The `source` key of the rows jkmon inserts itself (BMS-only setups): they carry no inverter
 /// key, so no reader mistakes them for an inverter that reads 0 V.
@@ -75,8 +78,10 @@ pub struct StoreConfig {
     pub freshness: Duration,
     /// `DB_BUSY_TIMEOUT_MS`: how long to wait for the other writer's lock.
     pub busy_timeout: Duration,
-    /// `INVERTER_TIMEOUT_SEC`: no new inverter row for this long → jkmon writes its own rows.
+    /// `INVERTER_TIMEOUT_SEC`: an inverter row older than this is history, never touched.
     pub inverter_timeout: Duration,
+    /// `JKMON_OWN_ROWS`: whether jkmon may insert rows of its own into `readings`.
+    pub own_rows: OwnRows,
     pub retention: Retention,
 }
 
@@ -87,6 +92,7 @@ impl Default for StoreConfig {
             freshness: Duration::from_secs(60),
             busy_timeout: Duration::from_secs(5),
             inverter_timeout: Duration::from_secs(60),
+            own_rows: OwnRows::Auto,
             retention: Retention::default(),
         }
     }
@@ -123,12 +129,14 @@ pub struct Update<'a> {
 }
 
 /// What happened to `readings` in a commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadingsAction {
     /// The latest inverter row got the fresh BMS keys.
     Updated(i64),
-    /// No inverter is writing: jkmon inserted its own row.
+    /// Own rows are decided (no inverter) and none was fresh: jkmon inserted its own row.
     Inserted(i64),
+    /// No fresh inverter row to merge into, and no own rows: `readings` untouched (why).
+    Quiet(String),
     /// The latest inverter row is an error row; it is left as the inverter wrote it.
     LeftErrorRow(i64),
     /// No battery is fresh.
@@ -140,6 +148,7 @@ impl std::fmt::Display for ReadingsAction {
         match self {
             ReadingsAction::Updated(id) => write!(f, "merged into readings #{id}"),
             ReadingsAction::Inserted(id) => write!(f, "readings #{id} inserted (no inverter data)"),
+            ReadingsAction::Quiet(why) => write!(f, "readings untouched: {why}"),
             ReadingsAction::LeftErrorRow(id) => {
                 write!(f, "readings #{id} is an inverter error row, left as it is")
             }
@@ -148,32 +157,30 @@ impl std::fmt::Display for ReadingsAction {
     }
 }
 
-/// Whether an inverter poller is writing rows, judged by new row ids appearing.
-#[derive(Debug, Default)]
-struct InverterWatch {
-    last: Option<(i64, i64)>,
+/// What jkmon may do to `readings` in this run (see [`readings`]).
+#[derive(Debug)]
+struct ReadingsState {
+    setting: OwnRows,
+    /// Decided at [`Store::register`]; `Auto` gives it up when an inverter row appears.
+    own_rows: bool,
+    /// Rows up to this id were looked at for inverter rows.
+    checked_id: i64,
+    target: readings::Target,
+    format: CreatedAtFormat,
+    /// `JKMON_OWN_ROWS=on` beside an inverter was reported.
+    warned_on_beside_inverter: bool,
 }
 
-impl InverterWatch {
-    /// `latest`: the newest row that is not jkmon's own, with its `created_at`.
-    fn alive(&mut self, latest: Option<(i64, &str)>, now_ms: i64, timeout: Duration) -> bool {
-        let Some((id, created_at)) = latest else {
-            return false;
-        };
-        match self.last {
-            Some((last_id, _)) if last_id == id => {}
-            Some(_) => self.last = Some((id, now_ms)),
-            None => {
-                // First look: trust created_at only when it says its offset; otherwise give the
-                // inverter one timeout to show itself.
-                let seen = DateTime::parse_from_rfc3339(created_at)
-                    .map(|t| t.timestamp_millis().min(now_ms))
-                    .unwrap_or(now_ms);
-                self.last = Some((id, seen));
-            }
+impl ReadingsState {
+    fn new(setting: OwnRows) -> ReadingsState {
+        ReadingsState {
+            setting,
+            own_rows: false,
+            checked_id: i64::MAX,
+            target: readings::Target::new(i64::MAX),
+            format: CreatedAtFormat::default(),
+            warned_on_beside_inverter: false,
         }
-        let (_, seen_ms) = self.last.expect("set above");
-        now_ms - seen_ms < timeout.as_millis() as i64
     }
 }
 
@@ -183,7 +190,7 @@ pub struct Store {
     config: StoreConfig,
     /// position → bms_devices.id
     devices: HashMap<usize, (i64, Battery)>,
-    inverter: InverterWatch,
+    readings: ReadingsState,
 }
 
 impl Store {
@@ -228,9 +235,9 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_path_buf(),
-            config,
             devices: HashMap::new(),
-            inverter: InverterWatch::default(),
+            readings: ReadingsState::new(config.own_rows),
+            config,
         })
     }
 
@@ -243,13 +250,21 @@ impl Store {
         &self.conn
     }
 
-    /// Records the configured BMSs and forgets readings keys left by an earlier run (they are
-    /// not known to be fresh).
+    /// Records the configured BMSs, forgets readings keys left by an earlier run (they are
+    /// not known to be fresh), and decides what jkmon may do to `readings` from now on: every
+    /// row there now stays as it is, and own rows only where [`readings::decide`] says so.
     pub fn register(&mut self, batteries: &[Battery], now_ms: i64) -> Result<(), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM bms_merge", [])?;
+        let existing = readings::max_id(&tx)?;
+        let decision = readings::decide(&tx, self.readings.setting)?;
+        self.readings.own_rows = decision.own_rows;
+        self.readings.checked_id = existing;
+        self.readings.target = readings::Target::new(existing);
+        self.readings.format = CreatedAtFormat::learn(&tx)?;
+        tracing::info!("readings: {}", decision.why);
         for b in batteries {
             let id: i64 = tx.query_row(
                 "INSERT INTO bms_devices (device_key, address, name, position, first_seen_ms)
@@ -340,26 +355,49 @@ impl Store {
                 fresh_until_s
             ])?;
         }
-        let action = merge_readings(&tx, &mut self.inverter, &self.config, now)?;
+        let action = merge_readings(&tx, &mut self.readings, &self.config, now.to_utc())?;
         tx.commit()?;
         Ok(action)
     }
 
-    /// Downsamples and expires history as of `now_ms`, in one transaction.
+    /// Downsamples and expires history as of `now_ms`: jkmon's own history in one
+    /// transaction, then the next chunk of the inverter's rows for charts (read with no write
+    /// lock, see [`inverter::aggregate`]).
     pub fn maintain(&mut self, now_ms: i64) -> Result<Maintenance, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let rows_made = history::downsample(&tx, now_ms)?;
         let rows_deleted = history::expire(&tx, now_ms, &self.config.retention)?;
-        let (inverter_buckets, more) = inverter::aggregate(&tx, now_ms, &self.config.retention)?;
         tx.commit()?;
+        let (inverter_buckets, more) =
+            inverter::aggregate(&mut self.conn, now_ms, &self.config.retention)?;
         Ok(Maintenance {
             rows_made,
             rows_deleted,
             inverter_buckets,
             more,
         })
+    }
+
+    /// This run's batteries are merged nowhere from now on (jkmon stops): rows the inverter
+    /// inserts after this carry no battery keys.
+    pub fn release_readings(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for position in self.devices.keys() {
+            tx.execute(
+                "DELETE FROM bms_merge WHERE position = ?1",
+                [*position as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether this run inserts rows of its own into `readings` (as decided at
+    /// [`Store::register`], and given up once an inverter row appeared).
+    pub fn inserts_own_rows(&self) -> bool {
+        self.readings.own_rows
     }
 
     /// Ends cleanly: folds the WAL back into the database file so it is whole on its own.
@@ -410,13 +448,14 @@ fn write_battery(
     Ok(())
 }
 
-/// Puts the fresh keys of `bms_merge` into the latest inverter row, or inserts jkmon's own row
-/// when no inverter is writing.
+/// Puts the fresh keys of `bms_merge` into the newest inverter row when [`readings::Target`]
+/// allows it, or inserts jkmon's own row where own rows are decided; otherwise leaves
+/// `readings` alone.
 fn merge_readings(
     tx: &rusqlite::Transaction,
-    inverter: &mut InverterWatch,
+    state: &mut ReadingsState,
     config: &StoreConfig,
-    now: DateTime<Local>,
+    now: DateTime<Utc>,
 ) -> Result<ReadingsAction, StoreError> {
     let fresh: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM bms_merge_fresh)", [], |r| {
         r.get(0)
@@ -424,71 +463,53 @@ fn merge_readings(
     if !fresh {
         return Ok(ReadingsAction::NothingFresh);
     }
-    // The newest row, and whether it is a usable inverter row or jkmon's own.
-    let latest: Option<(i64, String, bool, bool)> = tx
-        .query_row(
-            "SELECT id, created_at,
-                    payload IS NOT NULL AND error IS NULL AND json_valid(payload)
-                        AND json_type(payload) = 'object',
-                    CASE WHEN json_valid(payload)
-                         THEN json_extract(payload, '$.source') IS ?1 ELSE 0 END
-             FROM readings ORDER BY id DESC LIMIT 1",
-            [OWN_ROW_SOURCE],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
-    let inverter_row = latest
-        .as_ref()
-        .filter(|(_, _, _, own)| !own)
-        .map(|(id, created, _, _)| (*id, created.as_str()));
-    let now_ms = now.timestamp_millis();
-    if inverter.alive(inverter_row, now_ms, config.inverter_timeout) {
-        let (id, _, usable, _) = latest.expect("alive implies a row");
-        if !usable {
-            return Ok(ReadingsAction::LeftErrorRow(id));
+    if state.own_rows {
+        if let Some(id) = readings::inverter_row_after(tx, state.checked_id)? {
+            if state.setting == OwnRows::Auto {
+                state.own_rows = false;
+                state.format = CreatedAtFormat::learn(tx)?;
+                tracing::info!(
+                    "readings: an inverter row appeared (#{id}): jkmon now merges battery keys into the inverter's rows and inserts no more rows of its own"
+                );
+            } else if !state.warned_on_beside_inverter {
+                state.warned_on_beside_inverter = true;
+                tracing::warn!(
+                    "readings: an inverter writes rows too (#{id}), and JKMON_OWN_ROWS=on inserts battery-only rows whenever it is quiet: the inverter monitor's bot may read them as a grid outage. Set JKMON_OWN_ROWS=auto"
+                );
+            }
         }
-        tx.prepare_cached(
-            "UPDATE readings SET payload = (SELECT payload FROM bms_merged_readings WHERE id = ?1)
-             WHERE id = ?1",
-        )?
-        .execute([id])?;
-        return Ok(ReadingsAction::Updated(id));
+        state.checked_id = readings::max_id(tx)?;
     }
-    tx.prepare_cached(
-        "INSERT INTO readings (created_at, payload)
-         SELECT ?1, json_patch(json_object('source', ?2), json_group_object(key, value))
-         FROM bms_merge_fresh",
-    )?
-    .execute(rusqlite::params![
-        now.to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
-        OWN_ROW_SOURCE
-    ])?;
-    Ok(ReadingsAction::Inserted(tx.last_insert_rowid()))
+    let newest = readings::Newest::read(tx)?;
+    match state
+        .target
+        .judge(newest.as_ref(), now, config.inverter_timeout)
+    {
+        Verdict::Merge(id) => {
+            tx.prepare_cached(
+                "UPDATE readings SET payload = (SELECT payload FROM bms_merged_readings WHERE id = ?1)
+                 WHERE id = ?1",
+            )?
+            .execute([id])?;
+            Ok(ReadingsAction::Updated(id))
+        }
+        Verdict::ErrorRow(id) => Ok(ReadingsAction::LeftErrorRow(id)),
+        Verdict::Quiet(why) if !state.own_rows => Ok(ReadingsAction::Quiet(why)),
+        Verdict::Quiet(_) => {
+            tx.prepare_cached(
+                "INSERT INTO readings (created_at, payload)
+                 SELECT ?1, json_patch(json_object('source', ?2), json_group_object(key, value))
+                 FROM bms_merge_fresh",
+            )?
+            .execute(rusqlite::params![state.format.format(now), OWN_ROW_SOURCE])?;
+            let id = tx.last_insert_rowid();
+            state.checked_id = id;
+            Ok(ReadingsAction::Inserted(id))
+        }
+    }
 }
 
 /// Wall-clock now in unix milliseconds.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_inverter_counts_as_alive_while_new_rows_keep_coming() {
-        let t = Duration::from_secs(60);
-        let mut w = InverterWatch::default();
-        assert!(!w.alive(None, 0, t), "no row: no inverter");
-        // first look at an old row with an offset: dead at once
-        assert!(!w.alive(Some((7, "2020-01-01T00:00:00+02:00")), 1_800_000_000_000, t));
-        // a new row appears: alive for one timeout
-        assert!(w.alive(Some((8, "whatever")), 1_800_000_001_000, t));
-        assert!(w.alive(Some((8, "whatever")), 1_800_000_060_000, t));
-        assert!(!w.alive(Some((8, "whatever")), 1_800_000_061_000, t));
-        // first look at a row without an offset: one timeout of grace
-        let mut w = InverterWatch::default();
-        assert!(w.alive(Some((1, "2026-01-16T21:32:00")), 5_000, t));
-        assert!(!w.alive(Some((1, "2026-01-16T21:32:00")), 65_000, t));
-    }
 }

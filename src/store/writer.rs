@@ -3,6 +3,12 @@
 //! store interval it commits what it has (the freshest snapshot of each battery for the merge,
 //! all of them folded for history), and once an hour it downsamples and expires history.
 //!
+//! A battery's first snapshot is committed at once, and again the first after it went
+//! offline or disconnected, so readers see it within a moment of the BMS answering rather than
+//! an interval later; the interval paces the commits that follow. When the writer ends (jkmon
+//! stops) it commits what it holds and then takes its batteries out of the merge, so rows the
+//! inverter inserts afterwards carry no battery keys.
+//!
 //! A commit that fails (the other writer held the lock past the busy timeout, a full disk) is
 //! logged and retried at the next interval with everything kept; only a run of failures long
 //! enough to mean the database is gone ends the writer, and with it the service.
@@ -143,6 +149,9 @@ fn run(
         .map(|b| (b.position, b.name.as_str()))
         .collect();
     let mut pending: BTreeMap<usize, Pending> = BTreeMap::new();
+    // batteries whose next snapshot is committed at once: every one at the start, and each
+    // again after its session disconnected
+    let mut first: std::collections::BTreeSet<usize> = names.keys().copied().collect();
     let mut stats = WriterStats::default();
     let mut failed_in_a_row = 0u32;
     let mut next_commit = Instant::now() + interval;
@@ -159,7 +168,10 @@ fn run(
                 p.bucket.add(&snapshot);
                 p.latest = Some((snapshot, taken_at));
                 p.fresh = true;
-                continue;
+                if !first.remove(&position) {
+                    continue;
+                }
+                false
             }
             Ok(Message::State {
                 position,
@@ -167,6 +179,9 @@ fn run(
                 detail,
                 offline,
             }) => {
+                if state == "disconnected" {
+                    first.insert(position);
+                }
                 if offline {
                     pending.entry(position).or_default().fresh = false;
                     if let Err(e) = store.mark_stale(position) {
@@ -198,15 +213,19 @@ fn run(
                     interval.as_secs_f64()
                 );
                 if failed_in_a_row >= MAX_FAILED_COMMITS || closing {
+                    release(store);
                     return Err(e);
                 }
             }
         }
         if closing {
+            release(store);
             return Ok(stats);
         }
         let now = Instant::now();
-        next_commit = (next_commit + interval).max(now);
+        if now >= next_commit {
+            next_commit = (next_commit + interval).max(now);
+        }
         if now >= next_maintenance {
             next_maintenance = now + MAINTENANCE_EVERY;
             match store.maintain(super::now_ms()) {
@@ -230,6 +249,17 @@ fn run(
                 Err(e) => tracing::warn!("history maintenance failed (retried in an hour): {e}"),
             }
         }
+    }
+}
+
+/// Takes this run's batteries out of the merge (jkmon stops).
+fn release(store: &mut Store) {
+    if let Err(e) = store.release_readings() {
+        tracing::error!(
+            "could not take the batteries out of {}'s merge: rows inserted in the next {} s may still carry their last values ({e})",
+            store.path().display(),
+            store.config.freshness.as_secs()
+        );
     }
 }
 
@@ -263,7 +293,7 @@ fn commit(
             "{name}: {}; {}",
             describe(u.snapshot),
             if u.fresh {
-                action
+                action.clone()
             } else {
                 ReadingsAction::NothingFresh
             }

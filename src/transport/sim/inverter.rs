@@ -1,8 +1,10 @@
 //! A simulated inverter poller for `jkmon run --demo`: a thread with its own database
 //! connection that inserts a row into `readings` every interval, shaped exactly like the Python
 //! monitor's rows (every value a string with its fixed decimals, `status_text` the mode name,
-//! `created_at` ISO 8601 with the local offset). It stands for the other program that shares
-//! the database, so the demo shows the merge working as it does in a real installation.
+//! `created_at` as the table already writes it — naive UTC to the second, the Python poller's
+//! `utcnow().isoformat(timespec="seconds")`, on a new table). It stands for the other program
+//! that shares the database, so the demo shows the merge working as it does in a real
+//! installation.
 
 use std::f64::consts::PI;
 use std::path::Path;
@@ -15,6 +17,7 @@ use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use super::model::Rng;
+use crate::store::CreatedAtFormat;
 
 /// The running simulated inverter; dropping [`SimInverter::stop`]'s handle ends it.
 pub struct SimInverter {
@@ -23,29 +26,30 @@ pub struct SimInverter {
 }
 
 impl SimInverter {
-    /// Starts inserting into the database at `path` (already migrated by the store).
+    /// Starts inserting into the database at `path` (already migrated by the store). The first
+    /// row is in the table when this returns.
     pub fn start(path: &Path, interval: Duration, seed: u64) -> rusqlite::Result<SimInverter> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        let format = CreatedAtFormat::learn(&conn)?;
+        let mut rng = Rng::new(seed ^ 0x1a7e_47e2);
+        let insert = move |rng: &mut Rng| {
+            let now = Local::now();
+            let hour = f64::from(now.num_seconds_from_midnight()) / 3600.0;
+            let payload = row(hour, rng).to_string();
+            conn.execute(
+                "INSERT INTO readings (created_at, payload) VALUES (?1, ?2)",
+                rusqlite::params![format.format(now.to_utc()), payload],
+            )
+        };
+        insert(&mut rng)?;
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("jkmon-sim-inverter".into())
             .spawn(move || {
-                let mut rng = Rng::new(seed ^ 0x1a7e_47e2);
-                loop {
-                    let now = Local::now();
-                    let hour = f64::from(now.num_seconds_from_midnight()) / 3600.0;
-                    let payload = row(hour, &mut rng).to_string();
-                    let created_at = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
-                    if let Err(e) = conn.execute(
-                        "INSERT INTO readings (created_at, payload) VALUES (?1, ?2)",
-                        rusqlite::params![created_at, payload],
-                    ) {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    if let Err(e) = insert(&mut rng) {
                         tracing::warn!("simulated inverter: could not insert a reading: {e}");
-                    }
-                    match stopped.recv_timeout(interval) {
-                        Err(RecvTimeoutError::Timeout) => continue,
-                        _ => break,
                     }
                 }
             })
