@@ -259,3 +259,69 @@ async fn a_slow_bot_api_does_not_slow_the_bms_side() {
         run.wait_for_log(Duration::from_secs(2), "merged into readings #");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_poller_on_the_token_is_named_once_with_what_to_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    commit(&dir.path().join("inverter.db"), 3_300);
+    let mut api = FakeTelegram::start(Duration::ZERO).await;
+    // the Python monitor's telegram_bot.py already polls this token
+    api.conflict(true);
+    let url = api.url();
+    let limit = Duration::from_secs(20);
+
+    // jkmon doctor says so, with the fix, and fails
+    let out = common::process::jkmon(dir.path(), &["doctor"])
+        .envs([
+            ("JK_BMS_TRANSPORT", "sim"),
+            ("WEB_BIND", "127.0.0.1:0"),
+            ("DB_PATH", dir.path().join("inverter.db").to_str().unwrap()),
+            ("TELEGRAM_BOT_TOKEN", TOKEN),
+            ("TELEGRAM_API_URL", &url),
+            ("TELEGRAM_CHAT_ID", "42"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("✘ Telegram")
+            && l.contains("409")
+            && l.contains("telegram_bot.py")),
+        "{text}"
+    );
+    assert!(!text.contains(TOKEN), "{text}");
+
+    // jkmon bot: one clear line however often the Bot API says it again
+    let mut bot = jkmon(
+        &["bot"],
+        dir.path(),
+        &[("TELEGRAM_API_URL", &url), ("TELEGRAM_CHAT_ID", "42")],
+    );
+    let line = tokio::task::block_in_place(|| {
+        bot.wait_for_log(limit, "another program polls Telegram with this bot token")
+    });
+    assert!(
+        line.contains("ERROR") && line.contains("easun-bot") && !line.contains(TOKEN),
+        "{line}"
+    );
+    for _ in 0..3 {
+        api.wait("getupdates-conflict", limit, |_| true).await;
+    }
+    // the other poller stops: jkmon's bot answers
+    api.conflict(false);
+    api.message(42, "/status");
+    api.wait("sendmessage", limit, |b| b["chat_id"] == 42).await;
+    bot.drain_stderr();
+    let told = bot
+        .stderr_seen
+        .iter()
+        .filter(|l| l.contains("another program polls Telegram"))
+        .count();
+    assert_eq!(told, 1, "{:?}", bot.stderr_seen);
+    assert!(
+        !bot.stderr_seen.iter().any(|l| l.contains(TOKEN)),
+        "{:?}",
+        bot.stderr_seen
+    );
+}

@@ -113,6 +113,18 @@ fn run_demo_fills_the_database_and_stops_cleanly_on_sigterm() {
         .query_row("SELECT COUNT(*) FROM bms_history", [], |r| r.get(0))
         .unwrap();
     assert!(history >= 5);
+    // the demo inverter writes created_at as the Python poller does: naive UTC to the second
+    let created: Vec<String> = conn
+        .prepare("SELECT created_at FROM readings ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for c in &created {
+        chrono::NaiveDateTime::parse_from_str(c, "%Y-%m-%dT%H:%M:%S")
+            .unwrap_or_else(|e| panic!("{c}: {e}"));
+    }
 }
 
 /// A Python writer like the inverter poller: a new connection per row (default 5 s timeout),
@@ -168,7 +180,9 @@ fn a_python_writer_and_jkmon_share_the_database_for_30_s_without_losing_a_key() 
         &["poll"],
         &[("JK_BMS_POLL_INTERVAL", "0.2")],
     );
-    run.wait_for_log(Duration::from_secs(20), "merged into readings #1");
+    // the row that was there before the start is never changed; the writer's rows will be
+    let line = run.wait_for_log(Duration::from_secs(20), "readings untouched");
+    assert!(line.contains("#1 was there before jkmon started"), "{line}");
     let out = Command::new("/usr/bin/python3")
         .args(["-c", PYTHON_POLLER, db.to_str().unwrap(), "30"])
         .output()

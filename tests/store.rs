@@ -6,6 +6,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use chrono::{DateTime, Local};
 use jkmon::battery::soc::{estimator, SocSource, VoltageCurve};
@@ -688,4 +689,168 @@ fn the_inverters_rows_are_aggregated_for_charts_in_chunks_and_read_back_the_same
         .filter_map(|p| p.grid_power_w.map(|r| r.max))
         .fold(f64::MIN, f64::max);
     assert_eq!(max, 59.0);
+}
+
+/// 30 days of the inverter's rows every 10 s (259,200), as the Python poller writes them
+/// (naive UTC `created_at`, every value a string), ending `end_s`.
+fn thirty_days_of_rows(conn: &mut Connection, end_s: i64) {
+    let tx = conn.transaction().unwrap();
+    {
+        let mut insert = tx
+            .prepare("INSERT INTO readings (created_at, payload) VALUES (?1, ?2)")
+            .unwrap();
+        let mut p = inverter_payload(230.0);
+        for i in 0..259_200i64 {
+            let t = end_s - (259_200 - i) * 10;
+            let created = DateTime::from_timestamp(t, 0)
+                .unwrap()
+                .naive_utc()
+                .format("%Y-%m-%dT%H:%M:%S")
+                .to_string();
+            p.insert("grid_power".into(), Value::String((i % 900).to_string()));
+            p.insert(
+                "ac_output_power".into(),
+                Value::String((i % 700).to_string()),
+            );
+            insert
+                .execute(rusqlite::params![
+                    created,
+                    Value::Object(p.clone()).to_string()
+                ])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
+#[test]
+fn catching_up_on_a_month_of_inverter_rows_never_holds_the_write_lock_for_long() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let now_s = chrono::Utc::now().timestamp();
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE readings (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 created_at TEXT NOT NULL, payload TEXT, error TEXT);",
+        )
+        .unwrap();
+        thirty_days_of_rows(&mut conn, now_s);
+    }
+    let mut store = open(&path, 1);
+    // the Python poller beside it: an INSERT on a new connection every 20 ms with its 5 s busy
+    // timeout; how long each waited for the lock
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (path, stop) = (path.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut waits = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && waits.len() < 100_000 {
+                let started = std::time::Instant::now();
+                let c = Connection::open(&path).unwrap();
+                c.busy_timeout(Duration::from_secs(5)).unwrap();
+                c.execute(
+                    "INSERT INTO readings (created_at, payload) VALUES (datetime('now'), '{}')",
+                    [],
+                )
+                .expect("the poller's insert gave up");
+                waits.push(started.elapsed());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            waits
+        })
+    };
+    let mut chunks = 0;
+    while store.maintain(now_s * 1000).unwrap().more {
+        chunks += 1;
+        assert!(chunks < 100, "the catch-up never ends");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let waits = poller.join().unwrap();
+    let worst = waits.iter().max().copied().unwrap_or_default();
+    // the design holds the lock for milliseconds; 1 s is the bound in the Python poller's
+    // terms (it gives up at 5 s) with room for a slow machine
+    assert!(
+        worst < Duration::from_secs(1),
+        "the poller waited {worst:?} for the write lock ({} inserts during {chunks} chunk(s))",
+        waits.len()
+    );
+    assert!(waits.len() > 5, "the poller ran during the catch-up");
+    let conn = store.connection();
+    let hours = count(
+        conn,
+        "SELECT COUNT(*) FROM inverter_history WHERE bucket_s = 3600",
+    );
+    assert!((719..=721).contains(&hours), "{hours} hourly buckets");
+}
+
+/// The newest `bms_latest.taken_ms` of battery 1 once it differs from `before`, polling the
+/// file from another connection for at most 10 s (the writer is another thread; the file is
+/// what every reader sees).
+fn latest_taken_ms_after(path: &Path, before: Option<i64>) -> Option<i64> {
+    let conn = Connection::open(path).unwrap();
+    for _ in 0..1_000 {
+        let now: Option<i64> = conn
+            .query_row("SELECT MAX(taken_ms) FROM bms_latest", [], |r| r.get(0))
+            .unwrap();
+        if now.is_some() && now != before {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+#[tokio::test]
+async fn the_writer_commits_a_battery_at_once_when_it_arrives_and_when_it_comes_back() {
+    use jkmon::store::writer::{Message, Writer};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let config = StoreConfig {
+        interval: Duration::from_secs(3_600),
+        ..StoreConfig::default()
+    };
+    let store = Store::open(&path, config).unwrap();
+    let writer = Writer::start(store, batteries(1)).unwrap();
+    let t0 = Local::now() - chrono::Duration::seconds(5);
+    writer.send(Message::Snapshot {
+        position: 1,
+        snapshot: Box::new(snapshot(1_000, 3_300)),
+        taken_at: t0,
+    });
+    let first = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || latest_taken_ms_after(&path, None)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        first,
+        Some(t0.timestamp_millis()),
+        "the first snapshot is committed at once, not an hour later"
+    );
+    // the BMS goes away and comes back: its first snapshot is committed at once again
+    writer.send(Message::State {
+        position: 1,
+        state: "disconnected".into(),
+        detail: "link lost".into(),
+        offline: true,
+    });
+    let t1 = Local::now();
+    writer.send(Message::Snapshot {
+        position: 1,
+        snapshot: Box::new(snapshot(2_000, 3_300)),
+        taken_at: t1,
+    });
+    let again = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || latest_taken_ms_after(&path, first)
+    })
+    .await
+    .unwrap();
+    assert_eq!(again, Some(t1.timestamp_millis()));
+    writer.stop().await.unwrap();
+    // stopped: the battery is out of the merge
+    let conn = Connection::open(&path).unwrap();
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM bms_merge"), 0);
 }

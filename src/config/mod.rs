@@ -1027,6 +1027,47 @@ mod tests {
     }
 
     #[test]
+    fn the_devices_file_comes_before_jk_bms_address_as_in_the_python_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jk_devices.yaml");
+        let path_s = path.to_str().unwrap().to_string();
+        // the Python setup guide: the address of battery 1 set, two devices in the file
+        std::fs::write(
+            &path,
+            "C8:47:80:12:AD:71: {name: JK_24v_1}\nC8:47:80:12:AD:72: {name: JK_24v_2}\n",
+        )
+        .unwrap();
+        let c = with(&[
+            ("JK_DEVICES_FILE", &path_s),
+            ("JK_BMS_ADDRESS", "C8:47:80:12:AD:71"),
+        ])
+        .unwrap();
+        let names: Vec<String> = c.batteries().unwrap().into_iter().map(|b| b.name).collect();
+        assert_eq!(names, ["JK_24v_1", "JK_24v_2"]);
+        let (from, unused) = c.battery_source().unwrap();
+        assert!(
+            from.contains("jk_devices.yaml") && from.contains("2 device"),
+            "{from}"
+        );
+        let unused = unused.expect("the unused address is named");
+        assert!(
+            unused.contains("JK_BMS_ADDRESS=C8:47:80:12:AD:71")
+                && unused.contains(&path_s)
+                && unused.contains("JK_DEVICES_FILE"),
+            "{unused}"
+        );
+        // every device commented out: the address is the fallback, and nothing is unused
+        std::fs::write(&path, "# C8:47:80:12:AD:71: {name: JK_24v_1}\n").unwrap();
+        let b = c.batteries().unwrap();
+        assert_eq!((b.len(), b[0].name.as_str()), (1, "Battery 1"));
+        let (from, unused) = c.battery_source().unwrap();
+        assert!(
+            from.starts_with("JK_BMS_ADDRESS") && unused.is_none(),
+            "{from}"
+        );
+    }
+
+    #[test]
     fn values_are_read_and_blank_means_default() {
         let c = with(&[
             ("JK_BMS_TRANSPORT", "sim"),

@@ -19,6 +19,8 @@ struct Inner {
     next_update: i64,
     next_message: i64,
     delay: Duration,
+    /// Another program polls this token: `getUpdates` answers 409.
+    conflict: bool,
 }
 
 #[derive(Clone)]
@@ -68,6 +70,12 @@ impl FakeTelegram {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// From now on `getUpdates` answers 409 Conflict, as when a second program polls the same
+    /// token (`on`), or works again.
+    pub fn conflict(&self, on: bool) {
+        self.shared.inner.lock().unwrap().conflict = on;
     }
 
     /// Queues a text message from `chat`.
@@ -162,13 +170,27 @@ async fn method(
     State(s): State<Shared>,
     Path((_bot, method)): Path<(String, String)>,
     body: String,
-) -> Json<Value> {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let delay = s.inner.lock().unwrap().delay;
+    let (delay, conflict) = {
+        let inner = s.inner.lock().unwrap();
+        (inner.delay, inner.conflict)
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let m = method.to_ascii_lowercase();
+    if m == "getupdates" && conflict {
+        let _ = s.calls.send(("getupdates-conflict".into(), body));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        return (
+            axum::http::StatusCode::CONFLICT,
+            Json(json!({"ok": false, "error_code": 409,
+                "description": "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"})),
+        )
+            .into_response();
+    }
     let result = match m.as_str() {
         "getme" => json!({
             "id": 1, "is_bot": true, "first_name": "jkmon", "username": "jkmon_bot",
@@ -215,5 +237,5 @@ async fn method(
     if m != "getupdates" {
         let _ = s.calls.send((m, body));
     }
-    Json(json!({"ok": true, "result": result}))
+    Json(json!({"ok": true, "result": result})).into_response()
 }
