@@ -854,3 +854,65 @@ async fn the_writer_commits_a_battery_at_once_when_it_arrives_and_when_it_comes_
     let conn = Connection::open(&path).unwrap();
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM bms_merge"), 0);
 }
+
+#[test]
+fn an_odd_newest_row_passes_through_untouched_and_storage_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let mut store = open(&path, 1);
+    let other = Connection::open(&path).unwrap();
+    let deep_array = format!("{}{}", "[".repeat(1_100), "]".repeat(1_100));
+    let deep_object = format!(
+        "{{\"a\":{}1{}}}",
+        "{\"b\":".repeat(1_100),
+        "}".repeat(1_100)
+    );
+    let odd: Vec<rusqlite::types::Value> = vec![
+        rusqlite::types::Value::Text(String::new()),
+        rusqlite::types::Value::Text("plain text".into()),
+        rusqlite::types::Value::Blob(vec![0, 0xff, 0xfe, 0x7b]),
+        // latin-1 bytes (not UTF-8), as a careless writer might store them
+        rusqlite::types::Value::Blob(b"{\"grid_voltage\": \"caf\xe9\"}".to_vec()),
+        rusqlite::types::Value::Text(deep_array),
+        rusqlite::types::Value::Text(deep_object),
+        rusqlite::types::Value::Text("[1, 2, 3]".into()),
+    ];
+    // jkmon is merging when the odd rows arrive
+    insert_inverter_row(&other, &inverter_payload(230.0));
+    assert!(matches!(
+        commit(&mut store, &[snapshot(1_000, 3_300)], Local::now()),
+        ReadingsAction::Updated(_)
+    ));
+    for value in odd {
+        // the other program's INSERT goes through the trigger without an error
+        other
+            .execute(
+                "INSERT INTO readings (created_at, payload) VALUES (?1, ?2)",
+                rusqlite::params![Local::now().to_rfc3339(), value],
+            )
+            .unwrap_or_else(|e| panic!("the inverter's insert of {value:?} failed: {e}"));
+        let id = other.last_insert_rowid();
+        let action = commit(&mut store, &[snapshot(1_500, 3_300)], Local::now());
+        assert_eq!(action, ReadingsAction::LeftErrorRow(id), "{value:?}");
+        let stored: rusqlite::types::Value = other
+            .query_row("SELECT payload FROM readings WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(stored, value, "passed through untouched");
+        // jkmon's own tables go on, and the views read the row as "no inverter data"
+        let latest: i64 = count(&other, "SELECT COUNT(*) FROM bms_latest");
+        assert_eq!(latest, 1);
+        let view = jkmon::store::read::latest_reading(&other, chrono::Utc::now())
+            .unwrap()
+            .unwrap();
+        assert_eq!((view.id, view.has_inverter_data), (id, false), "{value:?}");
+    }
+    // and the next good row gets the battery again
+    let good = insert_inverter_row(&other, &inverter_payload(231.0));
+    assert_eq!(payload(&other, good)["battery_current"], "1.5");
+    assert_eq!(
+        commit(&mut store, &[snapshot(2_000, 3_300)], Local::now()),
+        ReadingsAction::Updated(good)
+    );
+}

@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0005_alert_state.sql",
         include_str!("../../migrations/0005_alert_state.sql"),
     ),
+    (
+        6,
+        "0006_merge_guard.sql",
+        include_str!("../../migrations/0006_merge_guard.sql"),
+    ),
 ];
 
 /// The newest schema this build knows.

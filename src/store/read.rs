@@ -275,11 +275,23 @@ pub fn latest_reading(
     conn: &Connection,
     now: DateTime<Utc>,
 ) -> Result<Option<InverterView>, StoreError> {
+    // payload and error as any writer left them: a BLOB or text that is not UTF-8 is no JSON
+    let text = |v: rusqlite::types::ValueRef| match v {
+        rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t).ok().map(str::to_string),
+        _ => None,
+    };
     let row: Option<(i64, String, Option<String>, Option<String>)> = conn
         .query_row(
             "SELECT id, created_at, payload, error FROM readings ORDER BY id DESC LIMIT 1",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    text(r.get_ref(1)?).unwrap_or_default(),
+                    text(r.get_ref(2)?),
+                    text(r.get_ref(3)?),
+                ))
+            },
         )
         .optional()?;
     Ok(row.map(|(id, created_at, payload, error)| {
@@ -307,13 +319,7 @@ pub fn latest_reading(
 /// `created_at` as the inverter monitor writes it: ISO 8601 with an offset, or without one
 /// (then UTC, as its BMS branch wrote it).
 pub fn parse_created_at(s: &str) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    let s = s.replace(' ', "T");
-    chrono::NaiveDateTime::parse_from_str(&s, "%Y-%m-%dT%H:%M:%S%.f")
-        .ok()
-        .map(|n| n.and_utc())
+    super::readings::parse(s).map(|c| c.utc)
 }
 
 /// Average, minimum and maximum of one series in one bucket.

@@ -46,12 +46,14 @@ impl FromStr for OwnRows {
 
 /// SQL: 1 when the row `r` is one of jkmon's own (never an error for a payload that is not JSON).
 pub const IS_OWN_SQL: &str =
-    "(CASE WHEN r.payload IS NOT NULL AND r.error IS NULL AND json_valid(r.payload) \
+    "(CASE WHEN typeof(r.payload) = 'text' AND r.error IS NULL AND json_valid(r.payload) \
      THEN json_extract(r.payload, '$.source') IS 'jkmon' ELSE 0 END)";
 
-/// SQL: 1 when the row `r` carries a JSON object jkmon can merge into.
+/// SQL: 1 when the row `r` carries a JSON object jkmon can merge into: text (not a BLOB, which
+/// SQLite would read as JSON too), valid JSON, an object — the test of
+/// `migrations/0006_merge_guard.sql`.
 pub const IS_OBJECT_SQL: &str =
-    "(CASE WHEN r.payload IS NOT NULL AND r.error IS NULL AND json_valid(r.payload) \
+    "(CASE WHEN typeof(r.payload) = 'text' AND r.error IS NULL AND json_valid(r.payload) \
      THEN json_type(r.payload) = 'object' ELSE 0 END)";
 
 /// Whether jkmon inserts its own rows, and why — for the log and `jkmon doctor`.
