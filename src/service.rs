@@ -34,6 +34,10 @@ use crate::web::{self, AppState, WebConfig};
 /// Exit code when the watchdog trips (no BMS delivered a frame for `BMS_TIMEOUT_SEC`).
 pub const EXIT_WATCHDOG: u8 = 3;
 
+/// How long the parts after the database writer get to stop (BMS links, web connections, bot,
+/// alerts, MQTT), in all.
+const STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// What to start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Components {
@@ -147,11 +151,17 @@ pub async fn run(
     let demo_inverter = components
         .demo_inverter
         .then_some((config.sim_inverter_interval, config.sim.seed));
-    // the demo inverter writes its first row before the writer looks at the table, as a real
-    // poller that was there first would have
+    // the demo inverter writes its first row after the writer has taken stock of the table
+    // (so that row is one to merge into) and before any BMS session can deliver
     let (mut writer, inverter) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let store = Store::open(&path, store_config)?;
         tracing::info!("database {}", path.display());
+        let writer = if sessions {
+            Some(Writer::start(store, for_writer)?)
+        } else {
+            store.close()?;
+            None
+        };
         let inverter = match demo_inverter {
             Some((interval, seed)) => {
                 let inverter = SimInverter::start(&path, interval, seed)
@@ -163,12 +173,6 @@ pub async fn run(
                 Some(inverter)
             }
             None => None,
-        };
-        let writer = if sessions {
-            Some(Writer::start(store, for_writer)?)
-        } else {
-            store.close()?;
-            None
         };
         Ok((writer, inverter))
     })
@@ -195,6 +199,7 @@ pub async fn run(
             w.page.clone(),
         );
         state.telemetry = telemetry.clone();
+        state.shutdown = stop.clone();
         let state = Arc::new(state);
         tokio::spawn(web::serve(w.bind, state, stop.child_token()))
     });
@@ -347,19 +352,30 @@ pub async fn run(
         Some(w) => Some(w.stop().await),
         None => None,
     };
+    // the rest gets STOP_DEADLINE in all: systemd and Docker wait 10–90 s, then kill
+    let deadline = Instant::now() + STOP_DEADLINE;
     if let Some(fleet) = fleet {
-        fleet.release().await;
+        if tokio::time::timeout_at(deadline, fleet.release())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stopping: not every BMS link was released in time");
+        }
     }
     if let Some(task) = web_task {
-        task.await.ok();
+        let _ = tokio::time::timeout_at(deadline, task).await;
     }
-    for task in side_tasks {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    for mut task in side_tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            task.abort();
+        }
     }
     if let Some(inverter) = inverter {
-        tokio::task::spawn_blocking(move || inverter.stop())
-            .await
-            .ok();
+        let _ = tokio::time::timeout_at(
+            deadline,
+            tokio::task::spawn_blocking(move || inverter.stop()),
+        )
+        .await;
     }
     if let Some(closed) = closed {
         let stats = closed.context("the database was not closed cleanly")?;

@@ -532,3 +532,144 @@ async fn pages_send_a_browser_without_the_token_to_the_login_form() {
     assert_eq!(code, StatusCode::OK);
     assert!(html.contains("id=\"battery-1\""));
 }
+
+/// A small deterministic generator for the query-string property test.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[(self.next() % from.len() as u64) as usize]
+    }
+    /// Random bytes, percent-encoded, some raw.
+    fn junk(&mut self) -> String {
+        let n = self.next() % 40;
+        (0..n)
+            .map(|_| {
+                let b = (self.next() % 256) as u8;
+                if b.is_ascii_alphanumeric() || b"-._~:+".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+}
+
+/// Values that have broken date arithmetic, number parsing and ranges elsewhere.
+const EXTREMES: &[&str] = &[
+    "",
+    "0",
+    "-0",
+    "1",
+    "-1",
+    "-8334601228800",
+    "8334601228800",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "99999999999999999999999999",
+    "1e308",
+    "-1e308",
+    "NaN",
+    "inf",
+    "-inf",
+    "0.0000001",
+    "1.5",
+    "3600",
+    "300",
+    "86400",
+    "604800",
+    "2026-01-16",
+    "2026-02-30",
+    "0000-01-01",
+    "9999-12-31",
+    "+275760-09-13",
+    "2026-01-16T21:32:00+02:00",
+    "2026-01-16T21:32:00+99:00",
+    "2026-01-16T25:61:61Z",
+    "1,2",
+    "1,,2",
+    ",",
+    "999",
+    "%00",
+    "%FF%FE",
+    "%E2%82%AC",
+    "%ZZ",
+    "%",
+    "a=b",
+    "[]",
+    "{}",
+    "\u{202e}",
+    "%0A%0D",
+    "1;DROP TABLE readings",
+    "' OR 1=1 --",
+    "<script>",
+    "..%2F..%2Fetc%2Fpasswd",
+];
+
+#[tokio::test]
+async fn thousands_of_random_and_extreme_query_strings_never_panic_or_fail_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let _store = database(&path, chrono::Duration::seconds(1));
+    let state = state(&path, None);
+    let routes = [
+        "/",
+        "/charts",
+        "/api/v1/status",
+        "/api/v1/batteries",
+        "/api/v1/history",
+        "/api/v1/health",
+        "/history",
+        "/metrics",
+        "/login",
+        "/static/app.js",
+        "/static/..%2Fsecret",
+        "/no/such/page",
+    ];
+    let keys = ["from", "to", "bucket", "battery", "days", "x"];
+    let mut g = Gen(0x5eed_1234_abcd_0001);
+    let mut bad_requests = 0;
+    for i in 0..3_000 {
+        let route = routes[i % routes.len()];
+        let pairs = 1 + g.next() % 4;
+        let query: Vec<String> = (0..pairs)
+            .map(|_| {
+                let key = g.pick(&keys);
+                let value = if g.next().is_multiple_of(3) {
+                    g.junk()
+                } else {
+                    g.pick(EXTREMES).to_string()
+                };
+                format!("{key}={}", value.replace(' ', "%20"))
+            })
+            .collect();
+        let uri = format!("{route}?{}", query.join("&"));
+        let Ok(request) = Request::builder().uri(&uri).body(Body::empty()) else {
+            continue; // not a URI a client could send
+        };
+        let response = router(state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(!status.is_server_error(), "{uri}: {status} {text}");
+        if status == StatusCode::BAD_REQUEST {
+            bad_requests += 1;
+            let named = keys
+                .iter()
+                .any(|k| text.contains(&format!("{k}=")) || text.contains(&format!("{k} ")));
+            assert!(named, "{uri}: a 400 that names no parameter: {text}");
+        }
+    }
+    assert!(
+        bad_requests > 100,
+        "the generator reached the checks ({bad_requests})"
+    );
+}

@@ -44,7 +44,7 @@ pub fn run(args: RunArgs, mode: Mode) -> anyhow::Result<ExitCode> {
         bot_and_alerts: matches!(mode, Mode::Everything | Mode::BotOnly),
     };
     let runtime = super::service_runtime()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let stop = CancellationToken::new();
         let on_signal = stop.clone();
         tokio::spawn(async move {
@@ -52,7 +52,10 @@ pub fn run(args: RunArgs, mode: Mode) -> anyhow::Result<ExitCode> {
             on_signal.cancel();
         });
         service::run(config, components, stop).await
-    })
+    });
+    // a database read still running for a request (a long history) does not hold the exit
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }
 
 /// `jkmon fill-demo`: simulated history into a new database, with a line per day done.

@@ -52,6 +52,22 @@ impl Readers {
         Ok(conn)
     }
 
+    /// Runs `f` on a pooled connection in the blocking thread pool without waiting for it (a
+    /// response streamed as `f` reads).
+    pub fn spawn(&self, f: impl FnOnce(Result<&Connection, StoreError>) + Send + 'static) {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || match this.take() {
+            Ok(conn) => {
+                f(Ok(&conn));
+                let mut pool = this.pool.lock().expect("pool lock");
+                if pool.len() < POOL_SIZE {
+                    pool.push(conn);
+                }
+            }
+            Err(e) => f(Err(e)),
+        });
+    }
+
     /// Runs `f` on a pooled connection in the blocking thread pool.
     pub async fn run<R: Send + 'static>(
         &self,
@@ -509,45 +525,91 @@ fn round(v: f64) -> f64 {
     (v * 10_000.0).round() / 10_000.0
 }
 
-/// The Python monitor's `/history?days=N`: rows since `now - days` (the newest 200 without
-/// `days`), newest first, `payload` decoded. At most `limit` rows.
+/// The Python monitor's `/history` rows, newest first, written to `out` as the JSON array its
+/// route answers (`[{"created_at", "payload", "error"}, …]`) piece by piece: `out` gets a
+/// chunk of about [`HISTORY_CHUNK`] bytes at a time and returns `false` to stop (the client
+/// went away). Memory stays the same whatever the range. `days`: every row of the last `days`
+/// days; `None`: the newest 200, as the Python route does without a valid `days`.
+///
+/// Rows are read backwards through the index on `created_at` (no sort, no growing memory),
+/// from 15 hours before the range (any mix of offsets and naive UTC sorts within that), and
+/// each row's time is then checked exactly.
 pub fn legacy_history(
     conn: &Connection,
     days: Option<f64>,
     now: DateTime<Utc>,
-    limit: usize,
-) -> Result<Vec<Value>, StoreError> {
-    let to_json = |created_at: String, payload: Option<String>, error: Option<String>| {
-        serde_json::json!({
-            "created_at": created_at,
-            "payload": payload.and_then(|p| serde_json::from_str::<Value>(&p).ok()),
-            "error": error,
-        })
+    mut out: impl FnMut(Vec<u8>) -> bool,
+) -> Result<usize, StoreError> {
+    let from_ms = days.map(|d| now.timestamp_millis() - (d * 86_400_000.0) as i64);
+    let mut stmt = match from_ms {
+        Some(_) => conn.prepare_cached(
+            "SELECT created_at, payload, error FROM readings WHERE created_at >= ?1
+             ORDER BY created_at DESC, id DESC",
+        )?,
+        None => conn.prepare_cached(
+            "SELECT created_at, payload, error FROM readings WHERE ?1 IS NOT NULL
+             ORDER BY id DESC LIMIT 200",
+        )?,
     };
-    let map = |r: &rusqlite::Row| Ok(to_json(r.get(0)?, r.get(1)?, r.get(2)?));
-    let rows = match days {
-        Some(days) => {
-            let from = now - chrono::Duration::milliseconds((days * 86_400_000.0) as i64);
-            let lo = (from - chrono::Duration::days(1))
-                .format("%Y-%m-%dT%H:%M:%S")
-                .to_string();
-            conn.prepare_cached(
-                "SELECT created_at, payload, error FROM readings
-                 WHERE created_at >= ?1 AND CAST(strftime('%s', created_at) AS INTEGER) >= ?2
-                 ORDER BY id DESC LIMIT ?3",
-            )?
-            .query_map(rusqlite::params![lo, from.timestamp(), limit as i64], map)?
-            .collect::<Result<Vec<_>, _>>()?
+    // ' ' sorts before 'T': the lowest way of writing that moment
+    let lo = DateTime::from_timestamp_millis(from_ms.unwrap_or(0) - 15 * 3_600_000)
+        .unwrap_or_default()
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let mut rows = stmt.query([lo])?;
+    let mut buf = Vec::with_capacity(HISTORY_CHUNK + 4_096);
+    buf.push(b'[');
+    let mut written = 0usize;
+    while let Some(r) = rows.next()? {
+        let text = |i| match r.get_ref(i) {
+            Ok(rusqlite::types::ValueRef::Text(t)) => std::str::from_utf8(t).ok(),
+            _ => None,
+        };
+        let created_at = text(0).unwrap_or_default();
+        if let Some(from_ms) = from_ms {
+            match parse_created_at(created_at) {
+                Some(t) if t.timestamp_millis() >= from_ms => {}
+                _ => continue,
+            }
         }
-        None => conn
-            .prepare_cached(
-                "SELECT created_at, payload, error FROM readings ORDER BY id DESC LIMIT 200",
-            )?
-            .query_map([], map)?
-            .collect::<Result<Vec<_>, _>>()?,
-    };
-    Ok(rows)
+        if written > 0 {
+            buf.push(b',');
+        }
+        // the payload as the JSON it holds (not re-parsed into a tree), or null
+        let payload =
+            text(1).and_then(|p| serde_json::from_str::<&serde_json::value::RawValue>(p).ok());
+        #[derive(Serialize)]
+        struct Row<'a> {
+            created_at: &'a str,
+            payload: Option<&'a serde_json::value::RawValue>,
+            error: Option<&'a str>,
+        }
+        serde_json::to_writer(
+            &mut buf,
+            &Row {
+                created_at,
+                payload,
+                error: text(2),
+            },
+        )
+        .map_err(|e| StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        written += 1;
+        if buf.len() >= HISTORY_CHUNK
+            && !out(std::mem::replace(
+                &mut buf,
+                Vec::with_capacity(HISTORY_CHUNK + 4_096),
+            ))
+        {
+            return Ok(written);
+        }
+    }
+    buf.push(b']');
+    out(buf);
+    Ok(written)
 }
+
+/// The size of the pieces [`legacy_history`] hands out.
+pub const HISTORY_CHUNK: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {

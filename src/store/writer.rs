@@ -61,6 +61,10 @@ pub struct WriterStats {
 /// The handle the service keeps.
 pub struct Writer {
     tx: Option<SyncSender<Message>>,
+    /// Ends a long read of the chart catch-up when the service stops: while `maintaining`,
+    /// the thread runs nothing else.
+    interrupt: rusqlite::InterruptHandle,
+    maintaining: Arc<std::sync::atomic::AtomicBool>,
     done: Option<oneshot::Receiver<Result<WriterStats, StoreError>>>,
     dropped: Arc<AtomicU64>,
 }
@@ -79,10 +83,13 @@ impl Writer {
         let (tx, rx) = sync_channel::<Message>(CHANNEL_CAPACITY);
         let (done_tx, done) = oneshot::channel();
         let interval = store.config.interval;
+        let interrupt = store.conn.get_interrupt_handle();
+        let maintaining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let in_thread = maintaining.clone();
         std::thread::Builder::new()
             .name("jkmon-store".into())
             .spawn(move || {
-                let result = run(&mut store, &batteries, rx, interval);
+                let result = run(&mut store, &batteries, rx, interval, &in_thread);
                 let result = match result {
                     Ok(stats) => store.close().map(|()| stats),
                     Err(e) => Err(e),
@@ -92,6 +99,8 @@ impl Writer {
             .map_err(StoreError::Thread)?;
         Ok(Writer {
             tx: Some(tx),
+            interrupt,
+            maintaining,
             done: Some(done),
             dropped: Arc::new(AtomicU64::new(0)),
         })
@@ -128,9 +137,13 @@ impl Writer {
         }
     }
 
-    /// Commits what is pending, closes the database and waits for the thread.
+    /// Commits what is pending, closes the database and waits for the thread. A chart
+    /// catch-up read in progress is interrupted (it resumes at the next start).
     pub async fn stop(mut self) -> Result<WriterStats, StoreError> {
         drop(self.tx.take());
+        if self.maintaining.load(Ordering::SeqCst) {
+            self.interrupt.interrupt();
+        }
         match self.done.take() {
             Some(done) => done.await.unwrap_or(Err(StoreError::WriterGone)),
             None => Ok(WriterStats::default()),
@@ -143,6 +156,7 @@ fn run(
     batteries: &[Battery],
     rx: std::sync::mpsc::Receiver<Message>,
     interval: Duration,
+    maintaining: &std::sync::atomic::AtomicBool,
 ) -> Result<WriterStats, StoreError> {
     let names: BTreeMap<usize, &str> = batteries
         .iter()
@@ -228,7 +242,10 @@ fn run(
         }
         if now >= next_maintenance {
             next_maintenance = now + MAINTENANCE_EVERY;
-            match store.maintain(super::now_ms()) {
+            maintaining.store(true, Ordering::SeqCst);
+            let maintained = store.maintain(super::now_ms());
+            maintaining.store(false, Ordering::SeqCst);
+            match maintained {
                 Ok(m) => {
                     if m.rows_made + m.rows_deleted > 0 {
                         tracing::info!(
@@ -245,6 +262,11 @@ fn run(
                         );
                         next_maintenance = now;
                     }
+                }
+                Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)))
+                    if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+                {
+                    tracing::debug!("history maintenance interrupted: jkmon stops");
                 }
                 Err(e) => tracing::warn!("history maintenance failed (retried in an hour): {e}"),
             }

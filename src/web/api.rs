@@ -23,9 +23,6 @@ use super::AppState;
 use crate::store::read::{self, bucket_for, BUCKETS_S};
 use crate::store::StoreError;
 
-/// `/history?days=N` answers at most this many rows (the newest), so one request cannot send
-/// a year of raw rows to a phone.
-pub const LEGACY_HISTORY_MAX_ROWS: usize = 50_000;
 /// The longest history range one request may ask for.
 const MAX_RANGE_DAYS: i64 = 400;
 
@@ -105,19 +102,25 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// `2026-01-16T21:32:00+02:00`, `2026-01-16` (midnight UTC) or unix seconds.
+/// `2026-01-16T21:32:00+02:00`, `2026-01-16` (midnight UTC) or unix seconds, from the year
+/// 2000 to 2199 (no battery history lies outside, and the date arithmetic stays in range).
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    if let Ok(secs) = s.parse::<i64>() {
-        return DateTime::from_timestamp(secs, 0);
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|n| n.and_utc())
+    let t = if let Ok(secs) = s.parse::<i64>() {
+        DateTime::from_timestamp(secs, 0)
+    } else if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        Some(t.with_timezone(&Utc))
+    } else {
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|n| n.and_utc())
+    }?;
+    (EARLIEST_S..LATEST_S).contains(&t.timestamp()).then_some(t)
 }
+
+/// 2000-01-01T00:00:00Z and 2200-01-01T00:00:00Z.
+const EARLIEST_S: i64 = 946_684_800;
+const LATEST_S: i64 = 7_258_118_400;
 
 pub async fn history(
     State(state): State<Arc<AppState>>,
@@ -125,7 +128,7 @@ pub async fn history(
 ) -> Result<Response, StoreError> {
     let now = Utc::now();
     const TIME: &str =
-        "a time like 2026-01-16T21:32:00+02:00, a date like 2026-01-16, or unix seconds";
+        "a time like 2026-01-16T21:32:00+02:00, a date like 2026-01-16, or unix seconds, between 2000 and 2199";
     // Err: the parameter and its value
     let time =
         |key: &'static str, default: DateTime<Utc>| match q.get(key).filter(|v| !v.is_empty()) {
@@ -200,19 +203,43 @@ pub async fn history(
 }
 
 /// The Python monitor's route: `days` may be fractional; a missing or bad value gives the
-/// newest 200 rows, as it did there.
+/// newest 200 rows, as it did there. Every row of the range is sent, streamed from the database
+/// to the socket a piece at a time, so a month of rows costs no more memory than a minute's.
 pub async fn legacy_history(
     State(state): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, StoreError> {
+) -> Response {
     let days = q
         .get("days")
         .and_then(|d| d.parse::<f64>().ok())
         .filter(|d| d.is_finite() && *d > 0.0)
         .map(|d| d.min(MAX_RANGE_DAYS as f64));
-    let rows = state
-        .readers
-        .run(move |c| read::legacy_history(c, days, Utc::now(), LEGACY_HISTORY_MAX_ROWS))
-        .await?;
-    Ok(Json(rows).into_response())
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(2);
+    state.readers.spawn(move |conn| {
+        let result = conn.and_then(|c| {
+            read::legacy_history(c, days, Utc::now(), |chunk| {
+                tx.blocking_send(Ok(chunk.into())).is_ok()
+            })
+        });
+        if let Err(e) = result {
+            tracing::warn!("web: /history: {e}");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    let body = axum::body::Body::from_stream(tokio_stream_of(rx));
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The receiving end of a channel as a stream.
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod metrics;
 pub mod pages;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,6 +105,8 @@ pub struct AppState {
     pub page: PageConfig,
     /// The service's counters, when this process runs the BMS sessions.
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    /// Fires when the service stops: open event streams end with it.
+    pub shutdown: CancellationToken,
     status: std::sync::Mutex<Option<Cached>>,
     history: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
 }
@@ -121,6 +124,7 @@ impl AppState {
             auth_token,
             page,
             telemetry: None,
+            shutdown: CancellationToken::new(),
             status: Default::default(),
             history: Default::default(),
         }
@@ -271,7 +275,8 @@ async fn security_headers(req: Request, next: Next) -> Response {
     response
 }
 
-/// Serves `router` on `bind` until `stop` fires; in-flight requests finish first.
+/// Serves `router` on `bind` until `stop` fires; then every connection ends within
+/// [`server::STOP_GRACE`] (see [`server`]).
 pub async fn serve(
     bind: SocketAddr,
     state: Arc<AppState>,
@@ -284,9 +289,7 @@ pub async fn serve(
         )
     })?;
     tracing::info!("web: listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    server::run(listener, router(state), stop).await
 }
 
 impl IntoResponse for crate::store::StoreError {

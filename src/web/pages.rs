@@ -18,7 +18,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, Stream, StreamExt};
 
 use super::{api, AppState, AUTH_COOKIE};
 use crate::store::Battery;
@@ -189,6 +189,7 @@ pub async fn asset(Path(name): Path<String>) -> Response {
 pub async fn events(
     State(state): State<Arc<AppState>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let state_for_stop = state.clone();
     let stream = stream::unfold((state, true), |(state, first)| async move {
         if !first {
             tokio::time::sleep(state.page.live).await;
@@ -203,5 +204,7 @@ pub async fn events(
         };
         Some((Ok(event), (state, false)))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    // the stream ends when the service stops, so no open dashboard holds the process
+    let stop = state_for_stop.shutdown.clone().cancelled_owned();
+    Sse::new(stream.take_until(stop)).keep_alive(KeepAlive::default())
 }

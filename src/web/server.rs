@@ -1,0 +1,178 @@
+//! The connections: jkmon's own accept loop on hyper, so that nothing a client does can hold
+//! the process or its file descriptors.
+//!
+//! - A request head must arrive within [`HEAD_TIMEOUT`] (idle keep-alive connections count as
+//!   waiting for one), so idle or one-byte-a-second connections are closed.
+//! - A client (an IP address) holds at most [`PER_CLIENT`] connections at once; more are closed
+//!   at once, with a log line (once a minute per client).
+//! - On stop every connection is asked to finish (open event streams end, see
+//!   [`super::AppState::shutdown`]); whatever is still open after [`STOP_GRACE`] — a client
+//!   that stopped reading — is dropped, so the service exits within seconds whatever the
+//!   browsers do.
+//!
+//! Each request carries its peer's address ([`axum::extract::ConnectInfo`]) for the login
+//! throttle.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio_util::sync::CancellationToken;
+
+/// How long a client may take to send a request head (or stay idle between requests).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections one IP address may hold at once (browsers open about six; a dashboard keeps one
+/// event stream).
+pub const PER_CLIENT: usize = 64;
+/// How long connections get to finish when the service stops.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Open connections per client, and when each was last told about the cap.
+#[derive(Default)]
+struct Clients {
+    open: HashMap<IpAddr, usize>,
+    told: HashMap<IpAddr, Instant>,
+}
+
+/// One admitted connection; dropping it frees its place.
+struct Place {
+    clients: Arc<Mutex<Clients>>,
+    ip: IpAddr,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut c = self.clients.lock().expect("clients lock");
+        if let Some(n) = c.open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn admit(clients: &Arc<Mutex<Clients>>, ip: IpAddr) -> Option<Place> {
+    let mut c = clients.lock().expect("clients lock");
+    let n = c.open.entry(ip).or_insert(0);
+    if *n >= PER_CLIENT {
+        let now = Instant::now();
+        let tell = c
+            .told
+            .get(&ip)
+            .is_none_or(|t| now.duration_since(*t) > Duration::from_secs(60));
+        if tell {
+            c.told.insert(ip, now);
+            c.told
+                .retain(|_, t| now.duration_since(*t) < Duration::from_secs(600));
+            tracing::warn!(
+                "web: {ip} holds {PER_CLIENT} connections already; further ones are closed at once (said once a minute)"
+            );
+        }
+        return None;
+    }
+    *n += 1;
+    Some(Place {
+        clients: clients.clone(),
+        ip,
+    })
+}
+
+/// Serves `app` on `listener` until `stop` fires, then ends every connection within
+/// [`STOP_GRACE`].
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let clients = Arc::new(Mutex::new(Clients::default()));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // out of file descriptors, mostly: say so and let some close
+                    tracing::warn!("web: cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(place) = admit(&clients, peer.ip()) else {
+            drop(stream);
+            continue;
+        };
+        let app = app.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _place = place;
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                tower::ServiceExt::oneshot(app.clone(), req)
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    match tokio::time::timeout(STOP_GRACE, conn.as_mut()).await {
+                        Ok(ended) => ended,
+                        Err(_) => return, // a client that stopped reading: dropped
+                    }
+                }
+            };
+            if let Err(e) = ended {
+                if e.is_timeout() {
+                    tracing::debug!("web: closed a connection from {peer} that sent no request within {HEAD_TIMEOUT:?}");
+                } else {
+                    tracing::debug!("web: connection from {peer}: {e}");
+                }
+            }
+        });
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(STOP_GRACE + Duration::from_millis(500), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        connections.abort_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_gets_its_share_and_places_come_back() {
+        let clients = Arc::new(Mutex::new(Clients::default()));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let held: Vec<Place> = (0..PER_CLIENT)
+            .map(|_| admit(&clients, a).expect("within the share"))
+            .collect();
+        assert!(admit(&clients, a).is_none(), "over the share");
+        assert!(
+            admit(&clients, b).is_some(),
+            "another client is not affected"
+        );
+        drop(held);
+        assert!(admit(&clients, a).is_some());
+        assert_eq!(clients.lock().unwrap().open.get(&b), None);
+    }
+}
