@@ -15,6 +15,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // "blank means the default", as for every other variable: clap would parse "" and name a
+    // flag the owner never typed
+    for name in jkmon::cli::VARIABLES {
+        if std::env::var_os(name).is_some_and(|v| v.to_string_lossy().trim().is_empty()) {
+            std::env::remove_var(name);
+        }
+    }
     let cli = jkmon::cli::Cli::parse();
     // Long-running commands log every session state change (INFO) by default; one-shot commands
     // only warnings and errors.

@@ -398,3 +398,30 @@ fn watch_streams_several_simulated_bmss_until_stopped() {
         assert_eq!(v["snapshot"]["cell_count"], 16, "{v}");
     }
 }
+
+#[test]
+fn blank_command_line_variables_mean_their_defaults() {
+    for (var, args) in [
+        ("JK_READ_TIMEOUT_SEC", &["read"][..]),
+        ("JKMON_JSON", &["read"][..]),
+        ("JKMON_HEX", &["read"][..]),
+        ("JK_SCAN_TIMEOUT_SEC", &["decode", "--help"][..]),
+    ] {
+        for blank in ["", "  "] {
+            let out = jkmon(args, &[("JK_BMS_TRANSPORT", "sim"), (var, blank)], None);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{var}={blank:?}: {}",
+                text(&out.stderr)
+            );
+        }
+    }
+    // decode reads stdin; JKMON_JSON blank there too
+    let out = jkmon(&["decode"], &[("JKMON_JSON", "")], Some(b"4e57"));
+    assert!(
+        !text(&out.stderr).contains("--json"),
+        "{}",
+        text(&out.stderr)
+    );
+}

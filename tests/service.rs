@@ -358,3 +358,128 @@ fn fill_demo_writes_days_of_history_and_never_touches_a_database_with_readings()
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains("already holds 17280 readings"), "{stderr}");
 }
+
+#[test]
+fn a_deleted_database_directory_is_noticed_and_jkmon_stops_for_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let db = data.join("inverter.db");
+    let mut run = jkmon(
+        dir.path(),
+        &db,
+        &["run"],
+        &[("JK_BMS_POLL_INTERVAL", "0.2"), ("WEB_BIND", "127.0.0.1:0")],
+    );
+    let line = run.wait_for_log(Duration::from_secs(20), "web: listening on http://");
+    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    run.wait_for_log(Duration::from_secs(20), " cells (delta ");
+    assert_eq!(http_get(&addr, "/api/v1/health").0, 200);
+    // an owner's cleanup script, a wrong volume mount: the directory goes
+    std::fs::remove_dir_all(&data).unwrap();
+    let said = run.wait_for_log(
+        Duration::from_secs(20),
+        "was deleted while jkmon was using it",
+    );
+    assert!(said.contains(db.to_str().unwrap()), "{said}");
+    let status = run.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{:?}", run.stderr_seen);
+    let commits_after = run
+        .stderr_seen
+        .iter()
+        .skip_while(|l| !l.contains("was deleted"))
+        .filter(|l| l.contains(" cells (delta "))
+        .count();
+    assert_eq!(
+        commits_after, 0,
+        "no commit into nothing: {:?}",
+        run.stderr_seen
+    );
+}
+
+#[test]
+fn the_web_alone_says_unhealthy_when_its_database_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let db = data.join("inverter.db");
+    {
+        // a database a poller wrote
+        let mut poll = jkmon(
+            dir.path(),
+            &db,
+            &["poll"],
+            &[("JK_BMS_POLL_INTERVAL", "0.2")],
+        );
+        poll.wait_for_log(Duration::from_secs(20), " cells (delta ");
+        poll.signal("TERM");
+        poll.wait_exit(Duration::from_secs(10));
+    }
+    let mut web = jkmon(
+        dir.path(),
+        &db,
+        &["web"],
+        &[("WEB_BIND", "127.0.0.1:0"), ("JK_BMS_STALE_SEC", "3600")],
+    );
+    let line = web.wait_for_log(Duration::from_secs(20), "web: listening on http://");
+    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    assert_eq!(http_get(&addr, "/api/v1/health").0, 200);
+    std::fs::remove_dir_all(&data).unwrap();
+    let (code, body) = http_get(&addr, "/api/v1/health");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("deleted"), "{body}");
+}
+
+#[test]
+fn a_read_only_database_names_the_file_the_user_and_the_fix() {
+    if !common::have_program("/usr/bin/setpriv", &["--version"]) {
+        return;
+    }
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !common::require(is_root, "root, to run jkmon as another user (setpriv)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inverter.db");
+    {
+        let mut poll = jkmon(
+            dir.path(),
+            &db,
+            &["poll"],
+            &[("JK_BMS_POLL_INTERVAL", "0.2")],
+        );
+        poll.wait_for_log(Duration::from_secs(20), " cells (delta ");
+        poll.signal("TERM");
+        poll.wait_exit(Duration::from_secs(10));
+    }
+    // the file belongs to root; jkmon now runs as nobody (a systemd User= that was changed)
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = Command::new("/usr/bin/setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_jkmon"))
+        .arg("poll")
+        .current_dir(dir.path())
+        .env("JK_BMS_TRANSPORT", "sim")
+        .env("JK_SIM_INTERVAL_MS", "50")
+        .env("DB_PATH", &db)
+        .env("RUST_LOG", "warn,jkmon=info")
+        .env_remove("JK_BMS_ADDRESS")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut run = Running::spawn(cmd);
+    let status = run.wait_exit(Duration::from_secs(20));
+    assert!(!status.success());
+    let all = run.stderr_seen.join("\n");
+    assert!(
+        all.contains(db.to_str().unwrap())
+            && all.contains("nobody")
+            && all.contains("chown")
+            && all.contains("read-only"),
+        "{all}"
+    );
+}

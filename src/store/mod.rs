@@ -44,11 +44,14 @@ pub const OWN_ROW_SOURCE: &str = "jkmon";
 pub enum StoreError {
     #[error("the database directory {dir} does not exist: create it (mkdir -p {dir}) or set DB_PATH to a file in an existing directory")]
     NoDirectory { dir: String },
-    #[error("cannot open the database {path}: {source} (check that the directory is writable by this user)")]
+    #[error("cannot open the database {path}: {error}{}", hint(path, error))]
     Open {
         path: String,
-        source: rusqlite::Error,
+        /// Said in the message with its fix, so not a `source` the chain would repeat.
+        error: rusqlite::Error,
     },
+    #[error("the database file {path} was {what} while jkmon was using it: what jkmon wrote since went nowhere. jkmon stops so that it is restarted and opens the file at DB_PATH again")]
+    Gone { path: String, what: &'static str },
     #[error("the database was set up by a newer jkmon (schema {found}; this one knows up to {known}): upgrade jkmon, or point DB_PATH at another file")]
     TooNew { found: u32, known: u32 },
     #[error("migration {name} failed: {source}")]
@@ -60,12 +63,86 @@ pub enum StoreError {
     UnknownBattery(usize),
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("{path}: {error}{}", hint(path, error))]
+    Write {
+        path: String,
+        error: rusqlite::Error,
+    },
     #[error("the database already holds {0} readings; fill-demo only fills a new or empty database (set DB_PATH to a new file)")]
     NotEmpty(i64),
     #[error("could not start the database writer thread: {0}")]
     Thread(std::io::Error),
     #[error("the database writer stopped unexpectedly")]
     WriterGone,
+}
+
+/// `: <what to do>` for the SQLite failures an owner can fix, else nothing.
+fn hint(path: &str, e: &rusqlite::Error) -> String {
+    advice(Path::new(path), e)
+        .map(|a| format!(": {a}"))
+        .unwrap_or_default()
+}
+
+/// What the owner can do about `e` on the database at `path`: the file, the user jkmon runs as
+/// and the fix, for a read-only file, a full disk, a damaged file or one that cannot be opened.
+pub fn advice(path: &Path, e: &rusqlite::Error) -> Option<String> {
+    let rusqlite::Error::SqliteFailure(f, _) = e else {
+        return None;
+    };
+    let file = path.display();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.display().to_string(),
+        _ => ".".into(),
+    };
+    let user = current_user();
+    use rusqlite::ErrorCode as C;
+    Some(match f.code {
+        C::ReadOnly => format!(
+            "{file} is read-only for the user jkmon runs as ({user}): let {user} write the file, its -wal and -shm files and the directory {dir} (for example `sudo chown {user} {dir} {file}*`), or run jkmon as their owner"
+        ),
+        C::DiskFull => format!(
+            "the disk holding {file} is full: free some space there (`df -h {dir}`); jkmon keeps its data and retries"
+        ),
+        C::DatabaseCorrupt | C::NotADatabase => format!(
+            "{file} is damaged or is not an SQLite database: stop jkmon, keep a copy of the file, and check it with `sqlite3 {file} 'PRAGMA integrity_check'` (`.recover` saves what it can into a new file)"
+        ),
+        C::CannotOpen | C::PermissionDenied => format!(
+            "{file} cannot be opened by the user jkmon runs as ({user}): check that {dir} exists and that {user} may read and write it"
+        ),
+        C::DatabaseBusy | C::DatabaseLocked => format!(
+            "another program held {file}'s write lock longer than DB_BUSY_TIMEOUT_MS; jkmon keeps its data and retries"
+        ),
+        _ => return None,
+    })
+}
+
+/// The user this process runs as, by name where /etc/passwd knows it (`uid 1000` otherwise).
+fn current_user() -> String {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        });
+    let Some(uid) = uid else {
+        return "this user".into();
+    };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// A file's identity (device, inode): another value at the same path means another file.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// How the store behaves (from the typed config).
@@ -191,6 +268,8 @@ pub struct Store {
     /// position → bms_devices.id
     devices: HashMap<usize, (i64, Battery)>,
     readings: ReadingsState,
+    /// The file opened; checked before each commit.
+    identity: Option<(u64, u64)>,
 }
 
 impl Store {
@@ -205,9 +284,9 @@ impl Store {
                 dir: dir.display().to_string(),
             });
         }
-        let open_err = |source| StoreError::Open {
+        let open_err = |error| StoreError::Open {
             path: path.display().to_string(),
-            source,
+            error,
         };
         let mut conn = Connection::open_with_flags(
             path,
@@ -237,6 +316,7 @@ impl Store {
             path: path.to_path_buf(),
             devices: HashMap::new(),
             readings: ReadingsState::new(config.own_rows),
+            identity: file_id(path),
             config,
         })
     }
@@ -315,12 +395,30 @@ impl Store {
         Ok(())
     }
 
+    /// Fails when the file at the path is no longer the one opened (deleted with its
+    /// directory, or replaced): writing on would go into nothing.
+    pub fn check_file(&self) -> Result<(), StoreError> {
+        let now = file_id(&self.path);
+        if now == self.identity {
+            return Ok(());
+        }
+        Err(StoreError::Gone {
+            path: self.path.display().to_string(),
+            what: if now.is_none() {
+                "deleted"
+            } else {
+                "replaced by another file"
+            },
+        })
+    }
+
     /// Writes one store interval in one immediate transaction (see the module doc).
     pub fn commit(
         &mut self,
         updates: &[Update],
         now: DateTime<Local>,
     ) -> Result<ReadingsAction, StoreError> {
+        self.check_file()?;
         let now_ms = now.timestamp_millis();
         let mut rows = Vec::with_capacity(updates.len());
         for u in updates {

@@ -25,6 +25,8 @@ pub struct Readers {
     path: PathBuf,
     busy_timeout: Duration,
     pool: Arc<Mutex<Vec<Connection>>>,
+    /// The file the pooled connections have open.
+    identity: Arc<Mutex<Option<(u64, u64)>>>,
 }
 
 impl Readers {
@@ -33,20 +35,39 @@ impl Readers {
             path: path.to_path_buf(),
             busy_timeout,
             pool: Arc::new(Mutex::new(Vec::new())),
+            identity: Arc::new(Mutex::new(None)),
         }
     }
 
     fn take(&self) -> Result<Connection, StoreError> {
-        if let Some(c) = self.pool.lock().expect("pool lock").pop() {
-            return Ok(c);
+        // the file at the path must be the one the pooled connections have open: deleted,
+        // the views say so; replaced, they read the new one
+        let now = super::file_id(&self.path);
+        {
+            let mut pool = self.pool.lock().expect("pool lock");
+            let mut identity = self.identity.lock().expect("identity lock");
+            if now.is_none() {
+                pool.clear();
+                return Err(StoreError::Gone {
+                    path: self.path.display().to_string(),
+                    what: "deleted",
+                });
+            }
+            if *identity != now {
+                pool.clear();
+                *identity = now;
+            }
+            if let Some(c) = pool.pop() {
+                return Ok(c);
+            }
         }
         let conn = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|source| StoreError::Open {
+        .map_err(|error| StoreError::Open {
             path: self.path.display().to_string(),
-            source,
+            error,
         })?;
         conn.busy_timeout(self.busy_timeout)?;
         Ok(conn)

@@ -218,12 +218,22 @@ fn run(
                 failed_in_a_row = 0;
             }
             Ok(false) => {}
+            Err(e @ StoreError::Gone { .. }) => {
+                tracing::error!("{e}");
+                return Err(e);
+            }
             Err(e) => {
                 stats.failed_commits += 1;
                 failed_in_a_row += 1;
+                let e = match e {
+                    StoreError::Sqlite(error) => StoreError::Write {
+                        path: store.path().display().to_string(),
+                        error,
+                    },
+                    other => other,
+                };
                 tracing::error!(
-                    "could not write to {}: {e}; keeping the data and retrying in {:.1} s ({failed_in_a_row} failure(s) in a row)",
-                    store.path().display(),
+                    "could not write to the database {e}; keeping the data and retrying in {:.1} s ({failed_in_a_row} failure(s) in a row)",
                     interval.as_secs_f64()
                 );
                 if failed_in_a_row >= MAX_FAILED_COMMITS || closing {
