@@ -198,3 +198,47 @@ async fn the_writers_give_up_exit_does_not_wait_for_the_dashboards() {
     all_end(streams).await;
     holder.execute_batch("ROLLBACK").unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_crowding_connections_are_closed_and_said_while_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = jkmon(dir.path(), &[("JK_SIM_INTERVAL_MS", "50")]);
+    let server = tokio::task::block_in_place(|| address(&mut run));
+    // one client opens 70 connections and sends nothing
+    let mut crowd = Vec::new();
+    for _ in 0..70 {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 9], 0)))
+            .unwrap();
+        crowd.push(socket.connect(server).await.unwrap());
+    }
+    tokio::task::block_in_place(|| {
+        run.wait_for_log(
+            Duration::from_secs(10),
+            "127.0.0.9 holds 64 connections already",
+        )
+    });
+    // the owner's health check still gets through
+    let (code, _) = tokio::task::block_in_place(|| {
+        common::process::http_get(&server.to_string(), "/api/v1/health")
+    });
+    assert!(code == 200 || code == 503, "health answered {code}");
+    // the first 64 are closed when their request head does not come (10 s), the rest at once
+    let mut closed = 0;
+    for s in crowd.iter_mut() {
+        let mut buf = [0u8; 16];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf)).await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 70, "every idle connection is closed");
+    tokio::task::block_in_place(|| {
+        run.wait_for_log(
+            Duration::from_secs(10),
+            "closed a connection from 127.0.0.9 that sent no complete request",
+        )
+    });
+}

@@ -673,3 +673,76 @@ async fn thousands_of_random_and_extreme_query_strings_never_panic_or_fail_the_s
         "the generator reached the checks ({bad_requests})"
     );
 }
+
+/// A request from `ip` (as the server marks each request with its peer).
+async fn from(
+    state: &Arc<AppState>,
+    ip: [u8; 4],
+    request: axum::http::request::Builder,
+    body: &str,
+) -> (StatusCode, axum::http::HeaderMap) {
+    let mut req = request.body(Body::from(body.to_string())).unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            ip, 40_000,
+        ))));
+    let response = router(state.clone()).oneshot(req).await.unwrap();
+    (response.status(), response.headers().clone())
+}
+
+#[tokio::test]
+async fn guessing_the_token_is_stopped_per_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let _store = database(&path, chrono::Duration::seconds(1));
+    let state = state(&path, Some("s3cret-token"));
+    let bearer = |token: &str| {
+        Request::builder()
+            .uri("/api/v1/status")
+            .header("authorization", format!("Bearer {token}"))
+    };
+    let login = || {
+        Request::builder()
+            .method("POST")
+            .uri("/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+    };
+    let guesser = [192, 0, 2, 7];
+    // a few wrong guesses, on the form and as bearer tokens: refused one by one
+    for i in 0..5 {
+        let (code, _) = if i % 2 == 0 {
+            from(&state, guesser, bearer(&format!("guess-{i}")), "").await
+        } else {
+            from(&state, guesser, login(), &format!("token=guess-{i}")).await
+        };
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    // then the address waits, whatever it sends, even the right token
+    for request in [bearer("wrong"), bearer("s3cret-token")] {
+        let (code, headers) = from(&state, guesser, request, "").await;
+        assert_eq!(code, StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = headers[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+    }
+    let (code, _) = from(&state, guesser, login(), "token=s3cret-token").await;
+    assert_eq!(code, StatusCode::TOO_MANY_REQUESTS);
+    // the owner at another address is not affected
+    let (code, _) = from(&state, [192, 0, 2, 8], bearer("s3cret-token"), "").await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, headers) = from(&state, [192, 0, 2, 8], login(), "token=s3cret-token").await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    assert!(headers.contains_key(header::SET_COOKIE));
+    // health stays open to everyone
+    let (code, _) = from(
+        &state,
+        guesser,
+        Request::builder().uri("/api/v1/health"),
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+}

@@ -16,6 +16,7 @@ pub mod api;
 pub mod metrics;
 pub mod pages;
 pub mod server;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -107,6 +108,8 @@ pub struct AppState {
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     /// Fires when the service stops: open event streams end with it.
     pub shutdown: CancellationToken,
+    /// Wrong access tokens per client.
+    pub throttle: throttle::Throttle,
     status: std::sync::Mutex<Option<Cached>>,
     history: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
 }
@@ -125,6 +128,7 @@ impl AppState {
             page,
             telemetry: None,
             shutdown: CancellationToken::new(),
+            throttle: Default::default(),
             status: Default::default(),
             history: Default::default(),
         }
@@ -218,10 +222,37 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The client's address (0.0.0.0 where none is known, as in tests through `oneshot`).
+pub(crate) fn client(req: &Request) -> std::net::IpAddr {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
+}
+
+/// 429 with `Retry-After` for a client that guessed too often.
+pub(crate) fn too_many(wait: std::time::Duration) -> Response {
+    let mut response = api::error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!(
+            "too many wrong access tokens from this address: try again in {} s",
+            wait.as_secs().max(1)
+        ),
+    );
+    if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
 async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let Some(token) = &state.auth_token else {
         return next.run(req).await;
     };
+    let ip = client(&req);
+    let now = std::time::Instant::now();
+    if let Err(wait) = state.throttle.check(ip, now) {
+        return too_many(wait);
+    }
     let headers = req.headers();
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -239,7 +270,13 @@ async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: N
         .flatten()
         .any(|given| same(given.as_bytes(), token.as_bytes()))
     {
+        state.throttle.succeeded(ip);
         return next.run(req).await;
+    }
+    if bearer.is_some() {
+        state.throttle.failed(ip, "as a bearer token", now);
+    } else if cookie.is_some() {
+        state.throttle.failed(ip, "in the cookie", now);
     }
     let path = req.uri().path();
     if !path.starts_with("/api/") && path != "/history" && path != "/metrics" {

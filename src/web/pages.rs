@@ -146,11 +146,22 @@ pub struct LoginForm {
 
 /// A right token sets the `jkmon_token` cookie (HttpOnly, SameSite=Strict) and goes to the
 /// dashboard; a wrong one shows the form again with a 401.
-pub async fn login(State(state): State<Arc<AppState>>, Form(form): Form<LoginForm>) -> Response {
+/// Too many wrong tokens from one client: 429 for a while (see [`super::throttle`]).
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    connected: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let Some(token) = &state.auth_token else {
         return Redirect::to("/").into_response();
     };
+    let ip = connected.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0 .0.ip());
+    let now = std::time::Instant::now();
+    if let Err(wait) = state.throttle.check(ip, now) {
+        return super::too_many(wait);
+    }
     if super::same(form.token.as_bytes(), token.as_bytes()) {
+        state.throttle.succeeded(ip);
         let cookie =
             format!("{AUTH_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000");
         let mut response = Redirect::to("/").into_response();
@@ -159,6 +170,7 @@ pub async fn login(State(state): State<Arc<AppState>>, Form(form): Form<LoginFor
         }
         return response;
     }
+    state.throttle.failed(ip, "on the login form", now);
     let mut response = render(Login {
         version: VERSION,
         page: "login",

@@ -31,11 +31,31 @@ pub const PER_CLIENT: usize = 64;
 /// How long connections get to finish when the service stops.
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
-/// Open connections per client, and when each was last told about the cap.
+/// Open connections per client, and when each was last told about the cap or a timeout.
 #[derive(Default)]
 struct Clients {
     open: HashMap<IpAddr, usize>,
     told: HashMap<IpAddr, Instant>,
+    told_timeout: HashMap<IpAddr, Instant>,
+}
+
+/// Says that `ip` sent no complete request in time, once a minute per client.
+fn note_timeout(clients: &Arc<Mutex<Clients>>, ip: IpAddr) {
+    let mut c = clients.lock().expect("clients lock");
+    let now = Instant::now();
+    if c.told_timeout
+        .get(&ip)
+        .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60))
+    {
+        return;
+    }
+    c.told_timeout
+        .retain(|_, t| now.duration_since(*t) < Duration::from_secs(600));
+    c.told_timeout.insert(ip, now);
+    tracing::info!(
+        "web: closed a connection from {ip} that sent no complete request within {} s (said once a minute per client)",
+        HEAD_TIMEOUT.as_secs()
+    );
 }
 
 /// One admitted connection; dropping it frees its place.
@@ -111,6 +131,7 @@ pub async fn run(
         };
         let app = app.clone();
         let stop = stop.clone();
+        let clients = clients.clone();
         connections.spawn(async move {
             let _place = place;
             let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
@@ -136,7 +157,7 @@ pub async fn run(
             };
             if let Err(e) = ended {
                 if e.is_timeout() {
-                    tracing::debug!("web: closed a connection from {peer} that sent no request within {HEAD_TIMEOUT:?}");
+                    note_timeout(&clients, peer.ip());
                 } else {
                     tracing::debug!("web: connection from {peer}: {e}");
                 }
