@@ -332,14 +332,20 @@ impl Assembler {
                 let mut rs485_address = None;
                 let mut consumed = FRAME_LEN;
                 if self.config.rs485 {
-                    if b.len() >= FRAME_LEN + TAIL_LEN {
-                        if let Ok(ex) = rs485::parse_tail(&b[FRAME_LEN..FRAME_LEN + TAIL_LEN]) {
+                    // the tail may come after one padding 0x00, as real buses show
+                    let rest = &b[FRAME_LEN..];
+                    let pad = usize::from(
+                        rest.len() >= 2 && rest[0] == 0x00 && rest[1] != rs485::FC_WRITE_MULTIPLE,
+                    );
+                    let after = &rest[pad..];
+                    if after.len() >= TAIL_LEN {
+                        if let Ok(ex) = rs485::parse_tail(&after[..TAIL_LEN]) {
                             rs485_address = Some(ex.address);
-                            consumed += TAIL_LEN;
+                            consumed += pad + TAIL_LEN;
                         }
                     } else if self.config.wait_for_rs485_tail
                         && !self.eof
-                        && could_be_tail_prefix(&b[FRAME_LEN..])
+                        && (could_be_tail_prefix(rest) || (pad == 1 && could_be_tail_prefix(after)))
                     {
                         return Step::Need;
                     }
@@ -610,6 +616,64 @@ mod tests {
         }
         assert!(a.pending() <= 512);
         assert!(a.stats().overflow_bytes > 0);
+    }
+
+    /// The frame of `address`, its tail, with a padding 0x00 before or after the tail, then
+    /// the master's next request.
+    fn padded_exchange(address: u8, pad_before_tail: bool) -> Vec<u8> {
+        let mut stream = rs485::request(address, rs485::Rs485Register::CellInfo).to_vec();
+        stream.extend(frame(5));
+        let tail = rs485::tail(address, rs485::Rs485Register::CellInfo);
+        if pad_before_tail {
+            stream.push(0x00);
+            stream.extend(tail);
+        } else {
+            stream.extend(tail);
+            stream.push(0x00);
+        }
+        stream.extend(rs485::request(address + 1, rs485::Rs485Register::CellInfo));
+        stream
+    }
+
+    #[test]
+    fn a_padding_byte_on_the_bus_does_not_cost_the_frame_its_address() {
+        for pad_before_tail in [true, false] {
+            for chunk_len in [1, 7, 64, 1_000] {
+                let stream = padded_exchange(3, pad_before_tail);
+                let mut a = Assembler::new(AssemblerConfig::rs485());
+                let mut items = Vec::new();
+                for chunk in stream.chunks(chunk_len) {
+                    a.push(chunk);
+                    items.extend(drain(&mut a));
+                }
+                let frames: Vec<Option<u8>> = items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Item::Frame { frame, .. } => Some(frame.rs485_address),
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(
+                    frames,
+                    [Some(3)],
+                    "pad before tail {pad_before_tail}, chunks {chunk_len}: {items:?}"
+                );
+                let requests = items
+                    .iter()
+                    .filter(|i| matches!(i, Item::Rs485Request { .. }))
+                    .count();
+                assert_eq!(requests, 2, "{items:?}");
+            }
+        }
+        // a tail of the master pack (address 0) right after the frame is no padding
+        let mut stream = frame(5).to_vec();
+        stream.extend(rs485::tail(0, rs485::Rs485Register::CellInfo));
+        let mut a = Assembler::new(AssemblerConfig::rs485());
+        a.push(&stream);
+        match drain(&mut a).first() {
+            Some(Item::Frame { frame, .. }) => assert_eq!(frame.rs485_address, Some(0)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
