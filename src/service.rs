@@ -153,31 +153,45 @@ pub async fn run(
         .then_some((config.sim_inverter_interval, config.sim.seed));
     // the demo inverter writes its first row after the writer has taken stock of the table
     // (so that row is one to merge into) and before any BMS session can deliver
-    let (mut writer, inverter) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let store = Store::open(&path, store_config)?;
-        tracing::info!("database {}", path.display());
-        let writer = if sessions {
-            Some(Writer::start(store, for_writer)?)
-        } else {
-            store.close()?;
-            None
-        };
-        let inverter = match demo_inverter {
-            Some((interval, seed)) => {
-                let inverter = SimInverter::start(&path, interval, seed)
-                    .context("could not start the simulated inverter")?;
-                tracing::info!(
-                    "demo: a simulated inverter inserts a reading every {:.0} s",
-                    interval.as_secs_f64()
-                );
-                Some(inverter)
-            }
-            None => None,
-        };
-        Ok((writer, inverter))
-    })
-    .await
-    .context("the database task panicked")??;
+    let (web_only, busy_timeout, retention) = (
+        components.web.is_some(),
+        config.store.busy_timeout,
+        config.store.retention,
+    );
+    let (mut writer, inverter, charts) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let store = Store::open(&path, store_config)?;
+            tracing::info!("database {}", path.display());
+            let writer = if sessions {
+                Some(Writer::start(store, for_writer)?)
+            } else {
+                store.close()?;
+                None
+            };
+            // without the writer, the web server makes its own chart history
+            let charts = match (sessions, web_only) {
+                (false, true) => Some(
+                    crate::store::inverter::Aggregator::start(&path, busy_timeout, retention)
+                        .context("could not start the chart history")?,
+                ),
+                _ => None,
+            };
+            let inverter = match demo_inverter {
+                Some((interval, seed)) => {
+                    let inverter = SimInverter::start(&path, interval, seed)
+                        .context("could not start the simulated inverter")?;
+                    tracing::info!(
+                        "demo: a simulated inverter inserts a reading every {:.0} s",
+                        interval.as_secs_f64()
+                    );
+                    Some(inverter)
+                }
+                None => None,
+            };
+            Ok((writer, inverter, charts))
+        })
+        .await
+        .context("the database task panicked")??;
     // the views (web, bot, alerts) read the store through one pool and one view of the config
     let readers = Readers::new(&components.database, config.store.busy_timeout);
     let read_config = ReadConfig {
@@ -376,6 +390,11 @@ pub async fn run(
             tokio::task::spawn_blocking(move || inverter.stop()),
         )
         .await;
+    }
+    if let Some(charts) = charts {
+        let _ =
+            tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(move || charts.stop()))
+                .await;
     }
     if let Some(closed) = closed {
         let stats = closed.context("the database was not closed cleanly")?;

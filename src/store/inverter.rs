@@ -22,6 +22,8 @@ pub const TIERS_S: [i64; 2] = [300, 3_600];
 const CHUNK_MS: i64 = 7 * 86_400_000;
 /// A bucket is made this long after its end, so rows still being written land in it.
 const GRACE_MS: i64 = 60_000;
+/// Rows a chart reads straight from `readings` at most (more: an even sample of them).
+const RAW_ROWS_READ: i64 = 20_000;
 /// `created_at` strings with an offset sort by local time, up to 14 h away from UTC; the text
 /// range read through the index is widened by this much on each side.
 const OFFSET_MARGIN_MS: i64 = 15 * 3_600_000;
@@ -44,11 +46,12 @@ const BUCKETS_SQL: &str = "
                        json_extract(payload, '$.pv_input_power') AS p,
                        json_extract(payload, '$.grid_voltage') AS v
                 FROM readings
-                WHERE created_at >= :lo AND created_at < :hi
-                  AND payload IS NOT NULL AND error IS NULL AND json_valid(payload)
-                  AND json_type(payload) = 'object'
-                  AND (json_type(payload, '$.grid_power') IS NOT NULL
-                       OR json_type(payload, '$.ac_output_power') IS NOT NULL)))
+                WHERE created_at >= :lo AND created_at < :hi AND id % :stride = 0
+                  AND CASE WHEN typeof(payload) = 'text' AND error IS NULL AND json_valid(payload)
+                      THEN json_type(payload) = 'object'
+                           AND (json_type(payload, '$.grid_power') IS NOT NULL
+                                OR json_type(payload, '$.ac_output_power') IS NOT NULL)
+                      ELSE 0 END))
     WHERE t >= :from AND t < :to
     GROUP BY b";
 
@@ -62,18 +65,20 @@ fn text_bound(ms: i64, separator: char) -> String {
         .to_string()
 }
 
-/// Runs [`BUCKETS_SQL`] for `[from_ms, to_ms)` (whole seconds) and hands each row to `f`.
+/// Runs [`BUCKETS_SQL`] for `[from_ms, to_ms)` (whole seconds) on every `stride`-th row (by
+/// id; 1 = every row) and hands each bucket to `f`.
 fn raw_buckets(
     conn: &Connection,
     bucket_s: i64,
     from_ms: i64,
     to_ms: i64,
+    stride: i64,
     mut f: impl FnMut(&rusqlite::Row) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
     let margin = OFFSET_MARGIN_MS;
     let mut stmt = conn.prepare_cached(BUCKETS_SQL)?;
     let mut rows = stmt.query(named_params! {
-        ":bucket": bucket_s,
+        ":bucket": bucket_s, ":stride": stride.max(1),
         ":lo": text_bound(from_ms - margin, ' '), ":hi": text_bound(to_ms + margin, 'T'),
         ":from": from_ms.div_euclid(1000), ":to": (to_ms + 999).div_euclid(1000),
     })?;
@@ -143,7 +148,7 @@ pub fn aggregate(
         // read: no lock beyond the snapshot every reader has
         let mut buckets = Vec::new();
         if chunk_end > start {
-            raw_buckets(conn, bucket_s, start, chunk_end, |r| {
+            raw_buckets(conn, bucket_s, start, chunk_end, 1, |r| {
                 let mut values = [None; 10];
                 for (i, v) in values.iter_mut().enumerate() {
                     *v = r.get(2 + i)?;
@@ -194,7 +199,11 @@ pub fn aggregate(
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct InverterPoint {
     pub t: DateTime<Utc>,
+    /// Rows in the bucket (estimated when `sampled`).
     pub rows: u32,
+    /// Read from an even sample of the rows: that stretch is not aggregated yet.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sampled: bool,
     pub grid_power_w: Option<Range>,
     pub load_power_w: Option<Range>,
     pub pv_power_w: Option<Range>,
@@ -246,6 +255,7 @@ pub fn points(
         Some(300)
     };
     let mut raw_from = from_ms;
+    let mut sampled = false;
     if let Some(tier) = tier {
         let upto: i64 = conn
             .query_row(
@@ -270,9 +280,30 @@ pub fn points(
     }
     if raw_from < to_ms {
         let raw_width = tier.unwrap_or(bucket_s).min(bucket_s);
-        raw_buckets(conn, raw_width, raw_from, to_ms, |r| {
+        // a long stretch not aggregated yet (right after an upgrade, or `jkmon web` before its
+        // catch-up): an even sample of rows keeps the chart fast, and says so
+        let rows: i64 = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM readings WHERE created_at >= ?1 AND created_at < ?2",
+            )?
+            .query_row(
+                [
+                    text_bound(raw_from - OFFSET_MARGIN_MS, ' '),
+                    text_bound(to_ms + OFFSET_MARGIN_MS, 'T'),
+                ],
+                |r| r.get(0),
+            )?;
+        let stride = (rows / RAW_ROWS_READ).max(1);
+        sampled = stride > 1;
+        raw_buckets(conn, raw_width, raw_from, to_ms, stride, |r| {
             let b: i64 = r.get(0)?;
-            fold_row(folds.entry(key(b * 1000)).or_default(), r, 2, r.get(1)?)
+            let n: u32 = r.get(1)?;
+            fold_row(
+                folds.entry(key(b * 1000)).or_default(),
+                r,
+                2,
+                n * stride as u32,
+            )
         })?;
     }
     let range = |s: &Stat| {
@@ -287,9 +318,68 @@ pub fn points(
         .map(|(ts, f)| InverterPoint {
             t: DateTime::from_timestamp_millis(ts).unwrap_or_default(),
             rows: f.rows,
+            sampled,
             grid_power_w: range(&f.grid),
             load_power_w: range(&f.load),
             pv_power_w: range(&f.pv),
         })
         .collect())
+}
+
+/// The chart catch-up for a process without the database writer (`jkmon web` alone): a
+/// thread with its own connection that aggregates the inverter's rows chunk after chunk,
+/// then once an hour. Its write transactions are as short as the writer's.
+pub struct Aggregator {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    interrupt: rusqlite::InterruptHandle,
+}
+
+impl Aggregator {
+    pub fn start(
+        path: &std::path::Path,
+        busy_timeout: std::time::Duration,
+        retention: Retention,
+    ) -> rusqlite::Result<Aggregator> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(busy_timeout)?;
+        let interrupt = conn.get_interrupt_handle();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("jkmon-charts".into())
+            .spawn(move || loop {
+                let wait = match aggregate(&mut conn, super::now_ms(), &retention) {
+                    Ok((made, true)) => {
+                        tracing::info!(
+                            "history: aggregating the inverter's rows for charts ({made} bucket(s) in this chunk)…"
+                        );
+                        std::time::Duration::ZERO
+                    }
+                    Ok((_, false)) => std::time::Duration::from_secs(3_600),
+                    Err(e) => {
+                        tracing::debug!("history: chart catch-up stopped: {e}");
+                        std::time::Duration::from_secs(3_600)
+                    }
+                };
+                match stopped.recv_timeout(wait) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    _ => break,
+                }
+            })
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(Aggregator {
+            stop: Some(stop),
+            thread: Some(thread),
+            interrupt,
+        })
+    }
+
+    /// Ends the thread, interrupting a chunk in progress (it is read again next time).
+    pub fn stop(mut self) {
+        drop(self.stop.take());
+        self.interrupt.interrupt();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

@@ -171,7 +171,12 @@ fn run(
     let mut next_commit = Instant::now() + interval;
     let mut next_maintenance = Instant::now();
     loop {
-        let wait = next_commit.saturating_duration_since(Instant::now());
+        // the catch-up of the inverter's history runs chunk after chunk; commits interleave as
+        // they fall due
+        let wait = next_commit
+            .min(next_maintenance)
+            .saturating_duration_since(Instant::now());
+        let mut commit_now = false;
         let closing = match rx.recv_timeout(wait) {
             Ok(Message::Snapshot {
                 position,
@@ -185,6 +190,7 @@ fn run(
                 if !first.remove(&position) {
                     continue;
                 }
+                commit_now = true;
                 false
             }
             Ok(Message::State {
@@ -212,39 +218,41 @@ fn run(
             Err(RecvTimeoutError::Timeout) => false,
             Err(RecvTimeoutError::Disconnected) => true,
         };
-        match commit(store, &mut pending, &names) {
-            Ok(true) => {
-                stats.commits += 1;
-                failed_in_a_row = 0;
-            }
-            Ok(false) => {}
-            Err(e @ StoreError::Gone { .. }) => {
-                tracing::error!("{e}");
-                return Err(e);
-            }
-            Err(e) => {
-                stats.failed_commits += 1;
-                failed_in_a_row += 1;
-                let e = match e {
-                    StoreError::Sqlite(error) => StoreError::Write {
-                        path: store.path().display().to_string(),
-                        error,
-                    },
-                    other => other,
-                };
-                tracing::error!(
-                    "could not write to the database {e}; keeping the data and retrying in {:.1} s ({failed_in_a_row} failure(s) in a row)",
-                    interval.as_secs_f64()
-                );
-                if failed_in_a_row >= MAX_FAILED_COMMITS || closing {
-                    release(store);
+        if closing || commit_now || Instant::now() >= next_commit {
+            match commit(store, &mut pending, &names) {
+                Ok(true) => {
+                    stats.commits += 1;
+                    failed_in_a_row = 0;
+                }
+                Ok(false) => {}
+                Err(e @ StoreError::Gone { .. }) => {
+                    tracing::error!("{e}");
                     return Err(e);
                 }
+                Err(e) => {
+                    stats.failed_commits += 1;
+                    failed_in_a_row += 1;
+                    let e = match e {
+                        StoreError::Sqlite(error) => StoreError::Write {
+                            path: store.path().display().to_string(),
+                            error,
+                        },
+                        other => other,
+                    };
+                    tracing::error!(
+                        "could not write to the database {e}; keeping the data and retrying in {:.1} s ({failed_in_a_row} failure(s) in a row)",
+                        interval.as_secs_f64()
+                    );
+                    if failed_in_a_row >= MAX_FAILED_COMMITS || closing {
+                        release(store);
+                        return Err(e);
+                    }
+                }
             }
-        }
-        if closing {
-            release(store);
-            return Ok(stats);
+            if closing {
+                release(store);
+                return Ok(stats);
+            }
         }
         let now = Instant::now();
         if now >= next_commit {
@@ -265,7 +273,7 @@ fn run(
                         );
                     }
                     if m.more {
-                        // catching up on the inverter's rows, a chunk per interval
+                        // catching up on the inverter's rows: the next chunk right away
                         tracing::info!(
                             "history: aggregating the inverter's rows for charts ({} bucket(s) so far)…",
                             m.inverter_buckets
