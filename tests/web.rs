@@ -749,3 +749,45 @@ async fn guessing_the_token_is_stopped_per_client() {
     .await;
     assert_eq!(code, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_python_monitors_history_route_returns_every_row_of_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let store = database(&path, chrono::Duration::seconds(1));
+    // a week of rows every 10 s: more than the 50,000 an earlier jkmon cut the answer at
+    let now = Utc::now().timestamp();
+    {
+        let conn = store.connection();
+        conn.execute_batch("BEGIN").unwrap();
+        let mut insert = conn
+            .prepare(
+                "INSERT INTO readings (created_at, payload) VALUES (?1, '{\"grid_power\": \"1\"}')",
+            )
+            .unwrap();
+        for i in 0..60_480i64 {
+            let t = chrono::DateTime::from_timestamp(now - 7 * 86_400 + i * 10, 0).unwrap();
+            insert
+                .execute([t.naive_utc().format("%Y-%m-%dT%H:%M:%S").to_string()])
+                .unwrap();
+        }
+        drop(insert);
+        conn.execute_batch("COMMIT").unwrap();
+    }
+    let state = state(&path, None);
+    let (code, headers, text) = get_text(&state, "/history?days=30", &[]).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let rows: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        rows.len(),
+        60_480 + 1,
+        "every row of the range, and the inverter row"
+    );
+    assert!(rows
+        .windows(2)
+        .all(|w| w[0]["created_at"].as_str() >= w[1]["created_at"].as_str()));
+    let (_, _, text) = get_text(&state, "/history?days=1", &[]).await;
+    let day: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert!((8_640..=8_642).contains(&day.len()), "{}", day.len());
+}

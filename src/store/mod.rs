@@ -611,3 +611,50 @@ fn merge_readings(
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: std::os::raw::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn each_failure_an_owner_can_fix_gets_the_file_and_the_fix() {
+        let path = Path::new("/var/lib/jkmon/inverter.db");
+        let said = |code| advice(path, &failure(code)).unwrap_or_default();
+        let read_only = said(rusqlite::ffi::SQLITE_READONLY);
+        assert!(read_only.contains("/var/lib/jkmon/inverter.db") && read_only.contains("chown"));
+        assert!(read_only.contains(&current_user()), "{read_only}");
+        let full = said(rusqlite::ffi::SQLITE_FULL);
+        assert!(
+            full.contains("full") && full.contains("df -h /var/lib/jkmon"),
+            "{full}"
+        );
+        assert!(
+            !full.contains("writable"),
+            "no misleading permission hint: {full}"
+        );
+        for code in [rusqlite::ffi::SQLITE_CORRUPT, rusqlite::ffi::SQLITE_NOTADB] {
+            let damaged = said(code);
+            assert!(
+                damaged.contains("integrity_check") && damaged.contains("copy"),
+                "{damaged}"
+            );
+        }
+        assert_eq!(
+            advice(path, &failure(rusqlite::ffi::SQLITE_CONSTRAINT)),
+            None
+        );
+        let open = StoreError::Open {
+            path: "/x/inverter.db".into(),
+            error: failure(rusqlite::ffi::SQLITE_FULL),
+        }
+        .to_string();
+        assert!(
+            open.contains("disk holding /x/inverter.db is full"),
+            "{open}"
+        );
+    }
+}

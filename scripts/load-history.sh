@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# What a month of history costs `jkmon web`, on 30 days of the inverter poller's rows (259,200,
+# every 10 s, naive UTC, as an upgrade finds them: no jkmon tables yet):
+#  1. the 30-day chart request (/api/v1/history over 30 days) right after start, while the
+#     month is not aggregated yet, and again once `jkmon web`'s own catch-up has finished;
+#  2. the Python monitor's /history?days=30, every row read by the client, alone and eight at
+#     once: peak RSS during it and RSS a minute after (from /proc), against the idle process.
+#   scripts/load-history.sh
+# Needs the release binary (cargo build --release), python3 and curl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=target/release/jkmon
+[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+DIR=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$DIR"' EXIT
+DB="$DIR/inverter.db"
+python3 - "$DB" <<'PY'
+import json, sqlite3, sys
+from datetime import datetime, timezone, timedelta
+c = sqlite3.connect(sys.argv[1])
+c.execute("CREATE TABLE readings (id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL, payload TEXT, error TEXT)")
+end = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+def rows():
+    for i in range(259200):
+        t = end - timedelta(seconds=10 * (259200 - i))
+        p = {"grid_voltage": "%.1f" % (228 + i % 5), "grid_power": str(i % 900), "grid_current": "1.79",
+             "ac_output_voltage": "230.1", "ac_output_freq": "50.00", "ac_output_power": str(i % 700),
+             "ac_output_current": "1.7", "battery_voltage": "52.1", "battery_current": "-3.0",
+             "battery_power": "-156", "battery_soc": "64", "battery_charge_power": "14",
+             "pv_input_voltage": "0.0", "pv_input_power": str(i % 3000), "pv_input_current": "0.0",
+             "temperature": "31", "status_text": "LINE"}
+        yield (t.isoformat(timespec="seconds"), json.dumps(p))
+c.executemany("INSERT INTO readings (created_at, payload) VALUES (?, ?)", rows())
+c.commit()
+PY
+echo "database: 259,200 rows, $(du -m "$DB" | cut -f1) MB"
+JK_BMS_TRANSPORT=sim DB_PATH="$DB" WEB_BIND=127.0.0.1:18555 RUST_LOG=warn,jkmon=info "$BIN" web 2> "$DIR/web.log" &
+pid=$!
+for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18555/api/v1/health && break || sleep 0.1; done
+kib() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$pid/status"; }
+chart() { # label
+  local from; from=$(( $(date +%s) - 30 * 86400 ))
+  local times=()
+  for _ in 1 2 3 4 5; do
+    times+=("$(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:18555/api/v1/history?from=$from")")
+  done
+  printf '%s: 30-day chart request, 5 tries: %s s\n' "$1" "${times[*]}"
+}
+chart "jkmon web just started (not aggregated: a sample of rows)"
+caught_up() { python3 - "$DB" <<'PY'
+import sqlite3, sys, time
+c = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
+try:
+    n, low = c.execute("SELECT COUNT(*), MIN(upto_ms) FROM jkmon_progress WHERE job LIKE 'inverter_history_%'").fetchone()
+except sqlite3.Error:
+    sys.exit(1)
+sys.exit(0 if n == 2 and low >= (time.time() - 7200) * 1000 else 1)
+PY
+}
+started=$(date +%s.%N)
+for _ in $(seq 1200); do caught_up && break; sleep 0.25; done
+echo "catch-up of the month by jkmon web: $(echo "$(date +%s.%N) - $started" | bc | cut -c1-5) s after the first chart, $(grep -c 'aggregating' "$DIR/web.log" || true) chunk(s) logged"
+chart "jkmon web, month aggregated"
+idle=$(kib VmRSS)
+echo "idle: RSS $((idle / 1024)) MiB"
+count() { python3 -c "import json,sys; print(len(json.load(sys.stdin)))"; }
+n=$(curl -s "http://127.0.0.1:18555/history?days=30" | count)
+echo "/history?days=30 alone: $n rows; peak RSS $(( $(kib VmHWM) / 1024 )) MiB"
+for i in 1 2 3 4 5 6 7 8; do
+  curl -s "http://127.0.0.1:18555/history?days=30" | count > "$DIR/n$i" &
+done
+wait $(jobs -p | grep -v "^$pid$") 2>/dev/null || true
+echo "/history?days=30 eight at once: $(cat "$DIR"/n* | paste -sd' ') rows; peak RSS $(( $(kib VmHWM) / 1024 )) MiB ($(echo "scale=1; $(kib VmHWM) / $idle" | bc)x idle)"
+sleep 60
+echo "a minute later: RSS $(( $(kib VmRSS) / 1024 )) MiB"
+kill -TERM "$pid"; wait "$pid" || true
