@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/release/jkmon
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-DIR=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$DIR"' EXIT
+DIR=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$DIR"' EXIT
 DB="$DIR/inverter.db"
 python3 - "$DB" <<'PY'
 import json, sqlite3, sys

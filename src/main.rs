@@ -4,7 +4,22 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// glibc's `malloc_trim(0)`: hands the free memory of every arena back to the system.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+    }
+    // SAFETY: malloc_trim only walks glibc's own free lists; it takes no pointer of ours and
+    // is safe to call from any thread at any time.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    let _ = jkmon::store::read::HEAP_TRIM.set(trim_heap);
     // .env first, so that its values feed both clap's `env` options and the typed config.
     // A missing .env is normal; a malformed one is an error that names the line.
     match dotenvy::dotenv() {

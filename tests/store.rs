@@ -949,7 +949,7 @@ fn a_month_chart_before_aggregation_reads_a_sample_and_agrees_with_the_aggregate
     for (b, a) in before.iter().zip(&after) {
         assert_eq!(b.t, a.t);
         let (b, a) = (b.grid_power_w.unwrap().avg, a.grid_power_w.unwrap().avg);
-        // grid power runs 0…899 W in a sawtooth: a sample of one row in 13 averages close
-        assert!((b - a).abs() < 40.0, "{b} vs {a}");
+        // grid power runs 0…899 W in a sawtooth: a sample of one row in 21 averages close
+        assert!((b - a).abs() < 60.0, "{b} vs {a}");
     }
 }

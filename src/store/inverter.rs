@@ -23,7 +23,7 @@ const CHUNK_MS: i64 = 7 * 86_400_000;
 /// A bucket is made this long after its end, so rows still being written land in it.
 const GRACE_MS: i64 = 60_000;
 /// Rows a chart reads straight from `readings` at most (more: an even sample of them).
-const RAW_ROWS_READ: i64 = 20_000;
+const RAW_ROWS_READ: i64 = 12_000;
 /// `created_at` strings with an offset sort by local time, up to 14 h away from UTC; the text
 /// range read through the index is widened by this much on each side.
 const OFFSET_MARGIN_MS: i64 = 15 * 3_600_000;

@@ -19,6 +19,11 @@ use super::{Battery, StoreError, OWN_ROW_SOURCE};
 /// At most this many connections are kept for reuse.
 const POOL_SIZE: usize = 8;
 
+/// Gives freed heap memory back to the system, where the binary knows how (glibc keeps freed
+/// memory in its arenas otherwise). Called after a long streamed response; set once by
+/// `main`, which is where jkmon's one platform call lives (this library has no `unsafe`).
+pub static HEAP_TRIM: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
 /// Read-only connections to the database, reused between requests.
 #[derive(Clone)]
 pub struct Readers {
@@ -70,6 +75,9 @@ impl Readers {
             error,
         })?;
         conn.busy_timeout(self.busy_timeout)?;
+        // a small page cache each: the file's pages stay in the OS cache anyway, and eight
+        // connections with SQLite's default 2 MiB each would double a Pi Zero's jkmon
+        conn.execute_batch("PRAGMA cache_size = -256")?;
         Ok(conn)
     }
 
@@ -80,9 +88,16 @@ impl Readers {
         tokio::task::spawn_blocking(move || match this.take() {
             Ok(conn) => {
                 f(Ok(&conn));
-                let mut pool = this.pool.lock().expect("pool lock");
-                if pool.len() < POOL_SIZE {
-                    pool.push(conn);
+                // a long stream is done: its memory goes back (SQLite's, then the heap's)
+                let _ = conn.execute_batch("PRAGMA shrink_memory");
+                {
+                    let mut pool = this.pool.lock().expect("pool lock");
+                    if pool.len() < POOL_SIZE {
+                        pool.push(conn);
+                    }
+                }
+                if let Some(trim) = HEAP_TRIM.get() {
+                    trim();
                 }
             }
             Err(e) => f(Err(e)),
