@@ -304,3 +304,37 @@ fn a_bms_only_table_gets_rows_in_the_python_format_that_its_history_query_reads_
     jkmon.signal("TERM");
     assert!(jkmon.wait_exit(LONG).success());
 }
+
+#[test]
+fn jkmon_doctor_says_whether_jkmon_will_insert_rows_of_its_own_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inverter.db");
+    let doctor = || {
+        let out = common::process::jkmon(dir.path(), &["doctor"])
+            .env("JK_BMS_TRANSPORT", "sim")
+            .env("WEB_BIND", "127.0.0.1:0")
+            .env("DB_PATH", &db)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .find(|l| l.contains("readings:"))
+            .unwrap_or_else(|| panic!("no readings line in:\n{text}"))
+            .to_string()
+    };
+    assert!(doctor().contains("until an inverter writes into it"));
+    python_table(&db);
+    assert!(doctor().contains("never held an inverter row"));
+    Connection::open(&db)
+        .unwrap()
+        .execute(
+            "INSERT INTO readings (created_at, payload) VALUES ('2026-11-27T04:27:04', '{\"grid_voltage\": \"230.0\"}')",
+            [],
+        )
+        .unwrap();
+    let line = doctor();
+    assert!(
+        line.contains("holds inverter rows") && line.contains("#1, 2026-11-27T04:27:04"),
+        "{line}"
+    );
+}

@@ -152,6 +152,7 @@ fn database(r: &mut Report, config: &Config) {
             "database",
             format!("{} will be created at the first start", path.display()),
         );
+        readings(r, &path, config.store.own_rows);
         return;
     }
     match rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -187,16 +188,21 @@ fn database(r: &mut Report, config: &Config) {
 
 /// What jkmon will do to the inverter monitor's `readings` table, and why.
 fn readings(r: &mut Report, path: &std::path::Path, setting: crate::store::OwnRows) {
+    const NEW: &str = "the table is created at the first start; until an inverter writes into it, jkmon inserts rows of its own (JKMON_OWN_ROWS=off never does)";
+    if !path.exists() {
+        r.ok("readings", NEW);
+        return;
+    }
     let decided =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .and_then(|c| crate::store::readings::decide(&c, setting));
     match decided {
         Ok(d) => r.ok("readings", d.why),
-        Err(e) if e.to_string().contains("no such table") => r.ok(
+        Err(e) if e.to_string().contains("no such table") => r.ok("readings", NEW),
+        Err(e) => r.fail(
             "readings",
-            "the table is created at the first start; until an inverter writes into it, jkmon inserts rows of its own (JKMON_OWN_ROWS=off never does)",
+            format!("{} cannot be read: {e}", path.display()),
         ),
-        Err(e) => r.fail("readings", format!("{} cannot be read: {e}", path.display())),
     }
 }
 

@@ -355,7 +355,14 @@ impl Aggregator {
                         );
                         std::time::Duration::ZERO
                     }
-                    Ok((_, false)) => std::time::Duration::from_secs(3_600),
+                    Ok((_, false)) => {
+                        // caught up: what the catch-up gathered goes back until the next hour
+                        let _ = conn.execute_batch("PRAGMA shrink_memory");
+                        if let Some(trim) = super::read::HEAP_TRIM.get() {
+                            trim();
+                        }
+                        std::time::Duration::from_secs(3_600)
+                    }
                     Err(e) => {
                         tracing::debug!("history: chart catch-up stopped: {e}");
                         std::time::Duration::from_secs(3_600)

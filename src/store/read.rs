@@ -88,14 +88,9 @@ impl Readers {
         tokio::task::spawn_blocking(move || match this.take() {
             Ok(conn) => {
                 f(Ok(&conn));
-                // a long stream is done: its memory goes back (SQLite's, then the heap's)
-                let _ = conn.execute_batch("PRAGMA shrink_memory");
-                {
-                    let mut pool = this.pool.lock().expect("pool lock");
-                    if pool.len() < POOL_SIZE {
-                        pool.push(conn);
-                    }
-                }
+                // a long stream is done: its connection closes rather than keep what it
+                // gathered, and the heap gives the memory back
+                drop(conn);
                 if let Some(trim) = HEAP_TRIM.get() {
                     trim();
                 }
