@@ -17,9 +17,27 @@ fn trim_heap() {
     }
 }
 
+/// At most two glibc malloc arenas: each thread that served a long response would otherwise keep
+/// an arena of its own, memory a Pi Zero does not have.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn few_arenas() {
+    extern "C" {
+        fn mallopt(param: std::os::raw::c_int, value: std::os::raw::c_int) -> std::os::raw::c_int;
+    }
+    const M_ARENA_MAX: std::os::raw::c_int = -8;
+    // SAFETY: mallopt only changes glibc's allocator settings; called first thing in main,
+    // before any other thread exists.
+    unsafe {
+        mallopt(M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    let _ = jkmon::store::read::HEAP_TRIM.set(trim_heap);
+    {
+        few_arenas();
+        let _ = jkmon::store::read::HEAP_TRIM.set(trim_heap);
+    }
     // .env first, so that its values feed both clap's `env` options and the typed config.
     // A missing .env is normal; a malformed one is an error that names the line.
     match dotenvy::dotenv() {

@@ -170,6 +170,24 @@ async fn alerts_are_sent_once_everywhere_and_not_again_after_a_restart() {
     let limit = Duration::from_secs(20);
     let mut bot = jkmon(&["bot"], dir.path(), &env);
     bot.wait_for_log(limit, "bot: @jkmon_bot answers");
+    // the alert rules have looked once (their state is saved): the battery is normal
+    let looked = tokio::task::block_in_place(|| {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        (0..2_000).any(|_| {
+            let saved: Option<String> = conn
+                .query_row("SELECT state FROM alert_state", [], |r| r.get(0))
+                .ok();
+            let normal = saved
+                .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+                .is_some_and(|v| v["subjects"]["battery1.level"]["state"] == "normal");
+            if normal {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            false
+        })
+    });
+    assert!(looked, "the alert rules never looked at the battery");
 
     // the lowest cell falls to 2.950 V: one message, one webhook POST, one command run
     commit(&db, 2_950);
