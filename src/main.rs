@@ -17,12 +17,17 @@ fn trim_heap() {
     }
 }
 
-/// At most two glibc malloc arenas: each thread that served a long response would otherwise keep
-/// an arena of its own, memory a Pi Zero does not have.
+/// At most two glibc malloc arenas (unless `MALLOC_ARENA_MAX` says otherwise): each thread that
+/// served a long response would otherwise keep an arena of its own, memory a Pi Zero does not
+/// have.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn few_arenas() {
     extern "C" {
         fn mallopt(param: std::os::raw::c_int, value: std::os::raw::c_int) -> std::os::raw::c_int;
+    }
+    // an owner's own MALLOC_ARENA_MAX (read by glibc at start) wins
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
     }
     const M_ARENA_MAX: std::os::raw::c_int = -8;
     // SAFETY: mallopt only changes glibc's allocator settings; called first thing in main,
