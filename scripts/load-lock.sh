@@ -15,25 +15,7 @@ BIN=target/release/jkmon
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 DIR=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$DIR"' EXIT
 DB="$DIR/inverter.db"
-python3 - "$DB" <<'PY'
-import json, sqlite3, sys, time
-from datetime import datetime, timezone, timedelta
-c = sqlite3.connect(sys.argv[1])
-c.execute("CREATE TABLE readings (id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL, payload TEXT, error TEXT)")
-end = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
-def rows():
-    for i in range(259200):
-        t = end - timedelta(seconds=10 * (259200 - i))
-        p = {"grid_voltage": "%.1f" % (228 + i % 5), "grid_power": str(i % 900), "grid_current": "1.79",
-             "ac_output_voltage": "230.1", "ac_output_freq": "50.00", "ac_output_power": str(i % 700),
-             "ac_output_current": "1.7", "battery_voltage": "52.1", "battery_current": "-3.0",
-             "battery_power": "-156", "battery_soc": "64", "battery_charge_power": "14",
-             "pv_input_voltage": "0.0", "pv_input_power": str(i % 3000), "pv_input_current": "0.0",
-             "temperature": "31", "status_text": "LINE"}
-        yield (t.isoformat(timespec="seconds"), json.dumps(p))
-c.executemany("INSERT INTO readings (created_at, payload) VALUES (?, ?)", rows())
-c.commit()
-PY
+python3 scripts/month-of-rows.py "$DB"
 echo "database: 259,200 rows, $(du -m "$DB" | cut -f1) MB"
 writer() { # seconds, output file
   timeout -s TERM "$1" python3 tests/support/python_monitor.py poller "$DB" 0.25 > "$2" || true

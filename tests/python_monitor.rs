@@ -47,6 +47,21 @@ fn python(args: &[&str]) -> Running {
     Running::spawn(cmd)
 }
 
+/// The Python poller inserting a row every 0.2 s into `db` (its table made as its data_store
+/// makes it), once its first row is in.
+fn poller_running(db: &Path) -> Running {
+    python_table(db);
+    let mut poller = python(&["poller", db.to_str().unwrap(), "0.2"]);
+    poller.wait_for(LONG, "the poller's first row", |v| v["id"].is_i64());
+    poller
+}
+
+/// Stops the Python poller (its stop file) and waits for it to exit.
+fn stop_poller(poller: &mut Running, db: &Path) {
+    std::fs::write(format!("{}.stop-poller", db.display()), b"").unwrap();
+    poller.wait_exit(LONG);
+}
+
 /// `jkmon poll` on the simulated BMS, in Kyiv's time zone.
 fn jkmon_poll(dir: &Path, db: &Path, env: &[(&str, &str)]) -> Running {
     let mut cmd = common::process::jkmon(dir, &["poll"]);
@@ -100,9 +115,7 @@ fn a_quiet_inverter_is_never_reported_as_a_grid_outage_and_a_stopped_jkmon_merge
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("inverter.db");
     let db_s = db.to_str().unwrap();
-    python_table(&db);
-    let mut poller = python(&["poller", db_s, "0.2"]);
-    poller.wait_for(LONG, "the poller's first row", |v| v["id"].is_i64());
+    let mut poller = poller_running(&db);
     let mut bot = python(&["bot", db_s, "0.05"]);
     bot.wait_for(LONG, "the bot's first look", |v| v["grid"] == "up");
 
@@ -122,8 +135,7 @@ fn a_quiet_inverter_is_never_reported_as_a_grid_outage_and_a_stopped_jkmon_merge
     jkmon.wait_for_log(LONG, "merged into readings #");
 
     // the inverter poller stops (maintenance, a crash loop, a container that is down)
-    std::fs::write(format!("{db_s}.stop-poller"), b"").unwrap();
-    poller.wait_exit(LONG);
+    stop_poller(&mut poller, &db);
     jkmon.wait_for_log(LONG, "readings untouched: the inverter's newest row");
     for _ in 0..4 {
         jkmon.wait_for_log(LONG, "readings untouched");
@@ -150,8 +162,7 @@ fn a_quiet_inverter_is_never_reported_as_a_grid_outage_and_a_stopped_jkmon_merge
         after.get("bms_name").is_none() && after.get("battery_soc") == Some(&"64".into()),
         "battery keys lingered after jkmon stopped: {after}"
     );
-    std::fs::write(format!("{db_s}.stop-poller"), b"").unwrap();
-    poller.wait_exit(LONG);
+    stop_poller(&mut poller, &db);
 
     let states = bot_states(&mut bot, &db);
     assert!(
@@ -233,10 +244,7 @@ fn the_first_snapshot_reaches_the_database_at_once_not_an_interval_later() {
     }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("inverter.db");
-    let db_s = db.to_str().unwrap();
-    python_table(&db);
-    let mut poller = python(&["poller", db_s, "0.2"]);
-    poller.wait_for(LONG, "the poller's first row", |v| v["id"].is_i64());
+    let mut poller = poller_running(&db);
     // the default 30 s interval: the first snapshot must not wait for it
     let started = std::time::Instant::now();
     let mut jkmon = jkmon_poll(dir.path(), &db, &[("JK_BMS_POLL_INTERVAL", "30")]);
@@ -262,8 +270,7 @@ fn the_first_snapshot_reaches_the_database_at_once_not_an_interval_later() {
         1,
         "the views' latest snapshot is there too"
     );
-    std::fs::write(format!("{db_s}.stop-poller"), b"").unwrap();
-    poller.wait_exit(LONG);
+    stop_poller(&mut poller, &db);
 }
 
 #[test]

@@ -23,6 +23,14 @@ fn jkmon(dir: &Path, db: &Path, args: &[&str], env: &[(&str, &str)]) -> Running 
     Running::spawn(cmd)
 }
 
+/// `db` as `jkmon poll` on the simulator leaves it after a few commits and a clean stop.
+fn written_by_a_poller(dir: &Path, db: &Path) {
+    let mut poll = jkmon(dir, db, &["poll"], &[("JK_BMS_POLL_INTERVAL", "0.2")]);
+    poll.wait_for_log(Duration::from_secs(20), " cells (delta ");
+    poll.signal("TERM");
+    assert!(poll.wait_exit(Duration::from_secs(10)).success());
+}
+
 fn integrity(db: &Path) -> String {
     let conn = Connection::open(db).unwrap();
     conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -403,18 +411,7 @@ fn the_web_alone_says_unhealthy_when_its_database_is_deleted() {
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     let db = data.join("inverter.db");
-    {
-        // a database a poller wrote
-        let mut poll = jkmon(
-            dir.path(),
-            &db,
-            &["poll"],
-            &[("JK_BMS_POLL_INTERVAL", "0.2")],
-        );
-        poll.wait_for_log(Duration::from_secs(20), " cells (delta ");
-        poll.signal("TERM");
-        poll.wait_exit(Duration::from_secs(10));
-    }
+    written_by_a_poller(dir.path(), &db);
     let mut web = jkmon(
         dir.path(),
         &db,
@@ -444,17 +441,7 @@ fn a_read_only_database_names_the_file_the_user_and_the_fix() {
     }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("inverter.db");
-    {
-        let mut poll = jkmon(
-            dir.path(),
-            &db,
-            &["poll"],
-            &[("JK_BMS_POLL_INTERVAL", "0.2")],
-        );
-        poll.wait_for_log(Duration::from_secs(20), " cells (delta ");
-        poll.signal("TERM");
-        poll.wait_exit(Duration::from_secs(10));
-    }
+    written_by_a_poller(dir.path(), &db);
     // the file belongs to root; jkmon now runs as nobody (a systemd User= that was changed)
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
