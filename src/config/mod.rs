@@ -901,8 +901,14 @@ mod tests {
             ("DB_PATH", "/var/lib/jkmon/inverter.db"),
             ("HISTORY_5MIN_DAYS", "0"),
             ("INVERTER_TIMEOUT_SEC", "120"),
+            ("JKMON_OWN_ROWS", "off"),
         ])
         .unwrap();
+        assert_eq!(c.store.own_rows, crate::store::OwnRows::Off);
+        assert_eq!(
+            with(&[]).unwrap().store.own_rows,
+            crate::store::OwnRows::Auto
+        );
         assert_eq!(c.store.interval, Duration::from_millis(500));
         // periodic: a reading every interval, so fresh for the stale limit plus two intervals
         assert_eq!(c.store.freshness, Duration::from_secs(31));
@@ -940,6 +946,13 @@ mod tests {
         );
         let e = with(&[("JK_SIM_VARIANT", "jk04")]).unwrap_err().to_string();
         assert!(e.contains("jk02_32s or jk02_24s"), "{e}");
+        let e = with(&[("JKMON_OWN_ROWS", "sometimes")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "JKMON_OWN_ROWS=\"sometimes\" is not valid: expected auto, on or off"
+        );
     }
 
     #[test]
