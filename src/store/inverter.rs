@@ -29,7 +29,7 @@ const RAW_ROWS_READ: i64 = 12_000;
 const OFFSET_MARGIN_MS: i64 = 15 * 3_600_000;
 
 /// `created_at` strings carry different offsets (or none), so the index on them narrows the
-/// scan with a day of margin and `strftime` decides. "N/A" and other non-numbers are left out.
+/// scan with [`text_range`]'s margin and `strftime` decides. "N/A" and other non-numbers are left out.
 const BUCKETS_SQL: &str = "
     SELECT t / :bucket * :bucket AS b, COUNT(*) AS n,
            AVG(grid) AS g, MIN(grid) AS gmin, MAX(grid) AS gmax,
@@ -65,6 +65,15 @@ fn text_bound(ms: i64, separator: char) -> String {
         .to_string()
 }
 
+/// The `created_at` text range `[lo, hi)` that holds every row of `[from_ms, to_ms)`, whatever
+/// mix of offsets, naive UTC, 'T' or ' ' its writers used (a superset: check each row's time).
+pub(super) fn text_range(from_ms: i64, to_ms: i64) -> (String, String) {
+    (
+        text_bound(from_ms - OFFSET_MARGIN_MS, ' '),
+        text_bound(to_ms.saturating_add(OFFSET_MARGIN_MS), 'T'),
+    )
+}
+
 /// Runs [`BUCKETS_SQL`] for `[from_ms, to_ms)` (whole seconds) on every `stride`-th row (by
 /// id; 1 = every row) and hands each bucket to `f`.
 fn raw_buckets(
@@ -75,11 +84,10 @@ fn raw_buckets(
     stride: i64,
     mut f: impl FnMut(&rusqlite::Row) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
-    let margin = OFFSET_MARGIN_MS;
+    let (lo, hi) = text_range(from_ms, to_ms);
     let mut stmt = conn.prepare_cached(BUCKETS_SQL)?;
     let mut rows = stmt.query(named_params! {
-        ":bucket": bucket_s, ":stride": stride.max(1),
-        ":lo": text_bound(from_ms - margin, ' '), ":hi": text_bound(to_ms + margin, 'T'),
+        ":bucket": bucket_s, ":stride": stride.max(1), ":lo": lo, ":hi": hi,
         ":from": from_ms.div_euclid(1000), ":to": (to_ms + 999).div_euclid(1000),
     })?;
     while let Some(row) = rows.next()? {
@@ -286,13 +294,9 @@ pub fn points(
             .prepare_cached(
                 "SELECT COUNT(*) FROM readings WHERE created_at >= ?1 AND created_at < ?2",
             )?
-            .query_row(
-                [
-                    text_bound(raw_from - OFFSET_MARGIN_MS, ' '),
-                    text_bound(to_ms + OFFSET_MARGIN_MS, 'T'),
-                ],
-                |r| r.get(0),
-            )?;
+            .query_row(<[String; 2]>::from(text_range(raw_from, to_ms)), |r| {
+                r.get(0)
+            })?;
         let stride = (rows / RAW_ROWS_READ).max(1);
         sampled = stride > 1;
         raw_buckets(conn, raw_width, raw_from, to_ms, stride, |r| {

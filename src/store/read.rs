@@ -563,8 +563,8 @@ fn round(v: f64) -> f64 {
 /// days; `None`: the newest 200, as the Python route does without a valid `days`.
 ///
 /// Rows are read backwards through the index on `created_at` (no sort, no growing memory),
-/// from 15 hours before the range (any mix of offsets and naive UTC sorts within that), and
-/// each row's time is then checked exactly.
+/// from the lower end of [`super::inverter::text_range`], and each row's time is then checked
+/// exactly.
 pub fn legacy_history(
     conn: &Connection,
     days: Option<f64>,
@@ -572,22 +572,22 @@ pub fn legacy_history(
     mut out: impl FnMut(Vec<u8>) -> bool,
 ) -> Result<usize, StoreError> {
     let from_ms = days.map(|d| now.timestamp_millis() - (d * 86_400_000.0) as i64);
-    let mut stmt = match from_ms {
-        Some(_) => conn.prepare_cached(
-            "SELECT created_at, payload, error FROM readings WHERE created_at >= ?1
-             ORDER BY created_at DESC, id DESC",
-        )?,
-        None => conn.prepare_cached(
-            "SELECT created_at, payload, error FROM readings WHERE ?1 IS NOT NULL
-             ORDER BY id DESC LIMIT 200",
-        )?,
+    let mut stmt;
+    let mut rows = match from_ms {
+        Some(from_ms) => {
+            stmt = conn.prepare_cached(
+                "SELECT created_at, payload, error FROM readings WHERE created_at >= ?1
+                 ORDER BY created_at DESC, id DESC",
+            )?;
+            stmt.query([super::inverter::text_range(from_ms, i64::MAX).0])?
+        }
+        None => {
+            stmt = conn.prepare_cached(
+                "SELECT created_at, payload, error FROM readings ORDER BY id DESC LIMIT 200",
+            )?;
+            stmt.query([])?
+        }
     };
-    // ' ' sorts before 'T': the lowest way of writing that moment
-    let lo = DateTime::from_timestamp_millis(from_ms.unwrap_or(0) - 15 * 3_600_000)
-        .unwrap_or_default()
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string();
-    let mut rows = stmt.query([lo])?;
     let mut buf = Vec::with_capacity(HISTORY_CHUNK + 4_096);
     buf.push(b'[');
     let mut written = 0usize;

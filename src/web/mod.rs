@@ -222,11 +222,12 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The client's address (0.0.0.0 where none is known, as in tests through `oneshot`).
-pub(crate) fn client(req: &Request) -> std::net::IpAddr {
-    req.extensions()
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
+/// The client's address as [`server`] marks each request (0.0.0.0 where none is known, as in
+/// tests through `oneshot`).
+pub(crate) fn client_ip(
+    connected: Option<&axum::extract::ConnectInfo<SocketAddr>>,
+) -> std::net::IpAddr {
+    connected.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
 }
 
 /// 429 with `Retry-After` for a client that guessed too often.
@@ -248,7 +249,7 @@ async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: N
     let Some(token) = &state.auth_token else {
         return next.run(req).await;
     };
-    let ip = client(&req);
+    let ip = client_ip(req.extensions().get());
     let now = std::time::Instant::now();
     if let Err(wait) = state.throttle.check(ip, now) {
         return too_many(wait);

@@ -155,7 +155,7 @@ pub async fn login(
     let Some(token) = &state.auth_token else {
         return Redirect::to("/").into_response();
     };
-    let ip = connected.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0 .0.ip());
+    let ip = super::client_ip(connected.as_ref().map(|c| &c.0));
     let now = std::time::Instant::now();
     if let Err(wait) = state.throttle.check(ip, now) {
         return super::too_many(wait);

@@ -39,23 +39,28 @@ struct Clients {
     told_timeout: HashMap<IpAddr, Instant>,
 }
 
-/// Says that `ip` sent no complete request in time, once a minute per client.
-fn note_timeout(clients: &Arc<Mutex<Clients>>, ip: IpAddr) {
-    let mut c = clients.lock().expect("clients lock");
-    let now = Instant::now();
-    if c.told_timeout
+/// Whether `ip` is due to be told again (once a minute per client), noting that it is now.
+fn due(told: &mut HashMap<IpAddr, Instant>, ip: IpAddr, now: Instant) -> bool {
+    if told
         .get(&ip)
         .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60))
     {
-        return;
+        return false;
     }
-    c.told_timeout
-        .retain(|_, t| now.duration_since(*t) < Duration::from_secs(600));
-    c.told_timeout.insert(ip, now);
-    tracing::info!(
-        "web: closed a connection from {ip} that sent no complete request within {} s (said once a minute per client)",
-        HEAD_TIMEOUT.as_secs()
-    );
+    told.retain(|_, t| now.duration_since(*t) < Duration::from_secs(600));
+    told.insert(ip, now);
+    true
+}
+
+/// Says that `ip` sent no complete request in time, once a minute per client.
+fn note_timeout(clients: &Arc<Mutex<Clients>>, ip: IpAddr) {
+    let mut c = clients.lock().expect("clients lock");
+    if due(&mut c.told_timeout, ip, Instant::now()) {
+        tracing::info!(
+            "web: closed a connection from {ip} that sent no complete request within {} s (said once a minute per client)",
+            HEAD_TIMEOUT.as_secs()
+        );
+    }
 }
 
 /// One admitted connection; dropping it frees its place.
@@ -80,15 +85,7 @@ fn admit(clients: &Arc<Mutex<Clients>>, ip: IpAddr) -> Option<Place> {
     let mut c = clients.lock().expect("clients lock");
     let n = c.open.entry(ip).or_insert(0);
     if *n >= PER_CLIENT {
-        let now = Instant::now();
-        let tell = c
-            .told
-            .get(&ip)
-            .is_none_or(|t| now.duration_since(*t) > Duration::from_secs(60));
-        if tell {
-            c.told.insert(ip, now);
-            c.told
-                .retain(|_, t| now.duration_since(*t) < Duration::from_secs(600));
+        if due(&mut c.told, ip, Instant::now()) {
             tracing::warn!(
                 "web: {ip} holds {PER_CLIENT} connections already; further ones are closed at once (said once a minute)"
             );
