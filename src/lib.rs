@@ -16,6 +16,8 @@
 //! - [`mqtt`]: every battery on an MQTT broker, with Home Assistant discovery.
 //! - [`telemetry`]: the service's own counters (frames decoded and rejected, reconnects).
 //! - [`alerts`]: alert rules with hysteresis (pure) and their notifiers.
+//! - [`telegram`]: Telegram's settings, client, escaping and errors, shared by the bot and
+//!   the alerts.
 //! - [`bot`]: the Telegram bot: commands, access control, message formatting.
 //! - [`systemd`]: `Type=notify` readiness and the watchdog.
 //! - [`report`]: JSON and text views of decoded values.
@@ -35,6 +37,7 @@ pub mod service;
 pub mod session;
 pub mod store;
 pub mod systemd;
+pub mod telegram;
 pub mod telemetry;
 pub mod transport;
 pub mod web;

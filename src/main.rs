@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         few_arenas();
-        let _ = jkmon::store::read::HEAP_TRIM.set(trim_heap);
+        let _ = jkmon::store::HEAP_TRIM.set(trim_heap);
     }
     // .env first, so that its values feed both clap's `env` options and the typed config.
     // A missing .env is normal; a malformed one is an error that names the line.

@@ -18,11 +18,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use tokio::task::JoinHandle;
+
 use crate::battery::{soc, SocEstimator};
-use crate::config::{BatteryConfig, Config};
+use crate::config::{BatteryConfig, Config, ConfigError};
 use crate::mqtt::Feed;
 use crate::session::bus::{BusPack, BusSession, BusTiming};
-use crate::session::{ConnectMode, EventKind, Session, SessionEvent, State, Watchdog};
+use crate::session::{EventKind, Liveness, Session, SessionEvent, Watchdog};
+use crate::store::inverter::Aggregator;
 use crate::store::read::{ReadConfig, Readers};
 use crate::store::writer::{Message, Writer};
 use crate::store::{Battery, Store};
@@ -81,7 +84,7 @@ pub async fn start_sessions(
     config: &Config,
     batteries: &[BatteryConfig],
 ) -> anyhow::Result<(Fleet, mpsc::Receiver<SessionEvent>)> {
-    let fleet = transport::connect_all(config, batteries).await?;
+    let fleet = transport::connect_all(config.transport_plan(), batteries).await?;
     let estimator: Arc<dyn SocEstimator> =
         Arc::from(soc::estimator(config.soc_source, &config.soc_curve));
     let (tx, rx) = mpsc::channel::<SessionEvent>(256);
@@ -127,77 +130,55 @@ pub async fn start_sessions(
     Ok((fleet, rx))
 }
 
+/// The batteries this process works with. Sessions need a BMS configured; a process that only
+/// reads the file (`jkmon web`, `jkmon bot`) shows the batteries the database holds when none
+/// is.
+fn configured_batteries(
+    config: &Config,
+    components: &Components,
+) -> anyhow::Result<Vec<BatteryConfig>> {
+    if !components.sessions {
+        return match config.batteries() {
+            Err(ConfigError::NoBms(_)) => Ok(Vec::new()),
+            other => Ok(other?),
+        };
+    }
+    let batteries = config.batteries()?;
+    let (from, unused) = config.battery_source()?;
+    tracing::info!("batteries from {from}");
+    if let Some(unused) = unused {
+        tracing::warn!("{unused}");
+    }
+    Ok(batteries)
+}
+
+/// What runs beside the sessions and must be stopped in order.
+struct Parts {
+    writer: Option<Writer>,
+    inverter: Option<SimInverter>,
+    charts: Option<Aggregator>,
+    fleet: Option<Fleet>,
+    events: Option<mpsc::Receiver<SessionEvent>>,
+    web: Option<JoinHandle<Result<(), std::io::Error>>>,
+    side_tasks: Vec<JoinHandle<()>>,
+    telemetry: Option<Arc<Telemetry>>,
+    feed: Option<Feed>,
+}
+
 /// Runs the service until `stop` is cancelled or a component fails.
 pub async fn run(
     config: Config,
     components: Components,
     stop: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
-    let batteries = config.batteries()?;
-    if components.sessions {
-        let (from, unused) = config.battery_source()?;
-        tracing::info!("batteries from {from}");
-        if let Some(unused) = unused {
-            tracing::warn!("{unused}");
-        }
-    }
+    let batteries = configured_batteries(&config, &components)?;
     let store_batteries = store_batteries(&batteries);
-    let path = components.database.clone();
-    let (store_config, for_writer, sessions) = (
-        config.store.clone(),
-        store_batteries.clone(),
-        components.sessions,
-    );
-    let demo_inverter = components
-        .demo_inverter
-        .then_some((config.sim_inverter_interval, config.sim.seed));
-    // the demo inverter writes its first row after the writer has taken stock of the table
-    // (so that row is one to merge into) and before any BMS session can deliver
-    let (web_only, busy_timeout, retention) = (
-        components.web.is_some(),
-        config.store.busy_timeout,
-        config.store.retention,
-    );
-    let (mut writer, inverter, charts) =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let store = Store::open(&path, store_config)?;
-            tracing::info!("database {}", path.display());
-            let writer = if sessions {
-                Some(Writer::start(store, for_writer)?)
-            } else {
-                store.close()?;
-                None
-            };
-            // without the writer, the web server makes its own chart history
-            let charts = match (sessions, web_only) {
-                (false, true) => Some(
-                    crate::store::inverter::Aggregator::start(&path, busy_timeout, retention)
-                        .context("could not start the chart history")?,
-                ),
-                _ => None,
-            };
-            let inverter = match demo_inverter {
-                Some((interval, seed)) => {
-                    let inverter = SimInverter::start(&path, interval, seed)
-                        .context("could not start the simulated inverter")?;
-                    tracing::info!(
-                        "demo: a simulated inverter inserts a reading every {:.0} s",
-                        interval.as_secs_f64()
-                    );
-                    Some(inverter)
-                }
-                None => None,
-            };
-            Ok((writer, inverter, charts))
-        })
-        .await
-        .context("the database task panicked")??;
+    let (writer, inverter, charts) = open_store(&config, &components, &store_batteries).await?;
     // the views (web, bot, alerts) read the store through one pool and one view of the config
     let readers = Readers::new(&components.database, config.store.busy_timeout);
     let read_config = ReadConfig {
         batteries: store_batteries.clone(),
-        freshness: config.store.freshness,
-        persistent: config.session.mode == ConnectMode::Persistent,
+        liveness: config.liveness(),
         retention: config.store.retention,
     };
     let telemetry = components
@@ -205,7 +186,7 @@ pub async fn run(
         .then(|| Arc::new(telemetry_for(&config, &batteries)));
     // what the MQTT publisher reads; nothing is kept for it when MQTT is off
     let feed = (config.mqtt.is_some() && components.sessions).then(|| Feed::new(batteries.len()));
-    let mut web_task = components.web.as_ref().map(|w| {
+    let web = components.web.as_ref().map(|w| {
         let mut state = AppState::new(
             readers.clone(),
             read_config.clone(),
@@ -214,51 +195,11 @@ pub async fn run(
         );
         state.telemetry = telemetry.clone();
         state.shutdown = stop.clone();
-        let state = Arc::new(state);
-        tokio::spawn(web::serve(w.bind, state, stop.child_token()))
+        tokio::spawn(web::serve(w.bind, Arc::new(state), stop.child_token()))
     });
-    let mut side_tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let mut side_tasks = Vec::new();
     if components.bot_and_alerts {
-        if config.alerts.cell_levels.len() > 1 && config.alerts.cell_levels.len() != batteries.len()
-        {
-            anyhow::bail!(
-                "BMS_CELL_LEVELS has {} pairs for {} batteries: give one pair for all, or one per battery separated by ;",
-                config.alerts.cell_levels.len(),
-                batteries.len()
-            );
-        }
-        let (readers, read_config) = (readers.clone(), read_config.clone());
-        if let Some(bot) = &config.bot {
-            let task = crate::bot::run(
-                bot.clone(),
-                readers.clone(),
-                read_config.clone(),
-                stop.child_token(),
-            );
-            side_tasks.push(tokio::spawn(async move {
-                if let Err(e) = task.await {
-                    tracing::error!("bot: {e}");
-                }
-            }));
-        }
-        let notifier = crate::alerts::Notifier::new(config.bot.as_ref(), &config.notify)
-            .map_err(anyhow::Error::msg)?;
-        if notifier.is_empty() {
-            tracing::info!("alerts: off (set TELEGRAM_CHAT_ID, ALERT_WEBHOOK_URL or ALERT_COMMAND to get them)");
-        } else {
-            side_tasks.push(tokio::spawn(crate::alerts::run(
-                crate::alerts::Runner {
-                    path: components.database.clone(),
-                    busy: config.store.busy_timeout,
-                    readers,
-                    read_config,
-                    config: config.alerts.clone(),
-                    notifier,
-                    every: config.alert_every,
-                },
-                stop.child_token(),
-            )));
-        }
+        side_tasks = start_bot_and_alerts(&config, &components, &readers, &read_config, &stop)?;
     }
     if let (Some(mqtt), Some(feed)) = (&config.mqtt, &feed) {
         let task = crate::mqtt::run(
@@ -275,138 +216,302 @@ pub async fn run(
             }
         }));
     }
-    let (fleet, mut events) = if components.sessions {
+    let (fleet, events) = if components.sessions {
         let (fleet, events) = start_sessions(&config, &batteries).await?;
         (Some(fleet), Some(events))
     } else {
         (None, None)
     };
-    // systemd: ready now; the watchdog is fed at half its interval while a BMS delivered a
-    // snapshot within that interval (or always, when this process runs no sessions)
+    let mut parts = Parts {
+        writer,
+        inverter,
+        charts,
+        fleet,
+        events,
+        web,
+        side_tasks,
+        telemetry,
+        feed,
+    };
     let notify = crate::systemd::Notify::from_env();
     if let Some(n) = &notify {
         n.send("READY=1");
     }
-    let systemd_every = notify.as_ref().and_then(|n| n.watchdog).map(|w| w / 2);
-    let mut systemd_tick = systemd_every.map(tokio::time::interval);
-    let mut last_snapshot = Instant::now();
-    let mut watchdog = Watchdog::new(
+    let watchdog = Watchdog::new(
         config.watchdog.filter(|_| components.sessions),
         Instant::now(),
     );
-    let persistent = config.session.mode == ConnectMode::Persistent;
-    let mut fatal: Option<anyhow::Error> = None;
-    let mut code = ExitCode::SUCCESS;
-    loop {
-        let deadline = watchdog.deadline();
-        tokio::select! {
-            event = async { events.as_mut().unwrap().recv().await }, if events.is_some() => {
-                let Some(event) = event else {
-                    fatal = Some(anyhow::anyhow!("every BMS session ended"));
-                    break;
-                };
-                if let Some(w) = &writer {
-                    w.send(message(&event, persistent));
-                }
-                if let Some(t) = &telemetry {
-                    t.record(&event);
-                }
-                if let Some(f) = &feed {
-                    f.record(&event, persistent, Instant::now());
-                }
-                if matches!(event.kind, EventKind::Snapshot { .. }) {
-                    watchdog.feed(Instant::now());
-                    last_snapshot = Instant::now();
-                }
-            }
-            _ = async { systemd_tick.as_mut().unwrap().tick().await }, if systemd_tick.is_some() => {
-                let limit = systemd_every.unwrap_or_default() * 2;
-                if !components.sessions || last_snapshot.elapsed() < limit {
-                    if let Some(n) = &notify {
-                        n.send("WATCHDOG=1");
-                    }
-                }
-            }
-            _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
-                tracing::error!("{}", watchdog.explain());
-                code = ExitCode::from(EXIT_WATCHDOG);
-                break;
-            }
-            e = async { writer.as_mut().unwrap().failed().await }, if writer.is_some() => {
-                writer = None;
-                fatal = Some(anyhow::Error::new(e).context("the database writer gave up"));
-                break;
-            }
-            ended = async { web_task.as_mut().unwrap().await }, if web_task.is_some() => {
-                web_task = None;
-                if stop.is_cancelled() && matches!(ended, Ok(Ok(()))) {
-                    tracing::info!("stopping");
-                    break; // it drained on the signal that stops everything
-                }
-                fatal = Some(match ended {
-                    Ok(Err(e)) => anyhow::Error::new(e).context("the web server stopped"),
-                    _ => anyhow::anyhow!("the web server stopped"),
-                });
-                break;
-            }
-            _ = stop.cancelled() => {
-                tracing::info!("stopping");
-                break;
-            }
-        }
-    }
+    let ended = parts
+        .fan_out(config.liveness(), watchdog, notify.as_ref(), &stop)
+        .await;
     if let Some(n) = &notify {
         n.send("STOPPING=1");
     }
     stop.cancel();
-    drop(events);
-    // the writer first: its last commit, and the batteries out of the merge at once, before
-    // anything that may take a while (releasing a Bluetooth link, draining the web server)
-    let closed = match writer {
-        Some(w) => Some(w.stop().await),
-        None => None,
-    };
-    // the rest gets STOP_DEADLINE in all: systemd and Docker wait 10–90 s, then kill
-    let deadline = Instant::now() + STOP_DEADLINE;
-    if let Some(fleet) = fleet {
-        if tokio::time::timeout_at(deadline, fleet.release())
-            .await
-            .is_err()
-        {
-            tracing::warn!("stopping: not every BMS link was released in time");
-        }
-    }
-    if let Some(task) = web_task {
-        let _ = tokio::time::timeout_at(deadline, task).await;
-    }
-    for mut task in side_tasks {
-        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-            task.abort();
-        }
-    }
-    if let Some(inverter) = inverter {
-        let _ = tokio::time::timeout_at(
-            deadline,
-            tokio::task::spawn_blocking(move || inverter.stop()),
-        )
-        .await;
-    }
-    if let Some(charts) = charts {
-        let _ =
-            tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(move || charts.stop()))
-                .await;
-    }
-    if let Some(closed) = closed {
-        let stats = closed.context("the database was not closed cleanly")?;
-        tracing::info!(
-            "database closed after {} commit(s) ({} failed)",
-            stats.commits,
-            stats.failed_commits
+    parts.stop().await?;
+    ended
+}
+
+/// Opens (and migrates) the database and starts what writes it: the writer when this process
+/// runs sessions, the chart history when it serves the web alone, and the demo inverter.
+async fn open_store(
+    config: &Config,
+    components: &Components,
+    batteries: &[Battery],
+) -> anyhow::Result<(Option<Writer>, Option<SimInverter>, Option<Aggregator>)> {
+    let path = components.database.clone();
+    let (store_config, for_writer, sessions) = (
+        config.store.clone(),
+        batteries.to_vec(),
+        components.sessions,
+    );
+    let demo_inverter = components
+        .demo_inverter
+        .then_some((config.sim_inverter_interval, config.sim.seed));
+    let (web_only, busy_timeout, retention) = (
+        components.web.is_some(),
+        config.store.busy_timeout,
+        config.store.retention,
+    );
+    tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let store = Store::open(&path, store_config)?;
+        tracing::info!("database {}", path.display());
+        let writer = if sessions {
+            Some(Writer::start(store, for_writer)?)
+        } else {
+            store.close()?;
+            None
+        };
+        // without the writer, the web server makes its own chart history
+        let charts = match (sessions, web_only) {
+            (false, true) => Some(
+                Aggregator::start(&path, busy_timeout, retention)
+                    .context("could not start the chart history")?,
+            ),
+            _ => None,
+        };
+        // the demo inverter writes its first row after the writer has taken stock of the
+        // table (so that row is one to merge into) and before any BMS session can deliver
+        let inverter = match demo_inverter {
+            Some((interval, seed)) => {
+                let inverter = SimInverter::start(&path, interval, seed)
+                    .context("could not start the simulated inverter")?;
+                tracing::info!(
+                    "demo: a simulated inverter inserts a reading every {:.0} s",
+                    interval.as_secs_f64()
+                );
+                Some(inverter)
+            }
+            None => None,
+        };
+        Ok((writer, inverter, charts))
+    })
+    .await
+    .context("the database task panicked")?
+}
+
+/// The Telegram bot (when `TELEGRAM_BOT_TOKEN` is set) and the alerts (when anything is
+/// configured to receive them).
+fn start_bot_and_alerts(
+    config: &Config,
+    components: &Components,
+    readers: &Readers,
+    read_config: &ReadConfig,
+    stop: &CancellationToken,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let levels = config.alerts.cell_levels.len();
+    let batteries = read_config.batteries.len();
+    if levels > 1 && batteries > 0 && levels != batteries {
+        anyhow::bail!(
+            "BMS_CELL_LEVELS has {levels} pairs for {batteries} batteries: give one pair for all, or one per battery separated by ;"
         );
     }
-    match fatal {
-        Some(e) => Err(e),
-        None => Ok(code),
+    let mut tasks = Vec::new();
+    if let Some(bot) = &config.bot {
+        let task = crate::bot::run(
+            bot.clone(),
+            readers.clone(),
+            read_config.clone(),
+            stop.child_token(),
+        );
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = task.await {
+                tracing::error!("bot: {e}");
+            }
+        }));
+    }
+    let notifier = crate::alerts::Notifier::new(config.bot.as_ref(), &config.notify)
+        .map_err(anyhow::Error::msg)?;
+    if notifier.is_empty() {
+        tracing::info!(
+            "alerts: off (set TELEGRAM_CHAT_ID, ALERT_WEBHOOK_URL or ALERT_COMMAND to get them)"
+        );
+        return Ok(tasks);
+    }
+    tasks.push(tokio::spawn(crate::alerts::run(
+        crate::alerts::Runner {
+            path: components.database.clone(),
+            busy: config.store.busy_timeout,
+            readers: readers.clone(),
+            read_config: read_config.clone(),
+            config: config.alerts.clone(),
+            notifier,
+            every: config.alert_every,
+        },
+        stop.child_token(),
+    )));
+    Ok(tasks)
+}
+
+/// systemd's watchdog, fed at half its interval while a BMS delivered a snapshot within that
+/// interval (or always, when this process runs no sessions).
+struct SystemdWatchdog<'a> {
+    notify: Option<&'a crate::systemd::Notify>,
+    every: Option<std::time::Duration>,
+    tick: Option<tokio::time::Interval>,
+    last_snapshot: Instant,
+}
+
+impl<'a> SystemdWatchdog<'a> {
+    fn new(notify: Option<&'a crate::systemd::Notify>) -> Self {
+        let every = notify.and_then(|n| n.watchdog).map(|w| w / 2);
+        SystemdWatchdog {
+            notify,
+            every,
+            tick: every.map(tokio::time::interval),
+            last_snapshot: Instant::now(),
+        }
+    }
+
+    /// Waits for the next feeding time; never returns without a watchdog.
+    async fn due(&mut self) {
+        match self.tick.as_mut() {
+            Some(t) => {
+                t.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    fn feed(&self, sessions: bool) {
+        let limit = self.every.unwrap_or_default() * 2;
+        if !sessions || self.last_snapshot.elapsed() < limit {
+            if let Some(n) = self.notify {
+                n.send("WATCHDOG=1");
+            }
+        }
+    }
+}
+
+impl Parts {
+    /// Hands every session event to the writer, the counters and the MQTT feed, and watches
+    /// the parts, until `stop` or a part fails. Returns the exit code, or why it failed.
+    async fn fan_out(
+        &mut self,
+        liveness: Liveness,
+        mut watchdog: Watchdog,
+        notify: Option<&crate::systemd::Notify>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<ExitCode> {
+        let sessions = self.events.is_some();
+        let mut systemd = SystemdWatchdog::new(notify);
+        loop {
+            let deadline = watchdog.deadline();
+            tokio::select! {
+                event = async { self.events.as_mut().unwrap().recv().await }, if self.events.is_some() => {
+                    let Some(event) = event else {
+                        return Err(anyhow::anyhow!("every BMS session ended"));
+                    };
+                    self.route(&event, liveness);
+                    if matches!(event.kind, EventKind::Snapshot { .. }) {
+                        watchdog.feed(Instant::now());
+                        systemd.last_snapshot = Instant::now();
+                    }
+                }
+                _ = systemd.due() => systemd.feed(sessions),
+                _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
+                    tracing::error!("{}", watchdog.explain());
+                    return Ok(ExitCode::from(EXIT_WATCHDOG));
+                }
+                e = async { self.writer.as_mut().unwrap().failed().await }, if self.writer.is_some() => {
+                    self.writer = None;
+                    return Err(anyhow::Error::new(e).context("the database writer gave up"));
+                }
+                ended = async { self.web.as_mut().unwrap().await }, if self.web.is_some() => {
+                    self.web = None;
+                    if stop.is_cancelled() && matches!(ended, Ok(Ok(()))) {
+                        tracing::info!("stopping");
+                        return Ok(ExitCode::SUCCESS); // it drained on the signal that stops everything
+                    }
+                    return Err(match ended {
+                        Ok(Err(e)) => anyhow::Error::new(e).context("the web server stopped"),
+                        _ => anyhow::anyhow!("the web server stopped"),
+                    });
+                }
+                _ = stop.cancelled() => {
+                    tracing::info!("stopping");
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+    }
+
+    /// One session event to everything that follows the batteries; never waits.
+    fn route(&self, event: &SessionEvent, liveness: Liveness) {
+        if let Some(w) = &self.writer {
+            w.send(message(event, liveness));
+        }
+        if let Some(t) = &self.telemetry {
+            t.record(event);
+        }
+        if let Some(f) = &self.feed {
+            f.record(event, liveness, Instant::now());
+        }
+    }
+
+    /// Stops every part: the writer first (its last commit, and the batteries out of the
+    /// merge at once, before anything that may take a while), then the rest within
+    /// [`STOP_DEADLINE`] in all, since systemd and Docker wait 10–90 s and then kill.
+    async fn stop(self) -> anyhow::Result<()> {
+        drop(self.events);
+        let closed = match self.writer {
+            Some(w) => Some(w.stop().await),
+            None => None,
+        };
+        let deadline = Instant::now() + STOP_DEADLINE;
+        if let Some(fleet) = self.fleet {
+            if tokio::time::timeout_at(deadline, fleet.release())
+                .await
+                .is_err()
+            {
+                tracing::warn!("stopping: not every BMS link was released in time");
+            }
+        }
+        if let Some(task) = self.web {
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
+        for mut task in self.side_tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+        if let Some(inverter) = self.inverter {
+            let stopped = tokio::task::spawn_blocking(move || inverter.stop());
+            let _ = tokio::time::timeout_at(deadline, stopped).await;
+        }
+        if let Some(charts) = self.charts {
+            let stopped = tokio::task::spawn_blocking(move || charts.stop());
+            let _ = tokio::time::timeout_at(deadline, stopped).await;
+        }
+        if let Some(closed) = closed {
+            let stats = closed.context("the database was not closed cleanly")?;
+            tracing::info!(
+                "database closed after {} commit(s) ({} failed)",
+                stats.commits,
+                stats.failed_commits
+            );
+        }
+        Ok(())
     }
 }
 
@@ -425,12 +530,12 @@ fn bus_name(config: &Config) -> String {
         .wire
         .port
         .as_ref()
-        .map_or_else(String::new, |p| p.path.display().to_string());
-    format!("RS485 bus on {port}")
+        .map_or_else(PathBuf::new, |p| p.path.clone());
+    transport::bus_name(&port)
 }
 
 /// The writer's view of a session event.
-fn message(event: &SessionEvent, persistent: bool) -> Message {
+fn message(event: &SessionEvent, liveness: Liveness) -> Message {
     let position = event.battery + 1;
     match &event.kind {
         EventKind::Snapshot { snapshot, .. } => Message::Snapshot {
@@ -440,9 +545,9 @@ fn message(event: &SessionEvent, persistent: bool) -> Message {
         },
         EventKind::State { state, detail, .. } => Message::State {
             position,
-            state: state.to_string(),
+            state: *state,
             detail: detail.clone(),
-            offline: persistent && *state == State::Disconnected,
+            offline: liveness.lost(*state),
         },
     }
 }

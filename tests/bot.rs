@@ -49,7 +49,9 @@ fn battery() -> Battery {
 fn commit(path: &Path, base_mv: u32) {
     let mut store = Store::open(path, StoreConfig::default()).unwrap();
     store.register(&[battery()], 0).unwrap();
-    store.set_state(1, "streaming", "", 0).unwrap();
+    store
+        .set_state(1, jkmon::session::State::Streaming, "", 0)
+        .unwrap();
     common::commit_one(&mut store, 1, &snapshot(base_mv));
     store.close().unwrap();
 }

@@ -386,7 +386,9 @@ fn devices_latest_snapshot_and_state_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("inverter.db");
     let mut store = open(&path, 1);
-    store.set_state(1, "streaming", "", 5).unwrap();
+    store
+        .set_state(1, jkmon::session::State::Streaming, "", 5)
+        .unwrap();
     commit(&mut store, &[snapshot(1_000, 3_300)], Local::now());
     let conn = store.connection();
     let (name, state, cells, variant): (String, String, i64, String) = conn
@@ -655,8 +657,10 @@ fn the_inverters_rows_are_aggregated_for_charts_in_chunks_and_read_back_the_same
     // the chart of the last 7 days by hour: from the hourly tier, equal to the raw rows
     let config = jkmon::store::read::ReadConfig {
         batteries: batteries(1),
-        freshness: std::time::Duration::from_secs(60),
-        persistent: true,
+        liveness: jkmon::session::Liveness {
+            freshness: std::time::Duration::from_secs(60),
+            mode: jkmon::session::ConnectMode::Persistent,
+        },
         retention: jkmon::store::Retention::default(),
     };
     let to = DateTime::from_timestamp_millis(now).unwrap();
@@ -832,7 +836,7 @@ async fn the_writer_commits_a_battery_at_once_when_it_arrives_and_when_it_comes_
     // the BMS goes away and comes back: its first snapshot is committed at once again
     writer.send(Message::State {
         position: 1,
-        state: "disconnected".into(),
+        state: jkmon::session::State::Disconnected,
         detail: "link lost".into(),
         offline: true,
     });

@@ -87,7 +87,9 @@ fn database(path: &Path, age_2: chrono::Duration) -> Store {
         )
         .unwrap();
     for p in [1, 2] {
-        store.set_state(p, "streaming", "", 0).unwrap();
+        store
+            .set_state(p, jkmon::session::State::Streaming, "", 0)
+            .unwrap();
     }
     store
 }
@@ -97,8 +99,10 @@ fn state(path: &Path, token: Option<&str>) -> Arc<AppState> {
         Readers::new(path, Duration::from_secs(5)),
         ReadConfig {
             batteries: batteries(),
-            freshness: Duration::from_secs(60),
-            persistent: true,
+            liveness: jkmon::session::Liveness {
+                freshness: std::time::Duration::from_secs(60),
+                mode: jkmon::session::ConnectMode::Persistent,
+            },
             retention: Retention::default(),
         },
         token.map(String::from),

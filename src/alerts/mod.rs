@@ -11,7 +11,7 @@ use std::time::Duration;
 use rusqlite::OptionalExtension;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::read::{self, ReadConfig, Readers};
+use crate::store::read::{ReadConfig, Readers};
 pub use notify::{Notifier, NotifyConfig};
 
 /// How often the rules look at the store.
@@ -84,11 +84,7 @@ pub async fn run(runner: Runner, stop: CancellationToken) {
         Err(_) => AlertState::default(),
     };
     loop {
-        let rc = read_config.clone();
-        match readers
-            .run(move |c| read::status(c, &rc, chrono::Utc::now()))
-            .await
-        {
+        match readers.status(&read_config).await {
             Ok(status) => {
                 let before = state.clone();
                 let transitions = state.evaluate(&config, &status, crate::store::now_ms());

@@ -11,7 +11,7 @@ use teloxide::prelude::*;
 use teloxide::types::ParseMode;
 
 use super::Transition;
-use crate::bot::{format::escape, BotConfig};
+use crate::telegram::{escape, TelegramConfig};
 
 /// How long one notification may take.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,13 +39,13 @@ impl Default for NotifyConfig {
 /// Where transitions go.
 #[derive(Clone)]
 pub struct Notifier {
-    pub telegram: Option<(Bot, ChatId, BotConfig)>,
+    pub telegram: Option<(Bot, ChatId, TelegramConfig)>,
     pub webhook: Option<(reqwest::Client, String)>,
     pub command: Option<(String, Duration)>,
 }
 
 impl Notifier {
-    pub fn new(bot: Option<&BotConfig>, config: &NotifyConfig) -> Result<Notifier, String> {
+    pub fn new(bot: Option<&TelegramConfig>, config: &NotifyConfig) -> Result<Notifier, String> {
         let telegram = match bot {
             Some(b) => match b.chat_id {
                 Some(chat) => Some((b.bot()?, ChatId(chat), b.clone())),
@@ -82,10 +82,7 @@ impl Notifier {
         if !t.notify {
             return;
         }
-        let emoji = match t.to.as_str() {
-            "low" | "offline" | "down" | "high" | "raised" => "⚠️",
-            _ => "✅",
-        };
+        let emoji = if t.to.is_bad() { "⚠️" } else { "✅" };
         if let Some((bot, chat, config)) = self.telegram.clone() {
             let text = format!("{emoji} <b>{}</b>", escape(&t.message));
             tokio::spawn(async move {
@@ -149,8 +146,8 @@ pub fn command_env(t: &Transition) -> Vec<(&'static str, String)> {
             "JKMON_ALERT_BATTERY_NAME",
             t.battery_name.clone().unwrap_or_default(),
         ),
-        ("JKMON_ALERT_FROM", t.from.clone()),
-        ("JKMON_ALERT_TO", t.to.clone()),
+        ("JKMON_ALERT_FROM", t.from.to_string()),
+        ("JKMON_ALERT_TO", t.to.to_string()),
         ("JKMON_ALERT_MESSAGE", t.message.clone()),
         ("JKMON_ALERT_SOC_PCT", value("soc_pct")),
         ("JKMON_ALERT_VOLTAGE_V", value("voltage_v")),

@@ -14,15 +14,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::store::read::{BatteryView, StatusView};
+use crate::report::json::SnapshotJson;
+use crate::store::read::{BatteryView, Grid, StatusView};
 
 /// A BMS must stay offline this long before it is announced: a restart of jkmon, or one
 /// reconnect, is not an outage.
 pub const OFFLINE_DEBOUNCE: Duration = Duration::from_secs(120);
-
-/// Grid voltage above this means the grid is there (V). Power is not used: a healthy grid
-/// with 0 W drawn (SBU, battery first) is not an outage.
-pub const GRID_PRESENT_V: f64 = 50.0;
 
 /// `BMS_CELL_LEVELS`: any cell below `low_mv` → low; every cell above `high_mv` → normal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,15 +68,78 @@ impl AlertConfig {
     }
 }
 
+/// Every state a subject can be in. The names are kept in the database (`alert_state`) and
+/// told to `ALERT_COMMAND` and the webhook, so they do not change.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Never seen yet (`""` is how an early jkmon saved it).
+    #[default]
+    #[serde(alias = "")]
+    Unknown,
+    Online,
+    Offline,
+    Low,
+    Normal,
+    High,
+    Ok,
+    Raised,
+    Cleared,
+    Up,
+    Down,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Unknown => "unknown",
+            Level::Online => "online",
+            Level::Offline => "offline",
+            Level::Low => "low",
+            Level::Normal => "normal",
+            Level::High => "high",
+            Level::Ok => "ok",
+            Level::Raised => "raised",
+            Level::Cleared => "cleared",
+            Level::Up => "up",
+            Level::Down => "down",
+        }
+    }
+
+    /// A state that needs no telling when it is the first one seen.
+    pub fn is_calm(self) -> bool {
+        matches!(
+            self,
+            Level::Normal | Level::Online | Level::Up | Level::Cleared | Level::Ok
+        )
+    }
+
+    /// A state worth a warning sign.
+    pub fn is_bad(self) -> bool {
+        matches!(
+            self,
+            Level::Low | Level::Offline | Level::Down | Level::High | Level::Raised
+        )
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One subject's state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tracker {
-    pub state: String,
+    pub state: Level,
     /// A different state being seen: which, how many times, since when (unix ms).
-    pub candidate: Option<(String, u32, i64)>,
+    pub candidate: Option<(Level, u32, i64)>,
     /// When a message about this subject reaching each state was last sent (unix ms).
     #[serde(default)]
-    pub last_sent_ms: BTreeMap<String, i64>,
+    pub last_sent_ms: BTreeMap<Level, i64>,
 }
 
 /// Everything the rules remember.
@@ -96,334 +156,365 @@ pub struct Transition {
     /// 1-based; `None` for the grid.
     pub battery: Option<usize>,
     pub battery_name: Option<String>,
-    pub from: String,
-    pub to: String,
+    pub from: Level,
+    pub to: Level,
     /// One line for people, plain text.
     pub message: String,
-    /// The values behind it.
+    /// The values behind it (the webhook's and `ALERT_COMMAND`'s JSON).
     pub values: Value,
     /// `false` when the message was held back by `ALERT_REPEAT_MIN_SEC` (the state changed
     /// all the same).
     pub notify: bool,
 }
 
-const CALM: [&str; 5] = ["normal", "online", "up", "cleared", "ok"];
+/// How a new state must be seen before it counts.
+#[derive(Debug, Clone, Copy)]
+struct Confirm {
+    /// In a row.
+    samples: u32,
+    /// For at least this long.
+    debounce: Duration,
+}
+
+impl Confirm {
+    const AT_ONCE: Confirm = Confirm {
+        samples: 1,
+        debounce: Duration::ZERO,
+    };
+}
 
 impl AlertState {
-    /// Feeds one observation of `subject`; returns the transition when its state changes.
+    /// Feeds one observation of `subject`; returns `(from, to, notify)` when its state changes.
     fn observe(
         &mut self,
         subject: &str,
-        seen: &str,
-        samples: u32,
-        debounce: Duration,
+        seen: Level,
+        confirm: Confirm,
         now_ms: i64,
         repeat_min: Duration,
-    ) -> Option<(String, String, bool)> {
+    ) -> Option<(Level, Level, bool)> {
         let t = self.subjects.entry(subject.to_string()).or_default();
-        if t.state.is_empty() {
-            t.state = "unknown".into();
-        }
         if t.state == seen {
             t.candidate = None;
             return None;
         }
-        let (count, since) = match &t.candidate {
-            Some((c, n, since)) if c == seen => (n + 1, *since),
+        let (count, since) = match t.candidate {
+            Some((c, n, since)) if c == seen => (n + 1, since),
             _ => (1, now_ms),
         };
-        if count < samples.max(1) || now_ms - since < debounce.as_millis() as i64 {
-            t.candidate = Some((seen.to_string(), count, since));
+        if count < confirm.samples.max(1) || now_ms - since < confirm.debounce.as_millis() as i64 {
+            t.candidate = Some((seen, count, since));
             return None;
         }
-        let from = std::mem::replace(&mut t.state, seen.to_string());
+        let from = std::mem::replace(&mut t.state, seen);
         t.candidate = None;
-        if from == "unknown" && CALM.contains(&seen) {
+        if from == Level::Unknown && seen.is_calm() {
             return None;
         }
         // the same news again within `repeat_min` is held back (a flapping BMS); news of a
         // different state (recovery) always goes out
         let notify = t
             .last_sent_ms
-            .get(seen)
+            .get(&seen)
             .is_none_or(|last| now_ms - last >= repeat_min.as_millis() as i64);
         if notify {
-            t.last_sent_ms.insert(seen.to_string(), now_ms);
+            t.last_sent_ms.insert(seen, now_ms);
         }
-        Some((from, seen.to_string(), notify))
+        Some((from, seen, notify))
     }
 
-    /// Evaluates a status at `now_ms`.
+    fn state_of(&self, subject: &str) -> Level {
+        self.subjects
+            .get(subject)
+            .map(|t| t.state)
+            .unwrap_or_default()
+    }
+
+    /// Evaluates a status at `now_ms`: every rule on every battery, then the grid.
     pub fn evaluate(
         &mut self,
         config: &AlertConfig,
         status: &StatusView,
         now_ms: i64,
     ) -> Vec<Transition> {
-        let mut out = Vec::new();
-        let mut push = |state: &mut AlertState,
-                        subject: String,
-                        battery: Option<&BatteryView>,
-                        seen: &str,
-                        samples: u32,
-                        debounce: Duration,
-                        message: &dyn Fn(&str, &str) -> String,
-                        values: Value| {
-            if let Some((from, to, notify)) =
-                state.observe(&subject, seen, samples, debounce, now_ms, config.repeat_min)
-            {
-                out.push(Transition {
-                    message: message(&from, &to),
-                    subject,
-                    battery: battery.map(|b| b.position),
-                    battery_name: battery.map(|b| b.name.clone()),
-                    from,
-                    to,
-                    values,
-                    notify,
-                });
-            }
+        let mut eval = Evaluation {
+            state: self,
+            config,
+            now_ms,
+            out: Vec::new(),
         };
         for b in &status.batteries {
-            let p = b.position;
-            let name = b.name.clone();
-            let s = b.snapshot.as_ref();
-            let num = |k: &str| s.and_then(|s| s.get(k)).and_then(Value::as_f64);
-            let values = json!({
-                "soc_pct": num("soc_effective_pct"),
-                "voltage_v": num("total_voltage_v"),
-                "current_a": num("current_a"),
-                "cell_min_v": num("cell_min_v"),
-                "cell_max_v": num("cell_max_v"),
-                "cell_delta_v": num("cell_delta_v"),
-            });
-            let online = if b.online { "online" } else { "offline" };
-            push(
-                self,
-                format!("battery{p}.online"),
-                Some(b),
-                online,
-                1,
-                if b.online {
-                    Duration::ZERO
-                } else {
-                    OFFLINE_DEBOUNCE
-                },
-                &|_, to| {
-                    if to == "offline" {
-                        format!(
-                            "{name}: BMS offline ({})",
-                            b.state_detail
-                                .clone()
-                                .unwrap_or_else(|| "no fresh data".into())
-                        )
-                    } else {
-                        format!("{name}: BMS back online")
-                    }
-                },
-                values.clone(),
-            );
-            if !b.online {
-                continue; // stale numbers decide nothing
-            }
-            if let (Some(levels), Some(min)) = (config.levels_for(p), num("cell_min_v")) {
-                let min_mv = (min * 1000.0).round();
-                let current = self
-                    .subjects
-                    .get(&format!("battery{p}.level"))
-                    .map(|t| t.state.clone())
-                    .unwrap_or_default();
-                let seen = if min_mv < f64::from(levels.low_mv) {
-                    "low"
-                } else if min_mv > f64::from(levels.high_mv)
-                    || current.is_empty()
-                    || current == "unknown"
-                {
-                    // every cell above high; or, at start, between the levels: not low
-                    "normal"
-                } else {
-                    current.as_str() // between the levels: the level holds
-                };
-                let seen = seen.to_string();
-                push(
-                    self,
-                    format!("battery{p}.level"),
-                    Some(b),
-                    &seen,
-                    config.samples,
-                    Duration::ZERO,
-                    &|_, to| {
-                        if to == "low" {
-                            format!(
-                                "{name}: battery low: lowest cell {min:.3} V (below {:.3} V)",
-                                f64::from(levels.low_mv) / 1000.0
-                            )
-                        } else {
-                            format!(
-                                "{name}: battery back to normal: every cell above {:.3} V",
-                                f64::from(levels.high_mv) / 1000.0
-                            )
-                        }
-                    },
-                    values.clone(),
-                );
-            }
-            if let (Some(limit), Some(delta)) = (config.delta_mv, num("cell_delta_v")) {
-                let delta_mv = delta * 1000.0;
-                let current = self.state_of(&format!("battery{p}.delta"));
-                // 5 mV of hysteresis, so a delta at the limit does not flap
-                let seen = if delta_mv > f64::from(limit) {
-                    "high"
-                } else if delta_mv <= f64::from(limit) - 5.0 || current != "high" {
-                    "ok"
-                } else {
-                    "high"
-                };
-                push(
-                    self,
-                    format!("battery{p}.delta"),
-                    Some(b),
-                    seen,
-                    config.samples,
-                    Duration::ZERO,
-                    &|_, to| {
-                        if to == "high" {
-                            format!("{name}: cell delta {delta_mv:.0} mV (above {limit} mV)")
-                        } else {
-                            format!("{name}: cell delta back to {delta_mv:.0} mV")
-                        }
-                    },
-                    values.clone(),
-                );
-            }
-            if let (Some(limit), Some(soc)) = (config.soc_low_pct, num("soc_effective_pct")) {
-                let current = self.state_of(&format!("battery{p}.soc"));
-                let seen = if soc < limit {
-                    "low"
-                } else if soc >= limit + 2.0 || current != "low" {
-                    "ok"
-                } else {
-                    "low"
-                };
-                push(
-                    self,
-                    format!("battery{p}.soc"),
-                    Some(b),
-                    seen,
-                    config.samples,
-                    Duration::ZERO,
-                    &|_, to| {
-                        if to == "low" {
-                            format!("{name}: SOC {soc:.0} % (below {limit:.0} %)")
-                        } else {
-                            format!("{name}: SOC back to {soc:.0} %")
-                        }
-                    },
-                    values.clone(),
-                );
-            }
-            let active: Vec<String> = s
-                .and_then(|s| s.get("alarms"))
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let prefix = format!("battery{p}.alarm.");
-            let known: Vec<String> = self
-                .subjects
-                .keys()
-                .filter_map(|k| k.strip_prefix(&prefix).map(String::from))
-                .collect();
-            let mut names: Vec<String> = known;
-            for a in &active {
-                if !names.contains(a) {
-                    names.push(a.clone());
-                }
-            }
-            for alarm in names {
-                let seen = if active.contains(&alarm) {
-                    "raised"
-                } else {
-                    "cleared"
-                };
-                push(
-                    self,
-                    format!("{prefix}{alarm}"),
-                    Some(b),
-                    seen,
-                    1,
-                    Duration::ZERO,
-                    &|_, to| format!("{name}: BMS alarm {to}: {alarm}"),
-                    values.clone(),
-                );
-            }
+            eval.battery(b);
         }
-        let grid = grid_state(status);
-        if grid != "unknown" {
-            let v = status
-                .inverter
-                .as_ref()
-                .and_then(|i| i.payload.as_ref())
-                .and_then(|p| p.get("grid_voltage"))
-                .cloned()
-                .unwrap_or(Value::Null);
-            push(
-                self,
-                "grid".into(),
-                None,
-                grid,
-                1,
-                config.grid_debounce,
-                &|_, to| {
-                    if to == "down" {
-                        "Grid lost".to_string()
-                    } else {
-                        "Grid restored".to_string()
-                    }
-                },
-                json!({ "grid_voltage": v }),
-            );
-        }
-        out
-    }
-
-    fn state_of(&self, subject: &str) -> String {
-        self.subjects
-            .get(subject)
-            .map(|t| t.state.clone())
-            .unwrap_or_default()
+        eval.grid(status);
+        eval.out
     }
 }
 
-/// `up`, `down`, or `unknown` (no inverter data, an error row, no readable grid voltage).
-pub fn grid_state(status: &StatusView) -> &'static str {
-    let Some(inv) = &status.inverter else {
-        return "unknown";
-    };
-    if !inv.has_inverter_data || inv.error.is_some() {
-        return "unknown";
+/// One evaluation under way: the state it updates and the transitions it found.
+struct Evaluation<'a> {
+    state: &'a mut AlertState,
+    config: &'a AlertConfig,
+    now_ms: i64,
+    out: Vec<Transition>,
+}
+
+impl Evaluation<'_> {
+    /// Records that `subject` was seen in `seen`; a confirmed change becomes a transition
+    /// with the message `message(to)`.
+    fn push(
+        &mut self,
+        subject: String,
+        battery: Option<&BatteryView>,
+        seen: Level,
+        confirm: Confirm,
+        message: impl Fn(Level) -> String,
+        values: &Value,
+    ) {
+        let now_ms = self.now_ms;
+        let repeat = self.config.repeat_min;
+        if let Some((from, to, notify)) =
+            self.state.observe(&subject, seen, confirm, now_ms, repeat)
+        {
+            self.out.push(Transition {
+                message: message(to),
+                subject,
+                battery: battery.map(|b| b.position),
+                battery_name: battery.map(|b| b.name.clone()),
+                from,
+                to,
+                values: values.clone(),
+                notify,
+            });
+        }
     }
-    let volts = inv
-        .payload
-        .as_ref()
-        .and_then(|p| p.get("grid_voltage"))
-        .and_then(|v| match v {
-            Value::String(s) => s.parse::<f64>().ok(),
-            other => other.as_f64(),
+
+    /// Every rule on one battery; stale numbers decide nothing, so an offline battery gets
+    /// only the online rule.
+    fn battery(&mut self, b: &BatteryView) {
+        let s = b.snapshot.as_ref();
+        let c = s.map(|s| &s.cell_info);
+        let values = json!({
+            "soc_pct": s.and_then(|s| s.soc_effective_pct),
+            "voltage_v": c.map(|c| c.total_voltage_v),
+            "current_a": c.and_then(|c| c.current_a),
+            "cell_min_v": c.and_then(|c| c.cell_min_v),
+            "cell_max_v": c.and_then(|c| c.cell_max_v),
+            "cell_delta_v": c.and_then(|c| c.cell_delta_v),
         });
-    match volts {
-        Some(v) if v > GRID_PRESENT_V => "up",
-        Some(_) => "down",
-        None => "unknown",
+        self.online(b, &values);
+        let Some(s) = s.filter(|_| b.online) else {
+            return;
+        };
+        self.cell_level(b, s, &values);
+        self.cell_delta(b, s, &values);
+        self.soc(b, s, &values);
+        self.alarms(b, s, &values);
+    }
+
+    /// `batteryN.online`: offline only after [`OFFLINE_DEBOUNCE`], online at once.
+    fn online(&mut self, b: &BatteryView, values: &Value) {
+        let (seen, debounce) = if b.online {
+            (Level::Online, Duration::ZERO)
+        } else {
+            (Level::Offline, OFFLINE_DEBOUNCE)
+        };
+        let detail = b.state_detail.as_deref().unwrap_or("no fresh data");
+        let name = &b.name;
+        self.push(
+            format!("battery{}.online", b.position),
+            Some(b),
+            seen,
+            Confirm {
+                samples: 1,
+                debounce,
+            },
+            |to| match to {
+                Level::Offline => format!("{name}: BMS offline ({detail})"),
+                _ => format!("{name}: BMS back online"),
+            },
+            values,
+        );
+    }
+
+    /// `batteryN.level` (`BMS_CELL_LEVELS`): low when any cell is below the low level, normal
+    /// again only when every cell is above the high one; in between the level holds.
+    fn cell_level(&mut self, b: &BatteryView, s: &SnapshotJson, values: &Value) {
+        let p = b.position;
+        let (Some(levels), Some(min)) = (self.config.levels_for(p), s.cell_info.cell_min_v) else {
+            return;
+        };
+        let subject = format!("battery{p}.level");
+        let min_mv = (min * 1000.0).round();
+        let current = self.state.state_of(&subject);
+        let seen = if min_mv < f64::from(levels.low_mv) {
+            Level::Low
+        } else if min_mv > f64::from(levels.high_mv) || current == Level::Unknown {
+            // every cell above high; or, at start, between the levels: not low
+            Level::Normal
+        } else {
+            current // between the levels: the level holds
+        };
+        let name = &b.name;
+        let confirm = Confirm {
+            samples: self.config.samples,
+            debounce: Duration::ZERO,
+        };
+        self.push(
+            subject,
+            Some(b),
+            seen,
+            confirm,
+            |to| match to {
+                Level::Low => format!(
+                    "{name}: battery low: lowest cell {min:.3} V (below {:.3} V)",
+                    f64::from(levels.low_mv) / 1000.0
+                ),
+                _ => format!(
+                    "{name}: battery back to normal: every cell above {:.3} V",
+                    f64::from(levels.high_mv) / 1000.0
+                ),
+            },
+            values,
+        );
+    }
+
+    /// `batteryN.delta` (`ALERT_CELL_DELTA_MV`), with 5 mV of hysteresis so a delta at the
+    /// limit does not flap.
+    fn cell_delta(&mut self, b: &BatteryView, s: &SnapshotJson, values: &Value) {
+        let (Some(limit), Some(delta)) = (self.config.delta_mv, s.cell_info.cell_delta_v) else {
+            return;
+        };
+        let subject = format!("battery{}.delta", b.position);
+        let delta_mv = delta * 1000.0;
+        let current = self.state.state_of(&subject);
+        let seen = if delta_mv > f64::from(limit) {
+            Level::High
+        } else if delta_mv <= f64::from(limit) - 5.0 || current != Level::High {
+            Level::Ok
+        } else {
+            Level::High
+        };
+        let name = &b.name;
+        let confirm = Confirm {
+            samples: self.config.samples,
+            debounce: Duration::ZERO,
+        };
+        self.push(
+            subject,
+            Some(b),
+            seen,
+            confirm,
+            |to| match to {
+                Level::High => format!("{name}: cell delta {delta_mv:.0} mV (above {limit} mV)"),
+                _ => format!("{name}: cell delta back to {delta_mv:.0} mV"),
+            },
+            values,
+        );
+    }
+
+    /// `batteryN.soc` (`ALERT_SOC_LOW`), with 2 % of hysteresis.
+    fn soc(&mut self, b: &BatteryView, s: &SnapshotJson, values: &Value) {
+        let (Some(limit), Some(soc)) = (self.config.soc_low_pct, s.soc_effective_pct) else {
+            return;
+        };
+        let subject = format!("battery{}.soc", b.position);
+        let current = self.state.state_of(&subject);
+        let seen = if soc < limit {
+            Level::Low
+        } else if soc >= limit + 2.0 || current != Level::Low {
+            Level::Ok
+        } else {
+            Level::Low
+        };
+        let name = &b.name;
+        let confirm = Confirm {
+            samples: self.config.samples,
+            debounce: Duration::ZERO,
+        };
+        self.push(
+            subject,
+            Some(b),
+            seen,
+            confirm,
+            |to| match to {
+                Level::Low => format!("{name}: SOC {soc:.0} % (below {limit:.0} %)"),
+                _ => format!("{name}: SOC back to {soc:.0} %"),
+            },
+            values,
+        );
+    }
+
+    /// `batteryN.alarm.<name>`: each alarm the BMS raises, and clears, once.
+    fn alarms(&mut self, b: &BatteryView, s: &SnapshotJson, values: &Value) {
+        let active = &s.cell_info.alarms;
+        let prefix = format!("battery{}.alarm.", b.position);
+        let mut names: Vec<String> = self
+            .state
+            .subjects
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix).map(String::from))
+            .collect();
+        for a in active {
+            if !names.contains(a) {
+                names.push(a.clone());
+            }
+        }
+        let name = &b.name;
+        for alarm in names {
+            let seen = if active.contains(&alarm) {
+                Level::Raised
+            } else {
+                Level::Cleared
+            };
+            self.push(
+                format!("{prefix}{alarm}"),
+                Some(b),
+                seen,
+                Confirm::AT_ONCE,
+                |to| format!("{name}: BMS alarm {to}: {alarm}"),
+                values,
+            );
+        }
+    }
+
+    /// `grid` (`GRID_DEBOUNCE_SEC`): up or down as the latest `readings` row tells; an unknown
+    /// grid (no inverter data, an error row) changes nothing.
+    fn grid(&mut self, status: &StatusView) {
+        let seen = match status.grid() {
+            Grid::Up => Level::Up,
+            Grid::Down => Level::Down,
+            Grid::Unknown => return,
+        };
+        let volts = status
+            .inverter
+            .as_ref()
+            .and_then(|i| i.payload.as_ref())
+            .and_then(|p| p.get("grid_voltage"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let confirm = Confirm {
+            samples: 1,
+            debounce: self.config.grid_debounce,
+        };
+        self.push(
+            "grid".into(),
+            None,
+            seen,
+            confirm,
+            |to| match to {
+                Level::Down => "Grid lost".to_string(),
+                _ => "Grid restored".to_string(),
+            },
+            &json!({ "grid_voltage": volts }),
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::State;
     use crate::store::read::InverterView;
 
     fn battery(online: bool, cells: (f64, f64), soc: f64, alarms: &[&str]) -> BatteryView {
@@ -431,7 +522,11 @@ mod tests {
             position: 1,
             name: "Main".into(),
             address: None,
-            state: if online { "streaming" } else { "disconnected" }.into(),
+            state: if online {
+                State::Streaming
+            } else {
+                State::Disconnected
+            },
             state_detail: None,
             online,
             taken_at: None,
@@ -440,11 +535,16 @@ mod tests {
             hardware_version: None,
             software_version: None,
             serial_number: None,
-            snapshot: Some(json!({
-                "cell_min_v": cells.0, "cell_max_v": cells.1, "cell_delta_v": cells.1 - cells.0,
-                "soc_effective_pct": soc, "total_voltage_v": 52.0, "current_a": -3.0,
-                "alarms": alarms,
-            })),
+            snapshot: Some({
+                let mut s = SnapshotJson::example();
+                s.soc_effective_pct = Some(soc);
+                let c = &mut s.cell_info;
+                (c.cell_min_v, c.cell_max_v) = (Some(cells.0), Some(cells.1));
+                c.cell_delta_v = Some(cells.1 - cells.0);
+                (c.total_voltage_v, c.current_a) = (52.0, Some(-3.0));
+                c.alarms = alarms.iter().map(|a| a.to_string()).collect();
+                s
+            }),
         }
     }
 
@@ -619,12 +719,12 @@ mod tests {
         assert_eq!(
             notify,
             [
-                ("offline".to_string(), true),
-                ("online".to_string(), true),
-                ("offline".to_string(), false)
+                (Level::Offline, true),
+                (Level::Online, true),
+                (Level::Offline, false)
             ]
         );
-        assert_eq!(s.subjects["battery1.online"].state, "offline");
+        assert_eq!(s.subjects["battery1.online"].state, Level::Offline);
     }
 
     #[test]

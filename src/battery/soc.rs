@@ -6,8 +6,9 @@ use std::str::FromStr;
 
 use crate::protocol::CellInfo;
 
-/// Where the SOC jkmon shows comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Where the SOC jkmon shows comes from (`curve` or `bms` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SocSource {
     #[default]
     Curve,

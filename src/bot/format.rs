@@ -1,28 +1,13 @@
 //! The bot's messages: Telegram HTML (only `<b>`, `<i>`, `<code>`), every dynamic text
 //! escaped, units on every number. Pure: a status in, a message out.
 
-use serde_json::Value;
+use crate::report::json::{CellInfoJson, SnapshotJson};
+use crate::store::read::{BatteryView, Grid, StatusView};
+use crate::telegram::escape;
 
-use crate::alerts::rules::grid_state;
-use crate::store::read::{BatteryView, StatusView};
-
-/// Escapes text for Telegram's HTML mode (`&`, `<`, `>`, `"`).
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn num(s: Option<&Value>, key: &str) -> Option<f64> {
-    s.and_then(|s| s.get(key)).and_then(Value::as_f64)
+/// A cell-info value of a battery that may have no snapshot.
+fn cell<T>(s: Option<&SnapshotJson>, f: impl Fn(&CellInfoJson) -> Option<T>) -> Option<T> {
+    s.and_then(|s| f(&s.cell_info))
 }
 
 fn fmt(v: Option<f64>, digits: usize, unit: &str) -> String {
@@ -59,29 +44,20 @@ fn online(b: &BatteryView) -> String {
     }
 }
 
-fn temperature(s: Option<&Value>) -> Option<f64> {
-    let t = s?.get("temperatures_c")?.as_object()?;
-    ["t1", "t2", "t3", "t4", "t5", "mos"]
-        .iter()
-        .find_map(|k| t.get(*k).and_then(Value::as_f64))
-}
-
 /// `/status`: the grid, load and PV, and a line per battery.
 pub fn status(view: &StatusView) -> String {
     let mut out = String::from("<b>⚡ jkmon status</b>\n");
-    let payload = view.inverter.as_ref().and_then(|i| i.payload.as_ref());
     let inv = |k: &str, unit: &str| {
-        payload
-            .and_then(|p| p.get(k))
-            .and_then(Value::as_str)
-            .filter(|v| *v != "N/A")
+        view.inverter
+            .as_ref()
+            .and_then(|i| i.text(k))
             .map(|v| format!("{} {unit}", escape(v)))
             .unwrap_or_else(|| "–".into())
     };
-    match grid_state(view) {
-        "up" => out += &format!("Grid: <b>online</b> ({})\n", inv("grid_voltage", "V")),
-        "down" => out += "Grid: <b>OFFLINE</b>\n",
-        _ => out += "Grid: unknown (no inverter data)\n",
+    match view.grid() {
+        Grid::Up => out += &format!("Grid: <b>online</b> ({})\n", inv("grid_voltage", "V")),
+        Grid::Down => out += "Grid: <b>OFFLINE</b>\n",
+        Grid::Unknown => out += "Grid: unknown (no inverter data)\n",
     }
     if view.inverter.as_ref().is_some_and(|i| i.has_inverter_data) {
         out += &format!(
@@ -96,11 +72,11 @@ pub fn status(view: &StatusView) -> String {
         out += &format!("\n<b>🔋 {}</b> — {}\n", escape(&b.name), online(b));
         out += &format!(
             "SOC {} · {} · {} · {} · {}\n",
-            fmt(num(s, "soc_effective_pct"), 0, "%"),
-            fmt(num(s, "total_voltage_v"), 2, "V"),
-            fmt(num(s, "current_a"), 2, "A"),
-            fmt(num(s, "power_w"), 0, "W"),
-            fmt(temperature(s), 1, "°C"),
+            fmt(s.and_then(|s| s.soc_effective_pct), 0, "%"),
+            fmt(cell(s, |c| Some(c.total_voltage_v)), 2, "V"),
+            fmt(cell(s, |c| c.current_a), 2, "A"),
+            fmt(cell(s, |c| c.power_w), 0, "W"),
+            fmt(cell(s, |c| c.temperatures_c.battery_c()), 1, "°C"),
         );
     }
     if let Some(bank) = &view.bank {
@@ -128,20 +104,20 @@ fn data_age(view: &StatusView) -> String {
 pub fn battery(view: &StatusView) -> String {
     let mut out = String::new();
     for b in &view.batteries {
-        let s = b.snapshot.as_ref();
         out += &format!("<b>🔋 {}</b> — {}\n", escape(&b.name), online(b));
-        if s.is_none() {
+        let Some(s) = b.snapshot.as_ref() else {
             out += "No data yet.\n\n";
             continue;
-        }
-        let soc = num(s, "soc_effective_pct");
+        };
+        let c = &s.cell_info;
+        let soc = s.soc_effective_pct;
         out += &format!(
             "SOC: <b>{}</b> {}\n",
             fmt(soc, 0, "%"),
             soc.map(soc_mark).unwrap_or("")
         );
-        out += &format!("Voltage: {}\n", fmt(num(s, "total_voltage_v"), 2, "V"));
-        let current = num(s, "current_a");
+        out += &format!("Voltage: {}\n", fmt(Some(c.total_voltage_v), 2, "V"));
+        let current = c.current_a;
         let direction = match current {
             Some(a) if a > 0.05 => " (charging)",
             Some(a) if a < -0.05 => " (discharging)",
@@ -149,50 +125,42 @@ pub fn battery(view: &StatusView) -> String {
             None => "",
         };
         out += &format!("Current: {}{direction}\n", fmt(current, 2, "A"));
-        out += &format!("Power: {}\n", fmt(num(s, "power_w"), 0, "W"));
-        if let Some(t) = s
-            .and_then(|s| s.get("temperatures_c"))
-            .and_then(Value::as_object)
-        {
-            let list: Vec<String> = t
-                .iter()
-                .map(|(k, v)| {
-                    format!(
-                        "{} {}",
-                        if k == "mos" {
-                            "MOS".into()
-                        } else {
-                            k.to_uppercase()
-                        },
-                        fmt(v.as_f64(), 1, "°C")
-                    )
-                })
-                .collect();
-            out += &format!("Temperatures: {}\n", escape(&list.join(", ")));
+        out += &format!("Power: {}\n", fmt(c.power_w, 0, "W"));
+        let temps: Vec<String> = c
+            .temperatures_c
+            .present()
+            .map(|(k, t)| {
+                let name = if k == "mos" {
+                    "MOS".into()
+                } else {
+                    k.to_uppercase()
+                };
+                format!("{name} {}", fmt(Some(t), 1, "°C"))
+            })
+            .collect();
+        if !temps.is_empty() {
+            out += &format!("Temperatures: {}\n", escape(&temps.join(", ")));
         }
+        let index = |i: Option<usize>| i.map_or("–".into(), |i| i.to_string());
         out += &format!(
             "Cells: min {} (#{}) · max {} (#{}) · delta {}\n",
-            fmt(num(s, "cell_min_v"), 3, "V"),
-            num(s, "cell_min_index").map_or("–".into(), |i| format!("{i:.0}")),
-            fmt(num(s, "cell_max_v"), 3, "V"),
-            num(s, "cell_max_index").map_or("–".into(), |i| format!("{i:.0}")),
-            fmt(num(s, "cell_delta_v").map(|d| d * 1000.0), 0, "mV"),
+            fmt(c.cell_min_v, 3, "V"),
+            index(c.cell_min_index),
+            fmt(c.cell_max_v, 3, "V"),
+            index(c.cell_max_index),
+            fmt(c.cell_delta_v.map(|d| d * 1000.0), 0, "mV"),
         );
         out += &format!(
             "Cycles: {} · SOH: {}\n",
-            num(s, "cycle_count").map_or("–".into(), |c| format!("{c:.0}")),
-            fmt(num(s, "soh_pct"), 0, "%")
+            c.cycle_count.map_or("–".into(), |n| n.to_string()),
+            fmt(c.soh_pct.map(f64::from), 0, "%")
         );
         out += &format!(
             "Remaining: {} of {}\n",
-            fmt(num(s, "remaining_capacity_ah"), 1, "Ah"),
-            fmt(num(s, "nominal_capacity_ah"), 0, "Ah")
+            fmt(c.remaining_capacity_ah, 1, "Ah"),
+            fmt(c.nominal_capacity_ah, 0, "Ah")
         );
-        let alarms: Vec<String> = s
-            .and_then(|s| s.get("alarms"))
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(escape)).collect())
-            .unwrap_or_default();
+        let alarms: Vec<String> = c.alarms.iter().map(|a| escape(a)).collect();
         if alarms.is_empty() {
             out += "Alarms: none\n";
         } else {
@@ -210,19 +178,18 @@ pub fn battery(view: &StatusView) -> String {
 pub fn cells(view: &StatusView) -> String {
     let mut out = String::new();
     for b in &view.batteries {
-        let s = b.snapshot.as_ref();
         out += &format!("<b>🔋 {}</b>\n", escape(&b.name));
-        let cells: Vec<f64> = s
-            .and_then(|s| s.get("cell_voltages_v"))
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_default();
-        if cells.is_empty() {
+        let Some(c) = b
+            .snapshot
+            .as_ref()
+            .map(|s| &s.cell_info)
+            .filter(|c| !c.cell_voltages_v.is_empty())
+        else {
             out += "No cell data.\n\n";
             continue;
-        }
-        let min = num(s, "cell_min_index").map(|i| i as usize);
-        let max = num(s, "cell_max_index").map(|i| i as usize);
+        };
+        let cells = &c.cell_voltages_v;
+        let (min, max) = (c.cell_min_index, c.cell_max_index);
         out += "<code>";
         for (i, v) in cells.iter().enumerate() {
             let n = i + 1;
@@ -240,7 +207,7 @@ pub fn cells(view: &StatusView) -> String {
         out += "</code>\n";
         out += &format!(
             "delta {} · {}\n\n",
-            fmt(num(s, "cell_delta_v").map(|d| d * 1000.0), 0, "mV"),
+            fmt(c.cell_delta_v.map(|d| d * 1000.0), 0, "mV"),
             online(b)
         );
     }
@@ -260,8 +227,31 @@ pub fn help() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::json::TemperaturesC;
+    use crate::session::State;
     use crate::store::read::InverterView;
     use serde_json::json;
+
+    fn snapshot() -> SnapshotJson {
+        let mut s = SnapshotJson::example();
+        s.soc_effective_pct = Some(15.4);
+        let c = &mut s.cell_info;
+        c.total_voltage_v = 51.2;
+        c.current_a = Some(-12.5);
+        c.power_w = Some(-640.0);
+        c.temperatures_c = TemperaturesC {
+            mos: Some(25.0),
+            t1: Some(21.5),
+            ..TemperaturesC::default()
+        };
+        (c.cell_min_v, c.cell_max_v, c.cell_delta_v) = (Some(3.187), Some(3.215), Some(0.028));
+        (c.cell_min_index, c.cell_max_index) = (Some(3), Some(5));
+        c.cell_voltages_v = vec![3.2, 3.201, 3.187, 3.2, 3.215];
+        (c.cycle_count, c.soh_pct) = (Some(12), Some(100));
+        (c.remaining_capacity_ah, c.nominal_capacity_ah) = (Some(43.1), Some(280.0));
+        c.alarms = vec!["Cell < undervoltage & co".into()];
+        s
+    }
 
     fn view(name: &str) -> StatusView {
         StatusView {
@@ -270,7 +260,7 @@ mod tests {
                 position: 1,
                 name: name.into(),
                 address: None,
-                state: "streaming".into(),
+                state: State::Streaming,
                 state_detail: None,
                 online: true,
                 taken_at: None,
@@ -279,15 +269,7 @@ mod tests {
                 hardware_version: None,
                 software_version: None,
                 serial_number: None,
-                snapshot: Some(json!({
-                    "soc_effective_pct": 15.4, "total_voltage_v": 51.2, "current_a": -12.5,
-                    "power_w": -640.0, "temperatures_c": {"mos": 25.0, "t1": 21.5},
-                    "cell_min_v": 3.187, "cell_max_v": 3.215, "cell_delta_v": 0.028,
-                    "cell_min_index": 3, "cell_max_index": 5,
-                    "cell_voltages_v": [3.2, 3.201, 3.187, 3.2, 3.215],
-                    "cycle_count": 12, "soh_pct": 100, "remaining_capacity_ah": 43.1,
-                    "nominal_capacity_ah": 280.0, "alarms": ["Cell < undervoltage & co"],
-                })),
+                snapshot: Some(snapshot()),
             }],
             bank: None,
             inverter: Some(InverterView {

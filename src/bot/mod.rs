@@ -19,54 +19,8 @@ use teloxide::types::{
 use teloxide::utils::command::BotCommands;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::read::{self, ReadConfig, Readers, StatusView};
-
-/// The bot's settings (from the typed config).
-#[derive(Clone, PartialEq)]
-pub struct BotConfig {
-    /// `TELEGRAM_BOT_TOKEN`.
-    pub token: String,
-    /// `TELEGRAM_API_URL` (default the public Bot API).
-    pub api_url: String,
-    /// `TELEGRAM_CHAT_ID`: the owner's chat; alerts go there.
-    pub chat_id: Option<i64>,
-    /// `TELEGRAM_ALLOWED_CHAT_IDS`.
-    pub allowed: Vec<i64>,
-}
-
-impl std::fmt::Debug for BotConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BotConfig")
-            .field("token", &"***")
-            .field("api_url", &self.api_url)
-            .field("chat_id", &self.chat_id)
-            .field("allowed", &self.allowed)
-            .finish()
-    }
-}
-
-impl BotConfig {
-    pub fn allows(&self, chat: i64) -> bool {
-        self.chat_id == Some(chat) || self.allowed.contains(&chat)
-    }
-
-    /// `text` with the token cut out (reqwest puts the request URL, token included, into its
-    /// errors).
-    pub fn redact(&self, text: &str) -> String {
-        if self.token.is_empty() {
-            text.to_string()
-        } else {
-            text.replace(&self.token, "***")
-        }
-    }
-
-    /// A teloxide `Bot` on the configured API.
-    pub fn bot(&self) -> Result<Bot, String> {
-        let url = reqwest::Url::parse(&self.api_url)
-            .map_err(|e| format!("TELEGRAM_API_URL=\"{}\" is not a URL: {e}", self.api_url))?;
-        Ok(Bot::new(self.token.clone()).set_api_url(url))
-    }
-}
+use crate::store::read::{ReadConfig, Readers, StatusView};
+use crate::telegram::{self, TelegramConfig};
 
 #[derive(BotCommands, Clone, Debug, PartialEq)]
 #[command(rename_rule = "lowercase")]
@@ -81,16 +35,15 @@ pub enum Command {
 
 /// What the handlers share.
 struct Ctx {
-    config: BotConfig,
+    config: TelegramConfig,
     readers: Readers,
     read: ReadConfig,
 }
 
 impl Ctx {
     async fn status(&self) -> Result<StatusView, String> {
-        let config = self.read.clone();
         self.readers
-            .run(move |c| read::status(c, &config, chrono::Utc::now()))
+            .status(&self.read)
             .await
             .map_err(|e| e.to_string())
     }
@@ -103,7 +56,7 @@ impl Ctx {
                 "cells" => format::cells(&s),
                 _ => format::status(&s),
             },
-            Err(e) => format!("Status unavailable: {}", format::escape(&e)),
+            Err(e) => format!("Status unavailable: {}", telegram::escape(&e)),
         }
     }
 }
@@ -191,7 +144,7 @@ async fn on_callback(bot: Bot, q: CallbackQuery, ctx: Arc<Ctx>) -> ResponseResul
     {
         Ok(_) => {}
         // nothing changed since the last press: fine
-        Err(e) if e.to_string().contains("message is not modified") => {}
+        Err(teloxide::RequestError::Api(teloxide::ApiError::MessageNotModified)) => {}
         Err(e) => return Err(e),
     }
     bot.answer_callback_query(q.id.clone())
@@ -202,7 +155,7 @@ async fn on_callback(bot: Bot, q: CallbackQuery, ctx: Arc<Ctx>) -> ResponseResul
 
 /// Runs the bot until `stop` fires.
 pub async fn run(
-    config: BotConfig,
+    config: TelegramConfig,
     readers: Readers,
     read: ReadConfig,
     stop: CancellationToken,
@@ -275,12 +228,12 @@ pub async fn run(
 /// typically the Python monitor's `telegram_bot.py` still running) once and clearly, anything
 /// else as it comes, with the token cut out.
 struct ListenerErrors {
-    config: BotConfig,
+    config: TelegramConfig,
     conflict_told: std::sync::atomic::AtomicBool,
 }
 
 impl ListenerErrors {
-    fn new(config: BotConfig) -> ListenerErrors {
+    fn new(config: TelegramConfig) -> ListenerErrors {
         ListenerErrors {
             config,
             conflict_told: std::sync::atomic::AtomicBool::new(false),
@@ -289,9 +242,9 @@ impl ListenerErrors {
 
     fn report(&self, e: &teloxide::RequestError) {
         use std::sync::atomic::Ordering;
-        if is_conflict(e) {
+        if telegram::is_conflict(e) {
             if !self.conflict_told.swap(true, Ordering::Relaxed) {
-                tracing::error!("bot: {}", CONFLICT_FIX);
+                tracing::error!("bot: {}", telegram::CONFLICT_FIX);
             } else {
                 tracing::debug!("bot: getUpdates conflict again (another poller on this token)");
             }
@@ -302,15 +255,4 @@ impl ListenerErrors {
             self.config.redact(&e.to_string())
         );
     }
-}
-
-/// What a 409 from `getUpdates` means and what to do.
-pub const CONFLICT_FIX: &str = "another program polls Telegram with this bot token (the Bot API answered 409 Conflict to getUpdates), so each of the two misses messages: stop the other one — the Python monitor's bot (telegram_bot.py: `systemctl disable --now easun-bot` or its `bot` container), or a second jkmon run/bot on this token — or take TELEGRAM_BOT_TOKEN out of this jkmon's configuration";
-
-/// Whether `e` is the Bot API's "terminated by other getUpdates request".
-pub fn is_conflict(e: &teloxide::RequestError) -> bool {
-    matches!(
-        e,
-        teloxide::RequestError::Api(teloxide::ApiError::TerminatedByOtherGetUpdates)
-    ) || e.to_string().contains("Conflict:")
 }

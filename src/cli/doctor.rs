@@ -311,7 +311,9 @@ async fn telegram(r: &mut Report, config: &Config) {
     // within a short long-poll; nothing is confirmed, so no message is taken from it
     let poll = client.get_updates().timeout(3).limit(1);
     match tokio::time::timeout(Duration::from_secs(10), poll.send()).await {
-        Ok(Err(e)) if crate::bot::is_conflict(&e) => r.fail("Telegram", crate::bot::CONFLICT_FIX),
+        Ok(Err(e)) if crate::telegram::is_conflict(&e) => {
+            r.fail("Telegram", crate::telegram::CONFLICT_FIX)
+        }
         Ok(Ok(_)) => r.ok(
             "Telegram",
             "no other program polled this token within 3 s (one bot per token)",

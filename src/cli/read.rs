@@ -93,7 +93,8 @@ async fn read_one(
     timeout: Duration,
 ) -> anyhow::Result<session::Reading> {
     let deadline = Instant::now() + timeout;
-    let fleet = transport::connect_all(config, std::slice::from_ref(battery)).await?;
+    let fleet =
+        transport::connect_all(config.transport_plan(), std::slice::from_ref(battery)).await?;
     let connector = fleet.connectors[0].clone();
     tracing::info!(bms = %battery.name, transport = %config.transport, "connecting");
     let estimator = soc::estimator(config.soc_source, &config.soc_curve);

@@ -12,14 +12,15 @@ use thiserror::Error;
 
 use crate::alerts::{AlertConfig, CellLevels, NotifyConfig};
 use crate::battery::soc::{SocSource, VoltageCurve};
-use crate::bot::BotConfig;
 use crate::protocol::{Variant, VariantChoice};
 use crate::session::bus::BusMode;
 use crate::session::{ConnectMode, Dialogue, SessionConfig};
 use crate::store::{Retention, StoreConfig};
+use crate::telegram::TelegramConfig;
 use crate::transport::ble::MacAddress;
 use crate::transport::serial::{PortConfig, DEFAULT_BAUD};
 use crate::transport::sim::{Fragmentation, SimConfig};
+pub use crate::transport::BatteryConfig;
 use crate::transport::TransportKind;
 use crate::web::WebConfig;
 pub use devices_file::{DevicesFile, DevicesFileError};
@@ -36,31 +37,6 @@ pub enum ConfigError {
     DevicesFile(#[from] DevicesFileError),
     #[error("no BMS is configured: set JK_BMS_ADDRESS=AA:BB:CC:DD:EE:FF (several separated by commas), or run `jkmon scan --save` to fill {0}")]
     NoBms(String),
-}
-
-/// One BMS to read: its name in logs and views, and where it is: a Bluetooth address, a serial
-/// port, or an address on an RS485 bus (none of them for the simulated BMS).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct BatteryConfig {
-    pub name: String,
-    pub address: Option<MacAddress>,
-    /// `JK_BMS_SERIAL_PORT` for the serial and RS485 transports.
-    pub port: Option<PathBuf>,
-    /// The pack's DIP-switch address on the RS485 bus.
-    pub rs485_address: Option<u8>,
-}
-
-impl BatteryConfig {
-    /// Where the BMS is, as the store and the views show it: `C8:47:80:12:AD:71`,
-    /// `/dev/ttyUSB0`, or `/dev/ttyUSB0 #2` for RS485 address 2.
-    pub fn location(&self) -> Option<String> {
-        match (&self.address, &self.port, self.rs485_address) {
-            (Some(a), _, _) => Some(a.to_string()),
-            (None, Some(p), Some(n)) => Some(format!("{} #{n}", p.display())),
-            (None, Some(p), None) => Some(p.display().to_string()),
-            (None, None, _) => None,
-        }
-    }
 }
 
 /// The wired transports (`JK_BMS_TRANSPORT=serial` or `rs485`).
@@ -160,7 +136,7 @@ pub struct Config {
     pub sim_inverter_interval: Duration,
     pub web: WebConfig,
     /// `TELEGRAM_BOT_TOKEN` set: the bot.
-    pub bot: Option<BotConfig>,
+    pub bot: Option<TelegramConfig>,
     pub alerts: AlertConfig,
     pub notify: NotifyConfig,
     /// `ALERT_CHECK_SEC`: how often the alert rules look (default 10 s).
@@ -170,6 +146,23 @@ pub struct Config {
 }
 
 impl Config {
+    /// What the transport needs to connect: its kind and its own settings.
+    pub fn transport_plan(&self) -> crate::transport::Plan<'_> {
+        crate::transport::Plan {
+            kind: self.transport,
+            sim: &self.sim,
+            port: self.wire.port.as_ref(),
+        }
+    }
+
+    /// When a battery counts as online (`JK_BMS_STALE_SEC` and the connect mode).
+    pub fn liveness(&self) -> crate::session::Liveness {
+        crate::session::Liveness {
+            freshness: self.store.freshness,
+            mode: self.session.mode,
+        }
+    }
+
     /// The BMSs to read, in order. Over Bluetooth, in the Python service's order: the enabled
     /// devices of the devices file when it names any, else `JK_BMS_ADDRESS` (with
     /// `JK_BMS_NAMES`); [`Config::battery_source`] says which was taken and why. The simulator needs no address: with none it plays
@@ -702,7 +695,7 @@ impl Config {
                                 .into(),
                     });
                 }
-                Some(BotConfig {
+                Some(TelegramConfig {
                     token,
                     api_url,
                     chat_id: get("TELEGRAM_CHAT_ID")

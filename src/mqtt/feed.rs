@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::battery::Snapshot;
-use crate::session::{EventKind, SessionEvent, State};
+use crate::session::{EventKind, Liveness, SessionEvent};
 
 /// One battery as the publisher sees it.
 #[derive(Debug, Clone, Default)]
@@ -40,9 +40,9 @@ impl Feed {
         self.tx.subscribe()
     }
 
-    /// Takes in a session event. Never waits. `persistent`: a disconnected session means the
-    /// battery is gone (in periodic mode sessions disconnect between readings).
-    pub fn record(&self, event: &SessionEvent, persistent: bool, now: Instant) {
+    /// Takes in a session event. Never waits. `liveness` says which states mean the battery is
+    /// gone (in periodic mode sessions disconnect between readings).
+    pub fn record(&self, event: &SessionEvent, liveness: Liveness, now: Instant) {
         self.tx.send_if_modified(|all| {
             let Some(b) = all.get_mut(event.battery) else {
                 return false;
@@ -58,7 +58,7 @@ impl Feed {
                     b.seq == 1 || was_lost
                 }
                 // lost until the next snapshot: reconnecting is not being back
-                EventKind::State { state, .. } if persistent && *state == State::Disconnected => {
+                EventKind::State { state, .. } if liveness.lost(*state) => {
                     !std::mem::replace(&mut b.lost, true)
                 }
                 EventKind::State { .. } => false,

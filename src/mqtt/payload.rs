@@ -97,12 +97,15 @@ pub fn nodejkbms_pack(snapshot: &Snapshot) -> Value {
         .collect();
     m.insert("protectionStatus".into(), Value::Object(protections));
     put(&mut m, "packNumberCycles", j.cycle_count.map(|v| json!(v)));
-    m.insert("tempSensorCount".into(), json!(j.temperatures_c.len()));
+    m.insert(
+        "tempSensorCount".into(),
+        json!(j.temperatures_c.present().count()),
+    );
     // NodeJKBMS's NTC0 is the BMS's own (MOSFET) sensor, NTC1… the battery probes
     let mut ntc = Map::new();
-    let probes = ["mos", "t1", "t2", "t3", "t4", "t5"];
-    for (i, key) in probes.iter().enumerate() {
-        if let Some(t) = j.temperatures_c.get(key) {
+    let sensors = std::iter::once(j.temperatures_c.mos).chain(j.temperatures_c.probes());
+    for (i, t) in sensors.enumerate() {
+        if let Some(t) = t {
             ntc.insert(format!("NTC{i}"), json!(t));
         }
     }

@@ -7,13 +7,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{read_f32, read_u16, read_u32};
 
 /// A frame layout. The three BLE ones differ in offsets and encodings; `Serial4e57` marks values
 /// that came from the serial `4E 57` protocol, which is a different protocol altogether.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Variant {
     /// 24 cells, firmware below 11 (e.g. JK-B2A24S 6.x-10.x).

@@ -2,11 +2,12 @@
 //! decode --json`, `jkmon read --json`, and later MQTT): units in the names, `null` where the
 //! BMS does not report a value. Passcodes are never part of it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::battery::Snapshot;
+use crate::battery::{Snapshot, SocSource};
 use crate::protocol::cell_info::{Balancing, CellInfo};
 use crate::protocol::command::Command;
 use crate::protocol::decoder::Decoded;
@@ -26,9 +27,15 @@ fn deci(v: impl Into<i64>) -> f64 {
     v.into() as f64 / 10.0
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A frame's kind in its JSON (`cell_info`, `device_info`, …): written from a constant,
+/// owned when read back.
+pub type FrameType = Cow<'static, str>;
+
+/// The cell-info frame as jkmon shows it. Read back from the store as the same type, so a
+/// renamed field fails to compile in every view rather than show "–".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellInfoJson {
-    pub frame_type: &'static str,
+    pub frame_type: FrameType,
     pub variant: Variant,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rs485_address: Option<u8>,
@@ -61,7 +68,7 @@ pub struct CellInfoJson {
     pub cycle_capacity_ah: Option<f64>,
     pub soh_pct: Option<u8>,
     /// `mos` and `t1`…`t5`, only the sensors that are present.
-    pub temperatures_c: BTreeMap<&'static str, f64>,
+    pub temperatures_c: TemperaturesC,
     pub balance_current_a: Option<f64>,
     pub balancing: bool,
     /// `off`, `charging`, `discharging`, `active` (direction unknown) or `mode_N`.
@@ -76,20 +83,58 @@ pub struct CellInfoJson {
 
 pub const SENSOR_KEYS: [&str; 5] = ["t1", "t2", "t3", "t4", "t5"];
 
+/// The temperature probes that are present (°C): the MOSFET sensor and up to five probes. In
+/// JSON an object with only the present ones (`{"mos": 24.5, "t1": 21.0}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TemperaturesC {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mos: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t2: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t3: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t4: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t5: Option<f64>,
+}
+
+impl TemperaturesC {
+    /// The probes `t1`…`t5` in order, present or not.
+    pub fn probes(&self) -> [Option<f64>; 5] {
+        [self.t1, self.t2, self.t3, self.t4, self.t5]
+    }
+
+    /// Every present sensor with its JSON key, `mos` first.
+    pub fn present(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        std::iter::once(("mos", self.mos))
+            .chain(SENSOR_KEYS.iter().copied().zip(self.probes()))
+            .filter_map(|(k, t)| Some((k, t?)))
+    }
+
+    /// The first probe that is present, else the MOSFET sensor: the battery's temperature
+    /// where one number is shown.
+    pub fn battery_c(&self) -> Option<f64> {
+        self.probes().into_iter().flatten().next().or(self.mos)
+    }
+}
+
 impl CellInfoJson {
     pub fn new(c: &CellInfo, rs485_address: Option<u8>) -> Self {
         let stats = c.stats();
-        let mut temperatures_c = BTreeMap::new();
-        if let Some(t) = c.temperatures.mos_dc {
-            temperatures_c.insert("mos", deci(t));
-        }
-        for (key, t) in SENSOR_KEYS.iter().zip(c.temperatures.sensors_dc) {
-            if let Some(t) = t {
-                temperatures_c.insert(*key, deci(t));
-            }
-        }
+        let probe = |i: usize| c.temperatures.sensors_dc[i].map(deci);
+        let temperatures_c = TemperaturesC {
+            mos: c.temperatures.mos_dc.map(deci),
+            t1: probe(0),
+            t2: probe(1),
+            t3: probe(2),
+            t4: probe(3),
+            t5: probe(4),
+        };
         CellInfoJson {
-            frame_type: "cell_info",
+            frame_type: "cell_info".into(),
             variant: c.variant,
             rs485_address,
             counter: c.counter,
@@ -134,9 +179,9 @@ impl CellInfoJson {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceInfoJson {
-    pub frame_type: &'static str,
+    pub frame_type: FrameType,
     pub variant: Variant,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rs485_address: Option<u8>,
@@ -154,7 +199,7 @@ pub struct DeviceInfoJson {
 impl DeviceInfoJson {
     pub fn new(d: &DeviceInfo, variant: Variant, rs485_address: Option<u8>) -> Self {
         DeviceInfoJson {
-            frame_type: "device_info",
+            frame_type: "device_info".into(),
             variant,
             rs485_address,
             model: d.model.clone(),
@@ -172,7 +217,7 @@ impl DeviceInfoJson {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SettingsJson {
-    pub frame_type: &'static str,
+    pub frame_type: FrameType,
     pub variant: Option<Variant>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rs485_address: Option<u8>,
@@ -228,7 +273,7 @@ impl SettingsJson {
         let v = |x: Option<u32>| x.map(milli);
         let c = |x: Option<i32>| x.map(deci);
         SettingsJson {
-            frame_type: "settings",
+            frame_type: "settings".into(),
             variant: s.variant,
             rs485_address,
             cell_count: s.cell_count,
@@ -387,26 +432,46 @@ pub fn values(decoded: &Decoded, rs485_address: Option<u8>) -> Vec<serde_json::V
     }
 }
 
-/// The snapshot of `jkmon read --json`: the cell-info object plus the SOC jkmon uses.
-#[derive(Debug, Clone, Serialize)]
+/// The snapshot of `jkmon read --json`: the cell-info object plus the SOC jkmon uses. The
+/// store keeps it in `bms_latest` and every view reads it back as this type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotJson {
     #[serde(flatten)]
     pub cell_info: CellInfoJson,
     /// The SOC jkmon shows and stores: from the voltage curve or the BMS (`soc_source`).
     pub soc_effective_pct: Option<f64>,
-    pub soc_source: &'static str,
+    pub soc_source: SocSource,
     /// Every alarm group (`cell`, `pack`, `current`, `temperature`, `mosfet`, `system`) with
     /// whether one of its alarms is raised.
-    pub alarm_groups: BTreeMap<&'static str, bool>,
+    pub alarm_groups: BTreeMap<Cow<'static, str>, bool>,
 }
 
 impl SnapshotJson {
+    /// [`CellInfo::example`] as the views read it back (SOC from the BMS), for tests and
+    /// benchmarks.
+    pub fn example() -> Self {
+        let cell_info = CellInfo::example();
+        SnapshotJson::new(&Snapshot {
+            soc_effective_pct: cell_info.soc_pct.map(f64::from),
+            soc_source: SocSource::Bms,
+            cell_info,
+            device_info: None,
+            settings: None,
+        })
+    }
+
     pub fn new(s: &Snapshot) -> Self {
         SnapshotJson {
             cell_info: CellInfoJson::new(&s.cell_info, None),
             soc_effective_pct: s.soc_effective_pct.map(|p| (p * 10.0).round() / 10.0),
-            soc_source: s.soc_source.as_str(),
-            alarm_groups: s.cell_info.alarms.groups(),
+            soc_source: s.soc_source,
+            alarm_groups: s
+                .cell_info
+                .alarms
+                .groups()
+                .into_iter()
+                .map(|(g, raised)| (Cow::Borrowed(g), raised))
+                .collect(),
         }
     }
 }

@@ -41,24 +41,71 @@ pub use handshake::{handshake, read_once, ReadError, Reading};
 pub use stream::{FrameStream, StreamEvent};
 pub use watchdog::Watchdog;
 
-/// Where a session is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// Where a session is. Stored in `bms_devices.state` and shown in the API as its lowercase
+/// name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
+    #[default]
     Disconnected,
     Connecting,
     Handshake,
     Streaming,
 }
 
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl State {
+    pub const ALL: [State; 4] = [
+        State::Disconnected,
+        State::Connecting,
+        State::Handshake,
+        State::Streaming,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
             State::Disconnected => "disconnected",
             State::Connecting => "connecting",
             State::Handshake => "handshake",
             State::Streaming => "streaming",
-        })
+        }
+    }
+
+    /// The state a database row names; a name jkmon does not know (another version wrote
+    /// it) reads as disconnected, which claims nothing.
+    pub fn from_stored(s: &str) -> State {
+        State::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .unwrap_or_default()
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// When a battery counts as online: the one rule the store's readers, MQTT and the writer
+/// share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// A snapshot older than this is stale (`JK_BMS_STALE_SEC`).
+    pub freshness: Duration,
+    pub mode: ConnectMode,
+}
+
+impl Liveness {
+    /// Whether `state` ends the battery's presence at once, fresh snapshot or not: a
+    /// persistent session that disconnected lost its BMS, while a periodic one disconnects
+    /// between every two readings.
+    pub fn lost(&self, state: State) -> bool {
+        self.mode == ConnectMode::Persistent && state == State::Disconnected
+    }
+
+    /// Online: not lost, and the latest snapshot (taken `age` ago) is fresh.
+    pub fn online(&self, state: State, age: Option<Duration>) -> bool {
+        !self.lost(state) && age.is_some_and(|a| a <= self.freshness)
     }
 }
 

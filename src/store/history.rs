@@ -85,6 +85,14 @@ impl Stat {
     }
 }
 
+/// Average, minimum and maximum of one series in one bucket.
+#[derive(Debug, Clone, Copy, serde::Serialize, PartialEq)]
+pub struct Range {
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
 /// The samples of one bucket, being folded.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Bucket {

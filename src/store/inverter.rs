@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{named_params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-use super::history::{Retention, Stat};
-use super::read::{parse_created_at, Range};
+use super::history::{Range, Retention, Stat};
+use super::readings::parse_utc as parse_created_at;
 
 /// Bucket widths of `inverter_history`, seconds.
 pub const TIERS_S: [i64; 2] = [300, 3_600];
@@ -362,9 +362,7 @@ impl Aggregator {
                     Ok((_, false)) => {
                         // caught up: what the catch-up gathered goes back until the next hour
                         let _ = conn.execute_batch("PRAGMA shrink_memory");
-                        if let Some(trim) = super::read::HEAP_TRIM.get() {
-                            trim();
-                        }
+                        super::trim_heap();
                         std::time::Duration::from_secs(3_600)
                     }
                     Err(e) => {

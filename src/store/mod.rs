@@ -370,18 +370,18 @@ impl Store {
             .ok_or(StoreError::UnknownBattery(position))
     }
 
-    /// Records a session's state (`disconnected`, `streaming`, …) and why.
+    /// Records a session's state and why.
     pub fn set_state(
         &mut self,
         position: usize,
-        state: &str,
+        state: crate::session::State,
         detail: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let id = self.device(position)?.0;
         self.conn.execute(
             "UPDATE bms_devices SET state = ?1, state_detail = ?2, state_changed_ms = ?3 WHERE id = ?4",
-            rusqlite::params![state, detail, now_ms, id],
+            rusqlite::params![state.as_str(), detail, now_ms, id],
         )?;
         Ok(())
     }
@@ -604,6 +604,19 @@ fn merge_readings(
             state.checked_id = id;
             Ok(ReadingsAction::Inserted(id))
         }
+    }
+}
+
+/// Gives freed heap memory back to the system, where the binary knows how (glibc keeps freed
+/// memory in its arenas otherwise). Set once by `main`, which is where jkmon's one platform
+/// call lives (this library has no `unsafe`).
+pub static HEAP_TRIM: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Calls [`HEAP_TRIM`] where `main` set it: after a long streamed response, or a catch-up
+/// that gathered much.
+pub fn trim_heap() {
+    if let Some(trim) = HEAP_TRIM.get() {
+        trim();
     }
 }
 

@@ -9,20 +9,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use super::history::Range;
 use super::history::{self, Bucket, HistoryRow, Retention};
 pub use super::inverter::InverterPoint;
 use super::{Battery, StoreError, OWN_ROW_SOURCE};
+use crate::report::json::{SnapshotJson, TemperaturesC};
+use crate::session::{Liveness, State};
 
 /// At most this many connections are kept for reuse.
 const POOL_SIZE: usize = 8;
-
-/// Gives freed heap memory back to the system, where the binary knows how (glibc keeps freed
-/// memory in its arenas otherwise). Called after a long streamed response; set once by
-/// `main`, which is where jkmon's one platform call lives (this library has no `unsafe`).
-pub static HEAP_TRIM: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
 
 /// Read-only connections to the database, reused between requests.
 #[derive(Clone)]
@@ -91,9 +89,7 @@ impl Readers {
                 // a long stream is done: its connection closes rather than keep what it
                 // gathered, and the heap gives the memory back
                 drop(conn);
-                if let Some(trim) = HEAP_TRIM.get() {
-                    trim();
-                }
+                super::trim_heap();
             }
             Err(e) => f(Err(e)),
         });
@@ -119,16 +115,28 @@ impl Readers {
     }
 }
 
-/// What the views need to judge freshness (from the typed config).
+impl Readers {
+    /// Every battery, the bank and the latest readings row, as of now.
+    pub async fn status(&self, config: &ReadConfig) -> Result<StatusView, StoreError> {
+        let config = config.clone();
+        self.run(move |c| status(c, &config, Utc::now())).await
+    }
+
+    /// The batteries a reader shows (see [`batteries`]).
+    pub async fn batteries(&self, config: &ReadConfig) -> Result<Vec<Battery>, StoreError> {
+        let config = config.clone();
+        self.run(move |c| batteries(c, &config)).await
+    }
+}
+
+/// What the views need: which batteries, when one is online, how long history is kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadConfig {
-    /// The configured batteries, battery 1 first.
+    /// The configured batteries, battery 1 first. Empty in a reader that has no BMS
+    /// configured (`jkmon web` or `jkmon bot` beside a `jkmon run` elsewhere): then the
+    /// batteries are the ones the database holds ([`batteries`]).
     pub batteries: Vec<Battery>,
-    /// A snapshot older than this means the battery is offline.
-    pub freshness: Duration,
-    /// Persistent sessions: `disconnected` means offline at once (in periodic mode it is the
-    /// normal state between two readings).
-    pub persistent: bool,
+    pub liveness: Liveness,
     pub retention: Retention,
 }
 
@@ -138,8 +146,7 @@ pub struct BatteryView {
     pub position: usize,
     pub name: String,
     pub address: Option<String>,
-    /// `disconnected`, `connecting`, `handshake` or `streaming`.
-    pub state: String,
+    pub state: State,
     pub state_detail: Option<String>,
     pub online: bool,
     /// When the latest snapshot was taken, and how long ago.
@@ -149,8 +156,8 @@ pub struct BatteryView {
     pub hardware_version: Option<String>,
     pub software_version: Option<String>,
     pub serial_number: Option<String>,
-    /// The JSON of `jkmon read --json`.
-    pub snapshot: Option<Value>,
+    /// The snapshot of `jkmon read --json`, read back as its type.
+    pub snapshot: Option<SnapshotJson>,
 }
 
 /// The latest `readings` row.
@@ -163,7 +170,56 @@ pub struct InverterView {
     /// an outage.
     pub has_inverter_data: bool,
     pub error: Option<String>,
+    /// The keys as the inverter's poller wrote them (any program may write this table, so
+    /// its payload stays a JSON object; [`InverterView::text`] and [`InverterView::number`]
+    /// read one key).
     pub payload: Option<Map<String, Value>>,
+}
+
+/// Grid voltage above this means the grid is there (V). Power is not used: a healthy grid
+/// with 0 W drawn (SBU, battery first) is not an outage.
+pub const GRID_PRESENT_V: f64 = 50.0;
+
+/// Whether the grid is there, as the latest `readings` row tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Grid {
+    Up,
+    Down,
+    /// No inverter data, an error row, or no readable grid voltage.
+    Unknown,
+}
+
+impl InverterView {
+    /// A key's text, `None` where it is missing, not text, or the poller's `N/A`.
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.payload
+            .as_ref()?
+            .get(key)?
+            .as_str()
+            .filter(|v| *v != "N/A")
+    }
+
+    /// A key as a number, whether the poller wrote it as text (`"231.4"`) or as a number.
+    pub fn number(&self, key: &str) -> Option<f64> {
+        match self.payload.as_ref()?.get(key)? {
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            other => other.as_f64(),
+        }
+    }
+
+    /// The grid's state: [`Grid::Unknown`] for a row without inverter data or an error row,
+    /// never an outage.
+    pub fn grid(&self) -> Grid {
+        if !self.has_inverter_data || self.error.is_some() {
+            return Grid::Unknown;
+        }
+        match self.number("grid_voltage") {
+            Some(v) if v > GRID_PRESENT_V => Grid::Up,
+            Some(_) => Grid::Down,
+            None => Grid::Unknown,
+        }
+    }
 }
 
 /// Several batteries as one bank.
@@ -185,6 +241,15 @@ pub struct StatusView {
     pub inverter: Option<InverterView>,
 }
 
+impl StatusView {
+    /// The grid as the latest `readings` row tells; unknown without one.
+    pub fn grid(&self) -> Grid {
+        self.inverter
+            .as_ref()
+            .map_or(Grid::Unknown, InverterView::grid)
+    }
+}
+
 /// Inverter keys: any one of them makes a row an inverter reading.
 pub const INVERTER_KEYS: [&str; 8] = [
     "grid_voltage",
@@ -201,23 +266,58 @@ fn age_s(then_ms: i64, now: DateTime<Utc>) -> f64 {
     ((now.timestamp_millis() - then_ms) as f64 / 1000.0).max(0.0)
 }
 
-/// Every configured battery, the bank, and the latest readings row.
+/// The batteries a reader shows: the configured ones, or, where none is configured, the ones
+/// the database holds (per position the one seen last, so an old configuration's battery at
+/// the same place does not show twice).
+pub fn batteries(conn: &Connection, config: &ReadConfig) -> Result<Vec<Battery>, StoreError> {
+    if !config.batteries.is_empty() {
+        return Ok(config.batteries.clone());
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT position, name, address FROM bms_devices
+         ORDER BY position, COALESCE(last_seen_ms, first_seen_ms) DESC, id DESC",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Battery {
+            position: usize::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+            name: r.get(1)?,
+            address: r.get(2)?,
+        })
+    })?;
+    let mut out: Vec<Battery> = Vec::new();
+    for b in rows {
+        let b = b?;
+        if b.position > 0 && out.last().is_none_or(|l| l.position != b.position) {
+            out.push(b);
+        }
+    }
+    Ok(out)
+}
+
+/// Every battery, the bank, and the latest readings row.
 pub fn status(
     conn: &Connection,
     config: &ReadConfig,
     now: DateTime<Utc>,
 ) -> Result<StatusView, StoreError> {
-    let mut batteries = Vec::with_capacity(config.batteries.len());
-    for b in &config.batteries {
-        batteries.push(battery(conn, config, b, now)?);
+    let list = batteries(conn, config)?;
+    let mut views = Vec::with_capacity(list.len());
+    for b in &list {
+        views.push(battery(conn, config, b, now)?);
     }
-    let bank = (batteries.len() >= 2).then(|| bank(&batteries));
+    let bank = (views.len() >= 2).then(|| bank(&views));
     Ok(StatusView {
         generated_at: now,
-        batteries,
+        batteries: views,
         bank,
         inverter: latest_reading(conn, now)?,
     })
+}
+
+/// What `bms_latest.snapshot` holds (see `write_battery`).
+#[derive(Deserialize)]
+struct Latest {
+    snapshot: SnapshotJson,
 }
 
 fn battery(
@@ -226,17 +326,22 @@ fn battery(
     b: &Battery,
     now: DateTime<Utc>,
 ) -> Result<BatteryView, StoreError> {
-    type Row = (
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<i64>,
-        Option<String>,
-    );
-    let row: Option<Row> = conn
+    let mut view = BatteryView {
+        position: b.position,
+        name: b.name.clone(),
+        address: b.address.clone(),
+        state: State::Disconnected,
+        state_detail: None,
+        online: false,
+        taken_at: None,
+        age_s: None,
+        model: None,
+        hardware_version: None,
+        software_version: None,
+        serial_number: None,
+        snapshot: None,
+    };
+    let row = conn
         .query_row(
             "SELECT d.state, d.state_detail, d.model, d.hardware_version, d.software_version,
                     d.serial_number, l.taken_ms, l.snapshot
@@ -244,65 +349,46 @@ fn battery(
              WHERE d.device_key = ?1",
             [b.device_key()],
             |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
+                view.state = State::from_stored(&r.get::<_, String>(0)?);
+                view.state_detail = r.get::<_, Option<String>>(1)?.filter(|d| !d.is_empty());
+                view.model = r.get(2)?;
+                view.hardware_version = r.get(3)?;
+                view.software_version = r.get(4)?;
+                view.serial_number = r.get(5)?;
+                Ok((r.get::<_, Option<i64>>(6)?, r.get::<_, Option<String>>(7)?))
             },
         )
         .optional()?;
-    let (state, detail, model, hw, sw, serial, taken_ms, snapshot) = row.unwrap_or_else(|| {
-        (
-            "disconnected".into(),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+    let Some((taken_ms, snapshot)) = row else {
+        return Ok(view);
+    };
+    view.age_s = taken_ms.map(|t| age_s(t, now));
+    view.taken_at = taken_ms.and_then(DateTime::from_timestamp_millis);
+    let age = view.age_s.map(Duration::from_secs_f64);
+    view.online = config.liveness.online(view.state, age);
+    view.snapshot = snapshot.and_then(|text| match serde_json::from_str::<Latest>(&text) {
+        Ok(latest) => Some(latest.snapshot),
+        Err(e) => {
+            // another version's snapshot: the battery shows no values rather than wrong ones
+            tracing::debug!("battery {}: the stored snapshot does not read: {e}", b.name);
+            None
+        }
     });
-    let age = taken_ms.map(|t| age_s(t, now));
-    let fresh = age.is_some_and(|a| a <= config.freshness.as_secs_f64());
-    let online = fresh && !(config.persistent && state == "disconnected");
-    let snapshot = snapshot
-        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-        .and_then(|mut v| v.get_mut("snapshot").map(Value::take));
-    Ok(BatteryView {
-        position: b.position,
-        name: b.name.clone(),
-        address: b.address.clone(),
-        state,
-        state_detail: detail.filter(|d| !d.is_empty()),
-        online,
-        taken_at: taken_ms.and_then(DateTime::from_timestamp_millis),
-        age_s: age,
-        model,
-        hardware_version: hw,
-        software_version: sw,
-        serial_number: serial,
-        snapshot,
-    })
+    Ok(view)
 }
 
 fn bank(batteries: &[BatteryView]) -> BankView {
-    let online: Vec<&Value> = batteries
+    let online: Vec<&SnapshotJson> = batteries
         .iter()
         .filter(|b| b.online)
         .filter_map(|b| b.snapshot.as_ref())
         .collect();
-    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
     let (mut weighted, mut weights) = (0.0, 0.0);
     for s in &online {
-        if let Some(soc) = num(s, "soc_effective_pct") {
-            let w = num(s, "nominal_capacity_ah")
+        if let Some(soc) = s.soc_effective_pct {
+            let w = s
+                .cell_info
+                .nominal_capacity_ah
                 .filter(|c| *c > 0.0)
                 .unwrap_or(1.0);
             weighted += soc * w;
@@ -311,8 +397,8 @@ fn bank(batteries: &[BatteryView]) -> BankView {
     }
     BankView {
         batteries_online: online.len(),
-        current_a: online.iter().filter_map(|s| num(s, "current_a")).sum(),
-        power_w: online.iter().filter_map(|s| num(s, "power_w")).sum(),
+        current_a: online.iter().filter_map(|s| s.cell_info.current_a).sum(),
+        power_w: online.iter().filter_map(|s| s.cell_info.power_w).sum(),
         soc_pct: (weights > 0.0).then(|| (weighted / weights * 10.0).round() / 10.0),
     }
 }
@@ -363,19 +449,7 @@ pub fn latest_reading(
     }))
 }
 
-/// `created_at` as the inverter monitor writes it: ISO 8601 with an offset, or without one
-/// (then UTC, as its BMS branch wrote it).
-pub fn parse_created_at(s: &str) -> Option<DateTime<Utc>> {
-    super::readings::parse(s).map(|c| c.utc)
-}
-
-/// Average, minimum and maximum of one series in one bucket.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub struct Range {
-    pub avg: f64,
-    pub min: f64,
-    pub max: f64,
-}
+pub use super::readings::parse_utc as parse_created_at;
 
 /// One history bucket of one battery, in display units.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -387,8 +461,8 @@ pub struct BatteryPoint {
     pub current_a: Option<Range>,
     pub power_w: Option<Range>,
     pub soc_pct: Option<Range>,
-    /// `mos`, `t1` … `t5`: averages.
-    pub temperatures_c: Map<String, Value>,
+    /// Averages of the sensors that reported in the bucket.
+    pub temperatures_c: TemperaturesC,
     pub cell_min_v: Option<f64>,
     pub cell_max_v: Option<f64>,
     pub cell_delta_v: Option<Range>,
@@ -454,7 +528,7 @@ pub fn history(
     };
     let width_ms = bucket_s * 1000;
     let mut batteries = Vec::new();
-    for b in &config.batteries {
+    for b in &self::batteries(conn, config)? {
         if !positions.is_empty() && !positions.contains(&b.position) {
             continue;
         }
@@ -519,15 +593,16 @@ fn point(start_ms: i64, b: &Bucket) -> BatteryPoint {
             max: round(s.max * scale),
         })
     };
-    let mut temperatures_c = Map::new();
-    for (name, s) in ["mos", "t1", "t2", "t3", "t4", "t5"]
-        .iter()
-        .zip(&b.temps_dc)
-    {
-        if let Some(avg) = s.avg() {
-            temperatures_c.insert((*name).into(), Value::from(round(avg / 10.0)));
-        }
-    }
+    // `temps_dc` is mos, t1 … t5
+    let t = |i: usize| b.temps_dc[i].avg().map(|avg| round(avg / 10.0));
+    let temperatures_c = TemperaturesC {
+        mos: t(0),
+        t1: t(1),
+        t2: t(2),
+        t3: t(3),
+        t4: t(4),
+        t5: t(5),
+    };
     BatteryPoint {
         t: DateTime::from_timestamp_millis(start_ms).unwrap_or_default(),
         samples: b.samples,

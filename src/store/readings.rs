@@ -195,6 +195,12 @@ pub struct CreatedAt {
 
 /// Reads a `created_at` in any form the monitor's writers use: ISO 8601 with an offset or `Z`,
 /// or naive (UTC), with `T` or a space, with or without a fraction.
+/// `created_at` as the inverter monitor writes it: ISO 8601 with an offset, or without one
+/// (then UTC, as its BMS branch wrote it).
+pub fn parse_utc(s: &str) -> Option<DateTime<Utc>> {
+    parse(s).map(|c| c.utc)
+}
+
 pub fn parse(s: &str) -> Option<CreatedAt> {
     let s = s.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {

@@ -13,6 +13,7 @@
 //! logged and retried at the next interval with everything kept; only a run of failures long
 //! enough to mean the database is gone ends the writer, and with it the service.
 
+use crate::session::State;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
@@ -43,7 +44,7 @@ pub enum Message {
     },
     State {
         position: usize,
-        state: String,
+        state: State,
         detail: String,
         /// The BMS is offline (not merely between two periodic readings): its readings keys
         /// stop being merged at once.
@@ -199,7 +200,7 @@ fn run(
                 detail,
                 offline,
             }) => {
-                if state == "disconnected" {
+                if state == State::Disconnected {
                     first.insert(position);
                 }
                 if offline {
@@ -210,7 +211,7 @@ fn run(
                         );
                     }
                 }
-                if let Err(e) = store.set_state(position, &state, &detail, super::now_ms()) {
+                if let Err(e) = store.set_state(position, state, &detail, super::now_ms()) {
                     tracing::warn!("could not record battery {position}'s state: {e}");
                 }
                 continue;

@@ -14,6 +14,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use futures_util::future::BoxFuture;
+use sim::SimConfig;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
@@ -126,6 +127,31 @@ pub struct Peer {
     pub chunks: mpsc::Sender<Vec<u8>>,
 }
 
+/// One BMS to read: its name in logs and views, and where it is: a Bluetooth address, a serial
+/// port, or an address on an RS485 bus (none of them for the simulated BMS).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BatteryConfig {
+    pub name: String,
+    pub address: Option<ble::MacAddress>,
+    /// `JK_BMS_SERIAL_PORT` for the serial and RS485 transports.
+    pub port: Option<std::path::PathBuf>,
+    /// The pack's DIP-switch address on the RS485 bus.
+    pub rs485_address: Option<u8>,
+}
+
+impl BatteryConfig {
+    /// Where the BMS is, as the store and the views show it: `C8:47:80:12:AD:71`,
+    /// `/dev/ttyUSB0`, or `/dev/ttyUSB0 #2` for RS485 address 2.
+    pub fn location(&self) -> Option<String> {
+        match (&self.address, &self.port, self.rs485_address) {
+            (Some(a), _, _) => Some(a.to_string()),
+            (None, Some(p), Some(n)) => Some(format!("{} #{n}", p.display())),
+            (None, Some(p), None) => Some(p.display().to_string()),
+            (None, None, _) => None,
+        }
+    }
+}
+
 /// The connectors for every configured BMS, and what must be released on exit. On an RS485
 /// network one connector (the bus's port) serves every pack: it is in `connectors[0]`.
 pub struct Fleet {
@@ -145,18 +171,34 @@ impl Fleet {
     }
 }
 
-/// Builds one connector per battery for the configured transport (one Bluetooth adapter shared
+/// What [`connect_all`] needs: the transport and its own settings (the configuration
+/// describes them; the service hands them over).
+#[derive(Debug, Clone, Copy)]
+pub struct Plan<'a> {
+    pub kind: TransportKind,
+    /// The simulated BMS's settings (`JK_SIM_*`); battery N gets the seed plus N.
+    pub sim: &'a SimConfig,
+    /// The serial port of the serial and RS485 transports.
+    pub port: Option<&'a serial::PortConfig>,
+}
+
+/// The name of the link an RS485 network's packs share, in logs and `/metrics`.
+pub fn bus_name(port: &std::path::Path) -> String {
+    format!("RS485 bus on {}", port.display())
+}
+
+/// Builds one connector per battery for the planned transport (one Bluetooth adapter shared
 /// by all). Fails early when Bluetooth itself is unusable.
 pub async fn connect_all(
-    config: &crate::config::Config,
-    batteries: &[crate::config::BatteryConfig],
+    plan: Plan<'_>,
+    batteries: &[BatteryConfig],
 ) -> Result<Fleet, TransportError> {
     use std::sync::Arc;
-    match config.transport {
+    match plan.kind {
         TransportKind::Sim => Ok(Fleet {
             connectors: (0..batteries.len())
                 .map(|i| {
-                    let mut sim = config.sim.clone();
+                    let mut sim = plan.sim.clone();
                     sim.seed = sim.seed.wrapping_add(i as u64);
                     Arc::new(sim::SimConnector(sim)) as Arc<dyn Connector>
                 })
@@ -185,13 +227,12 @@ pub async fn connect_all(
             })
         }
         TransportKind::Serial | TransportKind::Rs485 => {
-            let port = config
-                .wire
+            let port = plan
                 .port
-                .clone()
-                .ok_or(TransportError::NotAvailable(config.transport))?;
-            let name = if config.transport == TransportKind::Rs485 {
-                format!("RS485 bus on {}", port.path.display())
+                .cloned()
+                .ok_or(TransportError::NotAvailable(plan.kind))?;
+            let name = if plan.kind == TransportKind::Rs485 {
+                bus_name(&port.path)
             } else {
                 batteries
                     .first()

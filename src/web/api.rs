@@ -54,21 +54,12 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Result<Response, Stor
 }
 
 pub async fn batteries(State(state): State<Arc<AppState>>) -> Result<Response, StoreError> {
-    let config = state.read.clone();
-    let view = state
-        .readers
-        .run(move |c| read::status(c, &config, Utc::now()))
-        .await?;
+    let view = state.readers.status(&state.read).await?;
     Ok(Json(view.batteries).into_response())
 }
 
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
-    let config = state.read.clone();
-    let view = match state
-        .readers
-        .run(move |c| read::status(c, &config, Utc::now()))
-        .await
-    {
+    let view = match state.readers.status(&state.read).await     {
         Ok(v) => v,
         Err(e) => {
             return (
@@ -78,7 +69,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
                 .into_response()
         }
     };
-    let limit = state.read.freshness.as_secs_f64();
+    let limit = state.read.liveness.freshness.as_secs_f64();
     let problems: Vec<String> = view
         .batteries
         .iter()
@@ -163,7 +154,13 @@ pub async fn history(
             }
         },
     };
-    let known: Vec<usize> = state.read.batteries.iter().map(|b| b.position).collect();
+    let known: Vec<usize> = state
+        .readers
+        .batteries(&state.read)
+        .await?
+        .iter()
+        .map(|b| b.position)
+        .collect();
     let positions: Vec<usize> = match q.get("battery").filter(|v| !v.is_empty()) {
         None => Vec::new(),
         Some(v) => {

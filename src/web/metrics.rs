@@ -14,26 +14,20 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
+use super::AppState;
+use crate::report::json::SnapshotJson;
+use crate::store::read::{BatteryView, StatusView};
+use crate::store::StoreError;
+use crate::telemetry::Telemetry;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
-
-use super::AppState;
-use crate::store::StoreError;
-
-use crate::store::read::StatusView;
-use crate::telemetry::Telemetry;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// `GET /metrics`: read fresh on every scrape (Prometheus sets the pace).
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, StoreError> {
-    let config = state.read.clone();
-    let status = state
-        .readers
-        .run(move |c| crate::store::read::status(c, &config, chrono::Utc::now()))
-        .await?;
+    let status = state.readers.status(&state.read).await?;
     let telemetry = state.telemetry.clone();
     let text = render(&status, telemetry.as_deref(), Process::read().as_ref());
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
@@ -89,119 +83,118 @@ impl Out {
 struct Gauge {
     name: &'static str,
     help: &'static str,
-    field: &'static str,
+    field: fn(&SnapshotJson) -> Option<f64>,
 }
 
-const fn g(name: &'static str, field: &'static str, help: &'static str) -> Gauge {
+const fn g(
+    name: &'static str,
+    field: fn(&SnapshotJson) -> Option<f64>,
+    help: &'static str,
+) -> Gauge {
     Gauge { name, help, field }
+}
+
+fn flag(v: Option<bool>) -> Option<f64> {
+    v.map(|on| if on { 1.0 } else { 0.0 })
 }
 
 const GAUGES: [Gauge; 19] = [
     g(
         "jkmon_battery_voltage_volts",
-        "total_voltage_v",
+        |s| Some(s.cell_info.total_voltage_v),
         "Pack voltage.",
     ),
     g(
         "jkmon_battery_current_amperes",
-        "current_a",
+        |s| s.cell_info.current_a,
         "Pack current: positive charging, negative discharging.",
     ),
     g(
         "jkmon_battery_power_watts",
-        "power_w",
+        |s| s.cell_info.power_w,
         "Pack power, signed like the current.",
     ),
     g(
         "jkmon_battery_soc_percent",
-        "soc_effective_pct",
+        |s| s.soc_effective_pct,
         "State of charge as jkmon shows it (see soc_source in the API).",
     ),
     g(
         "jkmon_battery_bms_soc_percent",
-        "soc_pct",
+        |s| s.cell_info.soc_pct.map(f64::from),
         "State of charge as the BMS computes it.",
     ),
     g(
         "jkmon_battery_soh_percent",
-        "soh_pct",
+        |s| s.cell_info.soh_pct.map(f64::from),
         "State of health reported by the BMS.",
     ),
     g(
         "jkmon_battery_remaining_capacity_amp_hours",
-        "remaining_capacity_ah",
+        |s| s.cell_info.remaining_capacity_ah,
         "Remaining capacity.",
     ),
     g(
         "jkmon_battery_nominal_capacity_amp_hours",
-        "nominal_capacity_ah",
+        |s| s.cell_info.nominal_capacity_ah,
         "Full-charge capacity set in the BMS.",
     ),
     g(
         "jkmon_battery_cycle_capacity_amp_hours",
-        "cycle_capacity_ah",
+        |s| s.cell_info.cycle_capacity_ah,
         "Charge cycled through the battery, as the BMS counts it.",
     ),
     g(
         "jkmon_battery_cycles",
-        "cycle_count",
+        |s| s.cell_info.cycle_count.map(f64::from),
         "Charge cycles counted by the BMS.",
     ),
     g(
         "jkmon_battery_cell_min_volts",
-        "cell_min_v",
+        |s| s.cell_info.cell_min_v,
         "Lowest cell voltage.",
     ),
     g(
         "jkmon_battery_cell_max_volts",
-        "cell_max_v",
+        |s| s.cell_info.cell_max_v,
         "Highest cell voltage.",
     ),
     g(
         "jkmon_battery_cell_avg_volts",
-        "cell_avg_v",
+        |s| s.cell_info.cell_avg_v,
         "Average cell voltage.",
     ),
     g(
         "jkmon_battery_cell_delta_volts",
-        "cell_delta_v",
+        |s| s.cell_info.cell_delta_v,
         "Highest minus lowest cell voltage.",
     ),
     g(
         "jkmon_battery_balance_current_amperes",
-        "balance_current_a",
+        |s| s.cell_info.balance_current_a,
         "Balancer current.",
     ),
     g(
         "jkmon_battery_balancing",
-        "balancing",
+        |s| flag(Some(s.cell_info.balancing)),
         "1 while the balancer is working.",
     ),
     g(
         "jkmon_battery_charging_enabled",
-        "charging_enabled",
+        |s| flag(s.cell_info.charging_enabled),
         "1 while the charge switch (MOSFET) is on.",
     ),
     g(
         "jkmon_battery_discharging_enabled",
-        "discharging_enabled",
+        |s| flag(s.cell_info.discharging_enabled),
         "1 while the discharge switch (MOSFET) is on.",
     ),
     g(
         "jkmon_battery_uptime_seconds",
-        "uptime_s",
+        |s| s.cell_info.uptime_s.map(f64::from),
         "Time since the BMS started.",
     ),
 ];
-
-/// A JSON value as a sample value (`true` = 1).
-fn value(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
-        _ => None,
-    }
-}
 
 /// The exposition of `status`, `telemetry` (when this process runs the sessions) and
 /// `process` (when it could be read).
@@ -219,17 +212,40 @@ pub fn render(
         &[("version", env!("CARGO_PKG_VERSION"))],
         1.0,
     );
-    let batteries: Vec<(String, &crate::store::read::BatteryView)> = status
+    let batteries: Vec<(String, &BatteryView)> = status
         .batteries
         .iter()
         .map(|b| (b.position.to_string(), b))
         .collect();
+    presence(&mut out, &batteries);
+    // only batteries that are online show values
+    let live: Vec<Live> = batteries
+        .iter()
+        .filter(|(_, b)| b.online)
+        .filter_map(|(pos, b)| Some((pos.as_str(), b.name.as_str(), b.snapshot.as_ref()?)))
+        .collect();
+    gauges(&mut out, &live);
+    per_item(&mut out, &live);
+    if let Some(t) = telemetry {
+        links(&mut out, t);
+    }
+    if let Some(p) = process {
+        process_metrics(&mut out, p);
+    }
+    out.text
+}
+
+/// An online battery's position label, name and snapshot.
+type Live<'a> = (&'a str, &'a str, &'a SnapshotJson);
+
+/// Whether each battery is online, and when its latest reading was taken.
+fn presence(out: &mut Out, batteries: &[(String, &BatteryView)]) {
     out.family(
         "jkmon_battery_online",
         "gauge",
         "1 while the battery delivers fresh readings.",
     );
-    for (pos, b) in &batteries {
+    for (pos, b) in batteries {
         let online = if b.online { 1.0 } else { 0.0 };
         out.sample(
             "jkmon_battery_online",
@@ -242,23 +258,21 @@ pub fn render(
         "gauge",
         "When the battery's latest reading was taken (Unix time).",
     );
-    for (pos, b) in &batteries {
+    for (pos, b) in batteries {
         if let Some(t) = b.taken_at {
             let at = t.timestamp_millis() as f64 / 1000.0;
             let labels = [("battery", pos.as_str()), ("name", b.name.as_str())];
             out.sample("jkmon_battery_last_reading_timestamp_seconds", &labels, at);
         }
     }
-    // only batteries that are online show values
-    let live: Vec<(&str, &str, &Value)> = batteries
-        .iter()
-        .filter(|(_, b)| b.online)
-        .filter_map(|(pos, b)| Some((pos.as_str(), b.name.as_str(), b.snapshot.as_ref()?)))
-        .collect();
+}
+
+/// One family per [`GAUGES`] entry that some online battery reports.
+fn gauges(out: &mut Out, live: &[Live]) {
     for gauge in &GAUGES {
         let samples: Vec<(&str, &str, f64)> = live
             .iter()
-            .filter_map(|(pos, name, s)| Some((*pos, *name, value(s.get(gauge.field)?)?)))
+            .filter_map(|(pos, name, s)| Some((*pos, *name, (gauge.field)(s)?)))
             .collect();
         if samples.is_empty() {
             continue;
@@ -268,142 +282,157 @@ pub fn render(
             out.sample(gauge.name, &[("battery", pos), ("name", name)], v);
         }
     }
-    let per_item =
-        |out: &mut Out, name: &str, help: &str, field: &str, label: &str, one_based: bool| {
-            let mut first = true;
-            for (pos, battery, s) in &live {
-                let items: Vec<(String, f64)> = match s.get(field) {
-                    Some(Value::Array(a)) => a
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, v)| {
-                            Some(((i + usize::from(one_based)).to_string(), value(v)?))
-                        })
-                        .collect(),
-                    Some(Value::Object(o)) => o
-                        .iter()
-                        .filter_map(|(k, v)| Some((k.clone(), value(v)?)))
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                for (key, v) in items {
-                    if first {
-                        out.family(name, "gauge", help);
-                        first = false;
-                    }
-                    out.sample(
-                        name,
-                        &[("battery", pos), ("name", battery), (label, &key)],
-                        v,
-                    );
+}
+
+/// A family with one sample per item of each battery (a cell, a probe, an alarm group).
+struct PerItem {
+    name: &'static str,
+    help: &'static str,
+    /// The item's label.
+    label: &'static str,
+    items: fn(&SnapshotJson) -> Vec<(String, f64)>,
+}
+
+/// `values` labelled 1, 2, … (cell 1 first).
+fn numbered(values: &[f64]) -> Vec<(String, f64)> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| ((i + 1).to_string(), *v))
+        .collect()
+}
+
+const PER_ITEM: [PerItem; 4] = [
+    PerItem {
+        name: "jkmon_battery_cell_voltage_volts",
+        help: "Voltage of each cell (cell 1 first).",
+        label: "cell",
+        items: |s| numbered(&s.cell_info.cell_voltages_v),
+    },
+    PerItem {
+        name: "jkmon_battery_cell_resistance_ohms",
+        help: "Resistance of each cell's wire as the BMS measures it.",
+        label: "cell",
+        items: |s| numbered(&s.cell_info.cell_resistances_ohm),
+    },
+    PerItem {
+        name: "jkmon_battery_temperature_celsius",
+        help: "Temperature of each probe (mos = the BMS's own sensor).",
+        label: "sensor",
+        items: |s| {
+            s.cell_info
+                .temperatures_c
+                .present()
+                .map(|(k, t)| (k.to_string(), t))
+                .collect()
+        },
+    },
+    PerItem {
+        name: "jkmon_battery_alarm",
+        help: "1 while an alarm of the group is raised.",
+        label: "group",
+        items: |s| {
+            s.alarm_groups
+                .iter()
+                .map(|(g, raised)| (g.to_string(), if *raised { 1.0 } else { 0.0 }))
+                .collect()
+        },
+    },
+];
+
+fn per_item(out: &mut Out, live: &[Live]) {
+    for family in &PER_ITEM {
+        let mut first = true;
+        for (pos, battery, s) in live {
+            for (key, v) in (family.items)(s) {
+                if first {
+                    out.family(family.name, "gauge", family.help);
+                    first = false;
                 }
-            }
-        };
-    per_item(
-        &mut out,
-        "jkmon_battery_cell_voltage_volts",
-        "Voltage of each cell (cell 1 first).",
-        "cell_voltages_v",
-        "cell",
-        true,
-    );
-    per_item(
-        &mut out,
-        "jkmon_battery_cell_resistance_ohms",
-        "Resistance of each cell's wire as the BMS measures it.",
-        "cell_resistances_ohm",
-        "cell",
-        true,
-    );
-    per_item(
-        &mut out,
-        "jkmon_battery_temperature_celsius",
-        "Temperature of each probe (mos = the BMS's own sensor).",
-        "temperatures_c",
-        "sensor",
-        false,
-    );
-    per_item(
-        &mut out,
-        "jkmon_battery_alarm",
-        "1 while an alarm of the group is raised.",
-        "alarm_groups",
-        "group",
-        false,
-    );
-    if let Some(t) = telemetry {
-        let links = t.links();
-        for (name, help, pick) in [
-            (
-                "jkmon_frames_decoded_total",
-                "Frames that passed their checks and decoded.",
-                0,
-            ),
-            (
-                "jkmon_frames_rejected_total",
-                "Frames (or bytes) that failed their checks.",
-                1,
-            ),
-            (
-                "jkmon_reconnects_total",
-                "Retries after a lost connection or a failed attempt.",
-                2,
-            ),
-        ] {
-            out.family(name, "counter", help);
-            for l in &links {
-                let v = [l.frames_decoded, l.frames_rejected, l.reconnects][pick];
-                out.sample(name, &[("link", &l.link)], v as f64);
+                out.sample(
+                    family.name,
+                    &[("battery", pos), ("name", battery), (family.label, &key)],
+                    v,
+                );
             }
         }
     }
-    if let Some(p) = process {
-        let metrics = [
-            (
-                "process_cpu_seconds_total",
-                "counter",
-                "Total user and system CPU time spent in seconds.",
-                Some(p.cpu_s),
-            ),
-            (
-                "process_resident_memory_bytes",
-                "gauge",
-                "Resident memory size in bytes.",
-                p.resident_bytes,
-            ),
-            (
-                "process_virtual_memory_bytes",
-                "gauge",
-                "Virtual memory size in bytes.",
-                p.virtual_bytes,
-            ),
-            (
-                "process_start_time_seconds",
-                "gauge",
-                "Start time of the process since unix epoch in seconds.",
-                Some(p.start_time_s),
-            ),
-            (
-                "process_open_fds",
-                "gauge",
-                "Number of open file descriptors.",
-                p.open_fds,
-            ),
-            (
-                "process_max_fds",
-                "gauge",
-                "Maximum number of open file descriptors.",
-                p.max_fds,
-            ),
-        ];
-        for (name, kind, help, v) in metrics {
-            if let Some(v) = v {
-                out.family(name, kind, help);
-                out.sample(name, &[], v);
-            }
+}
+
+/// The counters of each link this process runs.
+fn links(out: &mut Out, t: &Telemetry) {
+    let links = t.links();
+    for (name, help, pick) in [
+        (
+            "jkmon_frames_decoded_total",
+            "Frames that passed their checks and decoded.",
+            0,
+        ),
+        (
+            "jkmon_frames_rejected_total",
+            "Frames (or bytes) that failed their checks.",
+            1,
+        ),
+        (
+            "jkmon_reconnects_total",
+            "Retries after a lost connection or a failed attempt.",
+            2,
+        ),
+    ] {
+        out.family(name, "counter", help);
+        for l in &links {
+            let v = [l.frames_decoded, l.frames_rejected, l.reconnects][pick];
+            out.sample(name, &[("link", &l.link)], v as f64);
         }
     }
-    out.text
+}
+
+/// The standard `process_*` metrics.
+fn process_metrics(out: &mut Out, p: &Process) {
+    let metrics = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            Some(p.cpu_s),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            p.resident_bytes,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            p.virtual_bytes,
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            Some(p.start_time_s),
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            p.open_fds,
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            p.max_fds,
+        ),
+    ];
+    for (name, kind, help, v) in metrics {
+        if let Some(v) = v {
+            out.family(name, kind, help);
+            out.sample(name, &[], v);
+        }
+    }
 }
 
 /// This process as Linux's `/proc` describes it.
@@ -472,15 +501,15 @@ impl Process {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::read::BatteryView;
-    use serde_json::json;
+    use crate::report::json::TemperaturesC;
+    use crate::session::State;
 
     fn battery(position: usize, name: &str, online: bool) -> BatteryView {
         BatteryView {
             position,
             name: name.into(),
             address: None,
-            state: "streaming".into(),
+            state: State::Streaming,
             state_detail: None,
             online,
             taken_at: Some(chrono::Utc::now()),
@@ -489,15 +518,21 @@ mod tests {
             hardware_version: None,
             software_version: None,
             serial_number: None,
-            snapshot: Some(json!({
-                "total_voltage_v": 53.125,
-                "current_a": -4.5,
-                "balancing": true,
-                "cell_voltages_v": [3.32, 3.321],
-                "temperatures_c": {"mos": 24.5, "t1": -3.0},
-                "alarm_groups": {"cell": false, "temperature": true},
-                "soh_pct": null
-            })),
+            snapshot: Some({
+                let mut s = SnapshotJson::example();
+                let c = &mut s.cell_info;
+                (c.total_voltage_v, c.current_a) = (53.125, Some(-4.5));
+                c.balancing = true;
+                c.cell_voltages_v = vec![3.32, 3.321];
+                c.temperatures_c = TemperaturesC {
+                    mos: Some(24.5),
+                    t1: Some(-3.0),
+                    ..TemperaturesC::default()
+                };
+                c.soh_pct = None;
+                s.alarm_groups = [("cell".into(), false), ("temperature".into(), true)].into();
+                s
+            }),
         }
     }
 

@@ -141,16 +141,8 @@ impl AppState {
                 return Ok(c.body.clone());
             }
         }
-        let config = self.read.clone();
-        let body = self
-            .readers
-            .run(move |c| {
-                let view = crate::store::read::status(c, &config, chrono::Utc::now())?;
-                Ok(axum::body::Bytes::from(
-                    serde_json::to_vec(&view).unwrap_or_default(),
-                ))
-            })
-            .await?;
+        let view = self.readers.status(&self.read).await?;
+        let body = axum::body::Bytes::from(serde_json::to_vec(&view).unwrap_or_default());
         *self.status.lock().expect("cache lock") = Some(Cached {
             at: std::time::Instant::now(),
             body: body.clone(),

@@ -103,10 +103,14 @@ pub async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
+    let batteries = match state.readers.batteries(&state.read).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     render(Dashboard {
         version: VERSION,
         page: "dashboard",
-        batteries: &state.read.batteries,
+        batteries: &batteries,
         status_json: String::from_utf8_lossy(&status).into_owned(),
         live_ms: state.page.live.as_millis(),
         delta_warn_mv: state.page.delta_warn_mv,
@@ -115,14 +119,16 @@ pub async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub async fn charts(State(state): State<Arc<AppState>>) -> Response {
+    let batteries = match state.readers.batteries(&state.read).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     render(Charts {
         version: VERSION,
         page: "charts",
-        batteries: &state.read.batteries,
+        batteries: &batteries,
         batteries_json: serde_json::to_string(
-            &state
-                .read
-                .batteries
+            &batteries
                 .iter()
                 .map(|b| serde_json::json!({"position": b.position, "name": b.name}))
                 .collect::<Vec<_>>(),
