@@ -27,10 +27,10 @@ use crate::session::bus::{BusPack, BusSession, BusTiming};
 use crate::session::{EventKind, Liveness, Session, SessionEvent, Watchdog};
 use crate::store::inverter::Aggregator;
 use crate::store::read::{ReadConfig, Readers};
+use crate::store::sim_inverter::SimInverter;
 use crate::store::writer::{Message, Writer};
 use crate::store::{Battery, Store};
 use crate::telemetry::Telemetry;
-use crate::transport::sim::inverter::SimInverter;
 use crate::transport::{self, Fleet, TransportKind};
 use crate::web::{self, AppState, WebConfig};
 

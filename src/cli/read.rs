@@ -99,14 +99,9 @@ async fn read_one(
     tracing::info!(bms = %battery.name, transport = %config.transport, "connecting");
     let estimator = soc::estimator(config.soc_source, &config.soc_curve);
     let result = async {
-        let mut link = match tokio::time::timeout_at(
-            deadline + Duration::from_millis(500),
-            connector.connect(deadline),
-        )
-        .await
-        {
-            Ok(link) => link?,
-            Err(_) => {
+        let mut link = match transport::connect_by(connector.as_ref(), deadline).await {
+            Some(link) => link?,
+            None => {
                 return Err(anyhow::anyhow!(
                     "could not connect to {} within {} s; usual causes: the BMS is out of range or asleep, the JK phone app is connected (a JK BMS accepts one connection at a time: force-close the app), or the Bluetooth adapter is off",
                     battery.name,

@@ -1,29 +1,34 @@
 //! The one typed configuration, read once from the environment (after `.env` is loaded) and
 //! validated at start-up. A bad value names its variable, the value, and the expected form.
 
+mod alerts;
+mod bms;
 pub mod devices_file;
+mod env;
 pub mod mqtt;
+mod store;
+mod web;
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::alerts::{AlertConfig, CellLevels, NotifyConfig};
+use crate::alerts::{AlertConfig, NotifyConfig};
 use crate::battery::soc::{SocSource, VoltageCurve};
-use crate::protocol::{Variant, VariantChoice};
+use crate::protocol::VariantChoice;
 use crate::session::bus::BusMode;
-use crate::session::{ConnectMode, Dialogue, SessionConfig};
-use crate::store::{Retention, StoreConfig};
+use crate::session::SessionConfig;
+use crate::store::StoreConfig;
 use crate::telegram::TelegramConfig;
 use crate::transport::ble::MacAddress;
-use crate::transport::serial::{PortConfig, DEFAULT_BAUD};
-use crate::transport::sim::{Fragmentation, SimConfig};
+use crate::transport::serial::PortConfig;
+use crate::transport::sim::SimConfig;
 pub use crate::transport::BatteryConfig;
 use crate::transport::TransportKind;
 use crate::web::WebConfig;
 pub use devices_file::{DevicesFile, DevicesFileError};
+use env::Env;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -379,433 +384,38 @@ impl Config {
         Config::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads through `lookup` (tests pass a map).
+    /// Reads through `lookup` (tests pass a map), section by section.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |var: &'static str| {
-            lookup(var)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        fn parse<T: FromStr<Err = String>>(var: &'static str, v: &str) -> Result<T, ConfigError> {
-            v.parse().map_err(|problem| ConfigError::Invalid {
-                var,
-                value: v.to_string(),
-                problem,
-            })
-        }
-        fn number<T>(
-            var: &'static str,
-            v: &str,
-            range: std::ops::RangeInclusive<T>,
-            example: &str,
-        ) -> Result<T, ConfigError>
-        where
-            T: FromStr + PartialOrd + std::fmt::Display + Copy,
-        {
-            let invalid = |problem: String| ConfigError::Invalid {
-                var,
-                value: v.to_string(),
-                problem,
-            };
-            let n: T = v
-                .parse()
-                .map_err(|_| invalid(format!("expected a whole number like {example}")))?;
-            if !range.contains(&n) {
-                return Err(invalid(format!(
-                    "must be between {} and {}",
-                    range.start(),
-                    range.end()
-                )));
-            }
-            Ok(n)
-        }
-
-        let mut sim = SimConfig::default();
-        if let Some(v) = get("JK_SIM_CELLS") {
-            sim.cells = number("JK_SIM_CELLS", &v, 4u8..=24, "16")?;
-        }
-        if let Some(v) = get("JK_SIM_CAPACITY_AH") {
-            sim.capacity_ah = number("JK_SIM_CAPACITY_AH", &v, 1u32..=10_000, "280")?;
-        }
-        if let Some(v) = get("JK_SIM_VARIANT") {
-            sim.variant = match parse::<VariantChoice>("JK_SIM_VARIANT", &v)? {
-                VariantChoice::Fixed(x @ (Variant::Jk02_24s | Variant::Jk02_32s)) => x,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        var: "JK_SIM_VARIANT",
-                        value: v,
-                        problem: "the simulator speaks jk02_32s or jk02_24s".into(),
-                    })
-                }
-            };
-        }
-        if let Some(v) = get("JK_SIM_SEED") {
-            sim.seed = number("JK_SIM_SEED", &v, 0u64..=u64::MAX, "42")?;
-        }
-        if let Some(v) = get("JK_SIM_INTERVAL_MS") {
-            sim.frame_interval =
-                Duration::from_millis(number("JK_SIM_INTERVAL_MS", &v, 10u64..=60_000, "500")?);
-        }
-        if let Some(v) = get("JK_SIM_PERIOD_SEC") {
-            sim.profile_period =
-                Duration::from_secs(number("JK_SIM_PERIOD_SEC", &v, 10u64..=604_800, "600")?);
-        }
-        if let Some(v) = get("JK_SIM_FRAGMENTATION") {
-            sim.fragmentation = parse::<Fragmentation>("JK_SIM_FRAGMENTATION", &v)?;
-        }
-        fn seconds(
-            var: &'static str,
-            v: &str,
-            range: std::ops::RangeInclusive<f64>,
-        ) -> Result<Duration, ConfigError> {
-            let invalid = |problem: String| ConfigError::Invalid {
-                var,
-                value: v.to_string(),
-                problem,
-            };
-            let n: f64 = v
-                .parse()
-                .map_err(|_| invalid("expected a number of seconds like 1 or 0.5".into()))?;
-            if !range.contains(&n) {
-                return Err(invalid(format!(
-                    "must be between {} and {} seconds",
-                    range.start(),
-                    range.end()
-                )));
-            }
-            Ok(Duration::from_secs_f64(n))
-        }
-
-        let addresses = get("JK_BMS_ADDRESS")
-            .map(|v| parse_addresses(&v))
-            .transpose()?
-            .unwrap_or_default();
-        let transport: TransportKind = get("JK_BMS_TRANSPORT")
-            .map(|v| parse("JK_BMS_TRANSPORT", &v))
-            .transpose()?
-            .unwrap_or_default();
-        let mut wire = WireConfig {
-            port: None,
-            rs485_addresses: get("JK_RS485_ADDRESSES")
-                .map(|v| parse_rs485_addresses(&v))
-                .transpose()?
-                .unwrap_or_default(),
-            rs485_mode: get("JK_RS485_MODE")
-                .map(|v| parse("JK_RS485_MODE", &v))
-                .transpose()?
-                .unwrap_or_default(),
-        };
-        let baud = match get("JK_BMS_BAUD") {
-            Some(v) => number("JK_BMS_BAUD", &v, 1_200u32..=4_000_000, "115200")?,
-            None => DEFAULT_BAUD,
-        };
-        if let Some(path) = get("JK_BMS_SERIAL_PORT") {
-            wire.port = Some(PortConfig {
-                path: PathBuf::from(path),
-                baud,
-            });
-        }
-        let wired = matches!(transport, TransportKind::Serial | TransportKind::Rs485);
-        if wired && wire.port.is_none() {
-            return Err(ConfigError::Invalid {
-                var: "JK_BMS_SERIAL_PORT",
-                value: String::new(),
-                problem: format!(
-                    "JK_BMS_TRANSPORT={transport} needs the port the adapter is on, like JK_BMS_SERIAL_PORT=/dev/ttyUSB0 (`ls -l /dev/serial/by-id/` lists them)"
-                ),
-            });
-        }
-        if transport == TransportKind::Rs485 && wire.rs485_addresses.is_empty() {
-            return Err(ConfigError::Invalid {
-                var: "JK_RS485_ADDRESSES",
-                value: String::new(),
-                problem: "JK_BMS_TRANSPORT=rs485 needs the packs' DIP-switch addresses, like JK_RS485_ADDRESSES=1,2,3".into(),
-            });
-        }
-        let names = match get("JK_BMS_NAMES") {
-            Some(v) => match transport {
-                TransportKind::Serial => parse_names(&v, 1, "BMS on JK_BMS_SERIAL_PORT")?,
-                TransportKind::Rs485 => parse_names(
-                    &v,
-                    wire.rs485_addresses.len(),
-                    "address(es) in JK_RS485_ADDRESSES",
-                )?,
-                _ if addresses.is_empty() => {
-                    return Err(ConfigError::Invalid {
-                        var: "JK_BMS_NAMES",
-                        value: v,
-                        problem: "names need addresses: set JK_BMS_ADDRESS too (the devices file carries its own names)".into(),
-                    })
-                }
-                _ => parse_names(&v, addresses.len(), "address(es) in JK_BMS_ADDRESS")?,
-            },
-            None => Vec::new(),
-        };
-        let mut session = SessionConfig::default();
-        if let Some(v) = get("JK_BMS_CONNECT_MODE") {
-            session.mode = parse::<ConnectMode>("JK_BMS_CONNECT_MODE", &v)?;
-        }
-        if let Some(v) = get("JK_BMS_POLL_INTERVAL") {
-            session.poll_interval = seconds("JK_BMS_POLL_INTERVAL", &v, 0.1..=86_400.0)?;
-        }
-        if let Some(v) = get("JK_BMS_STALE_SEC") {
-            session.stale =
-                Duration::from_secs(number("JK_BMS_STALE_SEC", &v, 1u64..=3_600, "30")?);
-        }
-        if let Some(v) = get("JK_BMS_CONNECT_TIMEOUT_SEC") {
-            session.connect_timeout =
-                Duration::from_secs(number("JK_BMS_CONNECT_TIMEOUT_SEC", &v, 1u64..=600, "20")?);
-        }
-        if wired {
-            session.dialogue = Dialogue::Serial;
-        }
-        if let Some(v) = get("JK_BMS_RESPONSE_TIMEOUT_MS") {
-            session.response_timeout = Duration::from_millis(number(
-                "JK_BMS_RESPONSE_TIMEOUT_MS",
-                &v,
-                20u64..=60_000,
-                "1000",
-            )?);
-        }
-        if let Some(v) = get("JK_BMS_RETRY_MIN_SEC") {
-            session.retry_min = seconds("JK_BMS_RETRY_MIN_SEC", &v, 0.05..=600.0)?;
-        }
-        if let Some(v) = get("JK_BMS_RETRY_MAX_SEC") {
-            session.retry_max = seconds("JK_BMS_RETRY_MAX_SEC", &v, 0.05..=3_600.0)?;
-        }
-        if session.retry_min > session.retry_max {
-            return Err(ConfigError::Invalid {
-                var: "JK_BMS_RETRY_MIN_SEC",
-                value: format!("{}", session.retry_min.as_secs_f64()),
-                problem: format!(
-                    "must not exceed JK_BMS_RETRY_MAX_SEC ({} s)",
-                    session.retry_max.as_secs_f64()
-                ),
-            });
-        }
-        let watchdog = match get("BMS_TIMEOUT_SEC") {
-            Some(v) => match number("BMS_TIMEOUT_SEC", &v, 0u64..=604_800, "600")? {
-                0 => None,
-                n => Some(Duration::from_secs(n)),
-            },
-            None => Some(Duration::from_secs(600)),
-        };
-        let mut store = StoreConfig {
-            interval: session.poll_interval,
-            freshness: session.stale
-                + session.poll_interval
-                    * if session.mode == ConnectMode::Periodic {
-                        2
-                    } else {
-                        1
-                    },
-            ..StoreConfig::default()
-        };
-        if let Some(v) = get("DB_BUSY_TIMEOUT_MS") {
-            store.busy_timeout =
-                Duration::from_millis(number("DB_BUSY_TIMEOUT_MS", &v, 100u64..=600_000, "5000")?);
-        }
-        if let Some(v) = get("INVERTER_TIMEOUT_SEC") {
-            store.inverter_timeout = seconds("INVERTER_TIMEOUT_SEC", &v, 1.0..=86_400.0)?;
-        }
-        if let Some(v) = get("JKMON_OWN_ROWS") {
-            store.own_rows = parse("JKMON_OWN_ROWS", &v)?;
-        }
-        let days = |var: &'static str, default: u32| -> Result<u32, ConfigError> {
-            match get(var) {
-                Some(v) => number(var, &v, 0u32..=36_500, "30"),
-                None => Ok(default),
-            }
-        };
-        let defaults = Retention::default();
-        store.retention = Retention {
-            raw_days: days("HISTORY_RAW_DAYS", defaults.raw_days)?,
-            five_min_days: days("HISTORY_5MIN_DAYS", defaults.five_min_days)?,
-            hourly_days: days("HISTORY_HOURLY_DAYS", defaults.hourly_days)?,
-        };
-        let sim_inverter_interval = match get("JK_SIM_INVERTER_SEC") {
-            Some(v) => seconds("JK_SIM_INVERTER_SEC", &v, 0.01..=3_600.0)?,
-            None => Duration::from_secs(10),
-        };
-        let mut web = WebConfig::default();
-        if let Some(v) = get("WEB_BIND") {
-            web.bind = v.parse().map_err(|_| ConfigError::Invalid {
-                var: "WEB_BIND",
-                value: v.clone(),
-                problem: "expected an address and port like 0.0.0.0:8000 or 127.0.0.1:8080".into(),
-            })?;
-        }
-        if let Some(v) = get("WEB_LIVE_SEC") {
-            web.page.live = seconds("WEB_LIVE_SEC", &v, 0.2..=600.0)?;
-        }
-        if let Some(v) = get("CELL_DELTA_WARN_MV") {
-            web.page.delta_warn_mv = number("CELL_DELTA_WARN_MV", &v, 1u32..=2_000, "50")?;
-        }
-        if let Some(v) = get("CELL_DELTA_ALARM_MV") {
-            web.page.delta_alarm_mv = number("CELL_DELTA_ALARM_MV", &v, 1u32..=2_000, "100")?;
-        }
-        if web.page.delta_alarm_mv < web.page.delta_warn_mv {
-            return Err(ConfigError::Invalid {
-                var: "CELL_DELTA_ALARM_MV",
-                value: web.page.delta_alarm_mv.to_string(),
-                problem: format!(
-                    "must not be below CELL_DELTA_WARN_MV ({} mV)",
-                    web.page.delta_warn_mv
-                ),
-            });
-        }
-        if let Some(v) = lookup("WEB_AUTH_TOKEN").filter(|v| !v.is_empty()) {
-            if v.trim() != v || v.len() < 8 {
-                return Err(ConfigError::Invalid {
-                    var: "WEB_AUTH_TOKEN",
-                    value: "***".into(),
-                    problem: "use at least 8 characters, with no spaces around them".into(),
-                });
-            }
-            web.auth_token = Some(v);
-        }
-        let chat_id = |var: &'static str, v: &str| -> Result<i64, ConfigError> {
-            v.trim().parse::<i64>().map_err(|_| ConfigError::Invalid {
-                var,
-                value: v.to_string(),
-                problem: "expected a chat id like 123456789 or -1001234567890 (send /chatid to the bot to see it)".into(),
-            })
-        };
-        let bot = match lookup("TELEGRAM_BOT_TOKEN")
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-        {
-            None => None,
-            Some(token) => {
-                if !token.contains(':') || token.contains(char::is_whitespace) {
-                    return Err(ConfigError::Invalid {
-                        var: "TELEGRAM_BOT_TOKEN",
-                        value: "***".into(),
-                        problem: "expected the token @BotFather gave, like 123456:ABC-DEF…".into(),
-                    });
-                }
-                let api_url =
-                    get("TELEGRAM_API_URL").unwrap_or_else(|| "https://api.telegram.org".into());
-                if reqwest::Url::parse(&api_url).is_err() {
-                    return Err(ConfigError::Invalid {
-                        var: "TELEGRAM_API_URL",
-                        value: api_url,
-                        problem:
-                            "expected a URL like https://api.telegram.org or http://127.0.0.1:8081"
-                                .into(),
-                    });
-                }
-                Some(TelegramConfig {
-                    token,
-                    api_url,
-                    chat_id: get("TELEGRAM_CHAT_ID")
-                        .map(|v| chat_id("TELEGRAM_CHAT_ID", &v))
-                        .transpose()?,
-                    allowed: match get("TELEGRAM_ALLOWED_CHAT_IDS") {
-                        Some(v) => v
-                            .split(',')
-                            .filter(|p| !p.trim().is_empty())
-                            .map(|p| chat_id("TELEGRAM_ALLOWED_CHAT_IDS", p))
-                            .collect::<Result<_, _>>()?,
-                        None => Vec::new(),
-                    },
-                })
-            }
-        };
-        let mut alerts = AlertConfig::default();
-        if let Some(v) = get("BMS_CELL_LEVELS") {
-            let invalid = |problem: &str| ConfigError::Invalid {
-                var: "BMS_CELL_LEVELS",
-                value: v.clone(),
-                problem: problem.into(),
-            };
-            for pair in v.split(';') {
-                let parts: Vec<&str> = pair.split(',').map(str::trim).collect();
-                let volts: Vec<f64> = parts.iter().filter_map(|p| p.parse().ok()).collect();
-                if parts.len() != 2 || volts.len() != 2 {
-                    return Err(invalid("expected low,high cell volts per battery, batteries separated by ;, like 3.0,3.1;2.8,2.9"));
-                }
-                if !(1.0..=5.0).contains(&volts[0]) || volts[1] <= volts[0] || volts[1] > 5.0 {
-                    return Err(invalid(
-                        "each pair is low,high in volts between 1 and 5, with high above low",
-                    ));
-                }
-                alerts.cell_levels.push(CellLevels {
-                    low_mv: (volts[0] * 1000.0).round() as u32,
-                    high_mv: (volts[1] * 1000.0).round() as u32,
-                });
-            }
-        }
-        if let Some(v) = get("BMS_CELL_LEVEL_SAMPLES") {
-            alerts.samples = number("BMS_CELL_LEVEL_SAMPLES", &v, 1u32..=1_000, "3")?;
-        }
-        if let Some(v) = get("ALERT_CELL_DELTA_MV") {
-            alerts.delta_mv = Some(number("ALERT_CELL_DELTA_MV", &v, 1u32..=2_000, "80")?);
-        }
-        if let Some(v) = get("ALERT_SOC_LOW") {
-            alerts.soc_low_pct = Some(f64::from(number("ALERT_SOC_LOW", &v, 1u8..=99, "20")?));
-        }
-        if let Some(v) = get("GRID_DEBOUNCE_SEC") {
-            alerts.grid_debounce = seconds("GRID_DEBOUNCE_SEC", &v, 0.0..=3_600.0)?;
-        }
-        if let Some(v) = get("ALERT_REPEAT_MIN_SEC") {
-            alerts.repeat_min = seconds("ALERT_REPEAT_MIN_SEC", &v, 0.0..=86_400.0)?;
-        }
-        let mut notify = NotifyConfig {
-            webhook_url: get("ALERT_WEBHOOK_URL"),
-            command: get("ALERT_COMMAND"),
-            ..NotifyConfig::default()
-        };
-        if let Some(url) = &notify.webhook_url {
-            if !url.starts_with("http://") && !url.starts_with("https://") {
-                return Err(ConfigError::Invalid {
-                    var: "ALERT_WEBHOOK_URL",
-                    value: url.clone(),
-                    problem: "expected an http:// or https:// URL".into(),
-                });
-            }
-        }
-        if let Some(v) = get("ALERT_COMMAND_TIMEOUT_SEC") {
-            notify.command_timeout = seconds("ALERT_COMMAND_TIMEOUT_SEC", &v, 0.1..=3_600.0)?;
-        }
-        let alert_every = match get("ALERT_CHECK_SEC") {
-            Some(v) => seconds("ALERT_CHECK_SEC", &v, 0.1..=3_600.0)?,
-            None => crate::alerts::CHECK_EVERY,
-        };
-        let variant: VariantChoice = get("JK_BMS_VARIANT")
-            .map(|v| parse("JK_BMS_VARIANT", &v))
-            .transpose()?
-            .unwrap_or_default();
-        session.variant = variant;
-        let mqtt = mqtt::read(get)?;
+        let env = Env::new(&lookup);
+        let sim = bms::sim(&env)?;
+        let addresses = bms::addresses(&env)?;
+        let transport: TransportKind = env.parse("JK_BMS_TRANSPORT")?.unwrap_or_default();
+        let wire = bms::wire(&env, transport)?;
+        let names = bms::names(&env, transport, &wire, &addresses)?;
+        let session = bms::session(&env, transport)?;
+        let store = store::store(&env, &session)?;
         Ok(Config {
-            mqtt,
+            transport,
+            variant: session.variant,
             addresses,
             names,
             wire,
-            devices_file: get("JK_DEVICES_FILE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("jk_devices.yaml")),
+            watchdog: bms::watchdog(&env)?,
+            sim_inverter_interval: store::sim_inverter_interval(&env)?,
+            web: web::web(&env)?,
+            bot: alerts::telegram(&env)?,
+            alerts: alerts::alerts(&env)?,
+            notify: alerts::notify(&env)?,
+            alert_every: alerts::check_every(&env)?,
+            mqtt: mqtt::read(|var| env.get(var))?,
+            devices_file: env
+                .get("JK_DEVICES_FILE")
+                .map_or_else(|| PathBuf::from("jk_devices.yaml"), PathBuf::from),
+            db_path: env.get("DB_PATH").map(PathBuf::from),
+            soc_source: env.parse("SOC_SOURCE")?.unwrap_or_default(),
+            soc_curve: env.parse("SOC_CURVE")?.unwrap_or_default(),
             session,
-            watchdog,
-            db_path: get("DB_PATH").map(PathBuf::from),
             store,
-            sim_inverter_interval,
-            web,
-            bot,
-            alerts,
-            notify,
-            alert_every,
-            transport,
-            variant,
-            soc_source: get("SOC_SOURCE")
-                .map(|v| parse("SOC_SOURCE", &v))
-                .transpose()?
-                .unwrap_or_default(),
-            soc_curve: get("SOC_CURVE")
-                .map(|v| parse("SOC_CURVE", &v))
-                .transpose()?
-                .unwrap_or_default(),
             sim,
         })
     }
@@ -814,6 +424,8 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::{ConnectMode, Dialogue};
+    use crate::store::Retention;
     use std::collections::HashMap;
 
     fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::{sleep, sleep_until, timeout_at, Instant};
+use tokio::time::{sleep, sleep_until, Instant};
 
 use super::serial::MISSED_LIMIT;
 use super::{Backoff, EventKind, SessionConfig, SessionEvent, State};
@@ -37,7 +37,7 @@ use crate::protocol::settings::jk02::DEVICE_ADDRESS;
 use crate::protocol::{
     Assembler, AssemblerConfig, Decoded, DeviceInfo, FrameType, Item, Settings, StreamDecoder,
 };
-use crate::transport::{Connector, Link};
+use crate::transport::{connect_by, Connector, Link};
 
 /// `JK_RS485_MODE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -234,19 +234,14 @@ impl BusSession {
                 }
             }
             let deadline = Instant::now() + self.config.connect_timeout;
-            let why = match timeout_at(
-                deadline + Duration::from_millis(500),
-                self.connector.connect(deadline),
-            )
-            .await
-            {
-                Err(_) => format!(
+            let why = match connect_by(self.connector.as_ref(), deadline).await {
+                None => format!(
                     "could not open {} within {} s",
                     self.name,
                     self.config.connect_timeout.as_secs_f64()
                 ),
-                Ok(Err(e)) => e.to_string(),
-                Ok(Ok(mut link)) => match self.on_bus(&mut link).await {
+                Some(Err(e)) => e.to_string(),
+                Some(Ok(mut link)) => match self.on_bus(&mut link).await {
                     None => return,
                     Some(why) => {
                         self.backoff.reset();

@@ -35,7 +35,7 @@ use tokio::time::{sleep, timeout_at, Instant};
 
 use crate::battery::{Snapshot, SocEstimator};
 use crate::protocol::{AssemblerConfig, VariantChoice};
-use crate::transport::{Connector, Link};
+use crate::transport::{connect_by, Connector, Link};
 pub use backoff::Backoff;
 pub use handshake::{handshake, read_once, ReadError, Reading};
 pub use stream::{FrameStream, StreamEvent};
@@ -274,20 +274,13 @@ impl Session {
                 return;
             }
             let deadline = Instant::now() + self.config.connect_timeout;
-            // The connector keeps the deadline and says what failed; the margin only guards
-            // against one that does not.
-            let outcome = match timeout_at(
-                deadline + Duration::from_millis(500),
-                self.connector.connect(deadline),
-            )
-            .await
-            {
-                Err(_) => Outcome::Failed(format!(
+            let outcome = match connect_by(self.connector.as_ref(), deadline).await {
+                None => Outcome::Failed(format!(
                     "could not connect within {} s",
                     self.config.connect_timeout.as_secs_f64()
                 )),
-                Ok(Err(e)) => Outcome::Failed(e.to_string()),
-                Ok(Ok(mut link)) => self.connected(&mut link, deadline).await,
+                Some(Err(e)) => Outcome::Failed(e.to_string()),
+                Some(Ok(mut link)) => self.connected(&mut link, deadline).await,
             };
             let (detail, wait) = match outcome {
                 Outcome::Stop => return,

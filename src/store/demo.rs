@@ -6,10 +6,10 @@
 use chrono::{DateTime, Local, Timelike};
 use rusqlite::TransactionBehavior;
 
+use super::sim_inverter as inverter;
 use super::{fields, Battery, Bucket, Store, StoreError};
 use crate::battery::soc::{estimator, SocSource, VoltageCurve};
 use crate::battery::Snapshot;
-use crate::transport::sim::inverter;
 use crate::transport::sim::{Rng, SimBattery, SimConfig};
 
 const INVERTER_EVERY_S: i64 = 10;

@@ -20,6 +20,7 @@ pub mod inverter;
 pub mod migrate;
 pub mod read;
 pub mod readings;
+pub mod sim_inverter;
 pub mod writer;
 
 use std::collections::HashMap;

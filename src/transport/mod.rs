@@ -81,6 +81,21 @@ pub trait Connector: Send + Sync {
     ) -> BoxFuture<'_, Result<Link, TransportError>>;
 }
 
+/// How long past its deadline a connector may go before it counts as hung. A connector keeps
+/// its deadline and says what failed; the margin only guards against one that does not.
+pub const CONNECT_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Connects through `connector` by `deadline`; `None` when it hung past the deadline and
+/// [`CONNECT_MARGIN`] without saying why.
+pub async fn connect_by(
+    connector: &dyn Connector,
+    deadline: tokio::time::Instant,
+) -> Option<Result<Link, TransportError>> {
+    tokio::time::timeout_at(deadline + CONNECT_MARGIN, connector.connect(deadline))
+        .await
+        .ok()
+}
+
 /// A connection to one BMS.
 pub struct Link {
     /// What the other end calls itself, for logs.

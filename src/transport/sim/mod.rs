@@ -6,7 +6,6 @@
 //! with an occasional `AT\r\n`. The numbers come from [`model::SimBattery`].
 
 pub mod bus;
-pub mod inverter;
 pub mod model;
 pub mod serial;
 

@@ -16,8 +16,8 @@ use chrono::{Local, Timelike};
 use rusqlite::Connection;
 use serde_json::{json, Value};
 
-use super::model::Rng;
-use crate::store::CreatedAtFormat;
+use super::CreatedAtFormat;
+use crate::transport::sim::Rng;
 
 /// The running simulated inverter; dropping [`SimInverter::stop`]'s handle ends it.
 pub struct SimInverter {
