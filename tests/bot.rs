@@ -70,6 +70,38 @@ fn text(v: &Value) -> String {
     v["text"].as_str().unwrap_or_default().to_string()
 }
 
+/// `jkmon bot` beside a `jkmon run` elsewhere needs no BMS of its own: `/status` shows the
+/// batteries the database holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bot_with_no_bms_configured_shows_the_batteries_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    commit(&dir.path().join("inverter.db"), 3_300);
+    let mut api = FakeTelegram::start(Duration::ZERO).await;
+    let url = api.url();
+    let mut cmd = common::process::jkmon(dir.path(), &["bot"]);
+    cmd.env("DB_PATH", dir.path().join("inverter.db"))
+        .env("JK_BMS_TRANSPORT", "ble")
+        .env("JK_DEVICES_FILE", "none.yaml")
+        .env("TELEGRAM_BOT_TOKEN", TOKEN)
+        .env("TELEGRAM_API_URL", &url)
+        .env("TELEGRAM_CHAT_ID", "42");
+    let mut bot = Running::spawn(cmd);
+    api.message(42, "/status");
+    let m = api
+        .wait("sendmessage", Duration::from_secs(20), |b| {
+            b["chat_id"] == 42
+        })
+        .await;
+    let t = text(&m);
+    assert!(
+        t.contains("<b>🔋 &lt;b&gt;&amp; Garage</b> — online"),
+        "{t}"
+    );
+    assert!(t.contains("SOC 64 % · 26.46 V · -12.50 A"), "{t}");
+    bot.signal("TERM");
+    assert!(bot.wait_exit(Duration::from_secs(10)).success());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn commands_answer_with_the_values_only_to_allowed_chats() {
     let dir = tempfile::tempdir().unwrap();

@@ -427,6 +427,69 @@ fn the_web_alone_says_unhealthy_when_its_database_is_deleted() {
     assert!(body.contains("deleted"), "{body}");
 }
 
+/// `jkmon web` beside a `jkmon run` elsewhere needs no BMS of its own: it shows the batteries
+/// the database holds, with their values.
+#[test]
+fn the_web_alone_with_no_bms_configured_shows_the_batteries_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inverter.db");
+    let mut poll = jkmon(
+        dir.path(),
+        &db,
+        &["poll"],
+        &[
+            ("JK_BMS_POLL_INTERVAL", "0.2"),
+            ("JK_BMS_ADDRESS", "C8:47:80:00:00:01,C8:47:80:00:00:02"),
+            ("JK_BMS_NAMES", "Garage,Shed"),
+        ],
+    );
+    for _ in 0..2 {
+        poll.wait_for_log(Duration::from_secs(20), " cells (delta ");
+    }
+    poll.signal("TERM");
+    assert!(poll.wait_exit(Duration::from_secs(10)).success());
+    // Bluetooth with no address and no devices file: nothing configured
+    let mut web = jkmon(
+        dir.path(),
+        &db,
+        &["web"],
+        &[
+            ("WEB_BIND", "127.0.0.1:0"),
+            ("JK_BMS_TRANSPORT", "ble"),
+            ("JK_DEVICES_FILE", "none.yaml"),
+            ("JK_BMS_STALE_SEC", "3600"),
+        ],
+    );
+    let line = web.wait_for_log(Duration::from_secs(20), "web: listening on http://");
+    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    let (code, body) = http_get(&addr, "/api/v1/status");
+    assert_eq!(code, 200, "{body}");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    let batteries = status["batteries"].as_array().unwrap();
+    let names: Vec<&str> = batteries
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Garage", "Shed"]);
+    for b in batteries {
+        let volts = b["snapshot"]["total_voltage_v"].as_f64().unwrap_or(0.0);
+        assert!(volts > 20.0, "{b}");
+    }
+    let (code, page) = http_get(&addr, "/");
+    assert_eq!(code, 200);
+    assert!(page.contains("Garage") && page.contains("Shed"), "{page}");
+    let (code, history) = http_get(&addr, "/api/v1/history?battery=2");
+    assert_eq!(code, 200, "{history}");
+    let history: Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(history["batteries"][0]["name"], "Shed", "{history}");
+    assert!(!history["batteries"][0]["points"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    web.signal("TERM");
+    assert!(web.wait_exit(Duration::from_secs(10)).success());
+}
+
 #[test]
 fn a_read_only_database_names_the_file_the_user_and_the_fix() {
     if !common::have_program("/usr/bin/setpriv", &["--version"]) {

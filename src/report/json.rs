@@ -475,3 +475,48 @@ impl SnapshotJson {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the store writes into `bms_latest` reads back as the same typed snapshot, for
+    /// every variant's example and with sensors and values missing.
+    #[test]
+    fn the_snapshot_reads_back_as_it_was_written() {
+        let mut sparse = SnapshotJson::example();
+        sparse.cell_info.temperatures_c = TemperaturesC {
+            t2: Some(-4.5),
+            ..TemperaturesC::default()
+        };
+        sparse.cell_info.current_a = None;
+        sparse.soc_effective_pct = None;
+        for s in [SnapshotJson::example(), sparse] {
+            let text = serde_json::to_string(&s).unwrap();
+            let back: SnapshotJson = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, s, "{text}");
+        }
+    }
+
+    /// The JSON keeps the names and shapes `jkmon read --json`, the API and MQTT have always
+    /// had: only present sensors, the SOC source as a word, the frame type.
+    #[test]
+    fn the_json_shape_is_the_interface() {
+        let mut s = SnapshotJson::example();
+        s.cell_info.temperatures_c = TemperaturesC {
+            mos: Some(24.5),
+            t1: Some(21.0),
+            ..TemperaturesC::default()
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["frame_type"], "cell_info");
+        assert_eq!(v["soc_source"], "bms");
+        assert_eq!(
+            v["temperatures_c"],
+            serde_json::json!({"mos": 24.5, "t1": 21.0})
+        );
+        assert!(v["alarm_groups"]["cell"].is_boolean());
+        assert!(v.get("cell_info").is_none(), "flattened: {v}");
+        assert_eq!(s.cell_info.temperatures_c.battery_c(), Some(21.0));
+    }
+}
