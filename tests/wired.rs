@@ -547,7 +547,17 @@ fn jkmon_run_keeps_every_pack_of_a_sniffed_rs485_network_in_the_store_and_the_vi
     for name in ["Left:", "Right:"] {
         run.wait_for_log(LIMIT, &format!("{name} JK_PB2A16S20P"));
     }
-    run.wait_for_log(LIMIT, "(no inverter data)");
+    // every pack's first snapshot committed (the writer logs each commit per battery)
+    for name in ["Master", "Left", "Right"] {
+        run.wait_for_log(LIMIT, &format!("writer: {name}: "));
+    }
+    if !run
+        .stderr_seen
+        .iter()
+        .any(|l| l.contains("(no inverter data)"))
+    {
+        run.wait_for_log(LIMIT, "(no inverter data)");
+    }
     let (code, body) = http_get(&addr, "/api/v1/status");
     assert_eq!(code, 200, "{body}");
     let status: Value = serde_json::from_str(&body).unwrap();

@@ -147,6 +147,15 @@ struct Pending {
     until: Instant,
 }
 
+/// Who has the floor on the bus, and jkmon's part in it: the request it waits an answer to,
+/// the requests left in its round, and when the next round starts.
+struct Floor {
+    role: Role,
+    pending: Option<Pending>,
+    queue: Vec<(u8, Rs485Register)>,
+    next_cycle: Instant,
+}
+
 /// The session of one RS485 network.
 pub struct BusSession {
     packs: Vec<PackState>,
@@ -269,21 +278,52 @@ impl BusSession {
 
     /// The port is open. Returns why it ended, or `None` when nobody listens any more.
     async fn on_bus(&mut self, link: &mut Link) -> Option<String> {
+        let (mut wire, mut floor) = self.open_bus().await?;
+        loop {
+            let wake = self.next_wake(floor.role, &wire, floor.pending, floor.next_cycle);
+            tokio::select! {
+                chunk = link.recv() => {
+                    let Some(chunk) = chunk else {
+                        return Some("the serial port closed (adapter unplugged?)".into());
+                    };
+                    wire.last_rx = Instant::now();
+                    wire.assembler.push(&chunk);
+                    if !self.drain(&mut wire, &mut floor.pending).await {
+                        return None;
+                    }
+                }
+                _ = sleep_until(wake) => {}
+            }
+            let now = Instant::now();
+            self.follow_the_master(&mut floor, &wire, now);
+            if let Some(p) = floor.pending.filter(|p| now >= p.until) {
+                floor.pending = None;
+                if !self.unanswered(p, &mut wire).await {
+                    return None;
+                }
+            }
+            if !self.expire_silent(floor.role, now).await {
+                return None;
+            }
+            if floor.pending.is_none() {
+                if let Err(why) = self.take_turn(link, &mut floor, &mut wire, now).await {
+                    return Some(why);
+                }
+            }
+        }
+    }
+
+    /// Every pack in handshake, the counters reset, and the role the mode starts in; `None`
+    /// when nobody listens any more.
+    async fn open_bus(&mut self) -> Option<(Wire, Floor)> {
         for i in 0..self.packs.len() {
-            if !self
-                .set_state(
-                    i,
-                    State::Handshake,
-                    "waiting for its first frame".into(),
-                    None,
-                )
-                .await
-            {
+            let waiting = "waiting for its first frame".into();
+            if !self.set_state(i, State::Handshake, waiting, None).await {
                 return None;
             }
         }
         let now = Instant::now();
-        let mut wire = Wire {
+        let wire = Wire {
             assembler: Assembler::new(AssemblerConfig::rs485()),
             last_rx: now,
             last_request: None,
@@ -293,7 +333,7 @@ impl BusSession {
         self.opened = now;
         self.rejected = 0;
         self.decoded = 0;
-        let mut role = match self.mode {
+        let role = match self.mode {
             BusMode::Auto => Role::Listening {
                 until: now + self.timing.listen,
             },
@@ -305,140 +345,133 @@ impl BusSession {
             self.name,
             self.mode
         );
-        let mut pending: Option<Pending> = None;
-        let mut queue: Vec<(u8, Rs485Register)> = Vec::new();
-        let mut next_cycle = now;
         for p in &mut self.packs {
             p.last_valid = None;
             p.missed = 0;
         }
-        loop {
-            let wake = self.next_wake(role, &wire, pending, next_cycle);
-            tokio::select! {
-                chunk = link.recv() => {
-                    let Some(chunk) = chunk else {
-                        return Some("the serial port closed (adapter unplugged?)".into());
-                    };
-                    wire.last_rx = Instant::now();
-                    wire.assembler.push(&chunk);
-                    if !self.drain(&mut wire, &mut pending).await {
-                        return None;
-                    }
-                }
-                _ = sleep_until(wake) => {}
+        let floor = Floor {
+            role,
+            pending: None,
+            queue: Vec::new(),
+            next_cycle: now,
+        };
+        Some((wire, floor))
+    }
+
+    /// Roles change on what was heard: a master on the bus makes jkmon listen; a master gone
+    /// silent (or none at all) makes jkmon poll.
+    fn follow_the_master(&self, floor: &mut Floor, wire: &Wire, now: Instant) {
+        let master_recent = wire
+            .master_seen
+            .is_some_and(|t| now.duration_since(t) < self.timing.master_gone);
+        let auto = self.mode == BusMode::Auto;
+        match floor.role {
+            Role::Listening { .. } if master_recent => {
+                tracing::info!(
+                    "{}: a master polls this bus; listening (sniffer mode)",
+                    self.name
+                );
+                floor.role = Role::Sniffer;
             }
-            let now = Instant::now();
-            // roles change on what was heard
-            let master_recent = wire
-                .master_seen
-                .is_some_and(|t| now.duration_since(t) < self.timing.master_gone);
-            match role {
-                Role::Listening { .. } if master_recent => {
-                    tracing::info!(
-                        "{}: a master polls this bus; listening (sniffer mode)",
-                        self.name
-                    );
-                    role = Role::Sniffer;
-                }
-                Role::Listening { until } if now >= until => {
-                    tracing::info!(
-                        "{}: no master on this bus; jkmon polls (master mode)",
-                        self.name
-                    );
-                    role = Role::Master;
-                }
-                Role::Master if master_recent && self.mode == BusMode::Auto => {
-                    tracing::warn!("{}: another master started polling; jkmon stops polling and listens (sniffer mode)", self.name);
-                    role = Role::Sniffer;
-                    pending = None;
-                    queue.clear();
-                }
-                Role::Sniffer
-                    if !master_recent
-                        && self.mode == BusMode::Auto
-                        && wire.master_seen.is_some() =>
-                {
-                    tracing::warn!(
-                        "{}: the master has been silent for {} s; jkmon polls (master mode)",
-                        self.name,
-                        self.timing.master_gone.as_secs_f64()
-                    );
-                    role = Role::Master;
-                    next_cycle = now;
-                }
-                _ => {}
+            Role::Listening { until } if now >= until => {
+                tracing::info!(
+                    "{}: no master on this bus; jkmon polls (master mode)",
+                    self.name
+                );
+                floor.role = Role::Master;
             }
-            // a request that timed out
-            if let Some(p) = pending.filter(|p| now >= p.until) {
-                pending = None;
-                let dropped = wire.assembler.pending();
-                if dropped > 0 {
-                    wire.assembler.reset();
-                    self.rejected += 1;
-                    tracing::warn!(
-                        "{}: dropped {dropped} bytes of an unfinished frame",
-                        self.name
-                    );
-                }
-                if let Some(i) = self.index_of(p.address) {
-                    let pack = &mut self.packs[i];
-                    if p.register == Rs485Register::CellInfo {
-                        pack.missed += 1;
-                    }
-                    tracing::debug!(
-                        "{}: no {} from #{} within {} ms ({} in a row)",
-                        pack.name,
-                        p.register.name(),
-                        p.address,
-                        self.config.response_timeout.as_millis(),
-                        pack.missed
-                    );
-                    if pack.missed >= MISSED_LIMIT && pack.state != State::Disconnected {
-                        let why = format!(
-                            "offline: no answer to {} requests in a row on RS485 address {}",
-                            pack.missed, pack.address
-                        );
-                        if !self.set_state(i, State::Disconnected, why, None).await {
-                            return None;
-                        }
-                    }
-                }
+            Role::Master if master_recent && auto => {
+                tracing::warn!("{}: another master started polling; jkmon stops polling and listens (sniffer mode)", self.name);
+                floor.role = Role::Sniffer;
+                floor.pending = None;
+                floor.queue.clear();
             }
-            if !self.expire_silent(role, now).await {
-                return None;
+            Role::Sniffer if !master_recent && auto && wire.master_seen.is_some() => {
+                tracing::warn!(
+                    "{}: the master has been silent for {} s; jkmon polls (master mode)",
+                    self.name,
+                    self.timing.master_gone.as_secs_f64()
+                );
+                floor.role = Role::Master;
+                floor.next_cycle = now;
             }
-            // jkmon's turn to talk?
-            if pending.is_some() {
-                continue;
-            }
-            let ask = match role {
-                Role::Listening { .. } => None,
-                Role::Master => {
-                    if queue.is_empty() && now >= next_cycle {
-                        queue = self.master_round(now);
-                        next_cycle = (next_cycle + self.config.poll_interval).max(now);
-                    }
-                    (!queue.is_empty()).then(|| queue.remove(0))
-                }
-                Role::Sniffer => self.gap_request(&wire, now),
-            };
-            if let Some((address, register)) = ask {
-                let request = rs485::request(address, register);
-                if let Err(e) = link.send(&request).await {
-                    return Some(e.to_string());
-                }
-                wire.sent = Some((request, now));
-                wire.last_request = Some((address, now, false));
-                if let Some(i) = self.index_of(address) {
-                    self.packs[i].last_asked = Some(now);
-                }
-                pending = Some(Pending {
-                    address,
-                    register,
-                    until: now + self.config.response_timeout,
-                });
-            }
+            _ => {}
         }
+    }
+
+    /// A request of jkmon's got no answer in time: the unfinished frame goes, and a pack that
+    /// missed [`MISSED_LIMIT`] cell-info requests in a row is offline. `false` when nobody
+    /// listens any more.
+    async fn unanswered(&mut self, p: Pending, wire: &mut Wire) -> bool {
+        let dropped = wire.assembler.pending();
+        if dropped > 0 {
+            wire.assembler.reset();
+            self.rejected += 1;
+            tracing::warn!(
+                "{}: dropped {dropped} bytes of an unfinished frame",
+                self.name
+            );
+        }
+        let Some(i) = self.index_of(p.address) else {
+            return true;
+        };
+        let pack = &mut self.packs[i];
+        if p.register == Rs485Register::CellInfo {
+            pack.missed += 1;
+        }
+        tracing::debug!(
+            "{}: no {} from #{} within {} ms ({} in a row)",
+            pack.name,
+            p.register.name(),
+            p.address,
+            self.config.response_timeout.as_millis(),
+            pack.missed
+        );
+        if pack.missed < MISSED_LIMIT || pack.state == State::Disconnected {
+            return true;
+        }
+        let why = format!(
+            "offline: no answer to {} requests in a row on RS485 address {}",
+            pack.missed, pack.address
+        );
+        self.set_state(i, State::Disconnected, why, None).await
+    }
+
+    /// jkmon's turn to talk: the next request of a master's round, or one in a sniffer's gap.
+    async fn take_turn(
+        &mut self,
+        link: &mut Link,
+        floor: &mut Floor,
+        wire: &mut Wire,
+        now: Instant,
+    ) -> Result<(), String> {
+        let ask = match floor.role {
+            Role::Listening { .. } => None,
+            Role::Master => {
+                if floor.queue.is_empty() && now >= floor.next_cycle {
+                    floor.queue = self.master_round(now);
+                    floor.next_cycle = (floor.next_cycle + self.config.poll_interval).max(now);
+                }
+                (!floor.queue.is_empty()).then(|| floor.queue.remove(0))
+            }
+            Role::Sniffer => self.gap_request(wire, now),
+        };
+        let Some((address, register)) = ask else {
+            return Ok(());
+        };
+        let request = rs485::request(address, register);
+        link.send(&request).await.map_err(|e| e.to_string())?;
+        wire.sent = Some((request, now));
+        wire.last_request = Some((address, now, false));
+        if let Some(i) = self.index_of(address) {
+            self.packs[i].last_asked = Some(now);
+        }
+        floor.pending = Some(Pending {
+            address,
+            register,
+            until: now + self.config.response_timeout,
+        });
+        Ok(())
     }
 
     /// When the loop must look again if nothing arrives.

@@ -13,7 +13,6 @@
 //! logged and retried at the next interval with everything kept; only a run of failures long
 //! enough to mean the database is gone ends the writer, and with it the service.
 
-use crate::session::State;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
@@ -25,6 +24,7 @@ use tokio::sync::oneshot;
 
 use super::{Battery, Bucket, ReadingsAction, Store, StoreError, Update};
 use crate::battery::Snapshot;
+use crate::session::State;
 
 /// Snapshots waiting for the writer; at 2 frames/s per BMS this is minutes of slack.
 const CHANNEL_CAPACITY: usize = 4_096;
@@ -163,12 +163,15 @@ fn run(
         .iter()
         .map(|b| (b.position, b.name.as_str()))
         .collect();
-    let mut pending: BTreeMap<usize, Pending> = BTreeMap::new();
-    // batteries whose next snapshot is committed at once: every one at the start, and each
-    // again after its session disconnected
-    let mut first: std::collections::BTreeSet<usize> = names.keys().copied().collect();
-    let mut stats = WriterStats::default();
-    let mut failed_in_a_row = 0u32;
+    let mut w = Writing {
+        store,
+        pending: BTreeMap::new(),
+        first: names.keys().copied().collect(),
+        names,
+        stats: WriterStats::default(),
+        failed_in_a_row: 0,
+        interval,
+    };
     let mut next_commit = Instant::now() + interval;
     let mut next_maintenance = Instant::now();
     loop {
@@ -177,82 +180,29 @@ fn run(
         let wait = next_commit
             .min(next_maintenance)
             .saturating_duration_since(Instant::now());
-        let mut commit_now = false;
-        let closing = match rx.recv_timeout(wait) {
+        let (closing, commit_now) = match rx.recv_timeout(wait) {
             Ok(Message::Snapshot {
                 position,
                 snapshot,
                 taken_at,
-            }) => {
-                let p = pending.entry(position).or_default();
-                p.bucket.add(&snapshot);
-                p.latest = Some((snapshot, taken_at));
-                p.fresh = true;
-                if !first.remove(&position) {
-                    continue;
-                }
-                commit_now = true;
-                false
-            }
+            }) => (false, w.snapshot(position, snapshot, taken_at)),
             Ok(Message::State {
                 position,
                 state,
                 detail,
                 offline,
             }) => {
-                if state == State::Disconnected {
-                    first.insert(position);
-                }
-                if offline {
-                    pending.entry(position).or_default().fresh = false;
-                    if let Err(e) = store.mark_stale(position) {
-                        tracing::error!(
-                            "could not mark battery {position} offline in the database: {e}"
-                        );
-                    }
-                }
-                if let Err(e) = store.set_state(position, state, &detail, super::now_ms()) {
-                    tracing::warn!("could not record battery {position}'s state: {e}");
-                }
+                w.state(position, state, &detail, offline);
                 continue;
             }
-            Err(RecvTimeoutError::Timeout) => false,
-            Err(RecvTimeoutError::Disconnected) => true,
+            Err(RecvTimeoutError::Timeout) => (false, false),
+            Err(RecvTimeoutError::Disconnected) => (true, false),
         };
         if closing || commit_now || Instant::now() >= next_commit {
-            match commit(store, &mut pending, &names) {
-                Ok(true) => {
-                    stats.commits += 1;
-                    failed_in_a_row = 0;
-                }
-                Ok(false) => {}
-                Err(e @ StoreError::Gone { .. }) => {
-                    tracing::error!("{e}");
-                    return Err(e);
-                }
-                Err(e) => {
-                    stats.failed_commits += 1;
-                    failed_in_a_row += 1;
-                    let e = match e {
-                        StoreError::Sqlite(error) => StoreError::Write {
-                            path: store.path().display().to_string(),
-                            error,
-                        },
-                        other => other,
-                    };
-                    tracing::error!(
-                        "could not write to the database {e}; keeping the data and retrying in {:.1} s ({failed_in_a_row} failure(s) in a row)",
-                        interval.as_secs_f64()
-                    );
-                    if failed_in_a_row >= MAX_FAILED_COMMITS || closing {
-                        release(store);
-                        return Err(e);
-                    }
-                }
-            }
+            w.commit(closing)?;
             if closing {
-                release(store);
-                return Ok(stats);
+                release(w.store);
+                return Ok(w.stats);
             }
         }
         let now = Instant::now();
@@ -260,35 +210,127 @@ fn run(
             next_commit = (next_commit + interval).max(now);
         }
         if now >= next_maintenance {
-            next_maintenance = now + MAINTENANCE_EVERY;
             maintaining.store(true, Ordering::SeqCst);
-            let maintained = store.maintain(super::now_ms());
+            let more = maintain(w.store);
             maintaining.store(false, Ordering::SeqCst);
-            match maintained {
-                Ok(m) => {
-                    if m.rows_made + m.rows_deleted > 0 {
-                        tracing::info!(
-                            "history: {} downsampled row(s) made, {} expired row(s) deleted",
-                            m.rows_made,
-                            m.rows_deleted
-                        );
-                    }
-                    if m.more {
-                        // catching up on the inverter's rows: the next chunk right away
-                        tracing::info!(
-                            "history: aggregating the inverter's rows for charts ({} bucket(s) so far)…",
-                            m.inverter_buckets
-                        );
-                        next_maintenance = now;
-                    }
-                }
-                Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)))
-                    if f.code == rusqlite::ErrorCode::OperationInterrupted =>
-                {
-                    tracing::debug!("history maintenance interrupted: jkmon stops");
-                }
-                Err(e) => tracing::warn!("history maintenance failed (retried in an hour): {e}"),
+            // catching up on the inverter's rows: the next chunk right away
+            next_maintenance = if more { now } else { now + MAINTENANCE_EVERY };
+        }
+    }
+}
+
+/// The writer thread's state between two messages.
+struct Writing<'a> {
+    store: &'a mut Store,
+    names: BTreeMap<usize, &'a str>,
+    pending: BTreeMap<usize, Pending>,
+    /// Batteries whose next snapshot is committed at once: every one at the start, and each
+    /// again after its session disconnected.
+    first: std::collections::BTreeSet<usize>,
+    stats: WriterStats,
+    failed_in_a_row: u32,
+    interval: Duration,
+}
+
+impl Writing<'_> {
+    /// Keeps a snapshot for the next commit; `true` when it is to be committed at once.
+    fn snapshot(
+        &mut self,
+        position: usize,
+        snapshot: Box<Snapshot>,
+        taken_at: DateTime<Local>,
+    ) -> bool {
+        let p = self.pending.entry(position).or_default();
+        p.bucket.add(&snapshot);
+        p.latest = Some((snapshot, taken_at));
+        p.fresh = true;
+        self.first.remove(&position)
+    }
+
+    /// Records a session's state; an offline battery's keys leave the merge at once.
+    fn state(&mut self, position: usize, state: State, detail: &str, offline: bool) {
+        if state == State::Disconnected {
+            self.first.insert(position);
+        }
+        if offline {
+            self.pending.entry(position).or_default().fresh = false;
+            if let Err(e) = self.store.mark_stale(position) {
+                tracing::error!("could not mark battery {position} offline in the database: {e}");
             }
+        }
+        if let Err(e) = self
+            .store
+            .set_state(position, state, detail, super::now_ms())
+        {
+            tracing::warn!("could not record battery {position}'s state: {e}");
+        }
+    }
+
+    /// Commits what is pending. A failed commit keeps the data for the next try; the writer
+    /// gives up (the error) when the file is gone, after [`MAX_FAILED_COMMITS`] failures in
+    /// a row, or when a failure is its last chance (`closing`).
+    fn commit(&mut self, closing: bool) -> Result<(), StoreError> {
+        let e = match commit(self.store, &mut self.pending, &self.names) {
+            Ok(committed) => {
+                if committed {
+                    self.stats.commits += 1;
+                    self.failed_in_a_row = 0;
+                }
+                return Ok(());
+            }
+            Err(e @ StoreError::Gone { .. }) => {
+                tracing::error!("{e}");
+                return Err(e);
+            }
+            Err(StoreError::Sqlite(error)) => StoreError::Write {
+                path: self.store.path().display().to_string(),
+                error,
+            },
+            Err(other) => other,
+        };
+        self.stats.failed_commits += 1;
+        self.failed_in_a_row += 1;
+        tracing::error!(
+            "could not write to the database {e}; keeping the data and retrying in {:.1} s ({} failure(s) in a row)",
+            self.interval.as_secs_f64(),
+            self.failed_in_a_row
+        );
+        if self.failed_in_a_row >= MAX_FAILED_COMMITS || closing {
+            release(self.store);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+/// Downsamples and expires history; `true` while the chart catch-up has more to do.
+fn maintain(store: &mut Store) -> bool {
+    match store.maintain(super::now_ms()) {
+        Ok(m) => {
+            if m.rows_made + m.rows_deleted > 0 {
+                tracing::info!(
+                    "history: {} downsampled row(s) made, {} expired row(s) deleted",
+                    m.rows_made,
+                    m.rows_deleted
+                );
+            }
+            if m.more {
+                tracing::info!(
+                    "history: aggregating the inverter's rows for charts ({} bucket(s) so far)…",
+                    m.inverter_buckets
+                );
+            }
+            m.more
+        }
+        Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)))
+            if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+        {
+            tracing::debug!("history maintenance interrupted: jkmon stops");
+            false
+        }
+        Err(e) => {
+            tracing::warn!("history maintenance failed (retried in an hour): {e}");
+            false
         }
     }
 }
