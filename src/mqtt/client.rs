@@ -157,6 +157,47 @@ pub async fn probe(config: &MqttConfig, within: Duration) -> Result<(), String> 
     result
 }
 
+/// Drives the connection (rumqttc's event loop) until `stop`: tells `links` when the broker
+/// accepted jkmon and when the connection failed, and reconnects after a backoff.
+async fn drive(
+    mut eventloop: rumqttc::EventLoop,
+    links: mpsc::Sender<Link>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX, u64::from(std::process::id()));
+    let mut leaving = false;
+    loop {
+        let event = tokio::select! {
+            e = eventloop.poll() => e,
+            _ = stop.cancelled() => return,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                if links.send(Link::Up).await.is_err() {
+                    return;
+                }
+            }
+            // the farewell is queued after everything else; the broker closes the connection
+            // once it has read it (closing first would fire the last will)
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => leaving = true,
+            Ok(_) => {}
+            Err(_) if leaving => return,
+            Err(e) => {
+                let retry_in = backoff.next_delay();
+                let _ = links.try_send(Link::Down {
+                    reason: explain(&e),
+                    retry_in,
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(retry_in) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
 /// Publishes until `stop`; then tells the broker that every battery and jkmon are offline.
 /// Fails only when the TLS set-up is impossible (a bad `MQTT_CA_FILE`).
 pub async fn run(
@@ -169,47 +210,10 @@ pub async fn run(
 ) -> Result<(), MqttError> {
     let options = options(&config, Some(&layout))?;
     let broker = config.broker.to_string();
-    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    let (client, eventloop) = AsyncClient::new(options, 64);
     let (link_tx, mut link_rx) = mpsc::channel::<Link>(16);
     let connection_stop = CancellationToken::new();
-    let connection = {
-        let stop = connection_stop.clone();
-        let seed = u64::from(std::process::id());
-        tokio::spawn(async move {
-            let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX, seed);
-            let mut leaving = false;
-            loop {
-                let event = tokio::select! {
-                    e = eventloop.poll() => e,
-                    _ = stop.cancelled() => return,
-                };
-                match event {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        backoff.reset();
-                        if link_tx.send(Link::Up).await.is_err() {
-                            return;
-                        }
-                    }
-                    // the farewell is queued after everything else; the broker closes the
-                    // connection once it has read it (closing first would fire the last will)
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) => leaving = true,
-                    Ok(_) => {}
-                    Err(_) if leaving => return,
-                    Err(e) => {
-                        let retry_in = backoff.next_delay();
-                        let _ = link_tx.try_send(Link::Down {
-                            reason: explain(&e),
-                            retry_in,
-                        });
-                        tokio::select! {
-                            _ = tokio::time::sleep(retry_in) => {}
-                            _ = stop.cancelled() => return,
-                        }
-                    }
-                }
-            }
-        })
-    };
+    let connection = tokio::spawn(drive(eventloop, link_tx, connection_stop.clone()));
     tracing::info!("mqtt: connecting to {broker} as {}", config.client_id);
     let mut publisher = Publisher::new(layout, freshness);
     let mut connected = false;

@@ -265,19 +265,87 @@ pub fn configs(
     state: &Value,
     info: Option<&DeviceInfo>,
 ) -> Vec<(String, Value)> {
-    let node = format!("jkmon_{}", topics.uid);
-    let common = |name: &str, object: &str, template: String| {
+    let mut c = Configs {
+        layout,
+        prefix,
+        topics,
+        info,
+        node: format!("jkmon_{}", topics.uid),
+        out: Vec::new(),
+    };
+    let present = |field: &str| state.get(field).is_some_and(|v| !v.is_null());
+    for s in SENSORS.iter().filter(|s| present(s.field)) {
+        let template = format!("{{{{ value_json.{} }}}}", s.field);
+        c.sensor(s.field.to_string(), s.name, template, s);
+    }
+    if let Some(temps) = state.get("temperatures_c").and_then(Value::as_object) {
+        let shape = spec("", "", Some("temperature"), Some("°C"), M, Some(1));
+        for key in temps.keys() {
+            let template = format!("{{{{ value_json.temperatures_c.{key} }}}}");
+            c.sensor(
+                format!("temperature_{key}"),
+                &temperature_name(key),
+                template,
+                &shape,
+            );
+        }
+    }
+    let cells = state
+        .get("cell_voltages_v")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let shape = spec("", "", V, VOLT, M, Some(3));
+    for i in 0..cells {
+        let template = format!("{{{{ value_json.cell_voltages_v[{i}] }}}}");
+        c.sensor(
+            format!("cell_{}", i + 1),
+            &format!("Cell {}", i + 1),
+            template,
+            &shape,
+        );
+    }
+    let alarms = "{{ value_json.alarms | join(', ') if value_json.alarms else 'none' }}";
+    let plain = spec("", "", None, None, None, None);
+    c.sensor("alarms".into(), "Alarms", alarms.into(), &plain);
+    for b in BINARIES.iter().filter(|b| present(b.needs)) {
+        c.binary(b.id.into(), b.name, b.device_class, b.template.into());
+    }
+    for group in ALARM_GROUPS {
+        c.binary(
+            format!("alarm_{group}"),
+            &format!("{} alarm", label(group)),
+            Some("problem"),
+            format!("{{{{ 'ON' if value_json.alarm_groups.{group} else 'OFF' }}}}"),
+        );
+    }
+    c.out
+}
+
+/// The configs of one battery, being built.
+struct Configs<'a> {
+    layout: &'a Layout,
+    prefix: &'a str,
+    topics: &'a BatteryTopics,
+    info: Option<&'a DeviceInfo>,
+    /// `jkmon_<uid>`: the device's node id, the start of every `unique_id`.
+    node: String,
+    out: Vec<(String, Value)>,
+}
+
+impl Configs<'_> {
+    /// What every entity has: name, ids, topics, availability, device and origin.
+    fn common(&self, name: &str, object: &str, template: String) -> Map<String, Value> {
         let mut c = Map::new();
         c.insert("name".into(), json!(name));
-        c.insert("unique_id".into(), json!(format!("{node}_{object}")));
-        c.insert("state_topic".into(), json!(topics.state()));
+        c.insert("unique_id".into(), json!(format!("{}_{object}", self.node)));
+        c.insert("state_topic".into(), json!(self.topics.state()));
         c.insert("value_template".into(), json!(template));
         c.insert(
             "availability".into(),
-            json!([{"topic": layout.status()}, {"topic": topics.availability()}]),
+            json!([{"topic": self.layout.status()}, {"topic": self.topics.availability()}]),
         );
         c.insert("availability_mode".into(), json!("all"));
-        c.insert("device".into(), device(topics, info));
+        c.insert("device".into(), device(self.topics, self.info));
         c.insert(
             "origin".into(),
             json!({
@@ -286,114 +354,44 @@ pub fn configs(
             }),
         );
         c
-    };
-    let present = |field: &str| state.get(field).is_some_and(|v| !v.is_null());
-    let mut out = Vec::new();
-    let mut sensor = |object: String,
-                      name: &str,
-                      template: String,
-                      class: Option<&str>,
-                      unit: Option<&str>,
-                      state_class: Option<&str>,
-                      precision: Option<u8>,
-                      diagnostic: bool| {
-        let mut c = common(name, &object, template);
+    }
+
+    /// A sensor with the class, unit, state class, precision and category of `shape`.
+    fn sensor(&mut self, object: String, name: &str, template: String, shape: &Spec) {
+        let mut c = self.common(name, &object, template);
         for (key, v) in [
-            ("device_class", class),
-            ("unit_of_measurement", unit),
-            ("state_class", state_class),
+            ("device_class", shape.device_class),
+            ("unit_of_measurement", shape.unit),
+            ("state_class", shape.state_class),
         ] {
             if let Some(v) = v {
                 c.insert(key.into(), json!(v));
             }
         }
-        if let Some(p) = precision {
+        if let Some(p) = shape.precision {
             c.insert("suggested_display_precision".into(), json!(p));
         }
-        if diagnostic {
+        if shape.diagnostic {
             c.insert("entity_category".into(), json!("diagnostic"));
         }
-        out.push((
-            format!("{prefix}/sensor/{node}/{object}/config"),
-            Value::Object(c),
-        ));
-    };
-    for s in SENSORS.iter().filter(|s| present(s.field)) {
-        sensor(
-            s.field.to_string(),
-            s.name,
-            format!("{{{{ value_json.{} }}}}", s.field),
-            s.device_class,
-            s.unit,
-            s.state_class,
-            s.precision,
-            s.diagnostic,
-        );
+        let topic = format!("{}/sensor/{}/{object}/config", self.prefix, self.node);
+        self.out.push((topic, Value::Object(c)));
     }
-    if let Some(temps) = state.get("temperatures_c").and_then(Value::as_object) {
-        for key in temps.keys() {
-            sensor(
-                format!("temperature_{key}"),
-                &temperature_name(key),
-                format!("{{{{ value_json.temperatures_c.{key} }}}}"),
-                Some("temperature"),
-                Some("°C"),
-                M,
-                Some(1),
-                false,
-            );
-        }
-    }
-    let cells = state
-        .get("cell_voltages_v")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    for i in 0..cells {
-        sensor(
-            format!("cell_{}", i + 1),
-            &format!("Cell {}", i + 1),
-            format!("{{{{ value_json.cell_voltages_v[{i}] }}}}"),
-            V,
-            VOLT,
-            M,
-            Some(3),
-            false,
-        );
-    }
-    sensor(
-        "alarms".into(),
-        "Alarms",
-        "{{ value_json.alarms | join(', ') if value_json.alarms else 'none' }}".into(),
-        None,
-        None,
-        None,
-        None,
-        false,
-    );
-    let mut binary = |object: String, name: &str, class: Option<&str>, template: String| {
-        let mut c = common(name, &object, template);
+
+    /// A binary sensor whose template gives `ON` or `OFF`.
+    fn binary(&mut self, object: String, name: &str, class: Option<&str>, template: String) {
+        let mut c = self.common(name, &object, template);
         c.insert("payload_on".into(), json!("ON"));
         c.insert("payload_off".into(), json!("OFF"));
         if let Some(class) = class {
             c.insert("device_class".into(), json!(class));
         }
-        out.push((
-            format!("{prefix}/binary_sensor/{node}/{object}/config"),
-            Value::Object(c),
-        ));
-    };
-    for b in BINARIES.iter().filter(|b| present(b.needs)) {
-        binary(b.id.into(), b.name, b.device_class, b.template.into());
-    }
-    for group in ALARM_GROUPS {
-        binary(
-            format!("alarm_{group}"),
-            &format!("{} alarm", label(group)),
-            Some("problem"),
-            format!("{{{{ 'ON' if value_json.alarm_groups.{group} else 'OFF' }}}}"),
+        let topic = format!(
+            "{}/binary_sensor/{}/{object}/config",
+            self.prefix, self.node
         );
+        self.out.push((topic, Value::Object(c)));
     }
-    out
 }
 
 /// The fields a template reads: `value_json.a.b[3]` → `["a", "b", "3"]`, for every

@@ -138,6 +138,107 @@ fn ascii(v: &[u8]) -> String {
     String::from_utf8_lossy(&v[..end]).trim_end().to_string()
 }
 
+/// The data of a response: the cell block (`0x79`: cell number and millivolts) and every
+/// other tag with its value, in frame order.
+struct Tags<'a> {
+    cells: Vec<(u8, u16)>,
+    values: Vec<(u8, &'a [u8])>,
+}
+
+impl<'a> Tags<'a> {
+    /// Walks the tags of `bytes[at..data_end]`; a tag jkmon does not know, or one that runs
+    /// past the data, is an error at its position (its length is unknown, so nothing after
+    /// it can be read).
+    fn read(bytes: &'a [u8], mut at: usize, data_end: usize) -> Result<Tags<'a>, DecodeError> {
+        let mut tags = Tags {
+            cells: Vec::new(),
+            values: Vec::new(),
+        };
+        while at < data_end {
+            let tag = bytes[at];
+            let (start, len) = if tag == 0x79 {
+                let n = usize::from(*bytes.get(at + 1).unwrap_or(&0));
+                if n % 3 != 0 {
+                    return Err(DecodeError::Serial {
+                        at: at + 1,
+                        problem: format!("cell block length {n} is not a multiple of 3"),
+                    });
+                }
+                (at + 2, n)
+            } else {
+                let len = tag_size(tag).ok_or_else(|| DecodeError::Serial {
+                    at,
+                    problem: format!("unknown tag {tag:#04x}"),
+                })?;
+                (at + 1, len)
+            };
+            if start + len > data_end {
+                return Err(DecodeError::Serial {
+                    at,
+                    problem: format!("tag {tag:#04x} runs past the data ({len} bytes)"),
+                });
+            }
+            let value = &bytes[start..start + len];
+            if tag == 0x79 {
+                tags.cells.extend(
+                    value
+                        .chunks_exact(3)
+                        .map(|c| (c[0], u16::from_be_bytes([c[1], c[2]]))),
+                );
+            } else {
+                tags.values.push((tag, value));
+            }
+            at = start + len;
+        }
+        Ok(tags)
+    }
+
+    fn get(&self, tag: u8) -> Option<&'a [u8]> {
+        self.values.iter().find(|(t, _)| *t == tag).map(|(_, v)| *v)
+    }
+
+    fn u8_of(&self, tag: u8) -> Option<u8> {
+        self.get(tag).map(|v| v[0])
+    }
+
+    fn u16_of(&self, tag: u8) -> Option<u16> {
+        self.get(tag).map(|v| u16::from_be_bytes([v[0], v[1]]))
+    }
+
+    fn u32_of(&self, tag: u8) -> Option<u32> {
+        self.get(tag)
+            .map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
+    }
+
+    fn str_of(&self, tag: u8) -> String {
+        self.get(tag).map(ascii).unwrap_or_default()
+    }
+}
+
+/// The settings a response carries (the protection voltages and currents, the switches).
+fn settings_of(tags: &Tags, capacity_setting_mah: Option<u32>, cells: usize) -> Settings {
+    let mv = |tag| tags.u16_of(tag).map(u32::from);
+    let amps = |tag| tags.u16_of(tag).map(|a| u32::from(a) * 1000);
+    Settings {
+        variant: Some(Variant::Serial4e57),
+        cell_count: tags.u8_of(0xA9).unwrap_or(cells as u8),
+        cell_ovp_mv: mv(0x90),
+        cell_ovp_recovery_mv: mv(0x91),
+        cell_uvp_mv: mv(0x93),
+        cell_uvp_recovery_mv: mv(0x94),
+        balance_start_mv: mv(0x9B),
+        balance_trigger_mv: mv(0x9C),
+        balancer_switch: tags.u8_of(0x9D).map(|b| b != 0),
+        max_discharge_current_ma: amps(0x97),
+        max_charge_current_ma: amps(0x99),
+        nominal_capacity_mah: capacity_setting_mah,
+        charge_switch: tags.u8_of(0xAB).map(|b| b != 0),
+        discharge_switch: tags.u8_of(0xAC).map(|b| b != 0),
+        low_soc_alarm_pct: tags.u8_of(0xB1),
+        ..Settings::default()
+    }
+}
+
 /// Decodes a response frame (the envelope is checked first).
 pub fn decode_response(bytes: &[u8]) -> Result<SerialResponse, DecodeError> {
     let total = check_envelope(bytes)?;
@@ -150,51 +251,10 @@ pub fn decode_response(bytes: &[u8]) -> Result<SerialResponse, DecodeError> {
             ),
         });
     }
-    let data_end = total - 9;
-    let mut at = 11;
-    let mut cells: Vec<(u8, u16)> = Vec::new();
-    let mut values: Vec<(u8, &[u8])> = Vec::new();
-    while at < data_end {
-        let tag = bytes[at];
-        let (start, len) = if tag == 0x79 {
-            let n = usize::from(*bytes.get(at + 1).unwrap_or(&0));
-            if n % 3 != 0 {
-                return Err(DecodeError::Serial {
-                    at: at + 1,
-                    problem: format!("cell block length {n} is not a multiple of 3"),
-                });
-            }
-            (at + 2, n)
-        } else {
-            let len = tag_size(tag).ok_or_else(|| DecodeError::Serial {
-                at,
-                problem: format!("unknown tag {tag:#04x}"),
-            })?;
-            (at + 1, len)
-        };
-        if start + len > data_end {
-            return Err(DecodeError::Serial {
-                at,
-                problem: format!("tag {tag:#04x} runs past the data ({len} bytes)"),
-            });
-        }
-        let value = &bytes[start..start + len];
-        if tag == 0x79 {
-            cells.extend(
-                value
-                    .chunks_exact(3)
-                    .map(|c| (c[0], u16::from_be_bytes([c[1], c[2]]))),
-            );
-        } else {
-            values.push((tag, value));
-        }
-        at = start + len;
-    }
-    let get = |tag: u8| values.iter().find(|(t, _)| *t == tag).map(|(_, v)| *v);
-    let u8_of = |tag| get(tag).map(|v| v[0]);
-    let u16_of = |tag| get(tag).map(|v| u16::from_be_bytes([v[0], v[1]]));
-    let u32_of = |tag| get(tag).map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
-    let str_of = |tag| get(tag).map(ascii).unwrap_or_default();
+    let tags = Tags::read(bytes, 11, total - 9)?;
+    let (u8_of, u16_of, u32_of) = (|t| tags.u8_of(t), |t| tags.u16_of(t), |t| tags.u32_of(t));
+    let str_of = |t| tags.str_of(t);
+    let cells = &tags.cells;
 
     let protocol_version = u8_of(0xC0).unwrap_or(0);
     let status = u16_of(0x8C);
@@ -253,26 +313,11 @@ pub fn decode_response(bytes: &[u8]) -> Result<SerialResponse, DecodeError> {
         manufacturing_date: str_of(0xB5),
         ..DeviceInfo::default()
     };
-    let mv = |tag| u16_of(tag).map(u32::from);
-    let amps = |tag| u16_of(tag).map(|a| u32::from(a) * 1000);
-    let settings = Settings {
-        variant: Some(Variant::Serial4e57),
-        cell_count: u8_of(0xA9).unwrap_or(cell_info.cell_voltages_uv.len() as u8),
-        cell_ovp_mv: mv(0x90),
-        cell_ovp_recovery_mv: mv(0x91),
-        cell_uvp_mv: mv(0x93),
-        cell_uvp_recovery_mv: mv(0x94),
-        balance_start_mv: mv(0x9B),
-        balance_trigger_mv: mv(0x9C),
-        balancer_switch: u8_of(0x9D).map(|b| b != 0),
-        max_discharge_current_ma: amps(0x97),
-        max_charge_current_ma: amps(0x99),
-        nominal_capacity_mah: capacity_setting_mah,
-        charge_switch: u8_of(0xAB).map(|b| b != 0),
-        discharge_switch: u8_of(0xAC).map(|b| b != 0),
-        low_soc_alarm_pct: u8_of(0xB1),
-        ..Settings::default()
-    };
+    let settings = settings_of(
+        &tags,
+        capacity_setting_mah,
+        cell_info.cell_voltages_uv.len(),
+    );
     Ok(SerialResponse {
         command: bytes[8],
         cell_info,

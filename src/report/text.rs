@@ -21,10 +21,19 @@ fn opt<T: std::fmt::Display>(x: Option<T>, unit: &str) -> String {
     }
 }
 
-/// The cell-info block.
+/// The cell-info block: the cells, the pack, then the switches and alarms.
 pub fn cell_info(c: &CellInfo) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "cell info ({}, frame {})", c.variant, c.counter);
+    cells(&mut s, c);
+    pack(&mut s, c);
+    switches_and_alarms(&mut s, c);
+    s
+}
+
+/// Every cell's voltage, eight to a line; the lowest, highest, average and delta; the wire
+/// resistances.
+fn cells(s: &mut String, c: &CellInfo) {
     let _ = writeln!(s, "  cells      {}", c.cell_count());
     for (row, chunk) in c.cell_voltages_uv.chunks(8).enumerate() {
         let cells: Vec<String> = chunk
@@ -58,6 +67,10 @@ pub fn cell_info(c: &CellInfo) -> String {
             .collect();
         let _ = writeln!(s, "  wire resistance (mΩ) {}", r.join(" "));
     }
+}
+
+/// Voltage, current, power, SOC, capacity, cycles and temperatures.
+fn pack(s: &mut String, c: &CellInfo) {
     let _ = writeln!(
         s,
         "  voltage    {:.3} V",
@@ -110,6 +123,10 @@ pub fn cell_info(c: &CellInfo) -> String {
     if !temps.is_empty() {
         let _ = writeln!(s, "  temps (°C) {}", temps.join(", "));
     }
+}
+
+/// The MOSFETs, the heater, the balancer, the alarms and the uptime.
+fn switches_and_alarms(s: &mut String, c: &CellInfo) {
     let onoff = |b: Option<bool>| match b {
         Some(true) => "on",
         Some(false) => "off",
@@ -147,7 +164,6 @@ pub fn cell_info(c: &CellInfo) -> String {
     if let Some(up) = c.uptime_s {
         let _ = writeln!(s, "  uptime     {}", duration(up));
     }
-    s
 }
 
 /// `3d 04:05:06`.

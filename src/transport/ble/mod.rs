@@ -269,6 +269,8 @@ impl Bluetooth {
         }
     }
 
+    /// Finds the JK characteristic(s) and opens the path the commands and notifications
+    /// take: one 0xFFE1 for both through btleplug, or two through BlueZ directly.
     async fn open_data_path(
         &self,
         name: &str,
@@ -281,30 +283,7 @@ impl Bluetooth {
             address,
             found,
         };
-        // List the 0xFFE1s as BlueZ has them (btleplug would merge two into one).
-        let device: DeviceId = peripheral.id().to_string().parse().map_err(other)?;
-        let services = self.bluez.get_services(&device).await.map_err(other)?;
-        let service = services
-            .iter()
-            .find(|s| s.uuid == SERVICE_FFE0)
-            .ok_or_else(|| {
-                no_service(format!(
-                    "services [{}]",
-                    services
-                        .iter()
-                        .map(|s| s.uuid.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
-        let chars: Vec<_> = self
-            .bluez
-            .get_characteristics(&service.id)
-            .await
-            .map_err(other)?
-            .into_iter()
-            .filter(|c| c.uuid == CHAR_FFE1)
-            .collect();
+        let chars = self.ffe1_characteristics(peripheral, &no_service).await?;
         let props: Vec<gatt::CharProps> = chars
             .iter()
             .map(|c| gatt::CharProps {
@@ -329,61 +308,112 @@ impl Bluetooth {
             ?choice,
             "JK characteristics"
         );
-
         if choice.write == choice.notify {
-            let characteristic = peripheral
-                .characteristics()
-                .into_iter()
-                .find(|c| c.uuid == CHAR_FFE1 && c.service_uuid == SERVICE_FFE0)
-                .ok_or_else(|| no_service("0xFFE1 missing after discovery".into()))?;
-            // Subscribe before anything is written (§1.2).
-            let stream = peripheral.notifications().await.map_err(other)?;
-            peripheral.subscribe(&characteristic).await.map_err(other)?;
-            let notifications = stream
-                .filter_map(|n| async move { (n.uuid == CHAR_FFE1).then_some(n.value) })
-                .boxed();
-            let write_type = if choice.without_response {
-                WriteType::WithoutResponse
-            } else {
-                WriteType::WithResponse
-            };
-            Ok(DataPath {
-                notifications,
-                writer: Writer::Btleplug {
-                    characteristic,
-                    write_type,
-                },
-            })
+            one_characteristic(peripheral, choice, &no_service).await
         } else {
             let notify = chars[choice.notify].id.clone();
             let write = chars[choice.write].id.clone();
-            let stream = self
-                .bluez
-                .characteristic_event_stream(&notify)
+            self.two_characteristics(notify, write, choice.without_response)
                 .await
-                .map_err(other)?;
-            self.bluez.start_notify(&notify).await.map_err(other)?;
-            let notifications = stream
-                .filter_map(|event| async move {
-                    match event {
-                        bluez_async::BluetoothEvent::Characteristic {
-                            event: bluez_async::CharacteristicEvent::Value { value },
-                            ..
-                        } => Some(value),
-                        _ => None,
-                    }
-                })
-                .boxed();
-            Ok(DataPath {
-                notifications,
-                writer: Writer::Bluez {
-                    session: self.bluez.clone(),
-                    characteristic: write,
-                    without_response: choice.without_response,
-                },
-            })
         }
     }
+
+    /// Every 0xFFE1 of the 0xFFE0 service as BlueZ lists them (btleplug would merge two into
+    /// one).
+    async fn ffe1_characteristics(
+        &self,
+        peripheral: &Peripheral,
+        no_service: &impl Fn(String) -> BleError,
+    ) -> Result<Vec<bluez_async::CharacteristicInfo>, BleError> {
+        let device: DeviceId = peripheral.id().to_string().parse().map_err(other)?;
+        let services = self.bluez.get_services(&device).await.map_err(other)?;
+        let service = services
+            .iter()
+            .find(|s| s.uuid == SERVICE_FFE0)
+            .ok_or_else(|| {
+                no_service(format!(
+                    "services [{}]",
+                    services
+                        .iter()
+                        .map(|s| s.uuid.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        Ok(self
+            .bluez
+            .get_characteristics(&service.id)
+            .await
+            .map_err(other)?
+            .into_iter()
+            .filter(|c| c.uuid == CHAR_FFE1)
+            .collect())
+    }
+
+    /// Two 0xFFE1s (one notifies, one takes writes): both through BlueZ by their ids.
+    async fn two_characteristics(
+        &self,
+        notify: CharacteristicId,
+        write: CharacteristicId,
+        without_response: bool,
+    ) -> Result<DataPath, BleError> {
+        let stream = self
+            .bluez
+            .characteristic_event_stream(&notify)
+            .await
+            .map_err(other)?;
+        self.bluez.start_notify(&notify).await.map_err(other)?;
+        let notifications = stream
+            .filter_map(|event| async move {
+                match event {
+                    bluez_async::BluetoothEvent::Characteristic {
+                        event: bluez_async::CharacteristicEvent::Value { value },
+                        ..
+                    } => Some(value),
+                    _ => None,
+                }
+            })
+            .boxed();
+        Ok(DataPath {
+            notifications,
+            writer: Writer::Bluez {
+                session: self.bluez.clone(),
+                characteristic: write,
+                without_response,
+            },
+        })
+    }
+}
+
+/// One 0xFFE1 that notifies and takes writes: through btleplug, subscribed before anything is
+/// written (§1.2).
+async fn one_characteristic(
+    peripheral: &Peripheral,
+    choice: gatt::Choice,
+    no_service: &impl Fn(String) -> BleError,
+) -> Result<DataPath, BleError> {
+    let characteristic = peripheral
+        .characteristics()
+        .into_iter()
+        .find(|c| c.uuid == CHAR_FFE1 && c.service_uuid == SERVICE_FFE0)
+        .ok_or_else(|| no_service("0xFFE1 missing after discovery".into()))?;
+    let stream = peripheral.notifications().await.map_err(other)?;
+    peripheral.subscribe(&characteristic).await.map_err(other)?;
+    let notifications = stream
+        .filter_map(|n| async move { (n.uuid == CHAR_FFE1).then_some(n.value) })
+        .boxed();
+    let write_type = if choice.without_response {
+        WriteType::WithoutResponse
+    } else {
+        WriteType::WithResponse
+    };
+    Ok(DataPath {
+        notifications,
+        writer: Writer::Btleplug {
+            characteristic,
+            write_type,
+        },
+    })
 }
 
 struct DataPath {

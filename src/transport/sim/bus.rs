@@ -260,90 +260,126 @@ async fn run(config: BusSimConfig, mut peer: Peer, stats: Arc<BusStats>) {
         config,
     };
     let mut assembler = Assembler::new(AssemblerConfig::rs485());
-    // the master's schedule: (when, what)
-    let mut next_master = Instant::now() + Duration::from_millis(50);
-    let mut master_address: u8 = 0;
-    let mut master_cycles: u64 = 0;
+    let mut master = Master {
+        next: Instant::now() + Duration::from_millis(50),
+        address: 0,
+        cycles: 0,
+    };
     loop {
-        tokio::select! {
-            bytes = peer.commands.recv() => {
-                let Some(bytes) = bytes else { return };
-                // jkmon talks: over anything in progress, that is a collision
-                let now = Instant::now();
-                if now < bus.busy_until {
-                    bus.stats.collided(format!(
-                        "at {:.3} s jkmon sent {:02x?} {:.1} ms before the wire was free",
-                        bus.now_s(),
-                        bytes,
-                        (bus.busy_until - now).as_secs_f64() * 1000.0
-                    ));
-                }
-                bus.busy_until = bus.busy_until.max(Instant::now()) + wire_time(bytes.len());
-                assembler.push(&bytes);
-                while let Some(item) = assembler.poll() {
-                    let Item::Rs485Request { exchange, .. } = item else { continue };
-                    bus.stats.client_requests.lock().unwrap().push((exchange.address, exchange.register));
-                    let Some(register) = Rs485Register::from_address(exchange.register) else { continue };
-                    if let Some(answer) = bus.answer_of(exchange.address, register) {
-                        // the answer follows the request it belongs to: its own exchange
-                        let start = Instant::now().max(bus.busy_until) + bus.config.answer_latency;
-                        bus.busy_until = start;
-                        sleep_until(start).await;
-                        if !bus.transmit(answer).await {
-                            return;
-                        }
-                    }
-                }
-            }
-            _ = sleep_until(next_master) => {
-                if !bus.stats.master_enabled.load(Ordering::SeqCst) {
-                    next_master = Instant::now() + Duration::from_millis(50);
-                    master_address = 0;
-                    continue;
-                }
-                // the master's next step
-                if master_address == 0 {
-                    // its own broadcasts after a round: cell info, settings every 4th round
-                    master_cycles += 1;
-                    let now_s = bus.now_s();
-                    let master = &mut bus.master_pack;
-                    let mut frames = vec![master.answer(Rs485Register::CellInfo, now_s)];
-                    if master_cycles % 4 == 1 {
-                        frames.push(master.answer(Rs485Register::Settings, now_s));
-                    }
-                    // back to back: one transmission
-                    bus.stats.frames.fetch_add(frames.len() as u64, Ordering::SeqCst);
-                    if !bus.transmit(frames.concat()).await {
-                        return;
-                    }
-                    master_address = 1;
-                    next_master = bus.busy_until + bus.config.master_gap;
-                    continue;
-                }
-                let address = master_address;
-                master_address = if address >= rs485::MAX_ADDRESS { 0 } else { address + 1 };
-                bus.stats.master_requests.fetch_add(1, Ordering::SeqCst);
-                let request = rs485::request(address, Rs485Register::CellInfo).to_vec();
-                if !bus.transmit(request).await {
-                    return;
-                }
-                match bus.answer_of(address, Rs485Register::CellInfo) {
-                    Some(answer) => {
-                        let start = bus.busy_until + bus.config.answer_latency;
-                        bus.busy_until = start;
-                        sleep_until(start).await;
-                        if !bus.transmit(answer).await {
-                            return;
-                        }
-                        next_master = bus.busy_until + bus.config.master_gap;
-                    }
-                    None => {
-                        // nobody answers: the master waits, the wire is idle meanwhile
-                        next_master = bus.busy_until + bus.config.absent_wait;
-                    }
+        let going = tokio::select! {
+            bytes = peer.commands.recv() => match bytes {
+                Some(bytes) => bus.from_client(&bytes, &mut assembler).await,
+                None => false,
+            },
+            _ = sleep_until(master.next) => bus.master_step(&mut master).await,
+        };
+        if !going {
+            return;
+        }
+    }
+}
+
+/// The simulated master's schedule: when it talks next, the address it asks next (0: its
+/// own broadcasts), and how many rounds it made.
+struct Master {
+    next: Instant,
+    address: u8,
+    cycles: u64,
+}
+
+impl Bus {
+    /// jkmon talks: a collision when the wire is busy; each whole request gets its pack's
+    /// answer. `false` once jkmon is gone.
+    async fn from_client(&mut self, bytes: &[u8], assembler: &mut Assembler) -> bool {
+        let now = Instant::now();
+        if now < self.busy_until {
+            self.stats.collided(format!(
+                "at {:.3} s jkmon sent {:02x?} {:.1} ms before the wire was free",
+                self.now_s(),
+                bytes,
+                (self.busy_until - now).as_secs_f64() * 1000.0
+            ));
+        }
+        self.busy_until = self.busy_until.max(Instant::now()) + wire_time(bytes.len());
+        assembler.push(bytes);
+        while let Some(item) = assembler.poll() {
+            let Item::Rs485Request { exchange, .. } = item else {
+                continue;
+            };
+            self.stats
+                .client_requests
+                .lock()
+                .unwrap()
+                .push((exchange.address, exchange.register));
+            let Some(register) = Rs485Register::from_address(exchange.register) else {
+                continue;
+            };
+            if let Some(answer) = self.answer_of(exchange.address, register) {
+                // the answer follows the request it belongs to: its own exchange
+                let start = Instant::now().max(self.busy_until) + self.config.answer_latency;
+                self.busy_until = start;
+                sleep_until(start).await;
+                if !self.transmit(answer).await {
+                    return false;
                 }
             }
         }
+        true
+    }
+
+    /// The master's next step: its own broadcasts after a round (cell info, settings every
+    /// 4th round), else a cell-info request to the next address and that pack's answer.
+    /// `false` once jkmon is gone.
+    async fn master_step(&mut self, m: &mut Master) -> bool {
+        if !self.stats.master_enabled.load(Ordering::SeqCst) {
+            m.next = Instant::now() + Duration::from_millis(50);
+            m.address = 0;
+            return true;
+        }
+        if m.address == 0 {
+            m.cycles += 1;
+            let now_s = self.now_s();
+            let master = &mut self.master_pack;
+            let mut frames = vec![master.answer(Rs485Register::CellInfo, now_s)];
+            if m.cycles % 4 == 1 {
+                frames.push(master.answer(Rs485Register::Settings, now_s));
+            }
+            // back to back: one transmission
+            self.stats
+                .frames
+                .fetch_add(frames.len() as u64, Ordering::SeqCst);
+            if !self.transmit(frames.concat()).await {
+                return false;
+            }
+            m.address = 1;
+            m.next = self.busy_until + self.config.master_gap;
+            return true;
+        }
+        let address = m.address;
+        m.address = if address >= rs485::MAX_ADDRESS {
+            0
+        } else {
+            address + 1
+        };
+        self.stats.master_requests.fetch_add(1, Ordering::SeqCst);
+        let request = rs485::request(address, Rs485Register::CellInfo).to_vec();
+        if !self.transmit(request).await {
+            return false;
+        }
+        match self.answer_of(address, Rs485Register::CellInfo) {
+            Some(answer) => {
+                let start = self.busy_until + self.config.answer_latency;
+                self.busy_until = start;
+                sleep_until(start).await;
+                if !self.transmit(answer).await {
+                    return false;
+                }
+                m.next = self.busy_until + self.config.master_gap;
+            }
+            // nobody answers: the master waits, the wire is idle meanwhile
+            None => m.next = self.busy_until + self.config.absent_wait,
+        }
+        true
     }
 }
 
