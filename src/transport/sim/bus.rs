@@ -268,7 +268,7 @@ async fn run(config: BusSimConfig, mut peer: Peer, stats: Arc<BusStats>) {
     loop {
         let going = tokio::select! {
             bytes = peer.commands.recv() => match bytes {
-                Some(bytes) => bus.from_client(&bytes, &mut assembler).await,
+                Some(bytes) => bus.hear_client(&bytes, &mut assembler).await,
                 None => false,
             },
             _ = sleep_until(master.next) => bus.master_step(&mut master).await,
@@ -290,7 +290,7 @@ struct Master {
 impl Bus {
     /// jkmon talks: a collision when the wire is busy; each whole request gets its pack's
     /// answer. `false` once jkmon is gone.
-    async fn from_client(&mut self, bytes: &[u8], assembler: &mut Assembler) -> bool {
+    async fn hear_client(&mut self, bytes: &[u8], assembler: &mut Assembler) -> bool {
         let now = Instant::now();
         if now < self.busy_until {
             self.stats.collided(format!(
