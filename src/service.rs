@@ -202,19 +202,7 @@ pub async fn run(
         side_tasks = start_bot_and_alerts(&config, &components, &readers, &read_config, &stop)?;
     }
     if let (Some(mqtt), Some(feed)) = (&config.mqtt, &feed) {
-        let task = crate::mqtt::run(
-            mqtt.clone(),
-            crate::mqtt::Layout::new(mqtt, &store_batteries),
-            config.store.freshness,
-            config.session.poll_interval,
-            feed.subscribe(),
-            stop.child_token(),
-        );
-        side_tasks.push(tokio::spawn(async move {
-            if let Err(e) = task.await {
-                tracing::error!("mqtt: {e}; nothing is published");
-            }
-        }));
+        side_tasks.push(start_mqtt(&config, mqtt, &store_batteries, feed, &stop));
     }
     let (fleet, events) = if components.sessions {
         let (fleet, events) = start_sessions(&config, &batteries).await?;
@@ -361,6 +349,29 @@ fn start_bot_and_alerts(
         stop.child_token(),
     )));
     Ok(tasks)
+}
+
+/// The MQTT publisher, fed by the sessions' events through `feed`.
+fn start_mqtt(
+    config: &Config,
+    mqtt: &crate::mqtt::MqttConfig,
+    batteries: &[Battery],
+    feed: &Feed,
+    stop: &CancellationToken,
+) -> JoinHandle<()> {
+    let task = crate::mqtt::run(
+        mqtt.clone(),
+        crate::mqtt::Layout::new(mqtt, batteries),
+        config.store.freshness,
+        config.session.poll_interval,
+        feed.subscribe(),
+        stop.child_token(),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            tracing::error!("mqtt: {e}; nothing is published");
+        }
+    })
 }
 
 /// systemd's watchdog, fed at half its interval while a BMS delivered a snapshot within that

@@ -32,6 +32,8 @@ impl Report {
     }
 }
 
+/// Long on purpose: the checks in the order `jkmon doctor` prints them, a few lines each;
+/// the sequence is the report.
 pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let mut r = Report { failed: 0 };
     let config = match Config::from_env() {

@@ -484,6 +484,8 @@ fn decode_jk04(f: &[u8]) -> CellInfo {
 
 /// Builds a JK02 cell-info frame from a [`CellInfo`] (the simulated BMS speaks through this).
 /// Cells beyond the layout's slots are dropped; fields that are `None` are written as 0.
+/// Long on purpose: every field is written at its layout offset in frame order, one
+/// statement each, mirroring the decoder; the list is the frame.
 pub fn encode_jk02(info: &CellInfo, layout: &Jk02Layout) -> [u8; FRAME_LEN] {
     let l = layout;
     let mut f = [0u8; FRAME_LEN];

@@ -240,6 +240,8 @@ fn settings_of(tags: &Tags, capacity_setting_mah: Option<u32>, cells: usize) -> 
 }
 
 /// Decodes a response frame (the envelope is checked first).
+/// Long on purpose: every tag is mapped onto its typed field here, one line each, beside the
+/// tag walk ([`Tags`]) and the settings ([`settings_of`]); the list is the decoder.
 pub fn decode_response(bytes: &[u8]) -> Result<SerialResponse, DecodeError> {
     let total = check_envelope(bytes)?;
     if bytes[10] != 0x01 && bytes[10] != 0x02 {
@@ -331,6 +333,8 @@ pub fn decode_response(bytes: &[u8]) -> Result<SerialResponse, DecodeError> {
 /// version 1 sends it: cells, temperatures, voltage, current, SOC, cycles, capacities, warnings,
 /// status, the settings jkmon reads, and the device strings. The simulated BMS answers with this;
 /// [`decode_response`] reads back what it wrote.
+/// Long on purpose: one statement per tag, in the order the BMS sends them, so the function
+/// reads as the frame does; split, that order would live in several places.
 pub fn encode_response(cells: &CellInfo, device: &DeviceInfo, settings: &Settings) -> Vec<u8> {
     let mut data: Vec<u8> = Vec::with_capacity(320);
     let n = cells.cell_voltages_uv.len().min(84);

@@ -31,91 +31,128 @@ pub fn fill(
         return Err(StoreError::NotEmpty(existing));
     }
     store.register(batteries, now_ms)?;
-    let estimator = estimator(SocSource::Curve, &VoltageCurve::default());
-    let mut models: Vec<(SimBattery, Rng)> = (0..batteries.len())
-        .map(|i| {
-            let config = SimConfig {
-                profile_period: std::time::Duration::from_secs(86_400),
-                ..SimConfig::default()
-            };
-            let mut rng = Rng::new(7 + i as u64);
-            (SimBattery::new(&config, &mut rng), rng)
-        })
-        .collect();
     let ids: Vec<i64> = batteries
         .iter()
         .map(|b| store.devices[&b.position].0)
         .collect();
     // on a 30-second boundary, so the BMS samples fall on the 10-second inverter steps
     let start_s = (now_ms / 1000 - i64::from(days) * 86_400).div_euclid(BMS_EVERY_S) * BMS_EVERY_S;
-    let mut inverter_rng = Rng::new(99);
-    // as the Python poller writes it
-    let created_at = super::CreatedAtFormat::default();
-    let mut latest: Vec<Option<Snapshot>> = vec![None; batteries.len()];
+    let mut demo = Demo {
+        batteries,
+        ids,
+        models: (0..batteries.len())
+            .map(|i| {
+                let config = SimConfig {
+                    profile_period: std::time::Duration::from_secs(86_400),
+                    ..SimConfig::default()
+                };
+                let mut rng = Rng::new(7 + i as u64);
+                (SimBattery::new(&config, &mut rng), rng)
+            })
+            .collect(),
+        estimator: estimator(SocSource::Curve, &VoltageCurve::default()),
+        inverter_rng: Rng::new(99),
+        latest: vec![None; batteries.len()],
+        start_s,
+    };
     for day in 0..days {
         let tx = store
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let day_start = start_s + i64::from(day) * 86_400;
         for t in (day_start..day_start + 86_400).step_by(INVERTER_EVERY_S as usize) {
-            let when: DateTime<Local> = DateTime::from_timestamp(t, 0)
-                .unwrap_or_default()
-                .with_timezone(&Local);
             if t % BMS_EVERY_S == 0 {
-                for (i, (model, rng)) in models.iter_mut().enumerate() {
-                    model.step((t - start_s) as f64, rng);
-                    let snapshot = Snapshot::new(
-                        model.cell_info((t / BMS_EVERY_S) as u8),
-                        None,
-                        None,
-                        estimator.as_ref(),
-                    );
-                    let mut bucket = Bucket::default();
-                    bucket.add(&snapshot);
-                    bucket.to_row(ids[i], 0, t * 1000).insert(&tx)?;
-                    latest[i] = Some(snapshot);
-                }
+                demo.batteries_at(&tx, t)?;
             }
-            let hour = f64::from(when.num_seconds_from_midnight()) / 3600.0;
-            let mut payload = inverter::row(hour, &mut inverter_rng);
-            if let Some(map) = payload.as_object_mut() {
-                for (b, snapshot) in batteries.iter().zip(&latest) {
-                    if let Some(s) = snapshot {
-                        map.extend(fields::readings_fields(
-                            b.position,
-                            &b.name,
-                            b.address.as_deref(),
-                            s,
-                            when,
-                        ));
-                    }
-                }
-            }
-            tx.prepare_cached("INSERT INTO readings (created_at, payload) VALUES (?1, ?2)")?
-                .execute(rusqlite::params![
-                    created_at.format(when.to_utc()),
-                    payload.to_string()
-                ])?;
+            demo.inverter_at(&tx, t)?;
         }
         tx.commit()?;
         progress(day + 1, days);
     }
-    // the latest snapshot of each battery, as the writer leaves it
-    let tx = store.conn.transaction()?;
-    for (id, snapshot) in ids.iter().zip(&latest) {
-        if let Some(s) = snapshot {
-            let json = serde_json::json!({ "snapshot": crate::report::json::SnapshotJson::new(s) });
-            tx.execute(
-                "INSERT OR REPLACE INTO bms_latest (device_id, taken_ms, snapshot) VALUES (?1, ?2, ?3)",
-                rusqlite::params![id, now_ms, json.to_string()],
-            )?;
-            tx.execute(
-                "UPDATE bms_devices SET last_seen_ms = ?1, cell_count = ?2, variant = ?3 WHERE id = ?4",
-                rusqlite::params![now_ms, s.cell_info.cell_count() as i64, s.cell_info.variant.as_str(), id],
-            )?;
-        }
-    }
-    tx.commit()?;
+    demo.latest_snapshots(store, now_ms)?;
     while store.maintain(now_ms)?.more {}
     Ok(())
+}
+
+/// The simulated installation being written.
+struct Demo<'a> {
+    batteries: &'a [Battery],
+    /// `bms_devices.id` of each battery.
+    ids: Vec<i64>,
+    models: Vec<(SimBattery, Rng)>,
+    estimator: Box<dyn crate::battery::SocEstimator>,
+    inverter_rng: Rng,
+    /// Each battery's newest snapshot so far.
+    latest: Vec<Option<Snapshot>>,
+    start_s: i64,
+}
+
+impl Demo<'_> {
+    /// Every battery's reading at unix second `t`, as a history row.
+    fn batteries_at(&mut self, tx: &rusqlite::Transaction, t: i64) -> Result<(), StoreError> {
+        for (i, (model, rng)) in self.models.iter_mut().enumerate() {
+            model.step((t - self.start_s) as f64, rng);
+            let snapshot = Snapshot::new(
+                model.cell_info((t / BMS_EVERY_S) as u8),
+                None,
+                None,
+                self.estimator.as_ref(),
+            );
+            let mut bucket = Bucket::default();
+            bucket.add(&snapshot);
+            bucket.to_row(self.ids[i], 0, t * 1000).insert(tx)?;
+            self.latest[i] = Some(snapshot);
+        }
+        Ok(())
+    }
+
+    /// The inverter's row at unix second `t`, with the batteries' keys merged in and
+    /// `created_at` as the Python poller writes it.
+    fn inverter_at(&mut self, tx: &rusqlite::Transaction, t: i64) -> Result<(), StoreError> {
+        let when: DateTime<Local> = DateTime::from_timestamp(t, 0)
+            .unwrap_or_default()
+            .with_timezone(&Local);
+        let hour = f64::from(when.num_seconds_from_midnight()) / 3600.0;
+        let mut payload = inverter::row(hour, &mut self.inverter_rng);
+        if let Some(map) = payload.as_object_mut() {
+            for (b, snapshot) in self.batteries.iter().zip(&self.latest) {
+                if let Some(s) = snapshot {
+                    map.extend(fields::readings_fields(
+                        b.position,
+                        &b.name,
+                        b.address.as_deref(),
+                        s,
+                        when,
+                    ));
+                }
+            }
+        }
+        tx.prepare_cached("INSERT INTO readings (created_at, payload) VALUES (?1, ?2)")?
+            .execute(rusqlite::params![
+                super::CreatedAtFormat::default().format(when.to_utc()),
+                payload.to_string()
+            ])?;
+        Ok(())
+    }
+
+    /// The latest snapshot of each battery, as the writer leaves it.
+    fn latest_snapshots(&self, store: &mut Store, now_ms: i64) -> Result<(), StoreError> {
+        let tx = store.conn.transaction()?;
+        for (id, snapshot) in self.ids.iter().zip(&self.latest) {
+            if let Some(s) = snapshot {
+                let json =
+                    serde_json::json!({ "snapshot": crate::report::json::SnapshotJson::new(s) });
+                tx.execute(
+                    "INSERT OR REPLACE INTO bms_latest (device_id, taken_ms, snapshot) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![id, now_ms, json.to_string()],
+                )?;
+                tx.execute(
+                    "UPDATE bms_devices SET last_seen_ms = ?1, cell_count = ?2, variant = ?3 WHERE id = ?4",
+                    rusqlite::params![now_ms, s.cell_info.cell_count() as i64, s.cell_info.variant.as_str(), id],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
 }

@@ -143,52 +143,20 @@ pub fn aggregate(
         } else {
             now_ms - i64::from(days) * 86_400_000
         };
-        let upto: Option<i64> = conn
-            .query_row(
-                "SELECT upto_ms FROM jkmon_progress WHERE job = ?1",
-                [job(bucket_s)],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let upto = progress(conn, bucket_s)?;
         let start = upto.unwrap_or(first_ms.max(oldest_kept)).div_euclid(width) * width;
         let end = (now_ms - GRACE_MS).div_euclid(width) * width;
         let chunk_end = end.min(start + CHUNK_MS);
         // read: no lock beyond the snapshot every reader has
-        let mut buckets = Vec::new();
-        if chunk_end > start {
-            raw_buckets(conn, bucket_s, start, chunk_end, 1, |r| {
-                let mut values = [None; 10];
-                for (i, v) in values.iter_mut().enumerate() {
-                    *v = r.get(2 + i)?;
-                }
-                buckets.push(Made {
-                    ts_ms: r.get::<_, i64>(0)? * 1000,
-                    rows: r.get(1)?,
-                    values,
-                });
-                Ok(())
-            })?;
-        }
+        let buckets = if chunk_end > start {
+            read_buckets(conn, bucket_s, start, chunk_end)?
+        } else {
+            Vec::new()
+        };
         // write: only what was made, and how far
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if chunk_end > start {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO inverter_history
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )?;
-            for b in &buckets {
-                let v = &b.values;
-                insert.execute(rusqlite::params![
-                    bucket_s, b.ts_ms, b.rows, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
-                    v[8], v[9]
-                ])?;
-            }
-            drop(insert);
-            tx.execute(
-                "INSERT INTO jkmon_progress (job, upto_ms) VALUES (?1, ?2)
-                 ON CONFLICT (job) DO UPDATE SET upto_ms = excluded.upto_ms",
-                rusqlite::params![job(bucket_s), chunk_end],
-            )?;
+            write_buckets(&tx, bucket_s, &buckets, chunk_end)?;
             made += buckets.len();
             more |= chunk_end < end;
         }
@@ -201,6 +169,64 @@ pub fn aggregate(
         tx.commit()?;
     }
     Ok((made, more))
+}
+
+/// The complete `bucket_s` buckets of `[start, end)`, read from `readings`.
+fn read_buckets(
+    conn: &Connection,
+    bucket_s: i64,
+    start: i64,
+    end: i64,
+) -> rusqlite::Result<Vec<Made>> {
+    let mut buckets = Vec::new();
+    raw_buckets(conn, bucket_s, start, end, 1, |r| {
+        let mut values = [None; 10];
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = r.get(2 + i)?;
+        }
+        buckets.push(Made {
+            ts_ms: r.get::<_, i64>(0)? * 1000,
+            rows: r.get(1)?,
+            values,
+        });
+        Ok(())
+    })?;
+    Ok(buckets)
+}
+
+/// Writes `buckets` of one tier and that it is done up to `upto_ms`.
+fn write_buckets(
+    tx: &rusqlite::Transaction,
+    bucket_s: i64,
+    buckets: &[Made],
+    upto_ms: i64,
+) -> rusqlite::Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT OR REPLACE INTO inverter_history
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    for b in buckets {
+        let v = &b.values;
+        insert.execute(rusqlite::params![
+            bucket_s, b.ts_ms, b.rows, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
+        ])?;
+    }
+    tx.execute(
+        "INSERT INTO jkmon_progress (job, upto_ms) VALUES (?1, ?2)
+         ON CONFLICT (job) DO UPDATE SET upto_ms = excluded.upto_ms",
+        rusqlite::params![job(bucket_s), upto_ms],
+    )?;
+    Ok(())
+}
+
+/// How far a tier is aggregated (`None`: not begun).
+fn progress(conn: &Connection, bucket_s: i64) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT upto_ms FROM jkmon_progress WHERE job = ?1",
+        [job(bucket_s)],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 /// One chart bucket of the inverter's rows.
@@ -240,6 +266,32 @@ fn fold_row(fold: &mut Fold, r: &rusqlite::Row, i: usize, n: u32) -> rusqlite::R
     Ok(())
 }
 
+/// Folds the rows of `readings` in `[from_ms, to_ms)` into `folds` (keyed by the start of
+/// their `width` ms chart bucket), `raw_width` s at a time. A long stretch not aggregated yet
+/// (right after an upgrade, or `jkmon web` before its catch-up) is read as an even sample of
+/// rows, which keeps the chart fast; `true` when it was.
+fn fold_raw(
+    conn: &Connection,
+    raw_width: i64,
+    (from_ms, to_ms): (i64, i64),
+    width: i64,
+    folds: &mut std::collections::BTreeMap<i64, Fold>,
+) -> rusqlite::Result<bool> {
+    let rows: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM readings WHERE created_at >= ?1 AND created_at < ?2")?
+        .query_row(<[String; 2]>::from(text_range(from_ms, to_ms)), |r| {
+            r.get(0)
+        })?;
+    let stride = (rows / RAW_ROWS_READ).max(1);
+    raw_buckets(conn, raw_width, from_ms, to_ms, stride, |r| {
+        let b: i64 = r.get(0)?;
+        let n: u32 = r.get(1)?;
+        let key = (b * 1000).div_euclid(width) * width;
+        fold_row(folds.entry(key).or_default(), r, 2, n * stride as u32)
+    })?;
+    Ok(stride > 1)
+}
+
 /// The inverter's chart points in `[from, to)`, `bucket_s` wide: from the aggregated tier when
 /// the bucket allows it (plus the latest rows straight from `readings`), else from `readings`.
 pub fn points(
@@ -263,16 +315,8 @@ pub fn points(
         Some(300)
     };
     let mut raw_from = from_ms;
-    let mut sampled = false;
     if let Some(tier) = tier {
-        let upto: i64 = conn
-            .query_row(
-                "SELECT upto_ms FROM jkmon_progress WHERE job = ?1",
-                [job(tier)],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(i64::MIN);
+        let upto = progress(conn, tier)?.unwrap_or(i64::MIN);
         let mut stmt = conn.prepare_cached(
             "SELECT ts_ms, rows, grid_power_w, grid_power_min_w, grid_power_max_w, load_power_w,
                     load_power_min_w, load_power_max_w, pv_power_w, pv_power_min_w, pv_power_max_w
@@ -286,30 +330,12 @@ pub fn points(
         }
         raw_from = from_ms.max(upto);
     }
-    if raw_from < to_ms {
+    let sampled = if raw_from < to_ms {
         let raw_width = tier.unwrap_or(bucket_s).min(bucket_s);
-        // a long stretch not aggregated yet (right after an upgrade, or `jkmon web` before its
-        // catch-up): an even sample of rows keeps the chart fast, and says so
-        let rows: i64 = conn
-            .prepare_cached(
-                "SELECT COUNT(*) FROM readings WHERE created_at >= ?1 AND created_at < ?2",
-            )?
-            .query_row(<[String; 2]>::from(text_range(raw_from, to_ms)), |r| {
-                r.get(0)
-            })?;
-        let stride = (rows / RAW_ROWS_READ).max(1);
-        sampled = stride > 1;
-        raw_buckets(conn, raw_width, raw_from, to_ms, stride, |r| {
-            let b: i64 = r.get(0)?;
-            let n: u32 = r.get(1)?;
-            fold_row(
-                folds.entry(key(b * 1000)).or_default(),
-                r,
-                2,
-                n * stride as u32,
-            )
-        })?;
-    }
+        fold_raw(conn, raw_width, (raw_from, to_ms), width, &mut folds)?
+    } else {
+        false
+    };
     let range = |s: &Stat| {
         s.avg().map(|avg| Range {
             avg: (avg * 10.0).round() / 10.0,

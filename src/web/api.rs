@@ -30,11 +30,9 @@ pub fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-fn bad_request(param: &str, value: &str, expected: &str) -> Response {
-    error(
-        StatusCode::BAD_REQUEST,
-        &format!("{param}={value:?} is not valid: expected {expected}"),
-    )
+/// What is wrong with a query parameter, for a 400.
+fn invalid(param: &str, value: &str, expected: &str) -> String {
+    format!("{param}={value:?} is not valid: expected {expected}")
 }
 
 /// A JSON body that is already serialised.
@@ -118,41 +116,14 @@ pub async fn history(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, StoreError> {
     let now = Utc::now();
-    const TIME: &str =
-        "a time like 2026-01-16T21:32:00+02:00, a date like 2026-01-16, or unix seconds, between 2000 and 2199";
-    // Err: the parameter and its value
-    let time =
-        |key: &'static str, default: DateTime<Utc>| match q.get(key).filter(|v| !v.is_empty()) {
-            None => Ok(default),
-            Some(v) => parse_time(v).ok_or((key, v.clone())),
-        };
-    let (from, to) = match time("to", now)
-        .and_then(|to| Ok((time("from", to - chrono::Duration::days(1))?, to)))
-    {
-        Ok(range) => range,
-        Err((key, value)) => return Ok(bad_request(key, &value, TIME)),
+    let refused = |message: String| Ok(error(StatusCode::BAD_REQUEST, &message));
+    let (from, to) = match range(&q, now) {
+        Ok(r) => r,
+        Err(message) => return refused(message),
     };
-    if from >= to || to - from > chrono::Duration::days(MAX_RANGE_DAYS) {
-        return Ok(error(
-            StatusCode::BAD_REQUEST,
-            &format!("from must be before to, and the range at most {MAX_RANGE_DAYS} days"),
-        ));
-    }
-    let range_s = (to - from).num_seconds();
-    let bucket_s = match q.get("bucket").filter(|v| !v.is_empty()) {
-        None => bucket_for(range_s),
-        Some(v) => match v.parse::<i64>() {
-            Ok(b) if BUCKETS_S.contains(&b) && range_s / b <= 20_000 => b,
-            _ => {
-                return Ok(bad_request(
-                    "bucket",
-                    v,
-                    &format!(
-                        "seconds, one of {BUCKETS_S:?}, giving at most 20000 points for the range"
-                    ),
-                ))
-            }
-        },
+    let bucket_s = match bucket(&q, (to - from).num_seconds()) {
+        Ok(b) => b,
+        Err(message) => return refused(message),
     };
     let known: Vec<usize> = state
         .readers
@@ -161,24 +132,9 @@ pub async fn history(
         .iter()
         .map(|b| b.position)
         .collect();
-    let positions: Vec<usize> = match q.get("battery").filter(|v| !v.is_empty()) {
-        None => Vec::new(),
-        Some(v) => {
-            let parsed: Option<Vec<usize>> = v
-                .split(',')
-                .map(|p| p.trim().parse().ok().filter(|p| known.contains(p)))
-                .collect();
-            match parsed {
-                Some(p) => p,
-                None => {
-                    return Ok(bad_request(
-                        "battery",
-                        v,
-                        &format!("battery numbers from {known:?}, separated by commas"),
-                    ))
-                }
-            }
-        }
+    let positions = match positions(&q, &known) {
+        Ok(p) => p,
+        Err(message) => return refused(message),
     };
     // identical questions within the cache time (several open pages) are answered once; `to`
     // counts in 10-second steps for that
@@ -197,6 +153,61 @@ pub async fn history(
         })
         .await?;
     Ok(json_body(body))
+}
+
+/// `from` and `to` (default: the day up to now), at most [`MAX_RANGE_DAYS`] apart; else what
+/// is wrong.
+fn range(
+    q: &HashMap<String, String>,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), String> {
+    const TIME: &str =
+        "a time like 2026-01-16T21:32:00+02:00, a date like 2026-01-16, or unix seconds, between 2000 and 2199";
+    let time =
+        |key: &'static str, default: DateTime<Utc>| match q.get(key).filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(v) => parse_time(v).ok_or_else(|| invalid(key, v, TIME)),
+        };
+    let to = time("to", now)?;
+    let from = time("from", to - chrono::Duration::days(1))?;
+    if from >= to || to - from > chrono::Duration::days(MAX_RANGE_DAYS) {
+        return Err(format!(
+            "from must be before to, and the range at most {MAX_RANGE_DAYS} days"
+        ));
+    }
+    Ok((from, to))
+}
+
+/// `bucket`: one of [`BUCKETS_S`] giving at most 20,000 points, or the one for the range.
+fn bucket(q: &HashMap<String, String>, range_s: i64) -> Result<i64, String> {
+    let Some(v) = q.get("bucket").filter(|v| !v.is_empty()) else {
+        return Ok(bucket_for(range_s));
+    };
+    match v.parse::<i64>() {
+        Ok(b) if BUCKETS_S.contains(&b) && range_s / b <= 20_000 => Ok(b),
+        _ => Err(invalid(
+            "bucket",
+            v,
+            &format!("seconds, one of {BUCKETS_S:?}, giving at most 20000 points for the range"),
+        )),
+    }
+}
+
+/// `battery`: battery numbers from `known`, separated by commas; empty means all.
+fn positions(q: &HashMap<String, String>, known: &[usize]) -> Result<Vec<usize>, String> {
+    let Some(v) = q.get("battery").filter(|v| !v.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    v.split(',')
+        .map(|p| p.trim().parse().ok().filter(|p| known.contains(p)))
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(|| {
+            invalid(
+                "battery",
+                v,
+                &format!("battery numbers from {known:?}, separated by commas"),
+            )
+        })
 }
 
 /// The Python monitor's route: `days` may be fractional; a missing or bad value gives the
