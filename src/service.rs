@@ -7,6 +7,8 @@
 //! ends the service with a non-zero exit code. The web server, the Telegram bot and the MQTT
 //! publisher join as further components under the same token; the publisher and `/metrics`
 //! learn of every session event without ever holding the sessions up.
+//!
+//! Layer 7: wires every module below; only `cli` uses it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

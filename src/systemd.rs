@@ -1,6 +1,8 @@
 //! The systemd service protocol (`Type=notify`): `READY=1` once the service runs,
 //! `WATCHDOG=1` while its BMS sessions are healthy, `STOPPING=1` on the way out. Plain
 //! datagrams to `$NOTIFY_SOCKET`; without that variable (not under systemd) nothing is sent.
+//!
+//! Layer 1: uses no other module of jkmon.
 
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Telegram, shared by the bot (which answers) and the alerts (which send): the token and
 //! chats, the client on the configured Bot API, HTML escaping, and what the Bot API's errors
 //! mean. Knows nothing of batteries; both `bot` and `alerts` use it, neither uses the other.
+//!
+//! Layer 1: uses no other module of jkmon.
 
 use teloxide::Bot;
 

@@ -4,6 +4,8 @@
 //!
 //! Sessions report running totals per connection; this turns them into counters that only
 //! grow, across reconnections.
+//!
+//! Layer 4: may use `session`.
 
 use std::sync::Mutex;
 

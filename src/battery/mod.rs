@@ -1,5 +1,7 @@
 //! The battery as jkmon sees it: the latest cell-info values of one BMS, who it is, and the state
 //! of charge jkmon chose to show. Built from protocol types; knows nothing of bytes or transports.
+//!
+//! Layer 2: may use `protocol`.
 
 pub mod soc;
 

@@ -6,6 +6,8 @@
 //! token is a secret: it never appears in a log line, and errors from the Bot API are logged
 //! with it cut out. The bot reads the store like the web pages do, off the async runtime, and
 //! never waits on the BMS sessions or the database writer.
+//!
+//! Layer 5 (a view): may use `store`, `report`, `session` and `telegram`; never another view.
 
 pub mod format;
 

@@ -16,6 +16,9 @@
 //! [`payload`] and [`discovery`] turn a snapshot into messages (pure), [`publisher`] decides
 //! what to send when (pure, an explicit state), and [`client`] is the thin rumqttc shell that
 //! connects, reconnects with backoff and sends.
+//!
+//! Layer 5 (a view): may use `session` (its events), `store` (the battery list), `report`,
+//! `battery` and `protocol`; never another view.
 
 pub mod client;
 pub mod discovery;

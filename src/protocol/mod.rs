@@ -14,6 +14,8 @@
 //!
 //! Offsets are absolute from the first header byte; the reference is `jk-protocol.md` (§ numbers
 //! in the docs below point into it).
+//!
+//! Layer 1 (the bottom): uses no other module of jkmon.
 
 pub mod alarms;
 pub mod assembler;

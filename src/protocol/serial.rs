@@ -241,7 +241,7 @@ fn settings_of(tags: &Tags, capacity_setting_mah: Option<u32>, cells: usize) -> 
 
 /// Decodes a response frame (the envelope is checked first).
 /// Long on purpose: every tag is mapped onto its typed field here, one line each, beside the
-/// tag walk ([`Tags`]) and the settings ([`settings_of`]); the list is the decoder.
+/// tag walk (`Tags`) and the settings (`settings_of`); the list is the decoder.
 pub fn decode_response(bytes: &[u8]) -> Result<SerialResponse, DecodeError> {
     let total = check_envelope(bytes)?;
     if bytes[10] != 0x01 && bytes[10] != 0x02 {

@@ -17,6 +17,8 @@
 //! Every connection gets a fresh [`FrameStream`], so the assembler starts empty after a
 //! disconnect. Every state change is logged with the BMS's name and sent as a [`SessionEvent`].
 //! The session ends when nobody listens to its events any more.
+//!
+//! Layer 3: may use `transport`, `battery` and `protocol`.
 
 pub mod backoff;
 pub mod bus;

@@ -5,6 +5,9 @@
 //!
 //! The simulated BMS ([`sim`]) is one more transport, so demo mode and tests run the same code
 //! as a real installation.
+//!
+//! Layer 2: may use `protocol`; takes its own settings ([`Plan`], [`BatteryConfig`]), never
+//! the whole configuration.
 
 pub mod ble;
 pub mod serial;

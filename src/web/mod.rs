@@ -11,6 +11,8 @@
 //! `/login` and `/static/` needs `Authorization: Bearer <token>` or the `jkmon_token` cookie
 //! (which `/login` sets); pages send a browser without it to `/login`, the API and `/metrics`
 //! answer 401.
+//!
+//! Layer 5 (a view): may use `store`, `report`, `session` and `telemetry`; never another view.
 
 pub mod api;
 pub mod metrics;
