@@ -129,13 +129,11 @@ impl Notifier {
 
 /// The environment `ALERT_COMMAND` gets.
 pub fn command_env(t: &Transition) -> Vec<(&'static str, String)> {
-    let value = |k: &str| {
-        t.values
-            .get(k)
-            .and_then(|v| v.as_f64())
-            .map(|v| v.to_string())
-            .unwrap_or_default()
+    let battery = match &t.values {
+        super::rules::Values::Battery(v) => v.clone(),
+        super::rules::Values::Grid { .. } => super::rules::BatteryValues::default(),
     };
+    let value = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     vec![
         ("JKMON_ALERT_SUBJECT", t.subject.clone()),
         (
@@ -149,12 +147,15 @@ pub fn command_env(t: &Transition) -> Vec<(&'static str, String)> {
         ("JKMON_ALERT_FROM", t.from.to_string()),
         ("JKMON_ALERT_TO", t.to.to_string()),
         ("JKMON_ALERT_MESSAGE", t.message.clone()),
-        ("JKMON_ALERT_SOC_PCT", value("soc_pct")),
-        ("JKMON_ALERT_VOLTAGE_V", value("voltage_v")),
-        ("JKMON_ALERT_CURRENT_A", value("current_a")),
-        ("JKMON_ALERT_CELL_MIN_V", value("cell_min_v")),
-        ("JKMON_ALERT_CELL_MAX_V", value("cell_max_v")),
-        ("JKMON_ALERT_VALUES", t.values.to_string()),
+        ("JKMON_ALERT_SOC_PCT", value(battery.soc_pct)),
+        ("JKMON_ALERT_VOLTAGE_V", value(battery.voltage_v)),
+        ("JKMON_ALERT_CURRENT_A", value(battery.current_a)),
+        ("JKMON_ALERT_CELL_MIN_V", value(battery.cell_min_v)),
+        ("JKMON_ALERT_CELL_MAX_V", value(battery.cell_max_v)),
+        (
+            "JKMON_ALERT_VALUES",
+            serde_json::to_string(&t.values).unwrap_or_default(),
+        ),
     ]
 }
 

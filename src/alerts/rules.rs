@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::report::json::SnapshotJson;
 use crate::store::read::{BatteryView, Grid, StatusView};
@@ -161,10 +161,48 @@ pub struct Transition {
     /// One line for people, plain text.
     pub message: String,
     /// The values behind it (the webhook's and `ALERT_COMMAND`'s JSON).
-    pub values: Value,
+    pub values: Values,
     /// `false` when the message was held back by `ALERT_REPEAT_MIN_SEC` (the state changed
     /// all the same).
     pub notify: bool,
+}
+
+/// The values behind a transition: a battery's main numbers, or the grid voltage as the
+/// inverter's row has it. In JSON (the webhook's `values`, `JKMON_ALERT_VALUES`) an object
+/// with these keys.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Values {
+    Battery(BatteryValues),
+    Grid {
+        /// As the poller wrote it (usually text like `"231.4"`).
+        grid_voltage: Value,
+    },
+}
+
+/// A battery's numbers at a transition (`null` where the BMS reports none).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BatteryValues {
+    pub soc_pct: Option<f64>,
+    pub voltage_v: Option<f64>,
+    pub current_a: Option<f64>,
+    pub cell_min_v: Option<f64>,
+    pub cell_max_v: Option<f64>,
+    pub cell_delta_v: Option<f64>,
+}
+
+impl BatteryValues {
+    pub fn of(s: Option<&SnapshotJson>) -> BatteryValues {
+        let c = s.map(|s| &s.cell_info);
+        BatteryValues {
+            soc_pct: s.and_then(|s| s.soc_effective_pct),
+            voltage_v: c.map(|c| c.total_voltage_v),
+            current_a: c.and_then(|c| c.current_a),
+            cell_min_v: c.and_then(|c| c.cell_min_v),
+            cell_max_v: c.and_then(|c| c.cell_max_v),
+            cell_delta_v: c.and_then(|c| c.cell_delta_v),
+        }
+    }
 }
 
 /// How a new state must be seen before it counts.
@@ -269,7 +307,7 @@ impl Evaluation<'_> {
         seen: Level,
         confirm: Confirm,
         message: impl Fn(Level) -> String,
-        values: &Value,
+        values: &Values,
     ) {
         let now_ms = self.now_ms;
         let repeat = self.config.repeat_min;
@@ -293,15 +331,7 @@ impl Evaluation<'_> {
     /// only the online rule.
     fn battery(&mut self, b: &BatteryView) {
         let s = b.snapshot.as_ref();
-        let c = s.map(|s| &s.cell_info);
-        let values = json!({
-            "soc_pct": s.and_then(|s| s.soc_effective_pct),
-            "voltage_v": c.map(|c| c.total_voltage_v),
-            "current_a": c.and_then(|c| c.current_a),
-            "cell_min_v": c.and_then(|c| c.cell_min_v),
-            "cell_max_v": c.and_then(|c| c.cell_max_v),
-            "cell_delta_v": c.and_then(|c| c.cell_delta_v),
-        });
+        let values = Values::Battery(BatteryValues::of(s));
         self.online(b, &values);
         let Some(s) = s.filter(|_| b.online) else {
             return;
@@ -313,7 +343,7 @@ impl Evaluation<'_> {
     }
 
     /// `batteryN.online`: offline only after [`OFFLINE_DEBOUNCE`], online at once.
-    fn online(&mut self, b: &BatteryView, values: &Value) {
+    fn online(&mut self, b: &BatteryView, values: &Values) {
         let (seen, debounce) = if b.online {
             (Level::Online, Duration::ZERO)
         } else {
@@ -339,7 +369,7 @@ impl Evaluation<'_> {
 
     /// `batteryN.level` (`BMS_CELL_LEVELS`): low when any cell is below the low level, normal
     /// again only when every cell is above the high one; in between the level holds.
-    fn cell_level(&mut self, b: &BatteryView, s: &SnapshotJson, values: &Value) {
+    fn cell_level(&mut self, b: &BatteryView, s: &SnapshotJson, values: &Values) {
         let p = b.position;
         let (Some(levels), Some(min)) = (self.config.levels_for(p), s.cell_info.cell_min_v) else {
             return;
@@ -381,7 +411,7 @@ impl Evaluation<'_> {
 
     /// `batteryN.delta` (`ALERT_CELL_DELTA_MV`), with 5 mV of hysteresis so a delta at the
     /// limit does not flap.
-    fn cell_delta(&mut self, b: &BatteryView, s: &SnapshotJson, values: &Value) {
+    fn cell_delta(&mut self, b: &BatteryView, s: &SnapshotJson, values: &Values) {
         let (Some(limit), Some(delta)) = (self.config.delta_mv, s.cell_info.cell_delta_v) else {
             return;
         };
@@ -414,7 +444,7 @@ impl Evaluation<'_> {
     }
 
     /// `batteryN.soc` (`ALERT_SOC_LOW`), with 2 % of hysteresis.
-    fn soc(&mut self, b: &BatteryView, s: &SnapshotJson, values: &Value) {
+    fn soc(&mut self, b: &BatteryView, s: &SnapshotJson, values: &Values) {
         let (Some(limit), Some(soc)) = (self.config.soc_low_pct, s.soc_effective_pct) else {
             return;
         };
@@ -446,7 +476,7 @@ impl Evaluation<'_> {
     }
 
     /// `batteryN.alarm.<name>`: each alarm the BMS raises, and clears, once.
-    fn alarms(&mut self, b: &BatteryView, s: &SnapshotJson, values: &Value) {
+    fn alarms(&mut self, b: &BatteryView, s: &SnapshotJson, values: &Values) {
         let active = &s.cell_info.alarms;
         let prefix = format!("battery{}.alarm.", b.position);
         let mut names: Vec<String> = self
@@ -506,7 +536,9 @@ impl Evaluation<'_> {
                 Level::Down => "Grid lost".to_string(),
                 _ => "Grid restored".to_string(),
             },
-            &json!({ "grid_voltage": volts }),
+            &Values::Grid {
+                grid_voltage: volts,
+            },
         );
     }
 }
@@ -559,7 +591,12 @@ mod tests {
                 age_s: None,
                 has_inverter_data: v != "none",
                 error: None,
-                payload: Some(json!({ "grid_voltage": v }).as_object().unwrap().clone()),
+                payload: Some(
+                    serde_json::json!({ "grid_voltage": v })
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                ),
             }),
         }
     }
@@ -582,6 +619,27 @@ mod tests {
         t.iter()
             .map(|t| format!("{}:{}", t.subject, t.to))
             .collect()
+    }
+
+    /// The webhook's and `ALERT_COMMAND`'s `values` keep their keys.
+    #[test]
+    fn the_values_of_a_transition_keep_their_json_keys() {
+        let b = battery(true, (3.2, 3.25), 40.0, &[]);
+        let v =
+            serde_json::to_value(Values::Battery(BatteryValues::of(b.snapshot.as_ref()))).unwrap();
+        assert_eq!(v["soc_pct"], 40.0);
+        assert_eq!(v["cell_min_v"], 3.2);
+        assert_eq!(v["voltage_v"], 52.0);
+        assert!(v["cell_delta_v"]
+            .as_f64()
+            .is_some_and(|d| (d - 0.05).abs() < 1e-9));
+        let grid = Values::Grid {
+            grid_voltage: "231.4".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(grid).unwrap(),
+            serde_json::json!({"grid_voltage": "231.4"})
+        );
     }
 
     #[test]
