@@ -297,7 +297,27 @@ struct Evaluation<'a> {
     out: Vec<Transition>,
 }
 
+/// A threshold with hysteresis: `bad` once past the limit, [`Level::Ok`] again only when
+/// `clear` of it by the margin; in between the state holds.
+fn hysteresis(past_limit: bool, clear: bool, current: Level, bad: Level) -> Level {
+    if past_limit {
+        bad
+    } else if clear || current != bad {
+        Level::Ok
+    } else {
+        bad
+    }
+}
+
 impl Evaluation<'_> {
+    /// `BMS_CELL_LEVEL_SAMPLES` observations in a row.
+    fn in_a_row(&self) -> Confirm {
+        Confirm {
+            samples: self.config.samples,
+            debounce: Duration::ZERO,
+        }
+    }
+
     /// Records that `subject` was seen in `seen`; a confirmed change becomes a transition
     /// with the message `message(to)`.
     fn push(
@@ -386,15 +406,11 @@ impl Evaluation<'_> {
             current // between the levels: the level holds
         };
         let name = &b.name;
-        let confirm = Confirm {
-            samples: self.config.samples,
-            debounce: Duration::ZERO,
-        };
         self.push(
             subject,
             Some(b),
             seen,
-            confirm,
+            self.in_a_row(),
             |to| match to {
                 Level::Low => format!(
                     "{name}: battery low: lowest cell {min:.3} V (below {:.3} V)",
@@ -418,23 +434,19 @@ impl Evaluation<'_> {
         let subject = format!("battery{}.delta", b.position);
         let delta_mv = delta * 1000.0;
         let current = self.state.state_of(&subject);
-        let seen = if delta_mv > f64::from(limit) {
-            Level::High
-        } else if delta_mv <= f64::from(limit) - 5.0 || current != Level::High {
-            Level::Ok
-        } else {
-            Level::High
-        };
+        let limit_mv = f64::from(limit);
+        let seen = hysteresis(
+            delta_mv > limit_mv,
+            delta_mv <= limit_mv - 5.0,
+            current,
+            Level::High,
+        );
         let name = &b.name;
-        let confirm = Confirm {
-            samples: self.config.samples,
-            debounce: Duration::ZERO,
-        };
         self.push(
             subject,
             Some(b),
             seen,
-            confirm,
+            self.in_a_row(),
             |to| match to {
                 Level::High => format!("{name}: cell delta {delta_mv:.0} mV (above {limit} mV)"),
                 _ => format!("{name}: cell delta back to {delta_mv:.0} mV"),
@@ -450,23 +462,13 @@ impl Evaluation<'_> {
         };
         let subject = format!("battery{}.soc", b.position);
         let current = self.state.state_of(&subject);
-        let seen = if soc < limit {
-            Level::Low
-        } else if soc >= limit + 2.0 || current != Level::Low {
-            Level::Ok
-        } else {
-            Level::Low
-        };
+        let seen = hysteresis(soc < limit, soc >= limit + 2.0, current, Level::Low);
         let name = &b.name;
-        let confirm = Confirm {
-            samples: self.config.samples,
-            debounce: Duration::ZERO,
-        };
         self.push(
             subject,
             Some(b),
             seen,
-            confirm,
+            self.in_a_row(),
             |to| match to {
                 Level::Low => format!("{name}: SOC {soc:.0} % (below {limit:.0} %)"),
                 _ => format!("{name}: SOC back to {soc:.0} %"),
