@@ -70,6 +70,32 @@ fn text(v: &Value) -> String {
     v["text"].as_str().unwrap_or_default().to_string()
 }
 
+/// Refresh on a message that would not change: Telegram answers "message is not modified",
+/// and the bot still answers the button press rather than leave it spinning.
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_of_an_unchanged_message_is_still_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    commit(&dir.path().join("inverter.db"), 3_300);
+    let mut api = FakeTelegram::start(Duration::ZERO).await;
+    let url = api.url();
+    let mut bot = jkmon(
+        &["bot"],
+        dir.path(),
+        &[("TELEGRAM_API_URL", &url), ("TELEGRAM_CHAT_ID", "42")],
+    );
+    let limit = Duration::from_secs(20);
+    api.not_modified(true);
+    api.press(42, 7, "refresh:status");
+    api.wait("editmessagetext-not-modified", limit, |b| {
+        b["chat_id"] == 42
+    })
+    .await;
+    let answer = api.wait("answercallbackquery", limit, |_| true).await;
+    assert_eq!(answer["text"], "✅ Updated", "{answer}");
+    bot.signal("TERM");
+    assert!(bot.wait_exit(limit).success());
+}
+
 /// `jkmon bot` beside a `jkmon run` elsewhere needs no BMS of its own: `/status` shows the
 /// batteries the database holds.
 #[tokio::test(flavor = "multi_thread")]

@@ -566,7 +566,13 @@ mod tests {
                 assert_eq!(*retry_in, Some(Duration::from_secs(30)));
                 disconnected_at = Some(Instant::now());
             }
-            if describe(&e) == "connecting" {
+            if matches!(
+                e.kind,
+                EventKind::State {
+                    state: State::Connecting,
+                    ..
+                }
+            ) {
                 if let Some(t) = disconnected_at {
                     assert!(Instant::now() - t >= Duration::from_secs(30));
                 }

@@ -21,6 +21,9 @@ struct Inner {
     delay: Duration,
     /// Another program polls this token: `getUpdates` answers 409.
     conflict: bool,
+    /// Every `editMessageText` answers 400 "message is not modified", as Telegram does for
+    /// an edit that changes nothing.
+    not_modified: bool,
 }
 
 #[derive(Clone)]
@@ -70,6 +73,12 @@ impl FakeTelegram {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// From now on every `editMessageText` answers that the message is not modified (`on`),
+    /// or edits work again.
+    pub fn not_modified(&self, on: bool) {
+        self.shared.inner.lock().unwrap().not_modified = on;
     }
 
     /// From now on `getUpdates` answers 409 Conflict, as when a second program polls the same
@@ -173,9 +182,9 @@ async fn method(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let (delay, conflict) = {
+    let (delay, conflict, not_modified) = {
         let inner = s.inner.lock().unwrap();
-        (inner.delay, inner.conflict)
+        (inner.delay, inner.conflict, inner.not_modified)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -188,6 +197,15 @@ async fn method(
             axum::http::StatusCode::CONFLICT,
             Json(json!({"ok": false, "error_code": 409,
                 "description": "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"})),
+        )
+            .into_response();
+    }
+    if m == "editmessagetext" && not_modified {
+        let _ = s.calls.send(("editmessagetext-not-modified".into(), body));
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            Json(json!({"ok": false, "error_code": 400,
+                "description": "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message"})),
         )
             .into_response();
     }
