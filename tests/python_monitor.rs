@@ -156,7 +156,12 @@ fn a_quiet_inverter_is_never_reported_as_a_grid_outage_and_a_stopped_jkmon_merge
     // jkmon stops cleanly: the next row the poller inserts carries no battery keys
     jkmon.signal("TERM");
     assert!(jkmon.wait_exit(LONG).success(), "{:?}", jkmon.stderr_seen);
-    let after = poller.wait_for(LONG, "a row after jkmon stopped", |v| v["id"].is_i64());
+    // a row the poller reports now may have been inserted while jkmon was still stopping:
+    // the first one after the newest row at jkmon's exit counts
+    let last = count(&db, "SELECT MAX(id) FROM readings");
+    let after = poller.wait_for(LONG, "a row after jkmon stopped", |v| {
+        v["id"].as_i64().is_some_and(|id| id > last)
+    });
     let after = payload(&db, after["id"].as_i64().unwrap());
     assert!(
         after.get("bms_name").is_none() && after.get("battery_soc") == Some(&"64".into()),
