@@ -21,7 +21,7 @@ pub struct Jk02Layout {
     pub variant: Variant,
     /// Number of cell slots (24 or 32).
     pub cell_slots: usize,
-    /// u16[slots] mV, cell 1 first.
+    /// `u16[slots]` mV, cell 1 first.
     pub cell_voltages: usize,
     /// u32 bitmask, bit 0 = cell 1 present.
     pub enabled_cells: usize,
@@ -31,7 +31,7 @@ pub struct Jk02Layout {
     /// u8, 0-based index of the highest / lowest cell as the BMS sees it.
     pub max_cell_index: usize,
     pub min_cell_index: usize,
-    /// u16[slots] mΩ, balance-wire resistance per cell.
+    /// `u16[slots]` mΩ, balance-wire resistance per cell.
     pub cell_resistances: usize,
     /// i16 0.1 °C, the MOSFET temperature.
     pub mos_temp: usize,
@@ -143,9 +143,9 @@ pub const JK02_24S: Jk02Layout = Jk02Layout {
 /// JK04 (§2.4): cells and resistances are f32 in volts and ohms; no pack voltage, current, SOC
 /// or temperatures are known for this layout.
 pub mod jk04 {
-    /// f32[24] V.
+    /// `f32[24]` V.
     pub const CELL_VOLTAGES: usize = 6;
-    /// f32[24] Ω.
+    /// `f32[24]` Ω.
     pub const CELL_RESISTANCES: usize = 102;
     /// f32 V, the BMS's average and delta.
     pub const CELL_AVG: usize = 202;

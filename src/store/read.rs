@@ -638,7 +638,7 @@ fn round(v: f64) -> f64 {
 /// days; `None`: the newest 200, as the Python route does without a valid `days`.
 ///
 /// Rows are read backwards through the index on `created_at` (no sort, no growing memory),
-/// from the lower end of [`super::inverter::text_range`], and each row's time is then checked
+/// from the lower end of `inverter::text_range`, and each row's time is then checked
 /// exactly.
 pub fn legacy_history(
     conn: &Connection,

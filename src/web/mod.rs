@@ -136,7 +136,7 @@ impl AppState {
         }
     }
 
-    /// The status as JSON, at most [`STATUS_CACHE`] old.
+    /// The status as JSON, at most `STATUS_CACHE` old.
     pub async fn status_json(&self) -> Result<axum::body::Bytes, crate::store::StoreError> {
         if let Some(c) = self.status.lock().expect("cache lock").as_ref() {
             if c.at.elapsed() < STATUS_CACHE {
@@ -152,7 +152,7 @@ impl AppState {
         Ok(body)
     }
 
-    /// A history answer for `key`, computed by `compute` unless one at most [`HISTORY_CACHE`]
+    /// A history answer for `key`, computed by `compute` unless one at most `HISTORY_CACHE`
     /// old exists.
     pub async fn history_json(
         &self,
