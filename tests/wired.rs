@@ -223,11 +223,13 @@ async fn the_corpus_rs485_frames_are_attributed_by_address_and_decoded() {
             "settings" => jkmon::protocol::rs485::Rs485Register::Settings,
             _ => jkmon::protocol::rs485::Rs485Register::CellInfo,
         };
+        // the request and its answer in one write, as they follow each other on a real bus: a
+        // gap between them would be one the sniffer may fill with a request of its own
+        let request = jkmon::protocol::rs485::request(*address, register);
         wire.chunks
-            .send(jkmon::protocol::rs485::request(*address, register).to_vec())
+            .send([&request[..], bytes].concat())
             .await
             .unwrap();
-        wire.chunks.send(bytes.clone()).await.unwrap();
     }
     let device = device_info::decode(&order[0].2[..300]).unwrap();
     let mut seen = [0usize; 2];
