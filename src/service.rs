@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use chrono::Local;
+use chrono::{Local, Utc};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +28,7 @@ use crate::mqtt::Feed;
 use crate::session::bus::{BusPack, BusSession, BusTiming};
 use crate::session::{EventKind, Liveness, Session, SessionEvent, Watchdog};
 use crate::store::inverter::Aggregator;
+use crate::store::live::Live;
 use crate::store::read::{ReadConfig, Readers};
 use crate::store::sim_inverter::SimInverter;
 use crate::store::writer::{Message, Writer};
@@ -165,6 +166,7 @@ struct Parts {
     side_tasks: Vec<JoinHandle<()>>,
     telemetry: Option<Arc<Telemetry>>,
     feed: Option<Feed>,
+    live: Option<Live>,
 }
 
 /// Runs the service until `stop` is cancelled or a component fails.
@@ -176,8 +178,13 @@ pub async fn run(
     let batteries = configured_batteries(&config, &components)?;
     let store_batteries = store_batteries(&batteries);
     let (writer, inverter, charts) = open_store(&config, &components, &store_batteries).await?;
-    // the views (web, bot, alerts) read the store through one pool and one view of the config
-    let readers = Readers::new(&components.database, config.store.busy_timeout);
+    // the views (web, bot, alerts) read the store through one pool and one view of the config;
+    // where this process runs the sessions, they see each battery's newest snapshot
+    let live = components.sessions.then(Live::default);
+    let mut readers = Readers::new(&components.database, config.store.busy_timeout);
+    if let Some(live) = &live {
+        readers = readers.with_live(live.clone());
+    }
     let read_config = ReadConfig {
         batteries: store_batteries.clone(),
         liveness: config.liveness(),
@@ -222,6 +229,7 @@ pub async fn run(
         side_tasks,
         telemetry,
         feed,
+        live,
     };
     let notify = crate::systemd::Notify::from_env();
     if let Some(n) = &notify {
@@ -471,6 +479,13 @@ impl Parts {
 
     /// One session event to everything that follows the batteries; never waits.
     fn route(&self, event: &SessionEvent, liveness: Liveness) {
+        if let (Some(live), EventKind::Snapshot { snapshot, .. }) = (&self.live, &event.kind) {
+            live.record(
+                event.battery + 1,
+                Arc::new((**snapshot).clone()),
+                Utc::now(),
+            );
+        }
         if let Some(w) = &self.writer {
             w.send(message(event, liveness));
         }

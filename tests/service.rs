@@ -164,6 +164,61 @@ print("errors=%d" % errors)
 print(json.dumps(written))
 "#;
 
+/// Inside `jkmon run` the views show each battery's newest snapshot (the BMS sends about two a
+/// second), while the database keeps its pace: one commit at the start, the next a poll
+/// interval later.
+#[test]
+fn run_shows_the_newest_snapshot_while_the_database_keeps_its_pace() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let mut run = jkmon(
+        dir.path(),
+        &db,
+        &["run", "--demo"],
+        &[
+            ("JK_BMS_POLL_INTERVAL", "120"),
+            ("JK_SIM_INTERVAL_MS", "200"),
+            ("WEB_BIND", "127.0.0.1:0"),
+        ],
+    );
+    let line = run.wait_for_log(Duration::from_secs(20), "web: listening on http://");
+    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    // the first snapshot is committed at once
+    run.wait_for_log(Duration::from_secs(20), "writer: Simulated BMS: ");
+    let committed = || -> i64 {
+        Connection::open(&db)
+            .unwrap()
+            .query_row("SELECT taken_ms FROM bms_latest", [], |r| r.get(0))
+            .unwrap()
+    };
+    let first_commit = committed();
+    // sampled every 0.5 s for 4 s: every answer is at most 2 s old, and newer than the commit
+    let mut newer = 0;
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(500));
+        let (code, body) = http_get(&addr, "/api/v1/status");
+        assert_eq!(code, 200, "{body}");
+        let status: Value = serde_json::from_str(&body).unwrap();
+        let b = &status["batteries"][0];
+        let age = b["age_s"].as_f64().unwrap();
+        assert!(age <= 2.0, "a snapshot {age} s old: {b}");
+        assert_eq!(b["online"], true, "{b}");
+        let taken = chrono::DateTime::parse_from_rfc3339(b["taken_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
+        if taken > first_commit {
+            newer += 1;
+        }
+    }
+    assert!(
+        newer >= 7,
+        "{newer} of 8 answers newer than the last commit"
+    );
+    assert_eq!(committed(), first_commit, "no commit before the interval");
+    run.signal("TERM");
+    assert!(run.wait_exit(Duration::from_secs(20)).success());
+}
+
 #[test]
 fn a_python_writer_and_jkmon_share_the_database_for_30_s_without_losing_a_key() {
     if !common::have_program("/usr/bin/python3", &["-c", "import sqlite3"]) {

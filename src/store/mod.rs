@@ -20,6 +20,7 @@ pub mod demo;
 pub mod fields;
 pub mod history;
 pub mod inverter;
+pub mod live;
 pub mod migrate;
 pub mod read;
 pub mod readings;

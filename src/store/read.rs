@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 pub use super::history::Range;
 use super::history::{self, Bucket, HistoryRow, Retention};
 pub use super::inverter::InverterPoint;
+use super::live::Live;
 use super::{Battery, StoreError, OWN_ROW_SOURCE};
 use crate::report::json::{SnapshotJson, TemperaturesC};
 use crate::session::{Liveness, State};
@@ -30,6 +31,8 @@ pub struct Readers {
     pool: Arc<Mutex<Vec<Connection>>>,
     /// The file the pooled connections have open.
     identity: Arc<Mutex<Option<(u64, u64)>>>,
+    /// In the process that runs the sessions: the newest snapshots, newer than the file's.
+    live: Option<Live>,
 }
 
 impl Readers {
@@ -39,7 +42,14 @@ impl Readers {
             busy_timeout,
             pool: Arc::new(Mutex::new(Vec::new())),
             identity: Arc::new(Mutex::new(None)),
+            live: None,
         }
+    }
+
+    /// Readers that show `live`'s snapshots where they are newer than the database's.
+    pub fn with_live(mut self, live: Live) -> Readers {
+        self.live = Some(live);
+        self
     }
 
     fn take(&self) -> Result<Connection, StoreError> {
@@ -116,10 +126,15 @@ impl Readers {
 }
 
 impl Readers {
-    /// Every battery, the bank and the latest readings row, as of now.
+    /// Every battery, the bank and the latest readings row, as of now; in the process that
+    /// runs the sessions, each battery's newest snapshot rather than its last commit.
     pub async fn status(&self, config: &ReadConfig) -> Result<StatusView, StoreError> {
-        let config = config.clone();
-        self.run(move |c| status(c, &config, Utc::now())).await
+        let read = config.clone();
+        let mut view = self.run(move |c| status(c, &read, Utc::now())).await?;
+        if let Some(live) = &self.live {
+            overlay(&mut view, live, config);
+        }
+        Ok(view)
     }
 
     /// The batteries a reader shows (see [`batteries`]).
@@ -375,6 +390,30 @@ fn battery(
         }
     });
     Ok(view)
+}
+
+/// Puts each battery's newest snapshot from `live` over the database's, where it is newer, and
+/// judges freshness again by it.
+pub fn overlay(view: &mut StatusView, live: &Live, config: &ReadConfig) {
+    let now = view.generated_at;
+    for b in &mut view.batteries {
+        let Some((snapshot, at)) = live.get(b.position) else {
+            continue;
+        };
+        if b.taken_at.is_some_and(|t| t >= at) {
+            continue;
+        }
+        let age = age_s(at.timestamp_millis(), now);
+        b.snapshot = Some(SnapshotJson::new(&snapshot));
+        b.taken_at = Some(at);
+        b.age_s = Some(age);
+        b.online = config
+            .liveness
+            .online(b.state, Some(Duration::from_secs_f64(age)));
+    }
+    if view.batteries.len() >= 2 {
+        view.bank = Some(bank(&view.batteries));
+    }
 }
 
 fn bank(batteries: &[BatteryView]) -> BankView {

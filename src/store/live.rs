@@ -1,0 +1,68 @@
+//! The newest snapshot of each battery, as the sessions deliver it (about two a second), kept
+//! in memory for the views of the process that runs the sessions (`jkmon run`). The database
+//! keeps its own pace (one commit per `JK_BMS_POLL_INTERVAL`), so an SD card is written no more
+//! often; a process that only reads the file (`jkmon web`, `jkmon bot`) has no `Live` and shows
+//! what the file holds.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+
+use crate::battery::Snapshot;
+
+/// A snapshot and when it was taken.
+pub type Taken = (Arc<Snapshot>, DateTime<Utc>);
+
+/// Shared between the service (which records) and the readers (which overlay it on the
+/// database's view). Cloning shares.
+#[derive(Clone, Default)]
+pub struct Live {
+    /// By battery position.
+    newest: Arc<RwLock<BTreeMap<usize, Taken>>>,
+}
+
+impl Live {
+    /// Battery `position`'s snapshot, taken `at`. Never waits on a reader for long: the lock
+    /// is held for one map insert.
+    pub fn record(&self, position: usize, snapshot: Arc<Snapshot>, at: DateTime<Utc>) {
+        if let Ok(mut newest) = self.newest.write() {
+            newest.insert(position, (snapshot, at));
+        }
+    }
+
+    /// Battery `position`'s newest snapshot and when it was taken.
+    pub fn get(&self, position: usize) -> Option<Taken> {
+        self.newest.read().ok()?.get(&position).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::battery::SocSource;
+    use crate::protocol::CellInfo;
+
+    #[test]
+    fn the_newest_snapshot_of_each_battery_wins() {
+        let live = Live::default();
+        let snap = |mv: u32| {
+            let mut c = CellInfo::example();
+            c.total_voltage_mv = mv;
+            Arc::new(Snapshot {
+                cell_info: c,
+                device_info: None,
+                settings: None,
+                soc_effective_pct: None,
+                soc_source: SocSource::Bms,
+            })
+        };
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        live.record(1, snap(52_000), t0);
+        live.record(1, snap(52_100), t0 + chrono::Duration::seconds(1));
+        live.record(2, snap(48_000), t0);
+        assert_eq!(live.get(1).unwrap().0.cell_info.total_voltage_mv, 52_100);
+        assert_eq!(live.get(2).unwrap().1, t0);
+        assert!(live.get(3).is_none());
+    }
+}
