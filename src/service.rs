@@ -373,7 +373,7 @@ fn start_mqtt(
         mqtt.clone(),
         crate::mqtt::Layout::new(mqtt, batteries),
         config.store.freshness,
-        config.session.poll_interval,
+        mqtt.state_every,
         feed.subscribe(),
         stop.child_token(),
     );

@@ -71,6 +71,7 @@ fn run_jkmon(rig: &Rig, extra: &[(&str, &str)]) -> Running {
             rig.dir.path().join("inverter.db").to_str().unwrap(),
         ),
         ("MQTT_URL", &rig.broker.url()),
+        ("MQTT_STATE_SEC", "0.3"),
     ]);
     cmd.envs(extra.iter().copied());
     let mut run = Running::spawn(cmd);

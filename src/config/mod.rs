@@ -119,6 +119,7 @@ pub const VARIABLES: &[&str] = &[
     "MQTT_NODEJKBMS",
     "MQTT_CA_FILE",
     "MQTT_CLIENT_ID",
+    "MQTT_STATE_SEC",
 ];
 
 #[derive(Debug, Clone, PartialEq)]

@@ -100,6 +100,9 @@ fn flag(var: &'static str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// `MQTT_STATE_SEC`'s default: a battery's state at most every 5 s.
+pub const DEFAULT_STATE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Reads the MQTT variables through `get` (which yields trimmed, non-empty values). `None`
 /// when `MQTT_URL` is not set.
 pub fn read(
@@ -146,6 +149,19 @@ pub fn read(
     }
     let client_id =
         get("MQTT_CLIENT_ID").unwrap_or_else(|| format!("jkmon-{}", base.replace('/', "-")));
+    let state_every = match get("MQTT_STATE_SEC") {
+        None => DEFAULT_STATE_EVERY,
+        Some(v) => match v.parse::<f64>() {
+            Ok(s) if (0.1..=3_600.0).contains(&s) => std::time::Duration::from_secs_f64(s),
+            _ => {
+                return Err(invalid(
+                    "MQTT_STATE_SEC",
+                    &v,
+                    "expected seconds between 0.1 and 3600, like 5",
+                ))
+            }
+        },
+    };
     Ok(Some(MqttConfig {
         broker,
         base,
@@ -153,6 +169,7 @@ pub fn read(
         nodejkbms,
         ca_file,
         client_id,
+        state_every,
     }))
 }
 
@@ -164,6 +181,23 @@ mod tests {
     fn with(pairs: &[(&'static str, &str)]) -> Result<Option<MqttConfig>, ConfigError> {
         let map: HashMap<&str, String> = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
         read(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn the_state_interval_defaults_to_5_s_and_names_a_bad_value() {
+        let url = ("MQTT_URL", "mqtt://broker.lan");
+        let every = |pairs: &[(&'static str, &str)]| with(pairs).map(|c| c.unwrap().state_every);
+        assert_eq!(every(&[url]).unwrap(), DEFAULT_STATE_EVERY);
+        assert_eq!(
+            every(&[url, ("MQTT_STATE_SEC", "2.5")]).unwrap(),
+            std::time::Duration::from_millis(2_500)
+        );
+        for bad in ["0", "soon", "86400"] {
+            let e = every(&[url, ("MQTT_STATE_SEC", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("MQTT_STATE_SEC") && e.contains("like 5"), "{e}");
+        }
     }
 
     #[test]

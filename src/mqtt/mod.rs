@@ -81,6 +81,9 @@ pub struct MqttConfig {
     pub ca_file: Option<PathBuf>,
     /// `MQTT_CLIENT_ID` (default `jkmon-<topic>`).
     pub client_id: String,
+    /// `MQTT_STATE_SEC`: how often a battery's state may go out (default 5 s); it goes only
+    /// when it changed, or once a minute.
+    pub state_every: std::time::Duration,
 }
 
 /// One battery's place on the broker.

@@ -46,12 +46,33 @@ struct Told {
     discovery: Vec<String>,
     discovery_shape: Option<String>,
     device: Option<Vec<u8>>,
+    /// The last state sent, less what changes with every frame, and when it was sent.
+    state: Option<(Vec<u8>, Instant)>,
+}
+
+/// An unchanged state goes out again after this long, so a broker or a dashboard that lost it
+/// gets it back.
+pub const STATE_REFRESH: Duration = Duration::from_secs(60);
+
+/// The state's fields that change with every frame whatever the battery does: the frame
+/// counter and the BMS's uptime. They do not make a state "changed".
+const VOLATILE: [&str; 2] = ["counter", "uptime_s"];
+
+/// What decides whether a state changed: its JSON without [`VOLATILE`] fields.
+fn state_key(state: &serde_json::Value) -> Vec<u8> {
+    let mut key = state.clone();
+    if let Some(map) = key.as_object_mut() {
+        for field in VOLATILE {
+            map.remove(field);
+        }
+    }
+    serde_json::to_vec(&key).unwrap_or_default()
 }
 
 /// Why [`Publisher::update`] is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
-    /// The poll interval ticked: new snapshots go out.
+    /// `MQTT_STATE_SEC` ticked: states that changed (or were last sent a minute ago) go out.
     Tick,
     /// The feed changed (a battery appeared, was lost or came back): availability goes out at
     /// once, with the snapshot of a battery that came online.
@@ -117,11 +138,19 @@ impl Publisher {
                             self.told[i].device = Some(bytes);
                         }
                     }
-                    out.push(Message::json(
-                        self.layout.batteries[i].state(),
-                        &state,
-                        true,
-                    ));
+                    let key = state_key(&state);
+                    let due = came_online
+                        || self.told[i].state.as_ref().is_none_or(|(last, at)| {
+                            *last != key || now.saturating_duration_since(*at) >= STATE_REFRESH
+                        });
+                    if due {
+                        out.push(Message::json(
+                            self.layout.batteries[i].state(),
+                            &state,
+                            true,
+                        ));
+                        self.told[i].state = Some((key, now));
+                    }
                     if self.layout.nodejkbms {
                         let (pack, cells) = self.layout.nodejkbms(i);
                         out.push(Message::json(
@@ -221,7 +250,12 @@ mod tests {
     }
 
     fn feed(seq: u64, at: Instant, cells: usize) -> BatteryFeed {
+        feed_of(seq, at, cells, |_| {})
+    }
+
+    fn feed_of(seq: u64, at: Instant, cells: usize, edit: impl Fn(&mut CellInfo)) -> BatteryFeed {
         let mut c = CellInfo::example();
+        edit(&mut c);
         c.cell_voltages_uv.truncate(cells);
         c.cell_resistances_uohm.truncate(cells);
         BatteryFeed {
@@ -259,9 +293,18 @@ mod tests {
         assert!(first.iter().all(|m| m.retain));
         // the same snapshot again: nothing
         assert!(p.update(&[feed(1, now, 4)], now, Cause::Tick).is_empty());
-        // a new one: the state only
+        // a new frame with the same values (only its counter and the uptime moved): nothing
+        let next_frame = |seq: u64| {
+            feed_of(seq, now, 4, move |c| {
+                c.counter = c.counter.wrapping_add(seq as u8);
+                c.uptime_s = c.uptime_s.map(|u| u + seq as u32);
+            })
+        };
+        assert!(p.update(&[next_frame(2)], now, Cause::Tick).is_empty());
+        // a changed value: the state only
+        let charging = feed_of(3, now, 4, |c| c.current_ma = Some(12_000));
         assert_eq!(
-            topics(&p.update(&[feed(2, now, 4)], now, Cause::Tick)),
+            topics(&p.update(&[charging], now, Cause::Tick)),
             ["jk/battery1/state"]
         );
         // a change between ticks does not send the state
@@ -269,6 +312,25 @@ mod tests {
         // a reconnection tells it all again
         let again = p.connected(&[feed(3, now, 4)], now);
         assert_eq!(topics(&again).len(), t.len());
+    }
+
+    /// An unchanged state goes out again once a minute, not at every tick.
+    #[test]
+    fn an_unchanged_state_is_repeated_once_a_minute() {
+        let t0 = Instant::now();
+        let mut p = Publisher::new(layout(1, false), Duration::from_secs(600));
+        p.connected(&[feed(1, t0, 4)], t0);
+        let mut sent = 0;
+        // ticks every 5 s for two minutes, a new frame (same values) each time
+        for k in 1..=24u64 {
+            let at = t0 + Duration::from_secs(5 * k);
+            let out = p.update(&[feed(k + 1, at, 4)], at, Cause::Tick);
+            sent += topics(&out)
+                .iter()
+                .filter(|t| **t == "jk/battery1/state")
+                .count();
+        }
+        assert_eq!(sent, 2, "at 60 s and 120 s");
     }
 
     #[test]
