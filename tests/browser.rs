@@ -229,8 +229,7 @@ fn the_dashboard_is_live_in_a_real_browser_and_the_history_page_draws() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut jkmon = Running::spawn(cmd);
-    let line = jkmon.wait_for_log(Duration::from_secs(30), "web: listening on http://");
-    let base = line.rsplit(" on ").next().unwrap().trim().to_string();
+    let base = format!("http://{}", jkmon.web_address(Duration::from_secs(30)));
     jkmon.wait_for_log(Duration::from_secs(30), "merged into readings #");
 
     let browser = Browser::start();

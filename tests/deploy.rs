@@ -153,8 +153,7 @@ fn jkmon(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
 }
 
 fn listening(run: &mut Running) -> String {
-    let line = run.wait_for_log(Duration::from_secs(30), "web: listening on http://");
-    line.rsplit("http://").next().unwrap().trim().to_string()
+    run.web_address(Duration::from_secs(30))
 }
 
 #[test]

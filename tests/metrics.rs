@@ -82,8 +82,7 @@ async fn metrics_are_well_formed_and_their_values_are_the_decoded_bytes() {
         ("DB_PATH", dir.path().join("inverter.db").to_str().unwrap()),
     ]);
     let mut run = Running::spawn(cmd);
-    let line = run.wait_for_log(LIMIT, "web: listening on http://127.0.0.1:");
-    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    let addr = run.web_address(LIMIT);
     // the store has the battery once jkmon says it merged a reading
     run.wait_for_log(LIMIT, "Garage \"north\": ");
     let mut families = Vec::new();

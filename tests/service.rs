@@ -58,11 +58,7 @@ fn run_demo_fills_the_database_and_stops_cleanly_on_sigterm() {
             ("WEB_BIND", "127.0.0.1:0"),
         ],
     );
-    let line = run.wait_for_log(
-        Duration::from_secs(20),
-        "web: listening on http://127.0.0.1:",
-    );
-    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    let addr = run.web_address(Duration::from_secs(20));
     for _ in 0..5 {
         run.wait_for_log(Duration::from_secs(20), "merged into readings #");
     }
@@ -181,8 +177,7 @@ fn run_shows_the_newest_snapshot_while_the_database_keeps_its_pace() {
             ("WEB_BIND", "127.0.0.1:0"),
         ],
     );
-    let line = run.wait_for_log(Duration::from_secs(20), "web: listening on http://");
-    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    let addr = run.web_address(Duration::from_secs(20));
     // the first snapshot is committed at once
     run.wait_for_log(Duration::from_secs(20), "writer: Simulated BMS: ");
     let committed = || -> i64 {
@@ -434,8 +429,7 @@ fn a_deleted_database_directory_is_noticed_and_jkmon_stops_for_a_restart() {
         &["run"],
         &[("JK_BMS_POLL_INTERVAL", "0.2"), ("WEB_BIND", "127.0.0.1:0")],
     );
-    let line = run.wait_for_log(Duration::from_secs(20), "web: listening on http://");
-    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    let addr = run.web_address(Duration::from_secs(20));
     run.wait_for_log(Duration::from_secs(20), " cells (delta ");
     assert_eq!(http_get(&addr, "/api/v1/health").0, 200);
     // an owner's cleanup script, a wrong volume mount: the directory goes
@@ -473,8 +467,7 @@ fn the_web_alone_says_unhealthy_when_its_database_is_deleted() {
         &["web"],
         &[("WEB_BIND", "127.0.0.1:0"), ("JK_BMS_STALE_SEC", "3600")],
     );
-    let line = web.wait_for_log(Duration::from_secs(20), "web: listening on http://");
-    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    let addr = web.web_address(Duration::from_secs(20));
     assert_eq!(http_get(&addr, "/api/v1/health").0, 200);
     std::fs::remove_dir_all(&data).unwrap();
     let (code, body) = http_get(&addr, "/api/v1/health");
@@ -515,8 +508,7 @@ fn the_web_alone_with_no_bms_configured_shows_the_batteries_of_the_file() {
             ("JK_BMS_STALE_SEC", "3600"),
         ],
     );
-    let line = web.wait_for_log(Duration::from_secs(20), "web: listening on http://");
-    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    let addr = web.web_address(Duration::from_secs(20));
     let (code, body) = http_get(&addr, "/api/v1/status");
     assert_eq!(code, 200, "{body}");
     let status: Value = serde_json::from_str(&body).unwrap();

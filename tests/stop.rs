@@ -26,13 +26,7 @@ fn jkmon(dir: &Path, env: &[(&str, &str)]) -> Running {
 }
 
 fn address(run: &mut Running) -> std::net::SocketAddr {
-    let line = run.wait_for_log(Duration::from_secs(30), "web: listening on http://");
-    line.rsplit("http://")
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    run.web_address(Duration::from_secs(30)).parse().unwrap()
 }
 
 /// A connection from `source` (a loopback address) that asks for `path`.

@@ -543,8 +543,7 @@ fn jkmon_run_keeps_every_pack_of_a_sniffed_rs485_network_in_the_store_and_the_vi
         ("DB_PATH", db.to_str().unwrap()),
     ]);
     let mut run = Running::spawn(cmd);
-    let line = run.wait_for_log(LIMIT, "web: listening on http://127.0.0.1:");
-    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    let addr = run.web_address(LIMIT);
     run.wait_for_log(LIMIT, "sniffer mode");
     for name in ["Left:", "Right:"] {
         run.wait_for_log(LIMIT, &format!("{name} JK_PB2A16S20P"));

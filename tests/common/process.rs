@@ -104,6 +104,12 @@ impl Running {
         }
     }
 
+    /// The `host:port` the web server of this jkmon listens on, from its log line.
+    pub fn web_address(&mut self, limit: Duration) -> String {
+        let line = self.wait_for_log(limit, "web: listening on http://");
+        line.rsplit("http://").next().unwrap().trim().to_string()
+    }
+
     /// Sends `signal` (`TERM`, `KILL`, …) to the process.
     pub fn signal(&self, signal: &str) {
         let sent = Command::new("kill")
