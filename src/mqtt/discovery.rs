@@ -43,7 +43,7 @@ const V: Option<&str> = Some("voltage");
 const VOLT: Option<&str> = Some("V");
 const M: Option<&str> = Some("measurement");
 
-const SENSORS: [Spec; 20] = [
+const SENSORS: [Spec; 22] = [
     spec("total_voltage_v", "Voltage", V, VOLT, M, Some(2)),
     spec(
         "current_a",
@@ -54,6 +54,22 @@ const SENSORS: [Spec; 20] = [
         Some(2),
     ),
     spec("power_w", "Power", Some("power"), Some("W"), M, Some(0)),
+    spec(
+        "charge_power_w",
+        "Charging power",
+        Some("power"),
+        Some("W"),
+        M,
+        Some(0),
+    ),
+    spec(
+        "discharge_power_w",
+        "Discharging power",
+        Some("power"),
+        Some("W"),
+        M,
+        Some(0),
+    ),
     spec(
         "soc_effective_pct",
         "State of charge",
@@ -483,6 +499,18 @@ mod tests {
         );
         check("current_a", Some("current"), Some("A"), Some("measurement"));
         check("power_w", Some("power"), Some("W"), Some("measurement"));
+        check(
+            "charge_power_w",
+            Some("power"),
+            Some("W"),
+            Some("measurement"),
+        );
+        check(
+            "discharge_power_w",
+            Some("power"),
+            Some("W"),
+            Some("measurement"),
+        );
         check(
             "soc_effective_pct",
             Some("battery"),

@@ -58,6 +58,11 @@ pub struct CellInfoJson {
     pub current_a: Option<f64>,
     /// V·I, signed like the current.
     pub power_w: Option<f64>,
+    /// Power into the battery (0 while it discharges): the unsigned sensor energy dashboards
+    /// integrate for energy charged.
+    pub charge_power_w: Option<f64>,
+    /// Power out of the battery (0 while it charges), for energy discharged.
+    pub discharge_power_w: Option<f64>,
     /// The BMS's unsigned power field.
     pub bms_power_w: Option<f64>,
     /// The BMS's own state of charge.
@@ -152,6 +157,8 @@ impl CellInfoJson {
             total_voltage_v: milli(c.total_voltage_mv),
             current_a: c.current_ma.map(milli),
             power_w: c.power_mw().map(milli),
+            charge_power_w: c.power_mw().map(|p| milli(p.max(0))),
+            discharge_power_w: c.power_mw().map(|p| milli((-p).max(0))),
             bms_power_w: c.bms_power_mw.map(milli),
             soc_pct: c.soc_pct,
             remaining_capacity_ah: c.remaining_capacity_mah.map(milli),
@@ -517,6 +524,10 @@ mod tests {
         );
         assert!(v["alarm_groups"]["cell"].is_boolean());
         assert!(v.get("cell_info").is_none(), "flattened: {v}");
+        // the unsigned powers split the signed one
+        let p = s.cell_info.power_w.unwrap();
+        assert_eq!(v["charge_power_w"], p.max(0.0));
+        assert_eq!(v["discharge_power_w"], (-p).max(0.0));
         assert_eq!(s.cell_info.temperatures_c.battery_c(), Some(21.0));
     }
 }

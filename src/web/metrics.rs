@@ -98,7 +98,7 @@ fn flag(v: Option<bool>) -> Option<f64> {
     v.map(|on| if on { 1.0 } else { 0.0 })
 }
 
-const GAUGES: [Gauge; 19] = [
+const GAUGES: [Gauge; 21] = [
     g(
         "jkmon_battery_voltage_volts",
         |s| Some(s.cell_info.total_voltage_v),
@@ -113,6 +113,16 @@ const GAUGES: [Gauge; 19] = [
         "jkmon_battery_power_watts",
         |s| s.cell_info.power_w,
         "Pack power, signed like the current.",
+    ),
+    g(
+        "jkmon_battery_charge_power_watts",
+        |s| s.cell_info.charge_power_w,
+        "Power into the battery (0 while it discharges).",
+    ),
+    g(
+        "jkmon_battery_discharge_power_watts",
+        |s| s.cell_info.discharge_power_w,
+        "Power out of the battery (0 while it charges).",
     ),
     g(
         "jkmon_battery_soc_percent",
@@ -522,6 +532,8 @@ mod tests {
                 let mut s = SnapshotJson::example();
                 let c = &mut s.cell_info;
                 (c.total_voltage_v, c.current_a) = (53.125, Some(-4.5));
+                c.power_w = Some(-239.0625);
+                (c.charge_power_w, c.discharge_power_w) = (Some(0.0), Some(239.0625));
                 c.balancing = true;
                 c.cell_voltages_v = vec![3.32, 3.321];
                 c.temperatures_c = TemperaturesC {
@@ -567,6 +579,13 @@ mod tests {
         )));
         assert!(text.contains(&format!(
             "jkmon_battery_balancing{{battery=\"1\",{name}}} 1\n"
+        )));
+        // discharging: all of the power is discharge power
+        assert!(text.contains(&format!(
+            "jkmon_battery_charge_power_watts{{battery=\"1\",{name}}} 0\n"
+        )));
+        assert!(text.contains(&format!(
+            "jkmon_battery_discharge_power_watts{{battery=\"1\",{name}}} 239.0625\n"
         )));
         assert!(text.contains(&format!(
             "jkmon_battery_cell_voltage_volts{{battery=\"1\",{name},cell=\"2\"}} 3.321\n"
