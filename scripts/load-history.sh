@@ -9,12 +9,7 @@
 # Needs the release binary (cargo build --release), python3 and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=target/release/jkmon
-[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-DIR=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$DIR"' EXIT
-DB="$DIR/inverter.db"
-python3 scripts/month-of-rows.py "$DB"
-echo "database: 259,200 rows, $(du -m "$DB" | cut -f1) MB"
+. scripts/month-db.sh
 JK_BMS_TRANSPORT=sim DB_PATH="$DB" WEB_BIND=127.0.0.1:18555 RUST_LOG=warn,jkmon=info "$BIN" web 2> "$DIR/web.log" &
 pid=$!
 for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18555/api/v1/health && break || sleep 0.1; done

@@ -11,12 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-180}; BASE_SECS=${2:-30}
-BIN=target/release/jkmon
-[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-DIR=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$DIR"' EXIT
-DB="$DIR/inverter.db"
-python3 scripts/month-of-rows.py "$DB"
-echo "database: 259,200 rows, $(du -m "$DB" | cut -f1) MB"
+. scripts/month-db.sh
 writer() { # seconds, output file
   timeout -s TERM "$1" python3 tests/support/python_monitor.py poller "$DB" 0.25 > "$2" || true
 }

@@ -480,11 +480,7 @@ impl Parts {
     /// One session event to everything that follows the batteries; never waits.
     fn route(&self, event: &SessionEvent, liveness: Liveness) {
         if let (Some(live), EventKind::Snapshot { snapshot, .. }) = (&self.live, &event.kind) {
-            live.record(
-                event.battery + 1,
-                Arc::new((**snapshot).clone()),
-                Utc::now(),
-            );
+            live.record(event.battery + 1, Arc::clone(snapshot), Utc::now());
         }
         if let Some(w) = &self.writer {
             w.send(message(event, liveness));

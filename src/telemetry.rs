@@ -122,7 +122,7 @@ mod tests {
             battery,
             name: "b".into(),
             kind: EventKind::Snapshot {
-                snapshot: Box::new(Snapshot {
+                snapshot: std::sync::Arc::new(Snapshot {
                     soc_effective_pct: None,
                     soc_source: SocSource::Bms,
                     cell_info: CellInfo::example(),

@@ -70,19 +70,26 @@ fn text(v: &Value) -> String {
     v["text"].as_str().unwrap_or_default().to_string()
 }
 
+/// `jkmon bot` with `env` on a database holding one fresh snapshot (cells from 3.300 V), against
+/// a fake Bot API.
+async fn bot_on_a_fresh_snapshot(
+    env: &[(&str, &str)],
+) -> (tempfile::TempDir, FakeTelegram, Running) {
+    let dir = tempfile::tempdir().unwrap();
+    commit(&dir.path().join("inverter.db"), 3_300);
+    let api = FakeTelegram::start(Duration::ZERO).await;
+    let url = api.url();
+    let mut env = env.to_vec();
+    env.push(("TELEGRAM_API_URL", &url));
+    let bot = jkmon(&["bot"], dir.path(), &env);
+    (dir, api, bot)
+}
+
 /// Refresh on a message that would not change: Telegram answers "message is not modified",
 /// and the bot still answers the button press rather than leave it spinning.
 #[tokio::test(flavor = "multi_thread")]
 async fn refresh_of_an_unchanged_message_is_still_answered() {
-    let dir = tempfile::tempdir().unwrap();
-    commit(&dir.path().join("inverter.db"), 3_300);
-    let mut api = FakeTelegram::start(Duration::ZERO).await;
-    let url = api.url();
-    let mut bot = jkmon(
-        &["bot"],
-        dir.path(),
-        &[("TELEGRAM_API_URL", &url), ("TELEGRAM_CHAT_ID", "42")],
-    );
+    let (_dir, mut api, mut bot) = bot_on_a_fresh_snapshot(&[("TELEGRAM_CHAT_ID", "42")]).await;
     let limit = Duration::from_secs(20);
     api.not_modified(true);
     api.press(42, 7, "refresh:status");
@@ -130,19 +137,11 @@ async fn the_bot_with_no_bms_configured_shows_the_batteries_of_the_file() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn commands_answer_with_the_values_only_to_allowed_chats() {
-    let dir = tempfile::tempdir().unwrap();
-    commit(&dir.path().join("inverter.db"), 3_300);
-    let mut api = FakeTelegram::start(Duration::ZERO).await;
-    let url = api.url();
-    let mut bot = jkmon(
-        &["bot"],
-        dir.path(),
-        &[
-            ("TELEGRAM_API_URL", &url),
-            ("TELEGRAM_CHAT_ID", "42"),
-            ("TELEGRAM_ALLOWED_CHAT_IDS", "43, 44"),
-        ],
-    );
+    let (_dir, mut api, mut bot) = bot_on_a_fresh_snapshot(&[
+        ("TELEGRAM_CHAT_ID", "42"),
+        ("TELEGRAM_ALLOWED_CHAT_IDS", "43, 44"),
+    ])
+    .await;
     let limit = Duration::from_secs(20);
 
     api.message(42, "/status");

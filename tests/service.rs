@@ -44,21 +44,27 @@ fn errors_in(lines: &[String]) -> Vec<&String> {
         .collect()
 }
 
+/// `jkmon run --demo` with `env` and its web server on a free port; the port's address.
+fn demo_with_web(dir: &Path, db: &Path, env: &[(&str, &str)]) -> (Running, String) {
+    let mut env = env.to_vec();
+    env.push(("WEB_BIND", "127.0.0.1:0"));
+    let mut run = jkmon(dir, db, &["run", "--demo"], &env);
+    let addr = run.web_address(Duration::from_secs(20));
+    (run, addr)
+}
+
 #[test]
 fn run_demo_fills_the_database_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("demo.db");
-    let mut run = jkmon(
+    let (mut run, addr) = demo_with_web(
         dir.path(),
         &db,
-        &["run", "--demo"],
         &[
             ("JK_BMS_POLL_INTERVAL", "0.2"),
             ("JK_SIM_INVERTER_SEC", "0.1"),
-            ("WEB_BIND", "127.0.0.1:0"),
         ],
     );
-    let addr = run.web_address(Duration::from_secs(20));
     for _ in 0..5 {
         run.wait_for_log(Duration::from_secs(20), "merged into readings #");
     }
@@ -167,17 +173,14 @@ print(json.dumps(written))
 fn run_shows_the_newest_snapshot_while_the_database_keeps_its_pace() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("demo.db");
-    let mut run = jkmon(
+    let (mut run, addr) = demo_with_web(
         dir.path(),
         &db,
-        &["run", "--demo"],
         &[
             ("JK_BMS_POLL_INTERVAL", "120"),
             ("JK_SIM_INTERVAL_MS", "200"),
-            ("WEB_BIND", "127.0.0.1:0"),
         ],
     );
-    let addr = run.web_address(Duration::from_secs(20));
     // the first snapshot is committed at once
     run.wait_for_log(Duration::from_secs(20), "writer: Simulated BMS: ");
     let committed = || -> i64 {

@@ -819,7 +819,7 @@ async fn the_writer_commits_a_battery_at_once_when_it_arrives_and_when_it_comes_
     let t0 = Local::now() - chrono::Duration::seconds(5);
     writer.send(Message::Snapshot {
         position: 1,
-        snapshot: Box::new(snapshot(1_000, 3_300)),
+        snapshot: std::sync::Arc::new(snapshot(1_000, 3_300)),
         taken_at: t0,
     });
     let first = tokio::task::spawn_blocking({
@@ -843,7 +843,7 @@ async fn the_writer_commits_a_battery_at_once_when_it_arrives_and_when_it_comes_
     let t1 = Local::now();
     writer.send(Message::Snapshot {
         position: 1,
-        snapshot: Box::new(snapshot(2_000, 3_300)),
+        snapshot: std::sync::Arc::new(snapshot(2_000, 3_300)),
         taken_at: t1,
     });
     let again = tokio::task::spawn_blocking({

@@ -130,7 +130,7 @@ async fn snapshot_of(rx: &mut mpsc::Receiver<SessionEvent>, battery: usize) -> (
             },
         ) = (e.battery == battery, e.kind)
         {
-            return (*snapshot, rejected);
+            return (std::sync::Arc::unwrap_or_clone(snapshot), rejected);
         }
     }
 }

@@ -151,7 +151,9 @@ async fn read_from_bus(
             Ok(None) | Err(_) => break,
         };
         match event.kind {
-            session::EventKind::Snapshot { snapshot, .. } => best = Some(*snapshot),
+            session::EventKind::Snapshot { snapshot, .. } => {
+                best = Some(std::sync::Arc::unwrap_or_clone(snapshot))
+            }
             session::EventKind::State { state, detail, .. } => {
                 if state == session::State::Disconnected && !detail.is_empty() {
                     why = detail;

@@ -16,7 +16,7 @@ pub fn telegram(env: &Env) -> Result<Option<TelegramConfig>, ConfigError> {
         return Err(invalid(
             "TELEGRAM_BOT_TOKEN",
             "***",
-            "expected the token @BotFather gave, like 123456:ABC-DEF…".into(),
+            "expected the token @BotFather gave, like 123456:ABC-DEF…",
         ));
     }
     let api_url = env
@@ -26,7 +26,7 @@ pub fn telegram(env: &Env) -> Result<Option<TelegramConfig>, ConfigError> {
         return Err(invalid(
             "TELEGRAM_API_URL",
             &api_url,
-            "expected a URL like https://api.telegram.org or http://127.0.0.1:8081".into(),
+            "expected a URL like https://api.telegram.org or http://127.0.0.1:8081",
         ));
     }
     let chat_id = |var: &'static str, v: &str| -> Result<i64, ConfigError> {
@@ -34,7 +34,7 @@ pub fn telegram(env: &Env) -> Result<Option<TelegramConfig>, ConfigError> {
             invalid(
                 var,
                 v,
-                "expected a chat id like 123456789 or -1001234567890 (send /chatid to the bot to see it)".into(),
+                "expected a chat id like 123456789 or -1001234567890 (send /chatid to the bot to see it)",
             )
         })
     };
@@ -62,7 +62,7 @@ fn cell_levels(env: &Env) -> Result<Vec<CellLevels>, ConfigError> {
     let Some(v) = env.get("BMS_CELL_LEVELS") else {
         return Ok(Vec::new());
     };
-    let bad = |problem: &str| invalid("BMS_CELL_LEVELS", &v, problem.into());
+    let bad = |problem: &str| invalid("BMS_CELL_LEVELS", &v, problem);
     let mut levels = Vec::new();
     for pair in v.split(';') {
         let parts: Vec<&str> = pair.split(',').map(str::trim).collect();
@@ -115,7 +115,7 @@ pub fn notify(env: &Env) -> Result<NotifyConfig, ConfigError> {
             return Err(invalid(
                 "ALERT_WEBHOOK_URL",
                 url,
-                "expected an http:// or https:// URL".into(),
+                "expected an http:// or https:// URL",
             ));
         }
     }

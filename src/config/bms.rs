@@ -27,7 +27,7 @@ pub fn sim(env: &Env) -> Result<SimConfig, ConfigError> {
             VariantChoice::Fixed(x @ (Variant::Jk02_24s | Variant::Jk02_32s)) => x,
             _ => {
                 let value = env.get("JK_SIM_VARIANT").unwrap_or_default();
-                let problem = "the simulator speaks jk02_32s or jk02_24s".into();
+                let problem = "the simulator speaks jk02_32s or jk02_24s";
                 return Err(invalid("JK_SIM_VARIANT", &value, problem));
             }
         };
@@ -76,7 +76,7 @@ pub fn wire(env: &Env, transport: TransportKind) -> Result<WireConfig, ConfigErr
         return Err(invalid(
             "JK_RS485_ADDRESSES",
             "",
-            "JK_BMS_TRANSPORT=rs485 needs the packs' DIP-switch addresses, like JK_RS485_ADDRESSES=1,2,3".into(),
+            "JK_BMS_TRANSPORT=rs485 needs the packs' DIP-switch addresses, like JK_RS485_ADDRESSES=1,2,3",
         ));
     }
     Ok(WireConfig {
@@ -115,8 +115,7 @@ pub fn names(
         _ if addresses.is_empty() => Err(invalid(
             "JK_BMS_NAMES",
             &v,
-            "names need addresses: set JK_BMS_ADDRESS too (the devices file carries its own names)"
-                .into(),
+            "names need addresses: set JK_BMS_ADDRESS too (the devices file carries its own names)",
         )),
         _ => parse_names(&v, addresses.len(), "address(es) in JK_BMS_ADDRESS"),
     }

@@ -76,7 +76,7 @@ impl<'a> Env<'a> {
         };
         let n: f64 = v
             .parse()
-            .map_err(|_| invalid(var, &v, "expected a number of seconds like 1 or 0.5".into()))?;
+            .map_err(|_| invalid(var, &v, "expected a number of seconds like 1 or 0.5"))?;
         if !range.contains(&n) {
             let problem = format!(
                 "must be between {} and {} seconds",
@@ -110,10 +110,10 @@ impl<'a> Env<'a> {
 }
 
 /// The error for `var=value`.
-pub fn invalid(var: &'static str, value: &str, problem: String) -> ConfigError {
+pub fn invalid(var: &'static str, value: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         var,
         value: value.to_string(),
-        problem,
+        problem: problem.into(),
     }
 }

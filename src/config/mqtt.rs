@@ -4,16 +4,9 @@ use std::path::PathBuf;
 
 use percent_encoding::percent_decode_str;
 
+use super::env::invalid;
 use super::ConfigError;
 use crate::mqtt::{Broker, MqttConfig};
-
-fn invalid(var: &'static str, value: &str, problem: &str) -> ConfigError {
-    ConfigError::Invalid {
-        var,
-        value: value.to_string(),
-        problem: problem.to_string(),
-    }
-}
 
 /// `MQTT_URL`: `mqtt://[user[:password]@]host[:port]` (port 1883) or `mqtts://…` (TLS, port
 /// 8883). User and password may be percent-encoded (`%40` for `@`). The password never appears

@@ -11,7 +11,7 @@ pub fn web(env: &Env) -> Result<WebConfig, ConfigError> {
             invalid(
                 "WEB_BIND",
                 &v,
-                "expected an address and port like 0.0.0.0:8000 or 127.0.0.1:8080".into(),
+                "expected an address and port like 0.0.0.0:8000 or 127.0.0.1:8080",
             )
         })?;
     }
@@ -40,7 +40,7 @@ pub fn web(env: &Env) -> Result<WebConfig, ConfigError> {
             return Err(invalid(
                 "WEB_AUTH_TOKEN",
                 "***",
-                "use at least 8 characters, with no spaces around them".into(),
+                "use at least 8 characters, with no spaces around them",
             ));
         }
         web.auth_token = Some(v);

@@ -49,7 +49,7 @@ impl Feed {
             };
             match &event.kind {
                 EventKind::Snapshot { snapshot, .. } => {
-                    b.snapshot = Some(Arc::new((**snapshot).clone()));
+                    b.snapshot = Some(Arc::clone(snapshot));
                     b.taken_at = Some(now);
                     b.seq += 1;
                     let was_lost = std::mem::replace(&mut b.lost, false);

@@ -684,7 +684,7 @@ impl BusSession {
                 self.emit(
                     i,
                     EventKind::Snapshot {
-                        snapshot: Box::new(snapshot),
+                        snapshot: Arc::new(snapshot),
                         decoded: self.decoded,
                         rejected: self.rejected,
                     },

@@ -210,7 +210,8 @@ pub enum EventKind {
         attempt: u32,
     },
     Snapshot {
-        snapshot: Box<Snapshot>,
+        /// Shared: the writer, the live views and MQTT each keep the same one.
+        snapshot: Arc<Snapshot>,
         /// Frames decoded on the current connection so far (on an RS485 bus: on the bus).
         decoded: u64,
         /// Corrupt frames rejected on the current connection so far (on an RS485 bus: on the
@@ -445,7 +446,7 @@ impl Session {
             self.estimator.as_ref(),
         );
         self.emit(EventKind::Snapshot {
-            snapshot: Box::new(snapshot),
+            snapshot: Arc::new(snapshot),
             decoded: stream.accepted,
             rejected: stream.rejected,
         })

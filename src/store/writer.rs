@@ -39,7 +39,7 @@ const MAX_FAILED_COMMITS: u32 = 20;
 pub enum Message {
     Snapshot {
         position: usize,
-        snapshot: Box<Snapshot>,
+        snapshot: Arc<Snapshot>,
         taken_at: DateTime<Local>,
     },
     State {
@@ -72,7 +72,7 @@ pub struct Writer {
 
 #[derive(Default)]
 struct Pending {
-    latest: Option<(Box<Snapshot>, DateTime<Local>)>,
+    latest: Option<(Arc<Snapshot>, DateTime<Local>)>,
     bucket: Bucket,
     fresh: bool,
 }
@@ -237,7 +237,7 @@ impl Writing<'_> {
     fn snapshot(
         &mut self,
         position: usize,
-        snapshot: Box<Snapshot>,
+        snapshot: Arc<Snapshot>,
         taken_at: DateTime<Local>,
     ) -> bool {
         let p = self.pending.entry(position).or_default();
