@@ -695,9 +695,16 @@ fn the_inverters_rows_are_aggregated_for_charts_in_chunks_and_read_back_the_same
     assert_eq!(max, 59.0);
 }
 
-/// 30 days of the inverter's rows every 10 s (259,200), as the Python poller writes them
-/// (naive UTC `created_at`, every value a string), ending `end_s`.
-fn thirty_days_of_rows(conn: &mut Connection, end_s: i64) {
+/// A new database at `path` holding the Python poller's table with 30 days of the inverter's
+/// rows every 10 s (259,200), as the poller writes them (naive UTC `created_at`, every value a
+/// string), ending `end_s`.
+fn thirty_days_of_rows(path: &Path, end_s: i64) {
+    let mut conn = Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE readings (id INTEGER PRIMARY KEY AUTOINCREMENT,
+             created_at TEXT NOT NULL, payload TEXT, error TEXT);",
+    )
+    .unwrap();
     let tx = conn.transaction().unwrap();
     {
         let mut insert = tx
@@ -732,15 +739,7 @@ fn catching_up_on_a_month_of_inverter_rows_never_holds_the_write_lock_for_long()
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("inverter.db");
     let now_s = chrono::Utc::now().timestamp();
-    {
-        let mut conn = Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE readings (id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 created_at TEXT NOT NULL, payload TEXT, error TEXT);",
-        )
-        .unwrap();
-        thirty_days_of_rows(&mut conn, now_s);
-    }
+    thirty_days_of_rows(&path, now_s);
     let mut store = open(&path, 1);
     // the Python poller beside it: an INSERT on a new connection every 20 ms with its 5 s busy
     // timeout; how long each waited for the lock
@@ -927,15 +926,7 @@ fn a_month_chart_before_aggregation_reads_a_sample_and_agrees_with_the_aggregate
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("inverter.db");
     let now_s = chrono::Utc::now().timestamp() / 3_600 * 3_600;
-    {
-        let mut conn = Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE readings (id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 created_at TEXT NOT NULL, payload TEXT, error TEXT);",
-        )
-        .unwrap();
-        thirty_days_of_rows(&mut conn, now_s);
-    }
+    thirty_days_of_rows(&path, now_s);
     let mut store = open(&path, 1);
     let (from, to) = (
         DateTime::from_timestamp(now_s - 30 * 86_400, 0).unwrap(),
