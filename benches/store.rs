@@ -121,6 +121,7 @@ fn latency(batteries: usize, iterations: usize) -> (Vec<Duration>, Vec<Duration>
                 taken_at: Local::now(),
                 bucket,
                 fresh: true,
+                energy: &jkmon::store::energy::NO_ENERGY,
             })
             .collect();
         s.commit(&updates, Local::now()).unwrap();
@@ -162,6 +163,7 @@ fn day(inverter: bool, jkmon: bool) -> i64 {
                     taken_at: Local::now(),
                     bucket: &bucket,
                     fresh: true,
+                    energy: &jkmon::store::energy::NO_ENERGY,
                 }],
                 day0 + chrono::Duration::seconds(t),
             )

@@ -177,10 +177,11 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let batteries = configured_batteries(&config, &components)?;
     let store_batteries = store_batteries(&batteries);
-    let (writer, inverter, charts) = open_store(&config, &components, &store_batteries).await?;
     // the views (web, bot, alerts) read the store through one pool and one view of the config;
     // where this process runs the sessions, they see each battery's newest snapshot
     let live = components.sessions.then(Live::default);
+    let (writer, inverter, charts) =
+        open_store(&config, &components, &store_batteries, live.clone()).await?;
     let mut readers = Readers::new(&components.database, config.store.busy_timeout);
     if let Some(live) = &live {
         readers = readers.with_live(live.clone());
@@ -256,6 +257,7 @@ async fn open_store(
     config: &Config,
     components: &Components,
     batteries: &[Battery],
+    live: Option<Live>,
 ) -> anyhow::Result<(Option<Writer>, Option<SimInverter>, Option<Aggregator>)> {
     let path = components.database.clone();
     let (store_config, for_writer, sessions) = (
@@ -266,16 +268,17 @@ async fn open_store(
     let demo_inverter = components
         .demo_inverter
         .then_some((config.sim_inverter_interval, config.sim.seed));
-    let (web_only, busy_timeout, retention) = (
+    let (web_only, busy_timeout, retention, energy_gap) = (
         components.web.is_some(),
         config.store.busy_timeout,
         config.store.retention,
+        config.store.inverter_max_gap(),
     );
     tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let store = Store::open(&path, store_config)?;
         tracing::info!("database {}", path.display());
         let writer = if sessions {
-            Some(Writer::start(store, for_writer)?)
+            Some(Writer::start(store, for_writer, live)?)
         } else {
             store.close()?;
             None
@@ -283,7 +286,7 @@ async fn open_store(
         // without the writer, the web server makes its own chart history
         let charts = match (sessions, web_only) {
             (false, true) => Some(
-                Aggregator::start(&path, busy_timeout, retention)
+                Aggregator::start(&path, busy_timeout, retention, energy_gap)
                     .context("could not start the chart history")?,
             ),
             _ => None,

@@ -69,6 +69,7 @@ fn commit(store: &mut Store, snapshots: &[Snapshot], taken_at: DateTime<Local>) 
             taken_at,
             bucket: b,
             fresh: true,
+            energy: &jkmon::store::energy::NO_ENERGY,
         })
         .collect();
     store.commit(&updates, Local::now()).unwrap()
@@ -814,7 +815,7 @@ async fn the_writer_commits_a_battery_at_once_when_it_arrives_and_when_it_comes_
         ..StoreConfig::default()
     };
     let store = Store::open(&path, config).unwrap();
-    let writer = Writer::start(store, batteries(1)).unwrap();
+    let writer = Writer::start(store, batteries(1), None).unwrap();
     let t0 = Local::now() - chrono::Duration::seconds(5);
     writer.send(Message::Snapshot {
         position: 1,

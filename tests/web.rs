@@ -74,6 +74,7 @@ fn database(path: &Path, age_2: chrono::Duration) -> Store {
                     taken_at: Local::now(),
                     bucket: &b1,
                     fresh: true,
+                    energy: &jkmon::store::energy::NO_ENERGY,
                 },
                 Update {
                     position: 2,
@@ -81,6 +82,7 @@ fn database(path: &Path, age_2: chrono::Duration) -> Store {
                     taken_at: Local::now() - age_2,
                     bucket: &b2,
                     fresh: true,
+                    energy: &jkmon::store::energy::NO_ENERGY,
                 },
             ],
             Local::now(),

@@ -3,6 +3,7 @@
 //!
 //! Layer 2: may use `protocol`.
 
+pub mod energy;
 pub mod soc;
 
 use crate::protocol::{CellInfo, DeviceInfo, Settings};

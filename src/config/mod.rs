@@ -90,6 +90,7 @@ pub const VARIABLES: &[&str] = &[
     "DB_PATH",
     "DB_BUSY_TIMEOUT_MS",
     "INVERTER_TIMEOUT_SEC",
+    "POLL_INTERVAL",
     "JKMON_OWN_ROWS",
     "HISTORY_RAW_DAYS",
     "HISTORY_5MIN_DAYS",

@@ -25,6 +25,9 @@ pub fn store(env: &Env, session: &SessionConfig) -> Result<StoreConfig, ConfigEr
     if let Some(d) = env.seconds("INVERTER_TIMEOUT_SEC", 1.0..=86_400.0)? {
         store.inverter_timeout = d;
     }
+    if let Some(d) = env.seconds("POLL_INTERVAL", 1.0..=3_600.0)? {
+        store.inverter_poll = d;
+    }
     if let Some(o) = env.parse("JKMON_OWN_ROWS")? {
         store.own_rows = o;
     }

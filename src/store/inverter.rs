@@ -107,6 +107,21 @@ struct Made {
     values: [Option<f64>; 10],
 }
 
+/// When the first row of `readings` was written (`None`: no row, or no time that reads).
+pub(super) fn first_row_ms(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    let first: Option<String> = conn
+        .query_row(
+            "SELECT created_at FROM readings ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(first
+        .as_deref()
+        .and_then(parse_created_at)
+        .map(|t| t.timestamp_millis()))
+}
+
 /// Makes the next chunk of complete buckets of each tier and expires old ones: the rows are
 /// read first, with no write lock; then one short immediate transaction per tier writes the
 /// buckets and the progress. Returns the buckets made and whether more is waiting (call again
@@ -115,19 +130,9 @@ pub fn aggregate(
     conn: &mut Connection,
     now_ms: i64,
     retention: &Retention,
+    energy_max_gap: std::time::Duration,
 ) -> rusqlite::Result<(usize, bool)> {
-    let first: Option<String> = conn
-        .query_row(
-            "SELECT created_at FROM readings ORDER BY id LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let Some(first_ms) = first
-        .as_deref()
-        .and_then(parse_created_at)
-        .map(|t| t.timestamp_millis())
-    else {
+    let Some(first_ms) = first_row_ms(conn)? else {
         return Ok((0, false));
     };
     let (mut made, mut more) = (0, false);
@@ -168,6 +173,13 @@ pub fn aggregate(
         }
         tx.commit()?;
     }
+    more |= super::energy::aggregate_inverter(
+        conn,
+        now_ms,
+        first_ms,
+        energy_max_gap,
+        retention.hourly_days,
+    )?;
     Ok((made, more))
 }
 
@@ -370,6 +382,7 @@ impl Aggregator {
         path: &std::path::Path,
         busy_timeout: std::time::Duration,
         retention: Retention,
+        energy_max_gap: std::time::Duration,
     ) -> rusqlite::Result<Aggregator> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(busy_timeout)?;
@@ -378,7 +391,7 @@ impl Aggregator {
         let thread = std::thread::Builder::new()
             .name("jkmon-charts".into())
             .spawn(move || loop {
-                let wait = match aggregate(&mut conn, super::now_ms(), &retention) {
+                let wait = match aggregate(&mut conn, super::now_ms(), &retention, energy_max_gap) {
                     Ok((made, true)) => {
                         tracing::info!(
                             "history: aggregating the inverter's rows for charts ({made} bucket(s) in this chunk)…"

@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 
+use super::energy::Counters;
 use crate::battery::Snapshot;
 
 /// A snapshot and when it was taken.
@@ -20,6 +21,8 @@ pub type Taken = (Arc<Snapshot>, DateTime<Utc>);
 pub struct Live {
     /// By battery position.
     newest: Arc<RwLock<BTreeMap<usize, Taken>>>,
+    /// By battery position: the energy counters with the newest snapshot counted.
+    energy: Arc<RwLock<BTreeMap<usize, Counters>>>,
 }
 
 impl Live {
@@ -29,6 +32,18 @@ impl Live {
         if let Ok(mut newest) = self.newest.write() {
             newest.insert(position, (snapshot, at));
         }
+    }
+
+    /// Battery `position`'s energy counters (the writer records them with each snapshot).
+    pub fn record_energy(&self, position: usize, counters: Counters) {
+        if let Ok(mut energy) = self.energy.write() {
+            energy.insert(position, counters);
+        }
+    }
+
+    /// Battery `position`'s newest energy counters.
+    pub fn energy(&self, position: usize) -> Option<Counters> {
+        self.energy.read().ok()?.get(&position).copied()
     }
 
     /// Battery `position`'s newest snapshot and when it was taken.

@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0006_merge_guard.sql",
         include_str!("../../migrations/0006_merge_guard.sql"),
     ),
+    (
+        7,
+        "0007_energy.sql",
+        include_str!("../../migrations/0007_energy.sql"),
+    ),
 ];
 
 /// The newest schema this build knows.

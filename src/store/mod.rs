@@ -17,6 +17,7 @@
 //! JSON), `battery`, `protocol`, and `transport::sim` (the demo's simulated batteries).
 
 pub mod demo;
+pub mod energy;
 pub mod fields;
 pub mod history;
 pub mod inverter;
@@ -165,6 +166,17 @@ pub struct StoreConfig {
     /// `JKMON_OWN_ROWS`: whether jkmon may insert rows of its own into `readings`.
     pub own_rows: OwnRows,
     pub retention: Retention,
+    /// `POLL_INTERVAL`: how often the inverter's poller writes a row (the Python poller's
+    /// variable, 10 s). A gap of more than three of these between two rows is no data for
+    /// the inverter's energy.
+    pub inverter_poll: Duration,
+}
+
+impl StoreConfig {
+    /// The longest gap between two inverter rows that its energy bridges.
+    pub fn inverter_max_gap(&self) -> Duration {
+        self.inverter_poll * 3
+    }
 }
 
 impl Default for StoreConfig {
@@ -176,6 +188,7 @@ impl Default for StoreConfig {
             inverter_timeout: Duration::from_secs(60),
             own_rows: OwnRows::Auto,
             retention: Retention::default(),
+            inverter_poll: Duration::from_secs(10),
         }
     }
 }
@@ -208,6 +221,8 @@ pub struct Update<'a> {
     /// `false` once the BMS went offline: history and the latest snapshot are written, the
     /// readings keys are not.
     pub fresh: bool,
+    /// The energy the interval's snapshots brought.
+    pub energy: &'a energy::Pending,
 }
 
 /// What happened to `readings` in a commit.
@@ -473,8 +488,12 @@ impl Store {
         let rows_made = history::downsample(&tx, now_ms)?;
         let rows_deleted = history::expire(&tx, now_ms, &self.config.retention)?;
         tx.commit()?;
-        let (inverter_buckets, more) =
-            inverter::aggregate(&mut self.conn, now_ms, &self.config.retention)?;
+        let (inverter_buckets, more) = inverter::aggregate(
+            &mut self.conn,
+            now_ms,
+            &self.config.retention,
+            self.config.inverter_max_gap(),
+        )?;
         Ok(Maintenance {
             rows_made,
             rows_deleted,
@@ -495,6 +514,16 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Battery `position`'s energy counters as stored, today being `today`.
+    pub fn energy(
+        &self,
+        position: usize,
+        today: chrono::NaiveDate,
+    ) -> Result<energy::Counters, StoreError> {
+        let key = self.device(position)?.1.device_key();
+        Ok(energy::counters(&self.conn, &key, today)?)
     }
 
     /// Whether this run inserts rows of its own into `readings` (as decided at
@@ -548,6 +577,7 @@ fn write_battery(
     if !u.bucket.is_empty() {
         u.bucket.to_row(id, 0, now_ms).insert(tx)?;
     }
+    energy::write(tx, id, u.energy, now_ms)?;
     Ok(())
 }
 

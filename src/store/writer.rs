@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Local};
 use tokio::sync::oneshot;
 
+use super::energy::{self, Counters};
+use super::live::Live;
 use super::{Battery, Bucket, ReadingsAction, Store, StoreError, Update};
+use crate::battery::energy::Meter;
 use crate::battery::Snapshot;
 use crate::session::State;
 
@@ -75,22 +78,37 @@ struct Pending {
     latest: Option<(Arc<Snapshot>, DateTime<Local>)>,
     bucket: Bucket,
     fresh: bool,
+    energy: energy::Pending,
 }
 
 impl Writer {
-    /// Registers the batteries and starts the writer thread.
-    pub fn start(mut store: Store, batteries: Vec<Battery>) -> Result<Writer, StoreError> {
+    /// Registers the batteries and starts the writer thread. Each battery's energy counters
+    /// go on from what the database holds, and reach `live` (the views of this process) with
+    /// every snapshot.
+    pub fn start(
+        mut store: Store,
+        batteries: Vec<Battery>,
+        live: Option<Live>,
+    ) -> Result<Writer, StoreError> {
         store.register(&batteries, super::now_ms())?;
+        let today = Local::now().date_naive();
+        let mut counters = BTreeMap::new();
+        for b in &batteries {
+            let c = store.energy(b.position, today)?;
+            if let Some(live) = &live {
+                live.record_energy(b.position, c);
+            }
+            counters.insert(b.position, c);
+        }
         let (tx, rx) = sync_channel::<Message>(CHANNEL_CAPACITY);
         let (done_tx, done) = oneshot::channel();
-        let interval = store.config.interval;
         let interrupt = store.conn.get_interrupt_handle();
         let maintaining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let in_thread = maintaining.clone();
         std::thread::Builder::new()
             .name("jkmon-store".into())
             .spawn(move || {
-                let result = run(&mut store, &batteries, rx, interval, &in_thread);
+                let result = run(&mut store, &batteries, counters, live, rx, &in_thread);
                 let result = match result {
                     Ok(stats) => store.close().map(|()| stats),
                     Err(e) => Err(e),
@@ -155,13 +173,20 @@ impl Writer {
 fn run(
     store: &mut Store,
     batteries: &[Battery],
+    counters: BTreeMap<usize, Counters>,
+    live: Option<Live>,
     rx: std::sync::mpsc::Receiver<Message>,
-    interval: Duration,
     maintaining: &std::sync::atomic::AtomicBool,
 ) -> Result<WriterStats, StoreError> {
+    let interval = store.config.interval;
     let names: BTreeMap<usize, &str> = batteries
         .iter()
         .map(|b| (b.position, b.name.as_str()))
+        .collect();
+    // a gap the battery's freshness does not bridge means it was offline: no energy for it
+    let meters = names
+        .keys()
+        .map(|p| (*p, Meter::new(store.config.freshness)))
         .collect();
     let mut w = Writing {
         store,
@@ -171,6 +196,9 @@ fn run(
         stats: WriterStats::default(),
         failed_in_a_row: 0,
         interval,
+        meters,
+        counters,
+        live,
     };
     let mut next_commit = Instant::now() + interval;
     let mut next_maintenance = Instant::now();
@@ -230,6 +258,11 @@ struct Writing<'a> {
     stats: WriterStats,
     failed_in_a_row: u32,
     interval: Duration,
+    /// Each battery's energy integration, fed every snapshot.
+    meters: BTreeMap<usize, Meter>,
+    /// Each battery's counters: the database's plus what is pending.
+    counters: BTreeMap<usize, Counters>,
+    live: Option<Live>,
 }
 
 impl Writing<'_> {
@@ -241,6 +274,20 @@ impl Writing<'_> {
         taken_at: DateTime<Local>,
     ) -> bool {
         let p = self.pending.entry(position).or_default();
+        if let Some(power_mw) = snapshot.cell_info.power_mw() {
+            let meter = self
+                .meters
+                .entry(position)
+                .or_insert_with(|| Meter::new(self.store.config.freshness));
+            let step = meter.add(taken_at, power_mw as f64 / 1000.0);
+            let average_w = meter.average_w();
+            p.energy.add(&step, average_w);
+            let counters = self.counters.entry(position).or_default();
+            counters.add(&step, average_w);
+            if let Some(live) = &self.live {
+                live.record_energy(position, *counters);
+            }
+        }
         p.bucket.add(&snapshot);
         p.latest = Some((snapshot, taken_at));
         p.fresh = true;
@@ -362,6 +409,7 @@ fn commit(
                 taken_at: *taken_at,
                 bucket: &p.bucket,
                 fresh: p.fresh,
+                energy: &p.energy,
             })
         })
         .collect();

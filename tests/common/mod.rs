@@ -116,6 +116,7 @@ pub fn commit_one(
                 taken_at: chrono::Local::now(),
                 bucket: &bucket,
                 fresh: true,
+                energy: &jkmon::store::energy::NO_ENERGY,
             }],
             chrono::Local::now(),
         )
