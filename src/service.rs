@@ -190,6 +190,7 @@ pub async fn run(
         batteries: store_batteries.clone(),
         liveness: config.liveness(),
         retention: config.store.retention,
+        inverter_max_gap: config.store.inverter_max_gap(),
     };
     let telemetry = components
         .sessions
@@ -492,7 +493,8 @@ impl Parts {
             t.record(event);
         }
         if let Some(f) = &self.feed {
-            f.record(event, liveness, Instant::now());
+            let energy = self.live.as_ref().and_then(|l| l.energy(event.battery + 1));
+            f.record(event, liveness, Instant::now(), energy);
         }
     }
 

@@ -583,3 +583,100 @@ fn a_read_only_database_names_the_file_the_user_and_the_fix() {
         "{all}"
     );
 }
+
+/// The energy a battery owner reads first, end to end on `run --demo`: the counters grow with
+/// every snapshot in the views (not only at a commit), `/api/v1/energy` lists each day, a bad
+/// `days` is refused by name, and after the stop the database holds at least what the views
+/// showed, its days adding up to its counters.
+#[test]
+fn run_counts_energy_live_and_keeps_it_in_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let (mut run, addr) = demo_with_web(
+        dir.path(),
+        &db,
+        &[
+            ("JK_BMS_POLL_INTERVAL", "120"),
+            ("JK_SIM_INTERVAL_MS", "200"),
+            // a minute per charge/discharge cycle: tens of amps within seconds
+            ("JK_SIM_PERIOD_SEC", "60"),
+            ("JK_SIM_CAPACITY_AH", "280"),
+        ],
+    );
+    let energy = || -> Value {
+        let (code, body) = http_get(&addr, "/api/v1/status");
+        assert_eq!(code, 200, "{body}");
+        let status: Value = serde_json::from_str(&body).unwrap();
+        status["batteries"][0]["energy"].clone()
+    };
+    let moved = |e: &Value| {
+        e["charged_kwh"].as_f64().unwrap_or(0.0) + e["discharged_kwh"].as_f64().unwrap_or(0.0)
+    };
+    // bounded: 80 looks over at most 20 s, until a count grew past an earlier one
+    let mut seen = Vec::new();
+    for _ in 0..80 {
+        seen.push(moved(&energy()));
+        let first = seen.iter().copied().find(|v| *v > 0.0);
+        if first.is_some_and(|f| seen[seen.len() - 1] > f) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let first = seen.iter().copied().find(|v| *v > 0.0).unwrap_or(0.0);
+    let last = *seen.last().unwrap();
+    assert!(
+        first > 0.0 && last > first,
+        "the counters grow between commits: {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[1] >= w[0]),
+        "never decreasing: {seen:?}"
+    );
+    let e = energy();
+    assert!(e["average_power_w"].is_number(), "{e}");
+    assert!(e["stored_kwh"].as_f64().unwrap() > 0.0, "{e}");
+
+    let (code, body) = http_get(&addr, "/api/v1/energy?days=3");
+    assert_eq!(code, 200, "{body}");
+    let days: Value = serde_json::from_str(&body).unwrap();
+    let days = days["days"].as_array().unwrap();
+    assert_eq!(days.len(), 3, "{body}");
+    let today = chrono::Local::now().date_naive().to_string();
+    assert_eq!(days[2]["date"], today.as_str(), "oldest first: {body}");
+    assert!(
+        days[0]["charged_kwh"].is_null(),
+        "no count is no data, not 0: {body}"
+    );
+    let today_moved =
+        days[2]["charged_kwh"].as_f64().unwrap() + days[2]["discharged_kwh"].as_f64().unwrap();
+    assert!(today_moved > 0.0, "{body}");
+    assert_eq!(days[2]["batteries"][0]["position"], 1);
+    // the demo inverter's rows: PV and load today
+    assert!(days[2]["load_kwh"].is_number(), "{body}");
+    let (code, body) = http_get(&addr, "/api/v1/energy?days=0");
+    assert_eq!(code, 400);
+    assert!(body.contains("days=\\\"0\\\""), "{body}");
+
+    run.signal("TERM");
+    assert!(run.wait_exit(Duration::from_secs(20)).success());
+    let conn = Connection::open(&db).unwrap();
+    let (charged, discharged): (f64, f64) = conn
+        .query_row(
+            "SELECT charged_wh, discharged_wh FROM bms_energy",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(
+        (charged + discharged) / 1000.0 >= last - 0.001,
+        "the stop commits what the views showed: {charged} + {discharged} Wh vs {last} kWh"
+    );
+    let (day_charged, day_discharged): (f64, f64) = conn
+        .query_row(
+            "SELECT SUM(charged_wh), SUM(discharged_wh) FROM bms_energy_daily",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!((day_charged - charged).abs() < 1e-6 && (day_discharged - discharged).abs() < 1e-6);
+}

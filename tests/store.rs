@@ -663,6 +663,7 @@ fn the_inverters_rows_are_aggregated_for_charts_in_chunks_and_read_back_the_same
             mode: jkmon::session::ConnectMode::Persistent,
         },
         retention: jkmon::store::Retention::default(),
+        inverter_max_gap: Duration::from_secs(30),
     };
     let to = DateTime::from_timestamp_millis(now).unwrap();
     let from = to - chrono::Duration::days(7);

@@ -106,6 +106,7 @@ fn state(path: &Path, token: Option<&str>) -> Arc<AppState> {
                 mode: jkmon::session::ConnectMode::Persistent,
             },
             retention: Retention::default(),
+            inverter_max_gap: Duration::from_secs(30),
         },
         token.map(String::from),
         jkmon::web::PageConfig::default(),

@@ -569,6 +569,7 @@ mod tests {
             hardware_version: None,
             software_version: None,
             serial_number: None,
+            energy: None,
             snapshot: Some({
                 let mut s = SnapshotJson::example();
                 s.soc_effective_pct = Some(soc);

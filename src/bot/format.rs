@@ -2,6 +2,7 @@
 //! escaped, units on every number. Pure: a status in, a message out.
 
 use crate::report::json::{CellInfoJson, SnapshotJson};
+use crate::store::energy::{EnergyDay, EnergyView};
 use crate::store::read::{BatteryView, Grid, StatusView};
 use crate::telegram::escape;
 
@@ -34,6 +35,38 @@ pub fn soc_mark(soc: f64) -> &'static str {
         s if s >= 20.0 => "🟠",
         _ => "🔴",
     }
+}
+
+/// `45 min`, `5 h 10 min`, `2 d 3 h`.
+pub fn duration(seconds: f64) -> String {
+    let minutes = (seconds / 60.0).round() as u64;
+    match minutes {
+        m if m < 60 => format!("{m} min"),
+        m if m < 48 * 60 => format!("{} h {} min", m / 60, m % 60),
+        m => format!("{} d {} h", m / 1_440, m % 1_440 / 60),
+    }
+}
+
+/// `empty in 5 h 10 min`, `full in 45 min`, or nothing while idle.
+fn time_left(e: &EnergyView) -> Option<String> {
+    match (e.time_to_empty_s, e.time_to_full_s) {
+        (Some(s), _) => Some(format!("empty in {}", duration(s))),
+        (_, Some(s)) => Some(format!("full in {}", duration(s))),
+        _ => None,
+    }
+}
+
+/// `Today: 1.23 kWh in · 0.45 kWh out · empty in 5 h 10 min`.
+fn energy_line(e: &EnergyView) -> String {
+    let mut out = format!(
+        "Today: {} in · {} out",
+        fmt(Some(e.today_charged_kwh), 2, "kWh"),
+        fmt(Some(e.today_discharged_kwh), 2, "kWh")
+    );
+    if let Some(left) = time_left(e) {
+        out += &format!(" · {left}");
+    }
+    out + "\n"
 }
 
 fn online(b: &BatteryView) -> String {
@@ -78,6 +111,9 @@ pub fn status(view: &StatusView) -> String {
             fmt(cell(s, |c| c.power_w), 0, "W"),
             fmt(cell(s, |c| c.temperatures_c.battery_c()), 1, "°C"),
         );
+        if let Some(e) = &b.energy {
+            out += &energy_line(e);
+        }
     }
     if let Some(bank) = &view.bank {
         out += &format!(
@@ -86,6 +122,7 @@ pub fn status(view: &StatusView) -> String {
             fmt(Some(bank.current_a), 1, "A"),
             fmt(Some(bank.power_w), 0, "W")
         );
+        out += &energy_line(&bank.energy);
     }
     out += &format!("\n<i>Data: {}</i>", data_age(view));
     out
@@ -214,9 +251,55 @@ pub fn cells(view: &StatusView) -> String {
     out.trim_end().to_string()
 }
 
+/// `/energy`: today's and yesterday's energy (the last two of `days`), and what the batteries
+/// hold now.
+pub fn energy(days: &[EnergyDay], view: &StatusView) -> String {
+    let mut out = String::from("<b>⚡ Energy</b>\n");
+    let kwh = |v: Option<f64>| fmt(v, 2, "kWh");
+    for (label, day) in ["Yesterday", "Today"]
+        .iter()
+        .zip(&days[days.len().saturating_sub(2)..])
+        .rev()
+    {
+        out += &format!("\n<b>{label}</b> ({})\n", day.date);
+        out += &format!(
+            "Batteries: {} charged · {} discharged\n",
+            kwh(day.charged_kwh),
+            kwh(day.discharged_kwh)
+        );
+        if day.pv_kwh.is_some() || day.load_kwh.is_some() || day.grid_import_kwh.is_some() {
+            out += &format!(
+                "PV: {} · Load: {} · Grid: {} in",
+                kwh(day.pv_kwh),
+                kwh(day.load_kwh),
+                kwh(day.grid_import_kwh)
+            );
+            if day.grid_export_kwh.is_some_and(|e| e > 0.0) {
+                out += &format!(", {} out", kwh(day.grid_export_kwh));
+            }
+            out += "\n";
+        } else {
+            out += "Inverter: no data\n";
+        }
+    }
+    let now = match &view.bank {
+        Some(bank) => Some(&bank.energy),
+        None => view.batteries.first().and_then(|b| b.energy.as_ref()),
+    };
+    if let Some(e) = now {
+        out += &format!("\nStored now: {}", fmt(e.stored_kwh, 2, "kWh"));
+        if let Some(left) = time_left(e) {
+            out += &format!(" · {left}");
+        }
+        out += "\n";
+    }
+    out.trim_end().to_string()
+}
+
 pub fn help() -> String {
     "<b>jkmon</b> — your batteries in your pocket\n\
      /status — grid, load, PV and every battery\n\
+     /energy — today's and yesterday's kWh, stored energy, time left\n\
      /battery — everything about each battery\n\
      /cells — every cell's voltage\n\
      /chatid — this chat's id\n\
@@ -269,6 +352,7 @@ mod tests {
                 hardware_version: None,
                 software_version: None,
                 serial_number: None,
+                energy: None,
                 snapshot: Some(snapshot()),
             }],
             bank: None,
@@ -323,10 +407,74 @@ mod tests {
         stack.is_empty()
     }
 
+    fn day(date: &str, charged: f64, pv: Option<f64>) -> EnergyDay {
+        EnergyDay {
+            date: date.parse().unwrap(),
+            charged_kwh: Some(charged),
+            discharged_kwh: Some(0.5),
+            batteries: Vec::new(),
+            pv_kwh: pv,
+            load_kwh: pv.map(|p| p / 2.0),
+            grid_import_kwh: pv.map(|_| 1.0),
+            grid_export_kwh: pv.map(|_| 0.0),
+        }
+    }
+
+    #[test]
+    fn energy_shows_today_first_then_yesterday_and_the_time_left() {
+        let mut v = view("Garage");
+        v.batteries[0].energy = Some(EnergyView {
+            today_charged_kwh: 1.234,
+            today_discharged_kwh: 0.5,
+            stored_kwh: Some(8.4),
+            time_to_empty_s: Some(5.0 * 3_600.0 + 600.0),
+            ..EnergyView::default()
+        });
+        let days = [
+            day("2026-11-25", 9.0, None),
+            day("2026-11-26", 2.0, Some(6.0)),
+            day("2026-11-27", 3.5, None),
+        ];
+        let msg = energy(&days, &v);
+        assert!(valid_html(&msg), "{msg}");
+        let today = msg.find("<b>Today</b> (2026-11-27)").expect(&msg);
+        let yesterday = msg.find("<b>Yesterday</b> (2026-11-26)").expect(&msg);
+        assert!(today < yesterday, "{msg}");
+        assert!(
+            !msg.contains("2026-11-25") && !msg.contains("9.00"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("Batteries: 3.50 kWh charged · 0.50 kWh discharged"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("PV: 6.00 kWh · Load: 3.00 kWh · Grid: 1.00 kWh in\n"),
+            "{msg}"
+        );
+        assert!(msg.contains("Inverter: no data"), "today has none: {msg}");
+        assert!(
+            msg.contains("Stored now: 8.40 kWh · empty in 5 h 10 min"),
+            "{msg}"
+        );
+        let line = status(&v);
+        assert!(
+            line.contains("Today: 1.23 kWh in · 0.50 kWh out · empty in 5 h 10 min"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(duration(45.0 * 60.0), "45 min");
+        assert_eq!(duration(5.0 * 3_600.0 + 600.0), "5 h 10 min");
+        assert_eq!(duration(51.0 * 3_600.0), "2 d 3 h");
+    }
+
     #[test]
     fn every_message_is_valid_html_with_a_hostile_name() {
         let v = view("<b>& Garage");
-        for msg in [status(&v), battery(&v), cells(&v), help()] {
+        for msg in [status(&v), battery(&v), cells(&v), help(), energy(&[], &v)] {
             assert!(valid_html(&msg), "{msg}");
         }
         assert!(status(&v).contains("&lt;b&gt;&amp; Garage"));

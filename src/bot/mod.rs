@@ -1,4 +1,4 @@
-//! The Telegram bot (teloxide, long polling): `/status`, `/battery`, `/cells`, `/help`,
+//! The Telegram bot (teloxide, long polling): `/status`, `/battery`, `/cells`, `/energy`, `/help`,
 //! `/start`, `/chatid`, and a Refresh button that edits its message in place.
 //!
 //! Only the chats of `TELEGRAM_ALLOWED_CHAT_IDS` and `TELEGRAM_CHAT_ID` get answers; any other
@@ -32,6 +32,7 @@ pub enum Command {
     Status,
     Battery,
     Cells,
+    Energy,
     Chatid,
 }
 
@@ -52,13 +53,18 @@ impl Ctx {
 
     /// The text of one view, or why there is none.
     async fn render(&self, view: &str) -> String {
-        match self.status().await {
-            Ok(s) => match view {
-                "battery" => format::battery(&s),
-                "cells" => format::cells(&s),
-                _ => format::status(&s),
+        let status = match self.status().await {
+            Ok(s) => s,
+            Err(e) => return format!("Status unavailable: {}", telegram::escape(&e)),
+        };
+        match view {
+            "battery" => format::battery(&status),
+            "cells" => format::cells(&status),
+            "energy" => match self.readers.energy(&self.read, 2).await {
+                Ok(days) => format::energy(&days, &status),
+                Err(e) => format!("Energy unavailable: {}", telegram::escape(&e.to_string())),
             },
-            Err(e) => format!("Status unavailable: {}", telegram::escape(&e)),
+            _ => format::status(&status),
         }
     }
 }
@@ -104,6 +110,7 @@ async fn on_message(
         Command::Status => (ctx.render("status").await, Some("status")),
         Command::Battery => (ctx.render("battery").await, Some("battery")),
         Command::Cells => (ctx.render("cells").await, Some("cells")),
+        Command::Energy => (ctx.render("energy").await, Some("energy")),
     };
     let mut request = bot.send_message(chat, text).parse_mode(ParseMode::Html);
     if let Some(view) = view {
@@ -121,6 +128,7 @@ async fn on_callback(bot: Bot, q: CallbackQuery, ctx: Arc<Ctx>) -> ResponseResul
     let view = match view {
         "battery" => "battery",
         "cells" => "cells",
+        "energy" => "energy",
         _ => "status",
     };
     let target = match &q.message {

@@ -154,6 +154,72 @@ const SENSORS: [Spec; 22] = [
     },
 ];
 
+const KWH: Option<&str> = Some("kWh");
+const ENERGY: Option<&str> = Some("energy");
+const TOTAL_INCREASING: Option<&str> = Some("total_increasing");
+
+/// Sensors of the state's `energy` object (object id `energy_<field>`). The counters are what
+/// Home Assistant's Energy dashboard takes for a battery: class `energy`, state class
+/// `total_increasing`, kWh; today's restart at midnight, which that state class allows.
+const ENERGY_SENSORS: [Spec; 7] = [
+    spec(
+        "charged_kwh",
+        "Energy charged",
+        ENERGY,
+        KWH,
+        TOTAL_INCREASING,
+        Some(3),
+    ),
+    spec(
+        "discharged_kwh",
+        "Energy discharged",
+        ENERGY,
+        KWH,
+        TOTAL_INCREASING,
+        Some(3),
+    ),
+    spec(
+        "today_charged_kwh",
+        "Energy charged today",
+        ENERGY,
+        KWH,
+        TOTAL_INCREASING,
+        Some(2),
+    ),
+    spec(
+        "today_discharged_kwh",
+        "Energy discharged today",
+        ENERGY,
+        KWH,
+        TOTAL_INCREASING,
+        Some(2),
+    ),
+    spec(
+        "stored_kwh",
+        "Stored energy",
+        Some("energy_storage"),
+        KWH,
+        M,
+        Some(2),
+    ),
+    spec(
+        "time_to_empty_s",
+        "Time to empty",
+        Some("duration"),
+        Some("s"),
+        M,
+        Some(0),
+    ),
+    spec(
+        "time_to_full_s",
+        "Time to full",
+        Some("duration"),
+        Some("s"),
+        M,
+        Some(0),
+    ),
+];
+
 /// A binary sensor: its object id, name, device class, the field it needs and its template.
 struct Binary {
     id: &'static str,
@@ -293,6 +359,14 @@ pub fn configs(
     for s in SENSORS.iter().filter(|s| present(s.field)) {
         let template = format!("{{{{ value_json.{} }}}}", s.field);
         c.sensor(s.field.to_string(), s.name, template, s);
+    }
+    // every energy sensor exists while the state has the object: a time to empty that is
+    // null while charging reads as unknown, and the entity stays
+    if state.get("energy").is_some_and(Value::is_object) {
+        for s in &ENERGY_SENSORS {
+            let template = format!("{{{{ value_json.energy.{} }}}}", s.field);
+            c.sensor(format!("energy_{}", s.field), s.name, template, s);
+        }
     }
     if let Some(temps) = state.get("temperatures_c").and_then(Value::as_object) {
         let shape = spec("", "", Some("temperature"), Some("°C"), M, Some(1));
@@ -441,9 +515,11 @@ pub fn lookup<'a>(state: &'a Value, path: &[String]) -> Option<&'a Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::battery::energy::Energy;
     use crate::battery::{Snapshot, SocSource};
     use crate::mqtt::payload;
     use crate::protocol::CellInfo;
+    use crate::store::energy::Counters;
 
     fn layout() -> Layout {
         Layout {
@@ -468,7 +544,15 @@ mod tests {
             device_info: None,
             settings: None,
         };
-        let state = payload::state(&s);
+        let counters = Counters {
+            total: Energy {
+                charged_wh: 1_234.0,
+                discharged_wh: 987.0,
+            },
+            ..Counters::default()
+        };
+        let today = chrono::Local::now().date_naive();
+        let state = payload::state(&s, Some(&counters), today, true);
         (s, state)
     }
 
@@ -478,6 +562,48 @@ mod tests {
             .find(|(t, _)| t.ends_with(&format!("/{object}/config")))
             .unwrap_or_else(|| panic!("no {object}"))
             .1
+    }
+
+    /// What Home Assistant's Energy dashboard accepts for a battery's (or solar) energy:
+    /// device class `energy`, state class `total` or `total_increasing`, and an energy unit.
+    fn energy_dashboard_accepts(config: &Value) -> bool {
+        config["device_class"] == "energy"
+            && ["total", "total_increasing"].contains(&config["state_class"].as_str().unwrap_or(""))
+            && ["Wh", "kWh", "MWh", "GJ", "MJ"]
+                .contains(&config["unit_of_measurement"].as_str().unwrap_or(""))
+    }
+
+    #[test]
+    fn energy_sensors_are_what_the_energy_dashboard_accepts() {
+        let l = layout();
+        let (_, state) = example();
+        let c = configs(&l, "homeassistant", &l.batteries[0], &state, None);
+        for object in ["energy_charged_kwh", "energy_discharged_kwh"] {
+            let v = find(&c, object);
+            assert!(energy_dashboard_accepts(v), "{object}: {v}");
+            assert_eq!(
+                v["value_template"],
+                format!("{{{{ value_json.energy.{} }}}}", &object[7..])
+            );
+        }
+        assert_eq!(state["energy"]["charged_kwh"], 1.234);
+        assert_eq!(state["energy"]["discharged_kwh"], 0.987);
+        let stored = find(&c, "energy_stored_kwh");
+        assert_eq!(stored["device_class"], "energy_storage");
+        assert_eq!(stored["state_class"], "measurement");
+        assert!(!energy_dashboard_accepts(stored), "a level, not a counter");
+        for object in ["energy_time_to_empty_s", "energy_time_to_full_s"] {
+            let v = find(&c, object);
+            assert_eq!(v["device_class"], "duration");
+            assert_eq!(v["unit_of_measurement"], "s");
+        }
+        // idle: both times are null, and the entities stay
+        assert!(state["energy"]["time_to_empty_s"].is_null());
+        // without counters (a state built before the writer counted): no energy entity
+        let (s, _) = example();
+        let bare = payload::state(&s, None, chrono::Local::now().date_naive(), true);
+        let c = configs(&l, "homeassistant", &l.batteries[0], &bare, None);
+        assert!(!c.iter().any(|(t, _)| t.contains("/energy_")));
     }
 
     #[test]
@@ -572,8 +698,10 @@ mod tests {
             assert!(!paths.is_empty(), "{topic}: {template}");
             for path in paths {
                 let v = lookup(&state, &path);
+                // only a time left may be null (idle: Home Assistant shows unknown)
+                let may_be_null = path.first().is_some_and(|p| p == "energy");
                 assert!(
-                    v.is_some_and(|v| !v.is_null()),
+                    v.is_some_and(|v| may_be_null || !v.is_null()),
                     "{topic}: {path:?} not in the state"
                 );
             }
@@ -594,7 +722,7 @@ mod tests {
             serial_number: "5082B12345".into(),
             ..DeviceInfo::default()
         });
-        let state = payload::state(&s);
+        let state = payload::state(&s, None, chrono::Local::now().date_naive(), true);
         let c = configs(&l, "ha", &l.batteries[0], &state, s.device_info.as_ref());
         let objects: Vec<&str> = c
             .iter()

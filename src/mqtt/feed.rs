@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::battery::Snapshot;
 use crate::session::{EventKind, Liveness, SessionEvent};
+use crate::store::energy::Counters;
 
 /// One battery as the publisher sees it.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +22,8 @@ pub struct BatteryFeed {
     /// A persistent session lost its BMS (the battery is offline whatever the age of its
     /// last snapshot).
     pub lost: bool,
+    /// The battery's energy counters as of the snapshot before (the writer counts them).
+    pub energy: Option<Counters>,
 }
 
 /// The sending side, kept by the service.
@@ -40,9 +43,16 @@ impl Feed {
         self.tx.subscribe()
     }
 
-    /// Takes in a session event. Never waits. `liveness` says which states mean the battery is
-    /// gone (in periodic mode sessions disconnect between readings).
-    pub fn record(&self, event: &SessionEvent, liveness: Liveness, now: Instant) {
+    /// Takes in a session event, and the battery's energy counters. Never waits. `liveness`
+    /// says which states mean the battery is gone (in periodic mode sessions disconnect
+    /// between readings).
+    pub fn record(
+        &self,
+        event: &SessionEvent,
+        liveness: Liveness,
+        now: Instant,
+        energy: Option<Counters>,
+    ) {
         self.tx.send_if_modified(|all| {
             let Some(b) = all.get_mut(event.battery) else {
                 return false;
@@ -51,6 +61,7 @@ impl Feed {
                 EventKind::Snapshot { snapshot, .. } => {
                     b.snapshot = Some(Arc::clone(snapshot));
                     b.taken_at = Some(now);
+                    b.energy = energy;
                     b.seq += 1;
                     let was_lost = std::mem::replace(&mut b.lost, false);
                     // wake the publisher for the first snapshot and a battery that came back;

@@ -2,12 +2,31 @@
 
 use serde_json::{json, Map, Value};
 
+use chrono::NaiveDate;
+
 use crate::battery::Snapshot;
 use crate::report::json::{DeviceInfoJson, SnapshotJson};
+use crate::store::energy::{Counters, EnergyView};
 
-/// The state: exactly the JSON of `jkmon read --json`.
-pub fn state(snapshot: &Snapshot) -> Value {
-    serde_json::to_value(SnapshotJson::new(snapshot)).unwrap_or(Value::Null)
+/// The state: the JSON of `jkmon read --json`, and with the battery's counters an `energy`
+/// object (`/api/v1/status`'s: kWh in and out, today's, stored energy, time left — as of
+/// `today`, and with no time left for a battery that is not `online`).
+pub fn state(
+    snapshot: &Snapshot,
+    energy: Option<&Counters>,
+    today: NaiveDate,
+    online: bool,
+) -> Value {
+    let json = SnapshotJson::new(snapshot);
+    let mut state = serde_json::to_value(&json).unwrap_or(Value::Null);
+    if let (Some(c), Some(map)) = (energy, state.as_object_mut()) {
+        let view = EnergyView::new(c, today, Some(&json), online);
+        map.insert(
+            "energy".into(),
+            serde_json::to_value(view).unwrap_or(Value::Null),
+        );
+    }
+    state
 }
 
 /// Who the BMS is (model, versions, serial number, uptime; never its passcodes), when it said.
@@ -178,7 +197,7 @@ mod tests {
     #[test]
     fn the_state_is_the_json_of_jkmon_read() {
         let s = snapshot(CellInfo::example());
-        let v = state(&s);
+        let v = state(&s, None, chrono::Local::now().date_naive(), true);
         assert_eq!(
             v,
             serde_json::to_value(SnapshotJson::new(&s)).unwrap(),

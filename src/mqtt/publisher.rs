@@ -120,13 +120,14 @@ impl Publisher {
     /// The messages that bring the broker up to date with `feed`.
     pub fn update(&mut self, feed: &[BatteryFeed], now: Instant, cause: Cause) -> Vec<Message> {
         let mut out = Vec::new();
+        let today = chrono::Local::now().date_naive();
         for (i, b) in feed.iter().enumerate().take(self.told.len()) {
             let online = self.online(b, now);
             let came_online = online && self.told[i].online != Some(true);
             if let Some(snapshot) = &b.snapshot {
                 let fresh = b.seq != self.told[i].seq;
                 if fresh && (cause == Cause::Tick || came_online) {
-                    let state = payload::state(snapshot);
+                    let state = payload::state(snapshot, b.energy.as_ref(), today, online);
                     self.discovery(i, &state, snapshot, &mut out);
                     if let Some(device) = payload::device(snapshot) {
                         let bytes = serde_json::to_vec(&device).unwrap_or_default();
@@ -269,6 +270,7 @@ mod tests {
             taken_at: Some(at),
             seq,
             lost: false,
+            energy: None,
         }
     }
 

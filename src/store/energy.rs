@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Local, NaiveDate, TimeZone};
 use rusqlite::{named_params, Connection, OptionalExtension, TransactionBehavior};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::inverter::text_range;
-use crate::battery::energy::{Energy, Meter, Step};
+use crate::battery::energy::{Energy, Meter, Outlook, Step};
+use crate::report::json::SnapshotJson;
 
 /// A battery's counters as the views show them: the totals, today's part and the recent
 /// average power.
@@ -426,4 +427,184 @@ pub fn inverter_days(
         }
     }
     Ok(out)
+}
+
+/// Watt-hours as kilowatt-hours to the watt-hour.
+fn kwh(wh: f64) -> f64 {
+    wh.round() / 1000.0
+}
+
+/// One battery's energy as the views show it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnergyView {
+    /// Since jkmon first read the battery; never decreasing.
+    pub charged_kwh: f64,
+    pub discharged_kwh: f64,
+    /// Since local midnight.
+    pub today_charged_kwh: f64,
+    pub today_discharged_kwh: f64,
+    /// The recent average power (W, positive = charging); only while the battery is online.
+    pub average_power_w: Option<f64>,
+    /// Remaining capacity × voltage, and full-charge capacity × voltage.
+    pub stored_kwh: Option<f64>,
+    pub full_kwh: Option<f64>,
+    /// At the recent average power; `None` while idle, or going the other way.
+    pub time_to_empty_s: Option<f64>,
+    pub time_to_full_s: Option<f64>,
+}
+
+impl EnergyView {
+    /// From a battery's counters, its newest snapshot, and whether it is online (an offline
+    /// battery's average power is history, so it has no time left).
+    pub fn new(
+        counters: &Counters,
+        today: NaiveDate,
+        snapshot: Option<&SnapshotJson>,
+        online: bool,
+    ) -> EnergyView {
+        let c = snapshot.map(|s| &s.cell_info);
+        let average_w = counters.average_w.filter(|_| online);
+        let outlook = match c {
+            Some(c) => Outlook::new(
+                c.remaining_capacity_ah,
+                c.nominal_capacity_ah,
+                c.total_voltage_v,
+                average_w,
+            ),
+            None => Outlook::default(),
+        };
+        let full_wh = c.and_then(|c| Some(c.nominal_capacity_ah? * c.total_voltage_v));
+        let day = counters.today_on(today);
+        EnergyView {
+            charged_kwh: kwh(counters.total.charged_wh),
+            discharged_kwh: kwh(counters.total.discharged_wh),
+            today_charged_kwh: kwh(day.charged_wh),
+            today_discharged_kwh: kwh(day.discharged_wh),
+            average_power_w: average_w.map(|w| (w * 10.0).round() / 10.0),
+            stored_kwh: outlook.stored_wh.map(kwh),
+            full_kwh: full_wh.map(kwh),
+            time_to_empty_s: outlook.to_empty_s.map(f64::round),
+            time_to_full_s: outlook.to_full_s.map(f64::round),
+        }
+    }
+
+    /// The bank's: the batteries' sums, and the time left of their sums.
+    pub fn bank<'a>(batteries: impl IntoIterator<Item = &'a EnergyView>) -> EnergyView {
+        let mut out = EnergyView::default();
+        let add = |a: &mut Option<f64>, b: Option<f64>| {
+            if let Some(b) = b {
+                *a = Some(a.unwrap_or(0.0) + b);
+            }
+        };
+        for b in batteries {
+            out.charged_kwh += b.charged_kwh;
+            out.discharged_kwh += b.discharged_kwh;
+            out.today_charged_kwh += b.today_charged_kwh;
+            out.today_discharged_kwh += b.today_discharged_kwh;
+            add(&mut out.average_power_w, b.average_power_w);
+            add(&mut out.stored_kwh, b.stored_kwh);
+            add(&mut out.full_kwh, b.full_kwh);
+        }
+        let o = Outlook::of_bank(
+            out.stored_kwh.map(|k| k * 1000.0),
+            out.full_kwh.map(|k| k * 1000.0),
+            out.average_power_w,
+        );
+        out.time_to_empty_s = o.to_empty_s.map(f64::round);
+        out.time_to_full_s = o.to_full_s.map(f64::round);
+        let r3 = |v: f64| (v * 1000.0).round() / 1000.0;
+        out.charged_kwh = r3(out.charged_kwh);
+        out.discharged_kwh = r3(out.discharged_kwh);
+        out.today_charged_kwh = r3(out.today_charged_kwh);
+        out.today_discharged_kwh = r3(out.today_discharged_kwh);
+        out.stored_kwh = out.stored_kwh.map(r3);
+        out.full_kwh = out.full_kwh.map(r3);
+        out
+    }
+}
+
+/// One battery's part of a day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatteryDay {
+    pub position: usize,
+    pub name: String,
+    pub charged_kwh: f64,
+    pub discharged_kwh: f64,
+}
+
+/// One local day: the batteries' energy and the inverter's (`None` where there is no data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnergyDay {
+    pub date: NaiveDate,
+    /// Every battery's, summed; `None` when no battery has a count that day.
+    pub charged_kwh: Option<f64>,
+    pub discharged_kwh: Option<f64>,
+    pub batteries: Vec<BatteryDay>,
+    pub pv_kwh: Option<f64>,
+    pub load_kwh: Option<f64>,
+    pub grid_import_kwh: Option<f64>,
+    pub grid_export_kwh: Option<f64>,
+}
+
+impl EnergyDay {
+    fn new(date: NaiveDate) -> EnergyDay {
+        EnergyDay {
+            date,
+            charged_kwh: None,
+            discharged_kwh: None,
+            batteries: Vec::new(),
+            pv_kwh: None,
+            load_kwh: None,
+            grid_import_kwh: None,
+            grid_export_kwh: None,
+        }
+    }
+
+    /// Puts battery `b`'s energy of this day in (replacing what it had), and sums again.
+    pub fn set_battery(&mut self, b: &super::Battery, e: Energy) {
+        self.batteries.retain(|d| d.position != b.position);
+        self.batteries.push(BatteryDay {
+            position: b.position,
+            name: b.name.clone(),
+            charged_kwh: kwh(e.charged_wh),
+            discharged_kwh: kwh(e.discharged_wh),
+        });
+        self.batteries.sort_by_key(|d| d.position);
+        let r3 = |v: f64| (v * 1000.0).round() / 1000.0;
+        self.charged_kwh = Some(r3(self.batteries.iter().map(|d| d.charged_kwh).sum()));
+        self.discharged_kwh = Some(r3(self.batteries.iter().map(|d| d.discharged_kwh).sum()));
+    }
+}
+
+/// The last `days` local days up to `today` (oldest first), every one listed even without data.
+pub fn days(
+    conn: &Connection,
+    batteries: &[super::Battery],
+    today: NaiveDate,
+    days: u32,
+    now_ms: i64,
+    max_gap: Duration,
+) -> rusqlite::Result<Vec<EnergyDay>> {
+    let from = today - chrono::Days::new(u64::from(days.max(1) - 1));
+    let mut out: BTreeMap<NaiveDate, EnergyDay> = from
+        .iter_days()
+        .take_while(|d| *d <= today)
+        .map(|d| (d, EnergyDay::new(d)))
+        .collect();
+    for b in batteries {
+        for (day, e) in battery_days(conn, &b.device_key(), from)? {
+            if let Some(d) = out.get_mut(&day) {
+                d.set_battery(b, e);
+            }
+        }
+    }
+    for (day, e) in inverter_days(conn, from, now_ms, max_gap)? {
+        if let Some(d) = out.get_mut(&day) {
+            d.pv_kwh = e.pv_wh.map(kwh);
+            d.load_kwh = e.load_wh.map(kwh);
+            d.grid_import_kwh = e.grid_import_wh.map(kwh);
+            d.grid_export_kwh = e.grid_export_wh.map(kwh);
+        }
+    }
+    Ok(out.into_values().collect())
 }

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Local, NaiveDate, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::energy::{self, EnergyDay, EnergyView};
 pub use super::history::Range;
 use super::history::{self, Bucket, HistoryRow, Retention};
 pub use super::inverter::InverterPoint;
@@ -137,6 +138,42 @@ impl Readers {
         Ok(view)
     }
 
+    /// The last `days` local days' energy (oldest first); today's battery part from the
+    /// newest counters in the process that runs the sessions.
+    pub async fn energy(
+        &self,
+        config: &ReadConfig,
+        days: u32,
+    ) -> Result<Vec<EnergyDay>, StoreError> {
+        let read = config.clone();
+        let now = Utc::now();
+        let today = local_day(now);
+        let (list, mut out) = self
+            .run(move |c| {
+                let list = batteries(c, &read)?;
+                let out = energy::days(
+                    c,
+                    &list,
+                    today,
+                    days,
+                    now.timestamp_millis(),
+                    read.inverter_max_gap,
+                )?;
+                Ok((list, out))
+            })
+            .await?;
+        if let (Some(live), Some(last)) = (&self.live, out.last_mut()) {
+            for b in &list {
+                if let Some(c) = live.energy(b.position) {
+                    if c.day == Some(today) {
+                        last.set_battery(b, c.today);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The batteries a reader shows (see [`batteries`]).
     pub async fn batteries(&self, config: &ReadConfig) -> Result<Vec<Battery>, StoreError> {
         let config = config.clone();
@@ -153,6 +190,13 @@ pub struct ReadConfig {
     pub batteries: Vec<Battery>,
     pub liveness: Liveness,
     pub retention: Retention,
+    /// The longest gap between two inverter rows its energy bridges (three `POLL_INTERVAL`s).
+    pub inverter_max_gap: Duration,
+}
+
+/// The local day of `t`, in jkmon's time zone.
+pub fn local_day(t: DateTime<Utc>) -> NaiveDate {
+    t.with_timezone(&Local).date_naive()
 }
 
 /// One battery as the views show it.
@@ -173,6 +217,8 @@ pub struct BatteryView {
     pub serial_number: Option<String>,
     /// The snapshot of `jkmon read --json`, read back as its type.
     pub snapshot: Option<SnapshotJson>,
+    /// Energy in and out, stored energy and time left; `None` for a battery never read.
+    pub energy: Option<EnergyView>,
 }
 
 /// The latest `readings` row.
@@ -245,6 +291,8 @@ pub struct BankView {
     pub power_w: f64,
     /// Weighted by each battery's full-charge capacity (equal weights where it is unknown).
     pub soc_pct: Option<f64>,
+    /// The batteries' energy summed; time left from the sums.
+    pub energy: EnergyView,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -355,6 +403,7 @@ fn battery(
         software_version: None,
         serial_number: None,
         snapshot: None,
+        energy: None,
     };
     let row = conn
         .query_row(
@@ -389,6 +438,13 @@ fn battery(
             None
         }
     });
+    let counters = energy::counters(conn, &b.device_key(), local_day(now))?;
+    view.energy = Some(EnergyView::new(
+        &counters,
+        local_day(now),
+        view.snapshot.as_ref(),
+        view.online,
+    ));
     Ok(view)
 }
 
@@ -397,19 +453,25 @@ fn battery(
 pub fn overlay(view: &mut StatusView, live: &Live, config: &ReadConfig) {
     let now = view.generated_at;
     for b in &mut view.batteries {
-        let Some((snapshot, at)) = live.get(b.position) else {
-            continue;
-        };
-        if b.taken_at.is_some_and(|t| t >= at) {
-            continue;
+        if let Some((snapshot, at)) = live.get(b.position) {
+            if b.taken_at.is_none_or(|t| t < at) {
+                let age = age_s(at.timestamp_millis(), now);
+                b.snapshot = Some(SnapshotJson::new(&snapshot));
+                b.taken_at = Some(at);
+                b.age_s = Some(age);
+                b.online = config
+                    .liveness
+                    .online(b.state, Some(Duration::from_secs_f64(age)));
+            }
         }
-        let age = age_s(at.timestamp_millis(), now);
-        b.snapshot = Some(SnapshotJson::new(&snapshot));
-        b.taken_at = Some(at);
-        b.age_s = Some(age);
-        b.online = config
-            .liveness
-            .online(b.state, Some(Duration::from_secs_f64(age)));
+        if let Some(counters) = live.energy(b.position) {
+            b.energy = Some(EnergyView::new(
+                &counters,
+                local_day(now),
+                b.snapshot.as_ref(),
+                b.online,
+            ));
+        }
     }
     if view.batteries.len() >= 2 {
         view.bank = Some(bank(&view.batteries));
@@ -435,6 +497,7 @@ fn bank(batteries: &[BatteryView]) -> BankView {
         }
     }
     BankView {
+        energy: EnergyView::bank(batteries.iter().filter_map(|b| b.energy.as_ref())),
         batteries_online: online.len(),
         current_a: online.iter().filter_map(|s| s.cell_info.current_a).sum(),
         power_w: online.iter().filter_map(|s| s.cell_info.power_w).sum(),

@@ -6,6 +6,7 @@
 //! | `GET /api/v1/status` | every battery's latest snapshot, the bank, the latest readings row |
 //! | `GET /api/v1/batteries` | the batteries of `status` |
 //! | `GET /api/v1/history?battery=&from=&to=&bucket=` | aggregated history (all optional: every battery, the last 24 h, a bucket for ~300 points) |
+//! | `GET /api/v1/energy?days=N` | energy per local day, oldest first: each battery's charged and discharged kWh and the sum, the inverter's PV, load, grid import and export (default 7 days, at most 400; `null` = no data) |
 //! | `GET /api/v1/health` | 200 when every configured BMS is fresh, else 503 with the reasons |
 //! | `GET /history?days=N` | the Python monitor's rows, newest first (its scripts keep working) |
 
@@ -89,6 +90,33 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
         )
             .into_response()
     }
+}
+
+/// Days `/api/v1/energy` answers without `days=`.
+const ENERGY_DAYS: u32 = 7;
+
+pub async fn energy(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, StoreError> {
+    let days = match q.get("days") {
+        None => ENERGY_DAYS,
+        Some(v) => match v.parse::<u32>() {
+            Ok(d) if (1..=MAX_RANGE_DAYS as u32).contains(&d) => d,
+            _ => {
+                return Ok(error(
+                    StatusCode::BAD_REQUEST,
+                    &invalid(
+                        "days",
+                        v,
+                        &format!("a whole number of days from 1 to {MAX_RANGE_DAYS}"),
+                    ),
+                ))
+            }
+        },
+    };
+    let list = state.readers.energy(&state.read, days).await?;
+    Ok(Json(json!({ "generated_at": Utc::now(), "days": list })).into_response())
 }
 
 /// `2026-01-16T21:32:00+02:00`, `2026-01-16` (midnight UTC) or unix seconds, from the year

@@ -6,6 +6,9 @@
 //!   its last reading, so graphs gap rather than draw stale values;
 //! - per cell (`cell`, 1-based) and per temperature probe (`sensor`: `mos`, `t1`…);
 //! - per alarm group (`group`);
+//! - energy: `jkmon_battery_charged_energy_joules_total` and `…_discharged_…` counters for
+//!   every battery jkmon has counted (offline too: a counter keeps its value), and the stored
+//!   energy and time to empty or full of the online ones;
 //! - per link (`link`: a battery, or the RS485 bus its packs share): `jkmon_frames_decoded_total`,
 //!   `jkmon_frames_rejected_total`, `jkmon_reconnects_total` — only where this process runs the
 //!   sessions (`jkmon run`, not `jkmon web` alone);
@@ -16,6 +19,7 @@ use std::sync::Arc;
 
 use super::AppState;
 use crate::report::json::SnapshotJson;
+use crate::store::energy::EnergyView;
 use crate::store::read::{BatteryView, StatusView};
 use crate::store::StoreError;
 use crate::telemetry::Telemetry;
@@ -236,6 +240,7 @@ pub fn render(
         .collect();
     gauges(&mut out, &live);
     per_item(&mut out, &live);
+    energy(&mut out, &batteries);
     if let Some(t) = telemetry {
         links(&mut out, t);
     }
@@ -290,6 +295,70 @@ fn gauges(out: &mut Out, live: &[Live]) {
         out.family(gauge.name, "gauge", gauge.help);
         for (pos, name, v) in samples {
             out.sample(gauge.name, &[("battery", pos), ("name", name)], v);
+        }
+    }
+}
+
+/// Joules in a kilowatt-hour.
+const JOULES_PER_KWH: f64 = 3.6e6;
+
+/// An energy family: its name, type, help and value from a battery's energy view.
+type EnergyFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&EnergyView) -> Option<f64>,
+);
+
+const ENERGY: [EnergyFamily; 5] = [
+    (
+        "jkmon_battery_charged_energy_joules_total",
+        "counter",
+        "Energy into the battery since jkmon first read it, integrated from every snapshot.",
+        |e| Some(e.charged_kwh * JOULES_PER_KWH),
+    ),
+    (
+        "jkmon_battery_discharged_energy_joules_total",
+        "counter",
+        "Energy out of the battery since jkmon first read it, integrated from every snapshot.",
+        |e| Some(e.discharged_kwh * JOULES_PER_KWH),
+    ),
+    (
+        "jkmon_battery_stored_energy_joules",
+        "gauge",
+        "Remaining capacity times pack voltage.",
+        |e| e.stored_kwh.map(|k| k * JOULES_PER_KWH),
+    ),
+    (
+        "jkmon_battery_time_to_empty_seconds",
+        "gauge",
+        "Time to empty at the recent average discharging power (absent while idle or charging).",
+        |e| e.time_to_empty_s,
+    ),
+    (
+        "jkmon_battery_time_to_full_seconds",
+        "gauge",
+        "Time to full at the recent average charging power (absent while idle or discharging).",
+        |e| e.time_to_full_s,
+    ),
+];
+
+/// The energy families: counters for every battery with counts, levels for online ones.
+fn energy(out: &mut Out, batteries: &[(String, &BatteryView)]) {
+    for (name, kind, help, value) in ENERGY {
+        let samples: Vec<(&str, &str, f64)> = batteries
+            .iter()
+            .filter(|(_, b)| kind == "counter" || b.online)
+            .filter_map(|(pos, b)| {
+                Some((pos.as_str(), b.name.as_str(), value(b.energy.as_ref()?)?))
+            })
+            .collect();
+        if samples.is_empty() {
+            continue;
+        }
+        out.family(name, kind, help);
+        for (pos, battery, v) in samples {
+            out.sample(name, &[("battery", pos), ("name", battery)], v);
         }
     }
 }
@@ -528,6 +597,7 @@ mod tests {
             hardware_version: None,
             software_version: None,
             serial_number: None,
+            energy: None,
             snapshot: Some({
                 let mut s = SnapshotJson::example();
                 let c = &mut s.cell_info;
@@ -606,6 +676,46 @@ mod tests {
         unique.dedup();
         assert_eq!(types.len(), unique.len());
         assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn energy_counters_in_joules_for_every_counted_battery_levels_only_when_online() {
+        let with_energy = |position, name: &str, online| {
+            let mut b = battery(position, name, online);
+            b.energy = Some(EnergyView {
+                charged_kwh: 1.5,
+                discharged_kwh: 0.25,
+                stored_kwh: Some(4.0),
+                time_to_empty_s: Some(7_200.0),
+                ..EnergyView::default()
+            });
+            b
+        };
+        let text = render(
+            &status(vec![with_energy(1, "A", true), with_energy(2, "B", false)]),
+            None,
+            None,
+        );
+        assert!(text.contains("# TYPE jkmon_battery_charged_energy_joules_total counter\n"));
+        assert!(text.contains(
+            "jkmon_battery_charged_energy_joules_total{battery=\"1\",name=\"A\"} 5400000\n"
+        ));
+        assert!(
+            text.contains(
+                "jkmon_battery_discharged_energy_joules_total{battery=\"2\",name=\"B\"} 900000\n"
+            ),
+            "an offline battery's counter keeps its value: {text}"
+        );
+        assert!(text
+            .contains("jkmon_battery_stored_energy_joules{battery=\"1\",name=\"A\"} 14400000\n"));
+        assert!(!text.contains("jkmon_battery_stored_energy_joules{battery=\"2\""));
+        assert!(
+            text.contains("jkmon_battery_time_to_empty_seconds{battery=\"1\",name=\"A\"} 7200\n")
+        );
+        assert!(
+            !text.contains("jkmon_battery_time_to_full_seconds"),
+            "no value, no family"
+        );
     }
 
     #[test]

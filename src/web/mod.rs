@@ -194,6 +194,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/batteries", get(api::batteries))
         .route("/api/v1/history", get(api::history))
+        .route("/api/v1/energy", get(api::energy))
         .route("/history", get(api::legacy_history))
         .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
