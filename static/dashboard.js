@@ -102,7 +102,50 @@
     set(root, "inv.batt_soc", has && p[bs] !== undefined ? "SOC " + p[bs] + "%" : "–");
   }
 
+  // Today: the batteries' kWh and time left move with every status; the inverter's kWh come
+  // from /api/v1/energy, asked again each minute. Until that answers the card stays hidden.
+  var inverterToday = null;
+  function duration(s) {
+    var m = Math.round(s / 60);
+    if (m < 60) return m + "\u202fmin";
+    if (m < 2880) return Math.floor(m / 60) + "\u202fh " + (m % 60) + "\u202fmin";
+    return Math.floor(m / 1440) + "\u202fd " + Math.floor((m % 1440) / 60) + "\u202fh";
+  }
+  function today(status) {
+    var root = document.getElementById("today");
+    if (!root || !inverterToday) return;
+    var e = status.bank ? status.bank.energy : ((status.batteries || [])[0] || {}).energy;
+    root.hidden = false;
+    set(root, "today.date", inverterToday.date);
+    set(root, "today.charged", e ? fmt(e.today_charged_kwh, 2, "kWh") : "–");
+    set(root, "today.discharged", e ? fmt(e.today_discharged_kwh, 2, "kWh") : "–");
+    set(root, "today.pv", fmt(inverterToday.pv_kwh, 2, "kWh"));
+    set(root, "today.load", fmt(inverterToday.load_kwh, 2, "kWh"));
+    var grid = fmt(inverterToday.grid_import_kwh, 2, "kWh");
+    if (inverterToday.grid_export_kwh > 0) grid += " in · " + fmt(inverterToday.grid_export_kwh, 2, "kWh") + " out";
+    set(root, "today.grid", grid);
+    set(root, "today.stored", e ? fmt(e.stored_kwh, 1, "kWh") : "–");
+    var empty = e && e.time_to_empty_s !== null && e.time_to_empty_s !== undefined;
+    var full = e && e.time_to_full_s !== null && e.time_to_full_s !== undefined;
+    set(root, "today.left_label", empty ? "Time to empty" : full ? "Time to full" : "Time left");
+    set(root, "today.left", empty ? duration(e.time_to_empty_s) : full ? duration(e.time_to_full_s) : "– (idle)");
+  }
+  var lastStatus = null;
+  function loadToday() {
+    fetch("/api/v1/energy?days=1", { credentials: "same-origin" }).then(function (r) {
+      return r.ok ? r.json() : null;
+    }).then(function (body) {
+      if (!body || !body.days || !body.days.length) return;
+      inverterToday = body.days[body.days.length - 1];
+      if (lastStatus) today(lastStatus);
+    }).catch(function () { /* the card keeps what it showed */ });
+  }
+  loadToday();
+  setInterval(loadToday, 60000);
+
   function render(status) {
+    lastStatus = status;
+    today(status);
     (status.batteries || []).forEach(battery);
     inverter(status.inverter);
     var bank = status.bank;

@@ -135,6 +135,71 @@ async fn the_bot_with_no_bms_configured_shows_the_batteries_of_the_file() {
     assert!(bot.wait_exit(Duration::from_secs(10)).success());
 }
 
+/// `/energy`: today's and yesterday's counts as the writer stored them, today first, and the
+/// inverter's absence said rather than shown as zeros.
+#[tokio::test(flavor = "multi_thread")]
+async fn energy_answers_today_and_yesterday_from_the_stored_counts() {
+    let (dir, mut api, mut bot) = bot_on_a_fresh_snapshot(&[("TELEGRAM_CHAT_ID", "42")]).await;
+    // what the writer's commits left: 2.5 kWh charged yesterday; 1.234 in, 0.5 out today
+    let today = chrono::Local::now().date_naive();
+    let mut pending = jkmon::store::energy::Pending::default();
+    let e = |c: f64, d: f64| jkmon::battery::energy::Energy {
+        charged_wh: c,
+        discharged_wh: d,
+    };
+    pending
+        .days
+        .insert(today.pred_opt().unwrap(), e(2_500.0, 0.0));
+    pending.days.insert(today, e(1_234.0, 500.0));
+    {
+        let mut store =
+            Store::open(&dir.path().join("inverter.db"), StoreConfig::default()).unwrap();
+        store.register(&[battery()], 0).unwrap();
+        let snap = snapshot(3_300);
+        let bucket = jkmon::store::Bucket::default();
+        store
+            .commit(
+                &[jkmon::store::Update {
+                    position: 1,
+                    snapshot: &snap,
+                    taken_at: chrono::Local::now(),
+                    bucket: &bucket,
+                    fresh: true,
+                    energy: &pending,
+                }],
+                chrono::Local::now(),
+            )
+            .unwrap();
+        store.close().unwrap();
+    }
+    let limit = Duration::from_secs(20);
+    api.message(42, "/energy");
+    let m = api.wait("sendmessage", limit, |b| b["chat_id"] == 42).await;
+    let t = text(&m);
+    let today_at = t.find(&format!("<b>Today</b> ({today})")).expect(&t);
+    let yesterday_at = t.find("<b>Yesterday</b>").expect(&t);
+    assert!(today_at < yesterday_at, "{t}");
+    assert!(
+        t[today_at..yesterday_at].contains("Batteries: 1.23 kWh charged · 0.50 kWh discharged"),
+        "{t}"
+    );
+    assert!(
+        t[yesterday_at..].contains("Batteries: 2.50 kWh charged · 0.00 kWh discharged"),
+        "{t}"
+    );
+    assert!(t.contains("Inverter: no data"), "{t}");
+    assert_eq!(
+        m["reply_markup"]["inline_keyboard"][0][0]["callback_data"],
+        "refresh:energy"
+    );
+    // and /status has today's line
+    api.message(42, "/status");
+    let t = text(&api.wait("sendmessage", limit, |b| b["chat_id"] == 42).await);
+    assert!(t.contains("Today: 1.23 kWh in · 0.50 kWh out"), "{t}");
+    bot.signal("TERM");
+    assert!(bot.wait_exit(limit).success());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn commands_answer_with_the_values_only_to_allowed_chats() {
     let (_dir, mut api, mut bot) = bot_on_a_fresh_snapshot(&[

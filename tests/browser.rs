@@ -257,6 +257,36 @@ fn the_dashboard_is_live_in_a_real_browser_and_the_history_page_draws() {
     }
     let changed = changed.expect("the current changed without a reload");
     assert!(changed["updates"].as_u64().unwrap() > first["updates"].as_u64().unwrap());
+    // Today: shown once the energy API answered, with kWh and a time left, never hidden zeros
+    let today = page.eval(
+        r##"new Promise((resolve) => {
+              let seen = 0;
+              const look = () => {
+                const card = document.getElementById("today");
+                const f = (k) => card.querySelector('[data-f="' + k + '"]').textContent;
+                if (!card.hidden || ++seen > 40) {
+                  document.removeEventListener("jkmon:update", look);
+                  resolve({ hidden: card.hidden, charged: f("today.charged"), load: f("today.load"),
+                            left: f("today.left_label") + ": " + f("today.left") });
+                }
+              };
+              document.addEventListener("jkmon:update", look);
+              look();
+            })"##,
+    );
+    assert_eq!(today["hidden"], false, "{today}");
+    assert!(
+        today["charged"].as_str().unwrap().ends_with("kWh"),
+        "{today}"
+    );
+    assert!(
+        today["load"].as_str().unwrap().ends_with("kWh"),
+        "the demo inverter's load: {today}"
+    );
+    assert!(
+        today["left"].as_str().unwrap().starts_with("Time"),
+        "{today}"
+    );
     page.screenshot(&artifacts().join("dashboard.png"));
 
     page.navigate(&format!("{base}/charts"));

@@ -233,6 +233,31 @@ async fn home_assistant_discovers_a_captured_bms_and_its_state_matches_the_decod
         let c = sensor(&mut sub, &format!("temperature_{key}"));
         check(&c, Some("temperature"), Some("°C"), m);
     }
+    // energy: the counters as Home Assistant's Energy dashboard takes them for a battery
+    assert!(state["energy"]["charged_kwh"].is_number(), "{state}");
+    assert!(state["energy"]["discharged_kwh"].is_number(), "{state}");
+    for object in ["energy_charged_kwh", "energy_discharged_kwh"] {
+        check(
+            &sensor(&mut sub, object),
+            Some("energy"),
+            Some("kWh"),
+            Some("total_increasing"),
+        );
+    }
+    // stored energy and time left: only for a BMS that reports its remaining capacity
+    if expected.cell_info.remaining_capacity_mah.is_some() {
+        check(
+            &sensor(&mut sub, "energy_stored_kwh"),
+            Some("energy_storage"),
+            Some("kWh"),
+            m,
+        );
+        let left = sensor(&mut sub, "energy_time_to_empty_s");
+        assert_eq!(left["device_class"], "duration");
+        assert_eq!(left["unit_of_measurement"], "s");
+    } else {
+        assert!(state["energy"]["stored_kwh"].is_null(), "{state}");
+    }
     let binary = |sub: &mut Subscriber, object: &str| config(sub, "binary_sensor", object);
     check(
         &binary(&mut sub, "charging"),

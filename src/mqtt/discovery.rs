@@ -362,8 +362,13 @@ pub fn configs(
     }
     // every energy sensor exists while the state has the object: a time to empty that is
     // null while charging reads as unknown, and the entity stays
+    // (stored energy and time left only for a BMS that reports its remaining capacity)
     if state.get("energy").is_some_and(Value::is_object) {
-        for s in &ENERGY_SENSORS {
+        let levels = present("remaining_capacity_ah");
+        for s in ENERGY_SENSORS
+            .iter()
+            .filter(|s| levels || s.field.ends_with("charged_kwh"))
+        {
             let template = format!("{{{{ value_json.energy.{} }}}}", s.field);
             c.sensor(format!("energy_{}", s.field), s.name, template, s);
         }
