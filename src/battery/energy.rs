@@ -113,11 +113,10 @@ impl Meter {
     }
 }
 
-/// The first local midnight after `t` (`None` where the calendar cannot say, which chrono
-/// only does far outside any battery's life).
-fn next_midnight(t: DateTime<Local>) -> Option<DateTime<Local>> {
-    let day = t.date_naive().succ_opt()?;
-    // a day whose midnight a DST change skips starts at its first existing minute
+/// When local day `day` begins (`None` where the calendar cannot say, which chrono only does
+/// far outside any battery's life). A day whose midnight a DST change skips begins at its
+/// first existing minute.
+pub fn start_of(day: NaiveDate) -> Option<DateTime<Local>> {
     (0..=120).find_map(|m| {
         Local
             .from_local_datetime(
@@ -126,6 +125,11 @@ fn next_midnight(t: DateTime<Local>) -> Option<DateTime<Local>> {
             )
             .earliest()
     })
+}
+
+/// The first local midnight after `t`.
+fn next_midnight(t: DateTime<Local>) -> Option<DateTime<Local>> {
+    start_of(t.date_naive().succ_opt()?)
 }
 
 /// The energy of a power going linearly from `p0` to `p1` over `dt_s` seconds, split into

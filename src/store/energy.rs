@@ -16,8 +16,8 @@ use chrono::{DateTime, Local, NaiveDate, TimeZone};
 use rusqlite::{named_params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
-use super::inverter::text_range;
-use crate::battery::energy::{Energy, Meter, Outlook, Step};
+use super::inverter::{job_progress, set_job_progress, text_range};
+use crate::battery::energy::{start_of, Energy, Meter, Outlook, Step};
 use crate::report::json::SnapshotJson;
 
 /// A battery's counters as the views show them: the totals, today's part and the recent
@@ -193,17 +193,19 @@ pub struct InverterEnergy {
     pub grid_export_wh: Option<f64>,
 }
 
+/// `a + b` where `b` is known; an unknown `a` counts as 0 then.
+fn add_known(a: &mut Option<f64>, b: Option<f64>) {
+    if let Some(b) = b {
+        *a = Some(a.unwrap_or(0.0) + b);
+    }
+}
+
 impl InverterEnergy {
     fn add(&mut self, other: &InverterEnergy) {
-        let sum = |a: &mut Option<f64>, b: Option<f64>| {
-            if let Some(b) = b {
-                *a = Some(a.unwrap_or(0.0) + b);
-            }
-        };
-        sum(&mut self.pv_wh, other.pv_wh);
-        sum(&mut self.load_wh, other.load_wh);
-        sum(&mut self.grid_import_wh, other.grid_import_wh);
-        sum(&mut self.grid_export_wh, other.grid_export_wh);
+        add_known(&mut self.pv_wh, other.pv_wh);
+        add_known(&mut self.load_wh, other.load_wh);
+        add_known(&mut self.grid_import_wh, other.grid_import_wh);
+        add_known(&mut self.grid_export_wh, other.grid_export_wh);
     }
 }
 
@@ -294,12 +296,7 @@ const CHUNK_MS: i64 = 7 * 86_400_000;
 const GRACE_MS: i64 = 60_000;
 
 fn progress(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(
-        "SELECT upto_ms FROM jkmon_progress WHERE job = ?1",
-        [JOB],
-        |r| r.get(0),
-    )
-    .optional()
+    job_progress(conn, JOB)
 }
 
 /// Counts the next chunk of the inverter's rows into `inverter_energy_daily` (read with no
@@ -356,11 +353,7 @@ pub(super) fn aggregate_inverter(
             ])?;
         }
         drop(upsert);
-        tx.execute(
-            "INSERT INTO jkmon_progress (job, upto_ms) VALUES (?1, ?2)
-             ON CONFLICT (job) DO UPDATE SET upto_ms = excluded.upto_ms",
-            rusqlite::params![JOB, chunk_end],
-        )?;
+        set_job_progress(&tx, JOB, chunk_end)?;
     }
     if keep_days > 0 {
         if let Some(cutoff) = DateTime::from_timestamp_millis(oldest_kept) {
@@ -408,10 +401,7 @@ pub fn inverter_days(
     }
     // the rows not stored yet: since the stored point, or since `from`'s midnight where
     // nothing is stored (a reader beside no jkmon writer)
-    let from_ms = Local
-        .from_local_datetime(&from.and_hms_opt(0, 0, 0).unwrap_or_default())
-        .earliest()
-        .map_or(0, |t| t.timestamp_millis());
+    let from_ms = start_of(from).map_or(0, |t| t.timestamp_millis());
     let stored = progress(conn)?.unwrap_or(i64::MIN).max(from_ms);
     if stored < now_ms {
         let gap_ms = i64::try_from(max_gap.as_millis()).unwrap_or(i64::MAX);
@@ -432,6 +422,11 @@ pub fn inverter_days(
 /// Watt-hours as kilowatt-hours to the watt-hour.
 fn kwh(wh: f64) -> f64 {
     wh.round() / 1000.0
+}
+
+/// Kilowatt-hours to the watt-hour (a sum of rounded values, rounded again).
+fn to_wh(kwh: f64) -> f64 {
+    (kwh * 1000.0).round() / 1000.0
 }
 
 /// One battery's energy as the views show it.
@@ -491,19 +486,14 @@ impl EnergyView {
     /// The bank's: the batteries' sums, and the time left of their sums.
     pub fn bank<'a>(batteries: impl IntoIterator<Item = &'a EnergyView>) -> EnergyView {
         let mut out = EnergyView::default();
-        let add = |a: &mut Option<f64>, b: Option<f64>| {
-            if let Some(b) = b {
-                *a = Some(a.unwrap_or(0.0) + b);
-            }
-        };
         for b in batteries {
             out.charged_kwh += b.charged_kwh;
             out.discharged_kwh += b.discharged_kwh;
             out.today_charged_kwh += b.today_charged_kwh;
             out.today_discharged_kwh += b.today_discharged_kwh;
-            add(&mut out.average_power_w, b.average_power_w);
-            add(&mut out.stored_kwh, b.stored_kwh);
-            add(&mut out.full_kwh, b.full_kwh);
+            add_known(&mut out.average_power_w, b.average_power_w);
+            add_known(&mut out.stored_kwh, b.stored_kwh);
+            add_known(&mut out.full_kwh, b.full_kwh);
         }
         let o = Outlook::of_bank(
             out.stored_kwh.map(|k| k * 1000.0),
@@ -512,13 +502,12 @@ impl EnergyView {
         );
         out.time_to_empty_s = o.to_empty_s.map(f64::round);
         out.time_to_full_s = o.to_full_s.map(f64::round);
-        let r3 = |v: f64| (v * 1000.0).round() / 1000.0;
-        out.charged_kwh = r3(out.charged_kwh);
-        out.discharged_kwh = r3(out.discharged_kwh);
-        out.today_charged_kwh = r3(out.today_charged_kwh);
-        out.today_discharged_kwh = r3(out.today_discharged_kwh);
-        out.stored_kwh = out.stored_kwh.map(r3);
-        out.full_kwh = out.full_kwh.map(r3);
+        out.charged_kwh = to_wh(out.charged_kwh);
+        out.discharged_kwh = to_wh(out.discharged_kwh);
+        out.today_charged_kwh = to_wh(out.today_charged_kwh);
+        out.today_discharged_kwh = to_wh(out.today_discharged_kwh);
+        out.stored_kwh = out.stored_kwh.map(to_wh);
+        out.full_kwh = out.full_kwh.map(to_wh);
         out
     }
 }
@@ -533,7 +522,7 @@ pub struct BatteryDay {
 }
 
 /// One local day: the batteries' energy and the inverter's (`None` where there is no data).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EnergyDay {
     pub date: NaiveDate,
     /// Every battery's, summed; `None` when no battery has a count that day.
@@ -547,19 +536,6 @@ pub struct EnergyDay {
 }
 
 impl EnergyDay {
-    fn new(date: NaiveDate) -> EnergyDay {
-        EnergyDay {
-            date,
-            charged_kwh: None,
-            discharged_kwh: None,
-            batteries: Vec::new(),
-            pv_kwh: None,
-            load_kwh: None,
-            grid_import_kwh: None,
-            grid_export_kwh: None,
-        }
-    }
-
     /// Puts battery `b`'s energy of this day in (replacing what it had), and sums again.
     pub fn set_battery(&mut self, b: &super::Battery, e: Energy) {
         self.batteries.retain(|d| d.position != b.position);
@@ -570,9 +546,8 @@ impl EnergyDay {
             discharged_kwh: kwh(e.discharged_wh),
         });
         self.batteries.sort_by_key(|d| d.position);
-        let r3 = |v: f64| (v * 1000.0).round() / 1000.0;
-        self.charged_kwh = Some(r3(self.batteries.iter().map(|d| d.charged_kwh).sum()));
-        self.discharged_kwh = Some(r3(self.batteries.iter().map(|d| d.discharged_kwh).sum()));
+        self.charged_kwh = Some(to_wh(self.batteries.iter().map(|d| d.charged_kwh).sum()));
+        self.discharged_kwh = Some(to_wh(self.batteries.iter().map(|d| d.discharged_kwh).sum()));
     }
 }
 
@@ -589,7 +564,13 @@ pub fn days(
     let mut out: BTreeMap<NaiveDate, EnergyDay> = from
         .iter_days()
         .take_while(|d| *d <= today)
-        .map(|d| (d, EnergyDay::new(d)))
+        .map(|date| {
+            let day = EnergyDay {
+                date,
+                ..EnergyDay::default()
+            };
+            (date, day)
+        })
         .collect();
     for b in batteries {
         for (day, e) in battery_days(conn, &b.device_key(), from)? {

@@ -223,22 +223,36 @@ fn write_buckets(
             bucket_s, b.ts_ms, b.rows, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
         ])?;
     }
-    tx.execute(
-        "INSERT INTO jkmon_progress (job, upto_ms) VALUES (?1, ?2)
-         ON CONFLICT (job) DO UPDATE SET upto_ms = excluded.upto_ms",
-        rusqlite::params![job(bucket_s), upto_ms],
-    )?;
-    Ok(())
+    set_job_progress(tx, &job(bucket_s), upto_ms)
 }
 
 /// How far a tier is aggregated (`None`: not begun).
 fn progress(conn: &Connection, bucket_s: i64) -> rusqlite::Result<Option<i64>> {
+    job_progress(conn, &job(bucket_s))
+}
+
+/// How far background job `job` got (unix ms; `None`: not begun).
+pub(super) fn job_progress(conn: &Connection, job: &str) -> rusqlite::Result<Option<i64>> {
     conn.query_row(
         "SELECT upto_ms FROM jkmon_progress WHERE job = ?1",
-        [job(bucket_s)],
+        [job],
         |r| r.get(0),
     )
     .optional()
+}
+
+/// Records that background job `job` got up to `upto_ms`.
+pub(super) fn set_job_progress(
+    tx: &rusqlite::Transaction,
+    job: &str,
+    upto_ms: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO jkmon_progress (job, upto_ms) VALUES (?1, ?2)
+         ON CONFLICT (job) DO UPDATE SET upto_ms = excluded.upto_ms",
+        rusqlite::params![job, upto_ms],
+    )?;
+    Ok(())
 }
 
 /// One chart bucket of the inverter's rows.
