@@ -328,3 +328,55 @@ fn the_inverters_daily_energy_skips_holes_error_rows_and_rows_without_its_data()
         read
     );
 }
+
+#[test]
+fn battery_days_are_kept_as_long_as_the_hourly_history_even_without_inverter_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let config = StoreConfig {
+        retention: jkmon::store::Retention {
+            hourly_days: 30,
+            ..jkmon::store::Retention::default()
+        },
+        ..StoreConfig::default()
+    };
+    let mut store = Store::open(&path, config).unwrap();
+    store.register(&battery(), 0).unwrap();
+    let today = Local::now().date_naive();
+    let mut pending = jkmon::store::energy::Pending::default();
+    for ago in [0, 29, 31, 400] {
+        pending.days.insert(
+            today - chrono::Days::new(ago),
+            jkmon::battery::energy::Energy {
+                charged_wh: 100.0,
+                discharged_wh: 50.0,
+            },
+        );
+    }
+    let snap = snapshot(52_000, 1_000);
+    let bucket = jkmon::store::Bucket::default();
+    store
+        .commit(
+            &[jkmon::store::Update {
+                position: 1,
+                snapshot: &snap,
+                taken_at: Local::now(),
+                bucket: &bucket,
+                fresh: true,
+                energy: &pending,
+            }],
+            Local::now(),
+        )
+        .unwrap();
+    store.maintain(Local::now().timestamp_millis()).unwrap();
+    let (total, days) = stored(&path);
+    assert_eq!(total, (400.0, 200.0), "the counters keep everything");
+    let kept: Vec<String> = days.into_iter().map(|d| d.0).collect();
+    assert_eq!(
+        kept,
+        vec![
+            (today - chrono::Days::new(29)).to_string(),
+            today.to_string()
+        ]
+    );
+}

@@ -121,6 +121,23 @@ pub(super) fn write(
     Ok(())
 }
 
+/// Drops the batteries' days older than `keep_days` (0: none) before `now_ms`, with the hourly
+/// history (the writer's maintenance, whether or not an inverter writes rows).
+pub(super) fn expire_battery_days(
+    conn: &Connection,
+    now_ms: i64,
+    keep_days: u32,
+) -> rusqlite::Result<usize> {
+    let cutoff = DateTime::from_timestamp_millis(now_ms - i64::from(keep_days) * 86_400_000);
+    match cutoff.filter(|_| keep_days > 0) {
+        Some(c) => conn.execute(
+            "DELETE FROM bms_energy_daily WHERE day < ?1",
+            [c.with_timezone(&Local).date_naive().to_string()],
+        ),
+        None => Ok(0),
+    }
+}
+
 /// Battery `device_key`'s counters as the database holds them, today being `today`.
 pub fn counters(
     conn: &Connection,
@@ -362,7 +379,6 @@ pub(super) fn aggregate_inverter(
                 "DELETE FROM inverter_energy_daily WHERE day < ?1",
                 [&cutoff],
             )?;
-            tx.execute("DELETE FROM bms_energy_daily WHERE day < ?1", [&cutoff])?;
         }
     }
     tx.commit()?;

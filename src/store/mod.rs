@@ -486,7 +486,8 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let rows_made = history::downsample(&tx, now_ms)?;
-        let rows_deleted = history::expire(&tx, now_ms, &self.config.retention)?;
+        let rows_deleted = history::expire(&tx, now_ms, &self.config.retention)?
+            + energy::expire_battery_days(&tx, now_ms, self.config.retention.hourly_days)?;
         tx.commit()?;
         let (inverter_buckets, more) = inverter::aggregate(
             &mut self.conn,
