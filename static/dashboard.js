@@ -63,11 +63,12 @@
     var dcls = deltaMv === null ? "" : deltaMv >= alarmMv ? "delta-alarm" : deltaMv >= warnMv ? "delta-warn" : "delta-ok";
     set(card, "cell_summary", cells.length ? cells.length + " cells · min " + fmt(s.cell_min_v, 3, "V") + " (#" +
       s.cell_min_index + ") · max " + fmt(s.cell_max_v, 3, "V") + " (#" + s.cell_max_index + ") · Δ " +
-      fmt(deltaMv, 0, "mV") : "no cell data", "sub " + dcls);
+      fmt(deltaMv, 0, "mV") + (s.balancing ? " · balancing" : "") : "no cell data", "sub " + dcls);
+    // a 50 mV window around the pack: the spread drawn to scale, the window's ends written
     jkCharts.bars(card.querySelector('[data-f="cells"]'), cells,
-      { unit: "V", digits: 3, minIndex: (s.cell_min_index || 0) - 1, maxIndex: (s.cell_max_index || 0) - 1 });
+      { unit: "V", digits: 3, window: 0.05, minIndex: (s.cell_min_index || 0) - 1, maxIndex: (s.cell_max_index || 0) - 1 });
     var res = (s.cell_resistances_ohm || []).map(function (r) { return r * 1000; });
-    jkCharts.bars(card.querySelector('[data-f="resistances"]'), res, { unit: "mΩ", digits: 0, floor: 5 });
+    jkCharts.bars(card.querySelector('[data-f="resistances"]'), res, { unit: "mΩ", digits: 0, zero: true });
     var dev = card.querySelector('[data-f="device"]');
     while (dev.firstChild) dev.removeChild(dev.firstChild);
     [["Model", b.model], ["Hardware", b.hardware_version], ["Software", b.software_version],
@@ -81,25 +82,118 @@
     });
   }
 
-  function inverter(inv) {
-    var root = document.getElementById("inverter");
-    var p = inv && inv.payload ? inv.payload : {};
-    var has = !!(inv && inv.has_inverter_data);
-    root.querySelector('[data-f="inv.note"]').hidden = has || !inv;
-    var v = function (k, unit) { return has && p[k] !== undefined && p[k] !== "N/A" ? p[k] + "\u202f" + unit : "–"; };
+  // The power flow: PV, grid, battery and load around the inverter, each link drawn in the
+  // direction its power goes (moving, unless the browser asks for reduced motion). A value the
+  // inverter did not report is "no data", never 0 W.
+  var SVG = "http://www.w3.org/2000/svg", IDLE_W = 5;
+  // PV above the inverter, the grid to its left, the load to its right, the battery below
+  var NODES = { pv: [190, 30, "PV"], grid: [50, 145, "Grid"], hub: [190, 145, "Inverter"],
+    battery: [190, 260, "Battery"], load: [330, 145, "Load"] };
+  function svgEl(name, attrs, parent) {
+    var e = document.createElementNS(SVG, name);
+    for (var k in attrs) e.setAttribute(k, attrs[k]);
+    if (parent) parent.appendChild(e);
+    return e;
+  }
+  function buildFlow(box) {
+    var s = svgEl("svg", { viewBox: "0 0 380 290" });
+    var defs = svgEl("defs", {}, s);
+    var m = svgEl("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 5, refY: 5, markerWidth: 12, markerHeight: 12,
+      markerUnits: "userSpaceOnUse", orient: "auto" }, defs);
+    svgEl("path", { d: "M0,0 L10,5 L0,10 z", "class": "arrow" }, m);
+    ["pv", "grid", "battery", "load"].forEach(function (k) {
+      svgEl("path", { "class": "link idle", "data-link": k, "data-dir": "idle" }, s);
+    });
+    Object.keys(NODES).forEach(function (k) {
+      var n = NODES[k], g = svgEl("g", { "class": "node n-" + k, "data-node": k }, s);
+      svgEl("rect", { x: n[0] - 48, y: n[1] - 26, width: 96, height: 52, rx: 8 }, g);
+      var label = svgEl("text", { x: n[0], y: n[1] - 11, "text-anchor": "middle", "class": "label" }, g);
+      label.textContent = n[2];
+      var value = svgEl("text", { x: n[0], y: n[1] + 5, "text-anchor": "middle", "class": "value",
+        "data-f": k === "hub" ? "inv.mode" : "flow." + k }, g);
+      value.setAttribute("y", n[1] + 6);
+      value.textContent = "–";
+      var sub = svgEl("text", { x: n[0], y: n[1] + 20, "text-anchor": "middle", "class": "small", "data-f": "flow." + k + ".sub" }, g);
+      sub.textContent = "";
+    });
+    box.appendChild(s);
+    return s;
+  }
+  // "in": towards the inverter, "out": away from it, "idle", "none": no data.
+  function link(s, key, dir) {
+    var p = s.querySelector('[data-link="' + key + '"]'), a = NODES[key], h = NODES.hub;
+    var from = dir === "out" ? h : a, to = dir === "out" ? a : h;
+    var mid = [(a[0] + h[0]) / 2, (a[1] + h[1]) / 2];
+    p.setAttribute("d", "M" + from[0] + "," + from[1] + " L" + mid[0] + "," + mid[1] + " L" + to[0] + "," + to[1]);
+    p.setAttribute("class", "link " + dir);
+    p.setAttribute("data-dir", dir);
+    if (dir === "in" || dir === "out") p.setAttribute("marker-mid", "url(#arrow)"); else p.removeAttribute("marker-mid");
+  }
+  function watts(v) {
+    if (v === null || v === undefined || Number.isNaN(v)) return "no data";
+    return Math.abs(v) >= 10000 ? (Math.abs(v) / 1000).toFixed(1) + "\u202fkW" : Math.round(Math.abs(v)) + "\u202fW";
+  }
+  function num(p, k) {
+    var v = p[k];
+    if (v === undefined || v === null || v === "N/A" || v === "") return null;
+    v = Number(v);
+    return Number.isFinite(v) ? v : null;
+  }
+  function flow(status) {
+    var root = document.getElementById("flow");
+    if (!root) return;
+    var box = root.querySelector('[data-f="flow"]');
+    var s = box.querySelector("svg") || buildFlow(box);
+    var inv = status.inverter, has = !!(inv && inv.has_inverter_data && !inv.error);
+    var p = has && inv.payload ? inv.payload : {};
+    root.querySelector('[data-f="inv.note"]').hidden = has || !inv || !!inv.error;
     set(root, "inv.status", !inv ? "no data" : inv.error ? "error" : has ? (p.status_text || "online") : "no inverter data",
       inv && inv.error ? "bad" : has ? "good" : "muted");
     set(root, "inv.age", inv ? (inv.error ? inv.error + " · " : "") + jk.age(inv.age_s) : "");
-    set(root, "inv.pv", v("pv_input_power", "W"));
-    set(root, "inv.grid", v("grid_power", "W"));
-    set(root, "inv.grid_v", v("grid_voltage", "V"));
-    set(root, "inv.mode", has ? (p.status_text || "–") : "–");
-    set(root, "inv.load", v("ac_output_power", "W"));
-    set(root, "inv.out", has ? v("ac_output_voltage", "V") + " · " + v("ac_output_freq", "Hz") : "–");
+    var pv = num(p, "pv_input_power"), grid = num(p, "grid_power"), load = num(p, "ac_output_power");
+    var dir = function (v, inward) {
+      if (v === null) return "none";
+      if (Math.abs(v) < IDLE_W) return "idle";
+      return (v > 0) === inward ? "in" : "out";
+    };
+    link(s, "pv", dir(pv, true));
+    link(s, "grid", dir(grid, true));
+    link(s, "load", dir(load, false));
+    s.querySelector('[data-f="flow.pv"]').textContent = watts(pv);
+    s.querySelector('[data-f="flow.grid"]').textContent = grid === null ? "no data" : watts(grid);
+    s.querySelector('[data-f="flow.load"]').textContent = watts(load);
+    s.querySelector('[data-f="inv.mode"]').textContent = has ? (p.status_text || "–") : "–";
+    var gridState = status.grid || "unknown";
+    var gv = num(p, "grid_voltage");
+    s.querySelector('[data-f="flow.grid.sub"]').textContent = gridState === "up" ? "online" + (gv !== null ? " · " + gv.toFixed(0) + "\u202fV" : "")
+      : gridState === "down" ? "OFFLINE" : "unknown";
+    s.querySelector('[data-node="grid"]').setAttribute("class", "node n-grid " + gridState);
+    s.querySelector('[data-f="flow.pv.sub"]').textContent = pv === null ? "" : dir(pv, true) === "in" ? "producing" : "idle";
+    s.querySelector('[data-f="flow.load.sub"]').textContent = has ? (p.ac_output_voltage ? p.ac_output_voltage + "\u202fV" : "") : "";
+    // the battery: the bank (or the one battery) as its BMS reports it
+    var online = (status.batteries || []).filter(function (b) { return b.online && b.snapshot; });
+    var bp = status.bank ? (status.bank.batteries_online ? status.bank.power_w : null)
+      : online.length ? online[0].snapshot.power_w : null;
+    var soc = status.bank ? status.bank.soc_pct : online.length ? online[0].snapshot.soc_effective_pct : null;
+    // charging: power flows from the inverter into the battery
+    link(s, "battery", bp === null || bp === undefined ? "none" : dir(bp, false));
+    s.querySelector('[data-f="flow.battery"]').textContent = bp === null || bp === undefined ? "offline" : watts(bp);
+    s.querySelector('[data-f="flow.battery.sub"]').textContent = (soc === null || soc === undefined ? "" : Math.round(soc) + "% · ") +
+      (bp === null || bp === undefined ? "" : Math.abs(bp) < IDLE_W ? "idle" : bp > 0 ? "charging" : "discharging");
+    set(root, "inv.out", has ? "output " + (p.ac_output_voltage || "–") + "\u202fV · " + (p.ac_output_freq || "–") + "\u202fHz" : "no inverter data");
     var bv = p.inverter_battery_voltage !== undefined ? "inverter_battery_voltage" : "battery_voltage";
     var bs = p.inverter_battery_soc !== undefined ? "inverter_battery_soc" : "battery_soc";
-    set(root, "inv.batt", v(bv, "V"));
+    set(root, "inv.batt", has && p[bv] !== undefined ? p[bv] + "\u202fV" : "–");
     set(root, "inv.batt_soc", has && p[bs] !== undefined ? "SOC " + p[bs] + "%" : "–");
+    var list = root.querySelector('[data-f="per_battery"]');
+    while (list.firstChild) list.removeChild(list.firstChild);
+    (status.batteries || []).forEach(function (b) {
+      var li = document.createElement("li"), w = b.online && b.snapshot ? b.snapshot.power_w : null;
+      li.textContent = b.name + ": " + (w === null || w === undefined ? "offline" : watts(w) + " " +
+        (Math.abs(w) < IDLE_W ? "idle" : w > 0 ? "charging" : "discharging"));
+      list.appendChild(li);
+    });
+    box.dataset.battery = s.querySelector('[data-link="battery"]').getAttribute("data-dir");
   }
 
   // Today: the batteries' kWh and time left move with every status; the inverter's kWh come
@@ -146,8 +240,9 @@
   function render(status) {
     lastStatus = status;
     today(status);
+    window.jkmonStatus = status;
     (status.batteries || []).forEach(battery);
-    inverter(status.inverter);
+    flow(status);
     var bank = status.bank;
     if (bank && document.getElementById("bank")) {
       var root = document.getElementById("bank");

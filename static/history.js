@@ -11,14 +11,15 @@
     });
   }
   function draw(data) {
-    var opts = { from: Date.parse(data.from), to: Date.parse(data.to) };
+    var from = Date.parse(data.from), to = Date.parse(data.to);
+    var opts = function (unit, digits) { return { from: from, to: to, unit: unit, digits: digits }; };
     var b = data.batteries[0] || { points: [], name: "" };
     var pts = b.points;
-    jkCharts.lines(document.getElementById("c-voltage"), [{ name: b.name, points: ranges(pts, "voltage_v") }], { from: opts.from, to: opts.to, digits: 2 });
-    jkCharts.lines(document.getElementById("c-current"), [{ name: b.name, points: ranges(pts, "current_a") }], opts);
-    jkCharts.lines(document.getElementById("c-power"), [{ name: b.name, points: ranges(pts, "power_w") }], { from: opts.from, to: opts.to, digits: 0 });
-    jkCharts.lines(document.getElementById("c-soc"), [{ name: b.name, points: ranges(pts, "soc_pct") }], { from: opts.from, to: opts.to, digits: 0 });
-    jkCharts.lines(document.getElementById("c-delta"), [{ name: b.name, points: ranges(pts, "cell_delta_v", 1000) }], { from: opts.from, to: opts.to, digits: 0 });
+    jkCharts.lines(document.getElementById("c-voltage"), [{ name: b.name, points: ranges(pts, "voltage_v") }], opts("V", 2));
+    jkCharts.lines(document.getElementById("c-current"), [{ name: b.name, points: ranges(pts, "current_a") }], opts("A", 1));
+    jkCharts.lines(document.getElementById("c-power"), [{ name: b.name, points: ranges(pts, "power_w") }], opts("W", 0));
+    jkCharts.lines(document.getElementById("c-soc"), [{ name: b.name, points: ranges(pts, "soc_pct") }], opts("%", 0));
+    jkCharts.lines(document.getElementById("c-delta"), [{ name: b.name, points: ranges(pts, "cell_delta_v", 1000) }], opts("mV", 0));
     var names = {};
     pts.forEach(function (p) { Object.keys(p.temperatures_c || {}).forEach(function (k) { names[k] = true; }); });
     jkCharts.lines(document.getElementById("c-temps"), Object.keys(names).map(function (k) {
@@ -26,7 +27,7 @@
         var v = (p.temperatures_c || {})[k];
         return { t: Date.parse(p.t), avg: v === undefined ? null : v };
       }) };
-    }), opts);
+    }), opts("°C", 1));
     var n = pts.reduce(function (m, p) { return Math.max(m, (p.cells_v || []).length); }, 0);
     var cells = [];
     for (var i = 0; i < n; i++) {
@@ -35,11 +36,11 @@
         return { t: Date.parse(p.t), avg: v === undefined ? null : v };
       }) });
     }
-    jkCharts.lines(document.getElementById("c-cells"), cells, { from: opts.from, to: opts.to, digits: 3 });
+    jkCharts.lines(document.getElementById("c-cells"), cells, opts("V", 3));
     jkCharts.lines(document.getElementById("c-inverter"), [
       { name: "grid", points: ranges(data.inverter, "grid_power_w") },
       { name: "load", points: ranges(data.inverter, "load_power_w") },
-      { name: "PV", points: ranges(data.inverter, "pv_power_w") }], { from: opts.from, to: opts.to, digits: 0 });
+      { name: "PV", points: ranges(data.inverter, "pv_power_w") }], opts("W", 0));
     document.getElementById("range-note").textContent = pts.length + (pts.length === 1 ? " point" : " points") + " of " + data.bucket_s + " s";
     document.body.dataset.historyLoaded = String(++loadedAt);
     document.dispatchEvent(new CustomEvent("jkmon:history", { detail: loadedAt }));

@@ -5,190 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::browser::Browser;
 use common::process::Running;
-use serde_json::{json, Value};
-use tungstenite::{Message, WebSocket};
-
-/// Chromium, killed when the test ends.
-struct Browser {
-    child: Child,
-    _profile: tempfile::TempDir,
-    port: u16,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Browser {
-    fn start() -> Browser {
-        let profile = tempfile::tempdir().unwrap();
-        let mut child = Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--window-size=1280,1700",
-                "--remote-debugging-address=127.0.0.1",
-                "--remote-debugging-port=0",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            // keep the Bluetooth tests' private bus away from the browser
-            .env_remove("DBUS_SYSTEM_BUS_ADDRESS")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("chromium starts");
-        // Chromium says where DevTools listens; that line is the event to wait for.
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("DevTools listening on ") {
-                    let _ = tx.send(url.to_string());
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("chromium announces its DevTools port");
-        let port = url
-            .trim_start_matches("ws://127.0.0.1:")
-            .split('/')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        Browser {
-            child,
-            _profile: profile,
-            port,
-        }
-    }
-
-    /// The DevTools connection of the first page.
-    fn page(&self) -> Page {
-        let (_, list) =
-            common::process::http_get(&format!("127.0.0.1:{}", self.port), "/json/list");
-        let targets: Vec<Value> = serde_json::from_str(&list).unwrap();
-        let ws = targets
-            .iter()
-            .find(|t| t["type"] == "page")
-            .and_then(|t| t["webSocketDebuggerUrl"].as_str())
-            .expect("a page target")
-            .to_string();
-        let stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        let (socket, _) = tungstenite::client(ws.as_str(), stream).expect("DevTools handshake");
-        let mut page = Page { socket, next_id: 0 };
-        page.call("Page.enable", json!({}));
-        page.call("Runtime.enable", json!({}));
-        page
-    }
-}
-
-struct Page {
-    socket: WebSocket<TcpStream>,
-    next_id: u64,
-}
-
-impl Page {
-    fn read(&mut self) -> Value {
-        loop {
-            match self.socket.read().expect("DevTools message (60 s at most)") {
-                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-                Message::Close(_) => panic!("DevTools closed the connection"),
-                _ => continue,
-            }
-        }
-    }
-
-    fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let msg = json!({"id": id, "method": method, "params": params}).to_string();
-        self.socket.send(Message::text(msg)).unwrap();
-        // events in between are skipped; the read timeout bounds the wait
-        for _ in 0..10_000 {
-            let v = self.read();
-            if v["id"] == id {
-                assert!(v.get("error").is_none(), "{method}: {v}");
-                return v["result"].clone();
-            }
-        }
-        panic!("no answer to {method}");
-    }
-
-    fn navigate(&mut self, url: &str) {
-        self.call("Page.navigate", json!({"url": url}));
-        for _ in 0..10_000 {
-            if self.read()["method"] == "Page.loadEventFired" {
-                return;
-            }
-        }
-        panic!("{url} never finished loading");
-    }
-
-    /// Evaluates `expression` (a promise is awaited) and returns its JSON value.
-    fn eval(&mut self, expression: &str) -> Value {
-        let r = self.call(
-            "Runtime.evaluate",
-            json!({"expression": expression, "awaitPromise": true, "returnByValue": true}),
-        );
-        assert!(r.get("exceptionDetails").is_none(), "{expression}: {r}");
-        r["result"]["value"].clone()
-    }
-
-    fn screenshot(&mut self, path: &Path) {
-        use base64_decode as decode;
-        let r = self.call(
-            "Page.captureScreenshot",
-            json!({"format": "png", "captureBeyondViewport": true}),
-        );
-        let png = decode(r["data"].as_str().unwrap());
-        assert!(png.starts_with(b"\x89PNG"), "a PNG");
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, png).unwrap();
-        eprintln!("screenshot: {}", path.display());
-    }
-}
-
-/// Standard base64 (what DevTools sends), without a crate for one call.
-fn base64_decode(s: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c}"),
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|c| *c != b'=').map(value).collect();
-    bytes
-        .chunks(4)
-        .flat_map(|q| {
-            let n = q.iter().fold(0u32, |acc, v| acc << 6 | u32::from(*v)) << (6 * (4 - q.len()));
-            let all = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-            all.into_iter().take(q.len() * 3 / 4)
-        })
-        .collect()
-}
+use serde_json::json;
 
 fn artifacts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts")
@@ -207,18 +30,29 @@ const NEXT_UPDATE: &str = r#"new Promise(resolve => document.addEventListener("j
     page: window.jkmonPageId,
 }), { once: true }))"#;
 
-#[test]
-fn the_dashboard_is_live_in_a_real_browser_and_the_history_page_draws() {
-    if !common::have_program("chromium", &["--version"]) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jkmon"));
-    cmd.args(["run", "--demo"])
-        .current_dir(dir.path())
+/// `jkmon fill-demo --days 8` (a week of history for the charts), then `jkmon run --demo` on
+/// that file with fast intervals, its web server on a free port.
+fn demo_after_fill(dir: &std::path::Path) -> (Running, String) {
+    let db = dir.join("demo.db");
+    let fill = Command::new(env!("CARGO_BIN_EXE_jkmon"))
+        .args(["fill-demo", "--days", "8"])
+        .current_dir(dir)
         .env_remove("JK_BMS_ADDRESS")
         .env_remove("JK_BMS_NAMES")
-        .env("DB_PATH", dir.path().join("demo.db"))
+        .env("DB_PATH", &db)
+        .output()
+        .unwrap();
+    assert!(
+        fill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fill.stderr)
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jkmon"));
+    cmd.args(["run", "--demo"])
+        .current_dir(dir)
+        .env_remove("JK_BMS_ADDRESS")
+        .env_remove("JK_BMS_NAMES")
+        .env("DB_PATH", &db)
         .env("WEB_BIND", "127.0.0.1:0")
         .env("WEB_LIVE_SEC", "0.5")
         .env("JK_BMS_POLL_INTERVAL", "0.5")
@@ -231,6 +65,57 @@ fn the_dashboard_is_live_in_a_real_browser_and_the_history_page_draws() {
     let mut jkmon = Running::spawn(cmd);
     let base = format!("http://{}", jkmon.web_address(Duration::from_secs(30)));
     jkmon.wait_for_log(Duration::from_secs(30), "merged into readings #");
+    (jkmon, base)
+}
+
+/// Where screenshots go: `JKMON_SCREENSHOTS` (`docs` refreshes the README's), else
+/// `target/test-artifacts`.
+fn shots() -> PathBuf {
+    match std::env::var_os("JKMON_SCREENSHOTS") {
+        Some(d) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(d),
+        None => artifacts(),
+    }
+}
+
+/// The power flow and what the status behind it says: the battery's and the grid's link
+/// directions, and the battery's power and the grid's.
+const FLOW: &str = r#"new Promise(resolve => document.addEventListener("jkmon:update", () => {
+    const s = window.jkmonStatus, b = s.batteries[0], p = (s.inverter || {}).payload || {};
+    const dir = (k) => document.querySelector('#flow [data-link="' + k + '"]').getAttribute("data-dir");
+    resolve({ battery: dir("battery"), grid: dir("grid"), pv: dir("pv"), load: dir("load"),
+      power_w: b.online && b.snapshot ? b.snapshot.power_w : null,
+      grid_w: p.grid_power === undefined ? null : Number(p.grid_power), grid_state: s.grid,
+      grid_text: document.querySelector('#flow [data-f="flow.grid.sub"]').textContent,
+      animated: getComputedStyle(document.querySelector('#flow .link.in, #flow .link.out') || document.body).animationName });
+  }, { once: true }))"#;
+
+/// At a phone's width: whether anything is wider than the screen, and the smallest text on
+/// the page (HTML text by its computed size; SVG text by its size times the drawing's scale).
+const PHONE_CHECK: &str = r#"(() => {
+    const small = [];
+    const visible = (e) => e.getClientRects().length > 0 && getComputedStyle(e).visibility !== "hidden";
+    document.querySelectorAll("body *").forEach(e => {
+      if (!visible(e) || !e.childNodes.length) return;
+      const own = Array.from(e.childNodes).some(n => n.nodeType === 3 && n.textContent.trim());
+      if (!own) return;
+      let px = parseFloat(getComputedStyle(e).fontSize);
+      const svg = e.ownerSVGElement;
+      if (svg) {
+        const vb = svg.viewBox.baseVal;
+        if (vb && vb.width) px *= svg.getBoundingClientRect().width / vb.width;
+      }
+      if (px < 11) small.push((e.getAttribute("class") || e.tagName) + " " + px.toFixed(1) + "px: " + e.textContent.trim().slice(0, 20));
+    });
+    return { scroll: document.documentElement.scrollWidth, width: window.innerWidth, small: small.slice(0, 10) };
+  })()"#;
+
+#[test]
+fn the_dashboard_is_live_in_a_real_browser_and_the_history_page_draws() {
+    if !common::have_program("chromium", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_jkmon, base) = demo_after_fill(dir.path());
 
     let browser = Browser::start();
     let mut page = browser.page();
@@ -287,7 +172,47 @@ fn the_dashboard_is_live_in_a_real_browser_and_the_history_page_draws() {
         today["left"].as_str().unwrap().starts_with("Time"),
         "{today}"
     );
-    page.screenshot(&artifacts().join("dashboard.png"));
+    // the power flow shows the directions the status implies, in the same update
+    for _ in 0..3 {
+        let f = page.eval(FLOW);
+        let expected = |w: Option<f64>, towards: &'static str, away: &'static str| match w {
+            None => "none",
+            Some(w) if w.abs() < 5.0 => "idle",
+            Some(w) if w > 0.0 => towards,
+            Some(_) => away,
+        };
+        // charging: from the inverter into the battery; import: from the grid into the inverter
+        assert_eq!(
+            f["battery"],
+            expected(f["power_w"].as_f64(), "out", "in"),
+            "{f}"
+        );
+        assert_eq!(
+            f["grid"],
+            expected(f["grid_w"].as_f64(), "in", "out"),
+            "{f}"
+        );
+        let grid_text = f["grid_text"].as_str().unwrap();
+        match f["grid_state"].as_str().unwrap() {
+            "up" => assert!(grid_text.starts_with("online"), "{f}"),
+            "down" => assert_eq!(grid_text, "OFFLINE", "{f}"),
+            _ => assert_eq!(grid_text, "unknown", "{f}"),
+        }
+        assert_eq!(f["animated"], "flow", "moving while power flows: {f}");
+    }
+    page.screenshot(&shots().join("dashboard.png"));
+
+    // a phone: nothing wider than the screen, no text under 11 px
+    page.viewport(390, 844, true);
+    page.eval(NEXT_UPDATE);
+    let phone = page.eval(PHONE_CHECK);
+    assert!(
+        phone["scroll"].as_f64().unwrap() <= phone["width"].as_f64().unwrap(),
+        "horizontal scrolling at 390 px: {phone}"
+    );
+    assert_eq!(phone["small"], json!([]), "text under 11 px: {phone}");
+    page.screenshot(&shots().join("dashboard-phone.png"));
+    page.viewport(1280, 900, false);
 
     page.navigate(&format!("{base}/charts"));
     let drawn = page.eval(
@@ -295,17 +220,115 @@ fn the_dashboard_is_live_in_a_real_browser_and_the_history_page_draws() {
              new Promise(r => document.addEventListener("jkmon:history", r, { once: true })))
            .then(() => ({
              svgs: document.querySelectorAll(".chart svg").length,
-             cells: document.querySelectorAll("#c-cells .legend span").length,
+             cells: document.querySelectorAll("#c-cells .legend button").length,
              lines: document.querySelectorAll("#c-voltage polyline").length,
              inverter: document.querySelectorAll("#c-inverter polyline").length,
+             yticks: document.querySelectorAll("#c-voltage text.tick.y").length,
+             ylabel: (document.querySelector("#c-voltage text.tick.y") || {}).textContent,
+             zero: document.querySelectorAll("#c-current line.zero").length,
+             currentTicks: Array.from(document.querySelectorAll("#c-current text.tick.y")).map(t => t.textContent),
            }))"##,
     );
     assert_eq!(drawn["svgs"], 8, "{drawn}");
-    assert_eq!(drawn["cells"], 16, "a line per cell");
-    assert_eq!(drawn["lines"], 1);
+    assert_eq!(drawn["cells"], 16, "a legend entry per cell: {drawn}");
+    assert!(drawn["lines"].as_u64().unwrap() >= 1, "{drawn}");
     assert!(
         drawn["inverter"].as_u64().unwrap() >= 2,
         "grid and load: {drawn}"
     );
-    page.screenshot(&artifacts().join("history.png"));
+    assert!(
+        drawn["yticks"].as_u64().unwrap() >= 4,
+        "four labelled ticks at least: {drawn}"
+    );
+    assert!(
+        drawn["ylabel"].as_str().unwrap().ends_with(" V"),
+        "with the unit: {drawn}"
+    );
+    // the simulated current charges and discharges: a zero line, and "0 A" among the ticks
+    assert_eq!(drawn["zero"], 1, "{drawn}");
+    assert!(
+        drawn["currentTicks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "0 A"),
+        "{drawn}"
+    );
+
+    // 7 days: day ticks with dates (no time of day on them)
+    page.eval(r##"(() => { const p = new Promise(r => document.addEventListener("jkmon:history", r, { once: true }));
+                  document.querySelector('[data-days="7"]').click(); return p; })()"##);
+    let week = page.eval(
+        r##"Array.from(document.querySelectorAll("#c-voltage text.tick.x")).map(t => t.textContent)"##,
+    );
+    let labels: Vec<&str> = week
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(labels.len() >= 3, "{labels:?}");
+    assert!(
+        labels
+            .iter()
+            .all(|l| !l.contains(':') && l.chars().any(|c| c.is_ascii_digit())),
+        "dates on a week: {labels:?}"
+    );
+
+    // the crosshair: a pointer over the middle of the voltage chart shows the time and a value
+    let tip = page.eval(
+        r##"(() => { const hit = document.querySelector("#c-voltage rect.hit"), b = hit.getBoundingClientRect();
+             hit.dispatchEvent(new PointerEvent("pointermove", { clientX: b.left + b.width / 2, clientY: b.top + b.height / 2, bubbles: true }));
+             const tip = document.querySelector("#c-voltage .tip");
+             return { hidden: tip.hidden, text: tip.textContent, line: document.querySelector("#c-voltage line.cross").getAttribute("visibility") }; })()"##,
+    );
+    assert_eq!(tip["hidden"], false, "{tip}");
+    assert_eq!(tip["line"], "visible", "{tip}");
+    let text = tip["text"].as_str().unwrap();
+    assert!(
+        text.contains(" V") && text.chars().any(|c| c.is_ascii_digit()),
+        "{tip}"
+    );
+
+    // a legend entry hides its series and shows it again
+    let toggled = page.eval(
+        r##"(() => { const b = () => document.querySelector("#c-cells .legend button");
+             b().click(); const off = b().getAttribute("aria-pressed"), lines = document.querySelectorAll("#c-cells polyline").length;
+             b().click(); return { off: off, on: b().getAttribute("aria-pressed"), hiddenLines: lines,
+               allLines: document.querySelectorAll("#c-cells polyline").length }; })()"##,
+    );
+    assert_eq!(toggled["off"], "false", "{toggled}");
+    assert_eq!(toggled["on"], "true", "{toggled}");
+    assert!(
+        toggled["hiddenLines"].as_u64() < toggled["allLines"].as_u64(),
+        "{toggled}"
+    );
+    page.screenshot(&shots().join("history.png"));
+
+    // a resize (or a phone turned) redraws each chart at its new width
+    let before = page.eval(
+        r##"({ draws: Number(document.getElementById("c-voltage").dataset.draws),
+        width: document.querySelector("#c-voltage svg").getAttribute("width") })"##,
+    );
+    page.viewport(390, 844, true);
+    let after = page.eval(
+        r##"new Promise(resolve => { let n = 0; const look = () => {
+             const c = document.getElementById("c-voltage"), w = c.querySelector("svg").getAttribute("width");
+             if (Number(c.dataset.draws) > 0 && w !== BEFORE || ++n > 120) resolve({ draws: Number(c.dataset.draws), width: w });
+             else requestAnimationFrame(look); }; look(); })"##
+            .replace("BEFORE", &before["width"].to_string())
+            .as_str(),
+    );
+    assert!(
+        after["draws"].as_u64() > before["draws"].as_u64(),
+        "{before} → {after}"
+    );
+    assert_ne!(after["width"], before["width"]);
+    let phone = page.eval(PHONE_CHECK);
+    assert!(
+        phone["scroll"].as_f64().unwrap() <= phone["width"].as_f64().unwrap(),
+        "horizontal scrolling at 390 px: {phone}"
+    );
+    assert_eq!(phone["small"], json!([]), "text under 11 px: {phone}");
+    page.screenshot(&shots().join("history-phone.png"));
 }

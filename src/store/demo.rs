@@ -1,13 +1,14 @@
 //! `jkmon fill-demo`: days of simulated history in an empty database, as if jkmon had run
 //! beside the inverter poller all along: an inverter row every 10 s with the battery keys
-//! merged in, a BMS history row every 30 s, then the same downsampling and chart aggregation as
-//! in production. For trying the history charts, and for the web load benchmark.
+//! merged in, a BMS history row every 30 s with its energy counted, then the same downsampling
+//! and chart aggregation as in production. For trying the history charts, and for the web load benchmark.
 
 use chrono::{DateTime, Local, Timelike};
 use rusqlite::TransactionBehavior;
 
 use super::sim_inverter as inverter;
 use super::{fields, Battery, Bucket, Store, StoreError};
+use crate::battery::energy::Meter;
 use crate::battery::soc::{estimator, SocSource, VoltageCurve};
 use crate::battery::Snapshot;
 use crate::transport::sim::{Rng, SimBattery, SimConfig};
@@ -53,6 +54,11 @@ pub fn fill(
         estimator: estimator(SocSource::Curve, &VoltageCurve::default()),
         inverter_rng: Rng::new(99),
         latest: vec![None; batteries.len()],
+        meters: batteries
+            .iter()
+            .map(|_| Meter::new(std::time::Duration::from_secs(60)))
+            .collect(),
+        energy: vec![super::energy::Pending::default(); batteries.len()],
         start_s,
     };
     for day in 0..days {
@@ -65,6 +71,10 @@ pub fn fill(
                 demo.batteries_at(&tx, t)?;
             }
             demo.inverter_at(&tx, t)?;
+        }
+        for (id, pending) in demo.ids.iter().zip(&mut demo.energy) {
+            super::energy::write(&tx, *id, pending, (day_start + 86_400) * 1000)?;
+            *pending = super::energy::Pending::default();
         }
         tx.commit()?;
         progress(day + 1, days);
@@ -84,6 +94,9 @@ struct Demo<'a> {
     inverter_rng: Rng,
     /// Each battery's newest snapshot so far.
     latest: Vec<Option<Snapshot>>,
+    /// Each battery's energy, counted as the writer counts it, and what the day brought.
+    meters: Vec<Meter>,
+    energy: Vec<super::energy::Pending>,
     start_s: i64,
 }
 
@@ -101,6 +114,14 @@ impl Demo<'_> {
             let mut bucket = Bucket::default();
             bucket.add(&snapshot);
             bucket.to_row(self.ids[i], 0, t * 1000).insert(tx)?;
+            if let (Some(mw), Some(at)) = (
+                snapshot.cell_info.power_mw(),
+                DateTime::from_timestamp(t, 0),
+            ) {
+                let meter = &mut self.meters[i];
+                let step = meter.add(at.with_timezone(&Local), mw as f64 / 1000.0);
+                self.energy[i].add(&step, meter.average_w());
+            }
             self.latest[i] = Some(snapshot);
         }
         Ok(())

@@ -295,13 +295,28 @@ pub struct BankView {
     pub energy: EnergyView,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// In JSON also `grid` (`up`, `down`, `unknown`: [`StatusView::grid`]), so the dashboard draws
+/// the grid with the rule the bot and the alerts use.
+#[derive(Debug, Clone, PartialEq)]
 pub struct StatusView {
     pub generated_at: DateTime<Utc>,
     pub batteries: Vec<BatteryView>,
     /// Only with two or more batteries.
     pub bank: Option<BankView>,
     pub inverter: Option<InverterView>,
+}
+
+impl Serialize for StatusView {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("StatusView", 5)?;
+        s.serialize_field("generated_at", &self.generated_at)?;
+        s.serialize_field("batteries", &self.batteries)?;
+        s.serialize_field("bank", &self.bank)?;
+        s.serialize_field("inverter", &self.inverter)?;
+        s.serialize_field("grid", &self.grid())?;
+        s.end()
+    }
 }
 
 impl StatusView {

@@ -133,6 +133,7 @@ pub fn field<'a>(entry: &'a serde_json::Value, key: &str) -> &'a str {
     entry[key].as_str().unwrap_or("")
 }
 pub mod bluez;
+pub mod browser;
 pub mod fake_telegram;
 pub mod mqtt;
 pub mod process;
