@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         Err(e) if e.not_found() => {}
         Err(e) => {
             eprintln!("error: could not read .env: {e} (each line must look like NAME=value)");
-            return ExitCode::from(2);
+            return ExitCode::from(jkmon::cli::EX_CONFIG);
         }
     }
     // "blank means the default", as for every other variable: clap would parse "" and name a

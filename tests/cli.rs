@@ -357,6 +357,39 @@ fn configuration_errors_name_the_variable() {
     }
 }
 
+/// A configuration error is not retried by systemd (`RestartPreventExitStatus=78`) or
+/// Docker: it exits with EX_CONFIG, any other failure with 1.
+#[test]
+fn a_bad_variable_exits_with_ex_config_and_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = jkmon_in(
+        dir.path(),
+        &["poll"],
+        &[
+            ("JK_BMS_TRANSPORT", "sim"),
+            ("JK_BMS_POLL_INTERVAL", "soon"),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("JK_BMS_POLL_INTERVAL=\"soon\""),
+        "{}",
+        text(&out.stderr)
+    );
+    // not a configuration error: a database directory that does not exist
+    let out = jkmon_in(
+        dir.path(),
+        &["poll"],
+        &[
+            ("JK_BMS_TRANSPORT", "sim"),
+            ("DB_PATH", "/nonexistent-dir/x.db"),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}
+
 #[test]
 fn a_malformed_env_file_is_reported_with_its_line() {
     let dir = std::env::temp_dir().join(format!("jkmon-envfile-{}", std::process::id()));
@@ -367,7 +400,7 @@ fn a_malformed_env_file_is_reported_with_its_line() {
     )
     .unwrap();
     let out = jkmon_in(&dir, &["read"], &[], None);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(78), "EX_CONFIG");
     let err = text(&out.stderr);
     assert!(
         err.contains("could not read .env") && err.contains("NAME=value"),

@@ -67,7 +67,41 @@ fn the_compose_file_reaches_the_hosts_bluez_keeps_the_database_and_restarts() {
         .collect();
     assert_eq!(test, ["CMD", "jkmon", "healthcheck", "--quiet"]);
     assert!(s.get("privileged").is_none(), "no privileged mode");
-    assert_eq!(s["env_file"][0]["path"], ".env");
+    // the short form: docker-compose 1.29 (Raspberry Pi OS's package) rejects `required:`
+    assert_eq!(s["env_file"], ".env");
+    assert_eq!(
+        s["init"], true,
+        "an init passes SIGTERM on and reaps children"
+    );
+    assert_eq!(
+        s["logging"]["options"]["max-size"], "10m",
+        "a log cap for SD cards"
+    );
+}
+
+#[test]
+fn the_image_build_leaves_out_build_output_history_and_the_owners_data() {
+    let ignore = read(".dockerignore");
+    let lines: Vec<&str> = ignore.lines().map(str::trim).collect();
+    for entry in ["target/", ".git/", "*.db", ".env"] {
+        assert!(lines.contains(&entry), "{entry} in .dockerignore");
+    }
+    let d = read("Dockerfile");
+    let runtime = d.split("AS runtime").nth(1).unwrap();
+    assert!(
+        runtime.contains("ca-certificates"),
+        "mqtts:// needs the CAs"
+    );
+    // the dependencies' layer comes before jkmon's sources
+    let deps = d.find("cargo build").unwrap();
+    assert!(
+        deps < d.find("COPY src ./src").unwrap(),
+        "a dependency-cache layer"
+    );
+    assert!(
+        !d.contains("FROM rust:1-"),
+        "the Rust image is pinned to a release"
+    );
 }
 
 #[test]
@@ -143,6 +177,14 @@ fn systemd_accepts_the_units_and_they_are_hardened() {
         "PrivateTmp=yes",
     ] {
         assert!(main.lines().any(|l| l.starts_with(line)), "{line}");
+    }
+    // a configuration error (EX_CONFIG) is not retried every 10 s for ever
+    for (path, text) in &units {
+        assert!(
+            text.lines().any(|l| l == "RestartPreventExitStatus=78"),
+            "{}",
+            path.display()
+        );
     }
 }
 

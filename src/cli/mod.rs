@@ -220,10 +220,20 @@ pub fn run(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // a configuration error gets its own code, so systemd's RestartPreventExitStatus=
+            // and Docker's restart policy do not retry it every 10 s for ever
+            if e.chain().any(|c| c.is::<crate::config::ConfigError>()) {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
+
+/// sysexits.h's EX_CONFIG: the configuration is wrong (a bad variable, a malformed `.env` or
+/// devices file). Retrying cannot help; the owner has to fix it.
+pub const EX_CONFIG: u8 = 78;
 
 /// The async runtime of a command: one thread is plenty for a handful of BMSs and light on a
 /// Pi Zero.
