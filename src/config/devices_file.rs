@@ -71,14 +71,55 @@ pub enum MergeOutcome {
     KeptDisabled,
 }
 
+/// A YAML scalar as PyYAML reads it: `'single'` (`''` is a quote), `"double"` (with `\"` and
+/// `\\`), or plain, where ` #` starts a comment (`name: Garage  # main pack` is `Garage`).
 fn unquote(s: &str) -> String {
     let s = s.trim();
-    if s.len() >= 2 && s.starts_with('\'') && s.ends_with('\'') {
-        s[1..s.len() - 1].replace("''", "'")
-    } else if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
-        s[1..s.len() - 1].replace("\\\"", "\"")
+    if let Some(rest) = s.strip_prefix('\'') {
+        let mut out = String::new();
+        let mut chars = rest.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    out.push('\'');
+                }
+                '\'' => return out,
+                c => out.push(c),
+            }
+        }
+        return out;
+    }
+    if let Some(rest) = s.strip_prefix('"') {
+        let mut out = String::new();
+        let mut chars = rest.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => out.push('\n'),
+                    Some('t') => out.push('\t'),
+                    Some(e) => out.push(e),
+                    None => {}
+                },
+                '"' => return out,
+                c => out.push(c),
+            }
+        }
+        return out;
+    }
+    let end = s
+        .char_indices()
+        .find(|(i, c)| *c == '#' && s[..*i].ends_with([' ', '\t']))
+        .map_or(s.len(), |(i, _)| i);
+    s[..end].trim_end().to_string()
+}
+
+/// What follows a device key, without a trailing comment.
+fn without_comment(rest: &str) -> &str {
+    if rest.starts_with('#') {
+        ""
     } else {
-        s.to_string()
+        rest
     }
 }
 
@@ -97,7 +138,7 @@ fn split_key(line: &str) -> Option<(MacAddress, &str)> {
     if !(rest.is_empty() || rest.starts_with([' ', '\t'])) {
         return None;
     }
-    Some((key.parse().ok()?, rest.trim()))
+    Some((key.parse().ok()?, without_comment(rest.trim())))
 }
 
 impl DevicesFile {
@@ -165,6 +206,11 @@ impl DevicesFile {
                 flow: !rest.is_empty(),
             };
             if !rest.is_empty() {
+                // `{name: Shed}  # the shed`: the map ends at its brace
+                let rest = rest
+                    .rfind('}')
+                    .filter(|end| without_comment(rest[end + 1..].trim()).is_empty())
+                    .map_or(rest, |end| &rest[..=end]);
                 let inner = rest
                     .strip_prefix('{')
                     .and_then(|r| r.strip_suffix('}'))
