@@ -395,16 +395,24 @@ struct SystemdWatchdog<'a> {
     every: Option<std::time::Duration>,
     tick: Option<tokio::time::Interval>,
     last_snapshot: Instant,
+    /// How long jkmon itself waits for the next snapshot without worry: in periodic mode a
+    /// whole cycle (it may be longer than `WatchdogSec`), else nothing beyond the watchdog.
+    expected_gap: std::time::Duration,
 }
 
 impl<'a> SystemdWatchdog<'a> {
-    fn new(notify: Option<&'a crate::systemd::Notify>) -> Self {
+    fn new(notify: Option<&'a crate::systemd::Notify>, liveness: Liveness) -> Self {
         let every = notify.and_then(|n| n.watchdog).map(|w| w / 2);
+        let expected_gap = match liveness.mode {
+            crate::session::ConnectMode::Periodic => liveness.freshness,
+            crate::session::ConnectMode::Persistent => std::time::Duration::ZERO,
+        };
         SystemdWatchdog {
             notify,
             every,
             tick: every.map(tokio::time::interval),
             last_snapshot: Instant::now(),
+            expected_gap,
         }
     }
 
@@ -419,7 +427,7 @@ impl<'a> SystemdWatchdog<'a> {
     }
 
     fn feed(&self, sessions: bool) {
-        let limit = self.every.unwrap_or_default() * 2;
+        let limit = (self.every.unwrap_or_default() * 2).max(self.expected_gap);
         if !sessions || self.last_snapshot.elapsed() < limit {
             if let Some(n) = self.notify {
                 n.send("WATCHDOG=1");
@@ -439,7 +447,7 @@ impl Parts {
         stop: &CancellationToken,
     ) -> anyhow::Result<ExitCode> {
         let sessions = self.events.is_some();
-        let mut systemd = SystemdWatchdog::new(notify);
+        let mut systemd = SystemdWatchdog::new(notify, liveness);
         loop {
             let deadline = watchdog.deadline();
             tokio::select! {

@@ -308,6 +308,59 @@ fn under_systemd_it_says_ready_and_feeds_the_watchdog_only_while_a_bms_delivers(
     assert!(run.wait_exit(Duration::from_secs(20)).success());
 }
 
+/// In periodic mode jkmon waits a whole cycle between two readings, longer than systemd's
+/// watchdog interval if the owner sets it so: the watchdog is fed through the wait.
+#[test]
+fn in_periodic_mode_the_watchdog_is_fed_between_readings() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let path = socket_path.to_str().unwrap().to_string();
+    let mut run = Running::spawn(jkmon(
+        dir.path(),
+        &["poll", "--demo"],
+        &[
+            ("NOTIFY_SOCKET", &path),
+            ("WATCHDOG_USEC", "600000"),
+            ("JK_BMS_CONNECT_MODE", "periodic"),
+            ("JK_BMS_POLL_INTERVAL", "30"),
+        ],
+    ));
+    let mut buf = [0u8; 256];
+    let mut recv = || {
+        socket
+            .recv(&mut buf)
+            .ok()
+            .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    assert_eq!(recv().as_deref(), Some("READY=1"));
+    assert_eq!(
+        recv().as_deref(),
+        Some("WATCHDOG=1"),
+        "fed after the first reading"
+    );
+    // the next reading is 30 s away; the watchdog (0.6 s) is fed every 0.3 s meanwhile
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut fed = 0;
+    for _ in 0..6 {
+        match recv() {
+            Some(m) => {
+                assert_eq!(m, "WATCHDOG=1");
+                fed += 1;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(fed, 6, "fed through the wait for the next reading");
+    run.signal("TERM");
+    assert!(run.wait_exit(Duration::from_secs(20)).success());
+}
+
 #[test]
 fn a_misspelt_variable_is_named_with_the_closest_known_one() {
     let dir = tempfile::tempdir().unwrap();
