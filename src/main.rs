@@ -63,20 +63,7 @@ fn main() -> ExitCode {
     let cli = jkmon::cli::Cli::parse();
     // Long-running commands log every session state change (INFO) by default; one-shot commands
     // only warnings and errors.
-    let default_filter = if cli.command.is_service() {
-        "warn,jkmon=info"
-    } else {
-        "warn"
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: journald, docker logs and files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    jkmon::cli::logging::init(cli.command.is_service());
     // A misspelt variable would silently fall back to its default: say so.
     let known: Vec<&'static str> = jkmon::config::VARIABLES
         .iter()

@@ -445,3 +445,80 @@ fn doctor_names_a_bad_configuration_and_a_busy_port() {
         "{text}"
     );
 }
+
+/// Under systemd, stderr is the journal's stream: each line carries its syslog priority, so
+/// `journalctl -p warning` finds the warnings (and no time of its own: the journal has it).
+/// A stream that is not the one `$JOURNAL_STREAM` names gets the plain format.
+#[test]
+fn log_lines_carry_their_priority_for_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |journal: &dyn Fn(&std::fs::File) -> String| -> String {
+        let path = dir.path().join("stderr");
+        let file = std::fs::File::create(&path).unwrap();
+        let stream = journal(&file);
+        let status = jkmon(
+            dir.path(),
+            &["decode", "00"],
+            &[
+                ("JK_BMS_ADRESS", "C8:47:80:12:AD:71"),
+                ("JOURNAL_STREAM", &stream),
+            ],
+        )
+        .stderr(file)
+        .status()
+        .unwrap();
+        assert!(!status.success(), "00 is no frame");
+        std::fs::read_to_string(&path).unwrap()
+    };
+    let journal = run(&|f| {
+        let m = f.metadata().unwrap();
+        format!("{}:{}", m.dev(), m.ino())
+    });
+    let warning = journal
+        .lines()
+        .find(|l| l.contains("JK_BMS_ADRESS"))
+        .expect("the misspelt variable is named");
+    assert!(warning.starts_with("<4> WARN "), "{journal}");
+    let plain = run(&|_| "1:1".into());
+    let warning = plain.lines().find(|l| l.contains("JK_BMS_ADRESS")).unwrap();
+    assert!(!warning.starts_with('<'), "{plain}");
+    assert!(warning.starts_with("20"), "the time first: {plain}");
+}
+
+/// On a terminal the log is coloured, unless `NO_COLOR` is set.
+#[test]
+fn no_color_turns_the_colours_off_on_a_terminal() {
+    if !common::have_program("script", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let on_a_terminal = |no_color: bool| -> String {
+        let command = format!(
+            "{} {} decode 00",
+            if no_color {
+                "env NO_COLOR=1"
+            } else {
+                "env -u NO_COLOR"
+            },
+            env!("CARGO_BIN_EXE_jkmon")
+        );
+        let out = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .current_dir(dir.path())
+            .env("JK_BMS_ADRESS", "C8:47:80:12:AD:71")
+            .env("TERM", "xterm")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = on_a_terminal(false);
+    assert!(coloured.contains("JK_BMS_ADRESS"), "{coloured}");
+    assert!(
+        coloured.contains("\x1b["),
+        "coloured on a terminal: {coloured:?}"
+    );
+    let plain = on_a_terminal(true);
+    assert!(plain.contains("JK_BMS_ADRESS"), "{plain}");
+    assert!(!plain.contains("\x1b["), "NO_COLOR: {plain:?}");
+}

@@ -6,6 +6,7 @@
 pub mod decode;
 pub mod doctor;
 pub mod healthcheck;
+pub mod logging;
 pub mod read;
 pub mod run;
 pub mod scan;
