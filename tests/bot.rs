@@ -209,6 +209,23 @@ async fn commands_answer_with_the_values_only_to_allowed_chats() {
     .await;
     let limit = Duration::from_secs(20);
 
+    // the command menu Telegram shows under "/"
+    let menu = api.wait("setmycommands", limit, |_| true).await;
+    let names: Vec<&str> = menu["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["command"].as_str())
+        .collect();
+    for c in ["status", "battery", "cells", "energy", "chatid", "help"] {
+        assert!(names.contains(&c), "{menu}");
+    }
+    assert!(menu["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| !c["description"].as_str().unwrap_or("").is_empty()));
+
     api.message(42, "/status");
     let m = api.wait("sendmessage", limit, |b| b["chat_id"] == 42).await;
     let t = text(&m);

@@ -24,15 +24,23 @@ use tokio_util::sync::CancellationToken;
 use crate::store::read::{ReadConfig, Readers, StatusView};
 use crate::telegram::{self, TelegramConfig};
 
+/// The commands, with the descriptions Telegram's command menu shows.
 #[derive(BotCommands, Clone, Debug, PartialEq)]
 #[command(rename_rule = "lowercase")]
 pub enum Command {
+    #[command(description = "what this bot does")]
     Start,
+    #[command(description = "the commands")]
     Help,
+    #[command(description = "grid, load, PV and every battery")]
     Status,
+    #[command(description = "everything about each battery")]
     Battery,
+    #[command(description = "every cell's voltage")]
     Cells,
+    #[command(description = "today's and yesterday's kWh, time left")]
     Energy,
+    #[command(description = "this chat's id")]
     Chatid,
 }
 
@@ -186,6 +194,18 @@ pub async fn run(
             }
         }
     };
+    // the menu Telegram shows under "/" (a failure costs only the menu)
+    // Telegram's rule for a command's name is 1-32 of a-z, 0-9 and _: no leading "/"
+    let menu = Command::bot_commands().into_iter().map(|mut c| {
+        c.command = c.command.trim_start_matches('/').to_string();
+        c
+    });
+    if let Err(e) = bot.set_my_commands(menu).await {
+        tracing::warn!(
+            "bot: could not set the command menu: {}",
+            config.redact(&e.to_string())
+        );
+    }
     tracing::info!("bot: @{} answers chats {:?}", me.username(), {
         let mut chats = config.allowed.clone();
         chats.extend(config.chat_id);
