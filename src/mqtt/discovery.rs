@@ -133,15 +133,16 @@ const SENSORS: [Spec; 22] = [
         M,
         Some(3),
     ),
+    // Home Assistant's rule: an uptime is the time the device started, not a count
     Spec {
         diagnostic: true,
         ..spec(
-            "uptime_s",
-            "Uptime",
-            Some("duration"),
-            Some("s"),
+            "bms_started_at",
+            "Started",
+            Some("timestamp"),
             None,
-            Some(0),
+            None,
+            None,
         )
     },
     Spec {
@@ -399,7 +400,8 @@ pub fn configs(
             &shape,
         );
     }
-    let alarms = "{{ value_json.alarms | join(', ') if value_json.alarms else 'none' }}";
+    // in words and within Home Assistant's 255 characters (`payload::alarms_text`)
+    let alarms = "{{ value_json.alarms_text }}";
     let plain = spec("", "", None, None, None, None);
     c.sensor("alarms".into(), "Alarms", alarms.into(), &plain);
     for b in BINARIES.iter().filter(|b| present(b.needs)) {
@@ -556,8 +558,7 @@ mod tests {
             },
             ..Counters::default()
         };
-        let today = chrono::Local::now().date_naive();
-        let state = payload::state(&s, Some(&counters), today, true);
+        let state = payload::state(&s, Some(&counters), chrono::Local::now(), true);
         (s, state)
     }
 
@@ -606,7 +607,7 @@ mod tests {
         assert!(state["energy"]["time_to_empty_s"].is_null());
         // without counters (a state built before the writer counted): no energy entity
         let (s, _) = example();
-        let bare = payload::state(&s, None, chrono::Local::now().date_naive(), true);
+        let bare = payload::state(&s, None, chrono::Local::now(), true);
         let c = configs(&l, "homeassistant", &l.batteries[0], &bare, None);
         assert!(!c.iter().any(|(t, _)| t.contains("/energy_")));
     }
@@ -727,7 +728,7 @@ mod tests {
             serial_number: "5082B12345".into(),
             ..DeviceInfo::default()
         });
-        let state = payload::state(&s, None, chrono::Local::now().date_naive(), true);
+        let state = payload::state(&s, None, chrono::Local::now(), true);
         let c = configs(&l, "ha", &l.batteries[0], &state, s.device_info.as_ref());
         let objects: Vec<&str> = c
             .iter()

@@ -2,31 +2,82 @@
 
 use serde_json::{json, Map, Value};
 
-use chrono::NaiveDate;
+use chrono::{DateTime, Local, Timelike};
 
 use crate::battery::Snapshot;
 use crate::report::json::{DeviceInfoJson, SnapshotJson};
 use crate::store::energy::{Counters, EnergyView};
 
-/// The state: the JSON of `jkmon read --json`, and with the battery's counters an `energy`
-/// object (`/api/v1/status`'s: kWh in and out, today's, stored energy, time left — as of
-/// `today`, and with no time left for a battery that is not `online`).
+/// Home Assistant keeps at most this many characters of a state.
+pub const HA_STATE_MAX: usize = 255;
+
+/// The state: the JSON of `jkmon read --json`, and for Home Assistant
+/// - `alarms_text`: the active alarms in words, within [`HA_STATE_MAX`] characters;
+/// - `bms_started_at`: when the BMS started (`now` less its uptime, to the minute), the
+///   timestamp Home Assistant wants rather than a count of seconds;
+/// - with the battery's counters, an `energy` object (`/api/v1/status`'s: kWh in and out,
+///   today's, stored energy, time left — with no time left for a battery that is not `online`).
 pub fn state(
     snapshot: &Snapshot,
     energy: Option<&Counters>,
-    today: NaiveDate,
+    now: DateTime<Local>,
     online: bool,
 ) -> Value {
     let json = SnapshotJson::new(snapshot);
     let mut state = serde_json::to_value(&json).unwrap_or(Value::Null);
-    if let (Some(c), Some(map)) = (energy, state.as_object_mut()) {
-        let view = EnergyView::new(c, today, Some(&json), online);
+    let Some(map) = state.as_object_mut() else {
+        return state;
+    };
+    map.insert(
+        "alarms_text".into(),
+        Value::from(alarms_text(&json.cell_info.alarms)),
+    );
+    if let Some(up) = json.cell_info.uptime_s {
+        let started = now - chrono::Duration::seconds(i64::from(up));
+        if let Some(minute) = started.with_second(0).and_then(|t| t.with_nanosecond(0)) {
+            map.insert(
+                "bms_started_at".into(),
+                Value::from(minute.to_utc().to_rfc3339()),
+            );
+        }
+    }
+    if let Some(c) = energy {
+        let view = EnergyView::new(c, now.date_naive(), Some(&json), online);
         map.insert(
             "energy".into(),
             serde_json::to_value(view).unwrap_or(Value::Null),
         );
     }
     state
+}
+
+/// `cell undervoltage, charge overcurrent`, or `none`; alarms that do not fit in
+/// [`HA_STATE_MAX`] characters are counted at the end (`… (+3 more)`).
+pub fn alarms_text(alarms: &[String]) -> String {
+    if alarms.is_empty() {
+        return "none".into();
+    }
+    let words: Vec<String> = alarms.iter().map(|a| a.replace('_', " ")).collect();
+    let all = words.join(", ");
+    if all.chars().count() <= HA_STATE_MAX {
+        return all;
+    }
+    let mut out = String::new();
+    for (i, w) in words.iter().enumerate() {
+        let more = format!(" … (+{} more)", words.len() - i);
+        let next = if out.is_empty() {
+            w.clone()
+        } else {
+            format!("{out}, {w}")
+        };
+        let rest = words.len() - i - 1;
+        let tail = if rest == 0 { 0 } else { more.chars().count() };
+        if next.chars().count() + tail > HA_STATE_MAX {
+            return format!("{out}{more}");
+        }
+        out = next;
+    }
+    out
 }
 
 /// Who the BMS is (model, versions, serial number, uptime; never its passcodes), when it said.
@@ -195,13 +246,65 @@ mod tests {
     }
 
     #[test]
+    fn alarms_read_as_words_and_fit_home_assistants_255_characters() {
+        assert_eq!(alarms_text(&[]), "none");
+        assert_eq!(
+            alarms_text(&["cell_undervoltage".into(), "charge_overcurrent".into()]),
+            "cell undervoltage, charge overcurrent"
+        );
+        let many: Vec<String> = crate::protocol::alarms::ALARM_GROUPS
+            .iter()
+            .flat_map(|_| {
+                [
+                    "discharge_overcurrent_2",
+                    "battery_undertemperature",
+                    "cell_voltage_difference",
+                ]
+            })
+            .map(String::from)
+            .collect();
+        assert!(many.len() >= 11);
+        let text = alarms_text(&many);
+        assert!(text.chars().count() <= HA_STATE_MAX, "{}", text.len());
+        assert!(text.starts_with("discharge overcurrent 2, "), "{text}");
+        let shown = text.matches(", ").count() + 1;
+        assert!(
+            text.ends_with(&format!("(+{} more)", many.len() - shown)),
+            "{text}"
+        );
+        assert!(!text.contains('_'));
+    }
+
+    #[test]
+    fn the_bms_start_is_a_timestamp_to_the_minute() {
+        let mut c = CellInfo::example();
+        c.uptime_s = Some(3 * 86_400 + 125);
+        let now: DateTime<Local> = "2026-11-27T12:30:40Z"
+            .parse::<DateTime<chrono::Utc>>()
+            .unwrap()
+            .into();
+        let v = state(&snapshot(c), None, now, true);
+        assert_eq!(v["bms_started_at"], "2026-11-24T12:28:00+00:00");
+    }
+
+    #[test]
     fn the_state_is_the_json_of_jkmon_read() {
         let s = snapshot(CellInfo::example());
-        let v = state(&s, None, chrono::Local::now().date_naive(), true);
+        let v = state(&s, None, chrono::Local::now(), true);
+        let read = serde_json::to_value(SnapshotJson::new(&s)).unwrap();
+        for (k, want) in read.as_object().unwrap() {
+            assert_eq!(&v[k], want, "{k}: same fields, same values");
+        }
+        let extra: Vec<&String> = v
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| read.get(k.as_str()).is_none())
+            .collect();
         assert_eq!(
-            v,
-            serde_json::to_value(SnapshotJson::new(&s)).unwrap(),
-            "same fields, same values"
+            extra,
+            ["alarms_text", "bms_started_at"],
+            "and Home Assistant's two"
         );
         assert_eq!(v["cell_count"], 4);
         assert!(v["alarm_groups"]["cell"].is_boolean());

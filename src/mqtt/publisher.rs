@@ -56,7 +56,7 @@ pub const STATE_REFRESH: Duration = Duration::from_secs(60);
 
 /// The state's fields that change with every frame whatever the battery does: the frame
 /// counter and the BMS's uptime. They do not make a state "changed".
-const VOLATILE: [&str; 2] = ["counter", "uptime_s"];
+const VOLATILE: [&str; 3] = ["counter", "uptime_s", "bms_started_at"];
 
 /// What decides whether a state changed: its JSON without [`VOLATILE`] fields.
 fn state_key(state: &serde_json::Value) -> Vec<u8> {
@@ -120,14 +120,14 @@ impl Publisher {
     /// The messages that bring the broker up to date with `feed`.
     pub fn update(&mut self, feed: &[BatteryFeed], now: Instant, cause: Cause) -> Vec<Message> {
         let mut out = Vec::new();
-        let today = chrono::Local::now().date_naive();
+        let now_local = chrono::Local::now();
         for (i, b) in feed.iter().enumerate().take(self.told.len()) {
             let online = self.online(b, now);
             let came_online = online && self.told[i].online != Some(true);
             if let Some(snapshot) = &b.snapshot {
                 let fresh = b.seq != self.told[i].seq;
                 if fresh && (cause == Cause::Tick || came_online) {
-                    let state = payload::state(snapshot, b.energy.as_ref(), today, online);
+                    let state = payload::state(snapshot, b.energy.as_ref(), now_local, online);
                     self.discovery(i, &state, snapshot, &mut out);
                     if let Some(device) = payload::device(snapshot) {
                         let bytes = serde_json::to_vec(&device).unwrap_or_default();
