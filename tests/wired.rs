@@ -208,6 +208,11 @@ async fn the_corpus_rs485_frames_are_attributed_by_address_and_decoded() {
         .collect();
     assert_eq!(frames.len(), 6, "the corpus has 6 RS485 frames with tails");
     let mut rx = bus_session(&pty, &[0, 1], BusMode::Sniffer, Duration::from_secs(5));
+    // the port is open once both packs wait for their first frame: bytes written before that
+    // may land before jkmon reads the pty (a race seen under a loaded CI)
+    // (the session reports pack 0, then pack 1)
+    state_of(&mut rx, 0, State::Handshake).await;
+    state_of(&mut rx, 1, State::Handshake).await;
     // the captured traffic, each frame after the master's request for it; device info and
     // settings first
     let mut order = frames.clone();
