@@ -14,11 +14,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::browser::Browser;
-use common::process::Running;
 use serde_json::json;
 
 const LOADS: usize = 7;
@@ -59,38 +57,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn serve(binary: &Path, dir: &Path) -> (Running, String) {
-    let db = dir.join("demo.db");
-    let fill = Command::new(binary)
-        .args(["fill-demo", "--days", "30"])
-        .current_dir(dir)
-        .env("DB_PATH", &db)
-        .output()
-        .expect("the binary runs");
-    assert!(
-        fill.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fill.stderr)
-    );
-    let mut cmd = Command::new(binary);
-    cmd.args(["run", "--demo"])
-        .current_dir(dir)
-        .env_remove("JK_BMS_ADDRESS")
-        .env_remove("JK_BMS_NAMES")
-        .env("DB_PATH", &db)
-        .env("WEB_BIND", "127.0.0.1:0")
-        .env("RUST_LOG", "warn,jkmon=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut run = Running::spawn(cmd);
-    let base = format!("http://{}", run.web_address(Duration::from_secs(60)));
-    (run, base)
-}
-
 fn measure(binary: &Path, browser: &Browser) -> Figures {
     let dir = tempfile::tempdir().unwrap();
-    let (mut run, base) = serve(binary, dir.path());
+    let (mut run, base) = common::process::demo_after_fill(binary, dir.path(), 30, &[]);
     let mut page = browser.page();
     page.call("Network.enable", json!({}));
     page.call("Network.setCacheDisabled", json!({"cacheDisabled": true}));

@@ -298,5 +298,6 @@ window.jkCharts = (function () {
     hit.addEventListener("pointerleave", hide);
   }
 
-  return { bars: bars, lines: lines, color: color, timeTicks: timeTicks, valueTicks: valueTicks };
+  // el: an SVG element with these attributes, appended to parent (the dashboard's flow uses it)
+  return { bars: bars, lines: lines, el: el, color: color, timeTicks: timeTicks, valueTicks: valueTicks };
 })();

@@ -85,16 +85,11 @@
   // The power flow: PV, grid, battery and load around the inverter, each link drawn in the
   // direction its power goes (moving, unless the browser asks for reduced motion). A value the
   // inverter did not report is "no data", never 0 W.
-  var SVG = "http://www.w3.org/2000/svg", IDLE_W = 5;
+  var IDLE_W = 5;
   // PV above the inverter, the grid to its left, the load to its right, the battery below
   var NODES = { pv: [190, 30, "PV"], grid: [50, 145, "Grid"], hub: [190, 145, "Inverter"],
     battery: [190, 260, "Battery"], load: [330, 145, "Load"] };
-  function svgEl(name, attrs, parent) {
-    var e = document.createElementNS(SVG, name);
-    for (var k in attrs) e.setAttribute(k, attrs[k]);
-    if (parent) parent.appendChild(e);
-    return e;
-  }
+  var svgEl = jkCharts.el;
   function buildFlow(box) {
     var s = svgEl("svg", { viewBox: "0 0 380 290" });
     var defs = svgEl("defs", {}, s);

@@ -155,21 +155,7 @@ async fn energy_answers_today_and_yesterday_from_the_stored_counts() {
         let mut store =
             Store::open(&dir.path().join("inverter.db"), StoreConfig::default()).unwrap();
         store.register(&[battery()], 0).unwrap();
-        let snap = snapshot(3_300);
-        let bucket = jkmon::store::Bucket::default();
-        store
-            .commit(
-                &[jkmon::store::Update {
-                    position: 1,
-                    snapshot: &snap,
-                    taken_at: chrono::Local::now(),
-                    bucket: &bucket,
-                    fresh: true,
-                    energy: &pending,
-                }],
-                chrono::Local::now(),
-            )
-            .unwrap();
+        common::commit_with_energy(&mut store, 1, &snapshot(3_300), &pending);
         store.close().unwrap();
     }
     let limit = Duration::from_secs(20);

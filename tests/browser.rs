@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::browser::Browser;
@@ -33,37 +32,17 @@ const NEXT_UPDATE: &str = r#"new Promise(resolve => document.addEventListener("j
 /// `jkmon fill-demo --days 8` (a week of history for the charts), then `jkmon run --demo` on
 /// that file with fast intervals, its web server on a free port.
 fn demo_after_fill(dir: &std::path::Path) -> (Running, String) {
-    let db = dir.join("demo.db");
-    let fill = Command::new(env!("CARGO_BIN_EXE_jkmon"))
-        .args(["fill-demo", "--days", "8"])
-        .current_dir(dir)
-        .env_remove("JK_BMS_ADDRESS")
-        .env_remove("JK_BMS_NAMES")
-        .env("DB_PATH", &db)
-        .output()
-        .unwrap();
-    assert!(
-        fill.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fill.stderr)
+    let (mut jkmon, base) = common::process::demo_after_fill(
+        std::path::Path::new(env!("CARGO_BIN_EXE_jkmon")),
+        dir,
+        8,
+        &[
+            ("WEB_LIVE_SEC", "0.5"),
+            ("JK_BMS_POLL_INTERVAL", "0.5"),
+            ("JK_SIM_INVERTER_SEC", "0.5"),
+            ("JK_SIM_INTERVAL_MS", "100"),
+        ],
     );
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jkmon"));
-    cmd.args(["run", "--demo"])
-        .current_dir(dir)
-        .env_remove("JK_BMS_ADDRESS")
-        .env_remove("JK_BMS_NAMES")
-        .env("DB_PATH", &db)
-        .env("WEB_BIND", "127.0.0.1:0")
-        .env("WEB_LIVE_SEC", "0.5")
-        .env("JK_BMS_POLL_INTERVAL", "0.5")
-        .env("JK_SIM_INVERTER_SEC", "0.5")
-        .env("JK_SIM_INTERVAL_MS", "100")
-        .env("RUST_LOG", "warn,jkmon=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut jkmon = Running::spawn(cmd);
-    let base = format!("http://{}", jkmon.web_address(Duration::from_secs(30)));
     jkmon.wait_for_log(Duration::from_secs(30), "merged into readings #");
     (jkmon, base)
 }
@@ -108,6 +87,16 @@ const PHONE_CHECK: &str = r#"(() => {
     });
     return { scroll: document.documentElement.scrollWidth, width: window.innerWidth, small: small.slice(0, 10) };
   })()"#;
+
+/// At 390 px: nothing wider than the screen, no text under 11 px.
+fn fits_a_phone(page: &mut common::browser::Page) {
+    let phone = page.eval(PHONE_CHECK);
+    assert!(
+        phone["scroll"].as_f64().unwrap() <= phone["width"].as_f64().unwrap(),
+        "horizontal scrolling at 390 px: {phone}"
+    );
+    assert_eq!(phone["small"], json!([]), "text under 11 px: {phone}");
+}
 
 #[test]
 fn the_dashboard_is_live_in_a_real_browser_and_the_history_page_draws() {
@@ -205,12 +194,7 @@ fn the_dashboard_is_live_in_a_real_browser_and_the_history_page_draws() {
     // a phone: nothing wider than the screen, no text under 11 px
     page.viewport(390, 844, true);
     page.eval(NEXT_UPDATE);
-    let phone = page.eval(PHONE_CHECK);
-    assert!(
-        phone["scroll"].as_f64().unwrap() <= phone["width"].as_f64().unwrap(),
-        "horizontal scrolling at 390 px: {phone}"
-    );
-    assert_eq!(phone["small"], json!([]), "text under 11 px: {phone}");
+    fits_a_phone(&mut page);
     page.screenshot(&shots().join("dashboard-phone.png"));
     page.viewport(1280, 900, false);
 
@@ -324,11 +308,6 @@ fn the_dashboard_is_live_in_a_real_browser_and_the_history_page_draws() {
         "{before} → {after}"
     );
     assert_ne!(after["width"], before["width"]);
-    let phone = page.eval(PHONE_CHECK);
-    assert!(
-        phone["scroll"].as_f64().unwrap() <= phone["width"].as_f64().unwrap(),
-        "horizontal scrolling at 390 px: {phone}"
-    );
-    assert_eq!(phone["small"], json!([]), "text under 11 px: {phone}");
+    fits_a_phone(&mut page);
     page.screenshot(&shots().join("history-phone.png"));
 }

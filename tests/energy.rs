@@ -2,6 +2,8 @@
 //! the real writer (restarted halfway), and the inverter's daily energy from `readings` rows
 //! with gaps, error rows and rows without inverter data.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -353,21 +355,7 @@ fn battery_days_are_kept_as_long_as_the_hourly_history_even_without_inverter_row
             },
         );
     }
-    let snap = snapshot(52_000, 1_000);
-    let bucket = jkmon::store::Bucket::default();
-    store
-        .commit(
-            &[jkmon::store::Update {
-                position: 1,
-                snapshot: &snap,
-                taken_at: Local::now(),
-                bucket: &bucket,
-                fresh: true,
-                energy: &pending,
-            }],
-            Local::now(),
-        )
-        .unwrap();
+    common::commit_with_energy(&mut store, 1, &snapshot(52_000, 1_000), &pending);
     store.maintain(Local::now().timestamp_millis()).unwrap();
     let (total, days) = stored(&path);
     assert_eq!(total, (400.0, 200.0), "the counters keep everything");

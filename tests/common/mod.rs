@@ -106,6 +106,17 @@ pub fn commit_one(
     position: usize,
     snapshot: &jkmon::battery::Snapshot,
 ) -> jkmon::store::ReadingsAction {
+    commit_with_energy(store, position, snapshot, &jkmon::store::energy::NO_ENERGY)
+}
+
+/// Commits `snapshot` of battery `position` now, with the energy `pending` holds, as the
+/// writer's commit does.
+pub fn commit_with_energy(
+    store: &mut jkmon::store::Store,
+    position: usize,
+    snapshot: &jkmon::battery::Snapshot,
+    pending: &jkmon::store::energy::Pending,
+) -> jkmon::store::ReadingsAction {
     let mut bucket = jkmon::store::Bucket::default();
     bucket.add(snapshot);
     store
@@ -116,7 +127,7 @@ pub fn commit_one(
                 taken_at: chrono::Local::now(),
                 bucket: &bucket,
                 fresh: true,
-                energy: &jkmon::store::energy::NO_ENERGY,
+                energy: pending,
             }],
             chrono::Local::now(),
         )

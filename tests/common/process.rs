@@ -205,3 +205,42 @@ pub fn jkmon(dir: &std::path::Path, args: &[&str]) -> Command {
         .stderr(Stdio::piped());
     cmd
 }
+
+/// `binary fill-demo --days <days>` into `dir/demo.db`, then `binary run --demo` on that file
+/// with `env` and its web server on a free port: the process and `http://<address>`.
+pub fn demo_after_fill(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    days: u32,
+    env: &[(&str, &str)],
+) -> (Running, String) {
+    let db = dir.join("demo.db");
+    let fill = Command::new(binary)
+        .args(["fill-demo", "--days", &days.to_string()])
+        .current_dir(dir)
+        .env_remove("JK_BMS_ADDRESS")
+        .env_remove("JK_BMS_NAMES")
+        .env("DB_PATH", &db)
+        .output()
+        .expect("the binary runs");
+    assert!(
+        fill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fill.stderr)
+    );
+    let mut cmd = Command::new(binary);
+    cmd.args(["run", "--demo"])
+        .current_dir(dir)
+        .env_remove("JK_BMS_ADDRESS")
+        .env_remove("JK_BMS_NAMES")
+        .env("DB_PATH", &db)
+        .env("WEB_BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "warn,jkmon=info")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut run = Running::spawn(cmd);
+    let base = format!("http://{}", run.web_address(Duration::from_secs(60)));
+    (run, base)
+}
