@@ -19,8 +19,6 @@ use std::time::Duration;
 use common::browser::Browser;
 use serde_json::json;
 
-const LOADS: usize = 7;
-
 /// Set before any page script runs: the time the first chart's SVG holds a drawn mark, taken
 /// two animation frames later (it has been painted by then).
 const WATCH_FIRST_CHART: &str = r#"
@@ -57,9 +55,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn measure(binary: &Path, browser: &Browser) -> Figures {
+/// How much to measure: `cargo bench` 30 days and 7 loads per page; `cargo test
+/// --all-targets` (no `--bench`) a smoke run of 1 day and 1 load.
+struct Plan {
+    days: u32,
+    loads: usize,
+}
+
+fn measure(binary: &Path, browser: &Browser, plan: &Plan) -> Figures {
     let dir = tempfile::tempdir().unwrap();
-    let (mut run, base) = common::process::demo_after_fill(binary, dir.path(), 30, &[]);
+    let (mut run, base) = common::process::demo_after_fill(binary, dir.path(), plan.days, &[]);
     let mut page = browser.page();
     page.call("Network.enable", json!({}));
     page.call("Network.setCacheDisabled", json!({"cacheDisabled": true}));
@@ -73,7 +78,7 @@ fn measure(binary: &Path, browser: &Browser) -> Figures {
     };
     for (i, path) in ["/", "/charts"].iter().enumerate() {
         let mut paints = Vec::new();
-        for _ in 0..LOADS {
+        for _ in 0..plan.loads {
             page.navigate(&format!("{base}{path}"));
             let m = page.eval(MEASURE);
             paints.push(m["paint_ms"].as_f64().unwrap_or(f64::NAN));
@@ -92,11 +97,20 @@ fn main() {
         eprintln!("pages: chromium is needed");
         return;
     }
+    let plan = if std::env::args().any(|a| a == "--bench") {
+        Plan { days: 30, loads: 7 }
+    } else {
+        Plan { days: 1, loads: 1 }
+    };
     let after = Path::new(env!("CARGO_BIN_EXE_jkmon"));
     let before = std::env::var_os("JKMON_BEFORE").map(std::path::PathBuf::from);
     let browser = Browser::start();
-    let now = measure(after, &browser);
-    let then = before.as_deref().map(|b| measure(b, &browser));
+    let now = measure(after, &browser, &plan);
+    assert!(
+        now.bytes.iter().all(|b| *b > 0.0) && now.paint_ms.iter().all(|p| p.is_finite()),
+        "each page loads and paints a chart"
+    );
+    let then = before.as_deref().map(|b| measure(b, &browser, &plan));
     for (i, page) in ["/ (dashboard)", "/charts (history)"].iter().enumerate() {
         match &then {
             Some(t) => println!(
