@@ -458,3 +458,21 @@ fn blank_command_line_variables_mean_their_defaults() {
         text(&out.stderr)
     );
 }
+
+/// `--help` of the service's commands lists every variable the configuration reads.
+#[test]
+fn the_services_help_lists_the_variables_it_reads() {
+    for command in ["run", "poll", "web", "bot"] {
+        let out = jkmon(&[command, "--help"], &[], None);
+        assert!(out.status.success());
+        let help = text(&out.stdout);
+        for name in jkmon::config::VARIABLES {
+            assert!(help.contains(name), "{command} --help misses {name}");
+        }
+        let env = help
+            .split("Environment")
+            .nth(1)
+            .expect("an environment section");
+        assert!(env.lines().all(|l| l.chars().count() <= 80), "{env}");
+    }
+}

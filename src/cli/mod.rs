@@ -55,15 +55,19 @@ pub enum Command {
     /// The service: every configured BMS, merged into the inverter monitor's database
     /// (DB_PATH) with history kept, until stopped. `--demo` plays a simulated BMS and a
     /// simulated inverter into demo.db, no hardware needed.
+    #[command(after_long_help = environment_help())]
     Run(RunArgs),
     /// Only the BMS sessions and the database writer (for installations that run the web
     /// server and the bot as separate processes on the same database).
+    #[command(after_long_help = environment_help())]
     Poll(RunArgs),
     /// Only the web server (WEB_BIND, default 0.0.0.0:8000), reading the database that a
     /// `jkmon poll` elsewhere writes.
+    #[command(after_long_help = environment_help())]
     Web(RunArgs),
     /// Only the Telegram bot and the alerts (TELEGRAM_BOT_TOKEN, TELEGRAM_CHAT_ID,
     /// ALERT_WEBHOOK_URL, ALERT_COMMAND), reading the database a `jkmon poll` writes.
+    #[command(after_long_help = environment_help())]
     Bot(RunArgs),
     /// Fill a new database (DB_PATH, default demo.db) with days of simulated history: inverter
     /// rows every 10 s, BMS history every 30 s. For trying the charts before a month has passed.
@@ -131,10 +135,36 @@ pub struct FillDemoArgs {
     pub days: u32,
 }
 
+/// `--help`'s list of the variables the service reads (the configuration's one list), so an
+/// owner sees what can be set without opening `.env.example`.
+fn environment_help() -> String {
+    let mut out = String::from(
+        "Environment (or .env in the working directory; each one is explained in .env.example):\n",
+    );
+    let mut line = String::from(" ");
+    for name in crate::config::VARIABLES {
+        if line.len() + name.len() + 1 > 78 {
+            out += &line;
+            out.push('\n');
+            line = String::from(" ");
+        }
+        line.push(' ');
+        line.push_str(name);
+    }
+    out + &line
+}
+
 impl Command {
     /// Runs until stopped (and so logs more by default).
     pub fn is_service(&self) -> bool {
-        matches!(self, Command::Watch(_) | Command::Run(_) | Command::Poll(_))
+        matches!(
+            self,
+            Command::Watch(_)
+                | Command::Run(_)
+                | Command::Poll(_)
+                | Command::Web(_)
+                | Command::Bot(_)
+        )
     }
 }
 
