@@ -469,10 +469,37 @@ fn the_services_help_lists_the_variables_it_reads() {
         for name in jkmon::config::VARIABLES {
             assert!(help.contains(name), "{command} --help misses {name}");
         }
+        // wrapped (at the terminal's width on a terminal, 100 columns elsewhere)
+        assert!(help.lines().all(|l| l.chars().count() <= 100), "{help}");
         let env = help
             .split("Environment")
             .nth(1)
             .expect("an environment section");
         assert!(env.lines().all(|l| l.chars().count() <= 80), "{env}");
     }
+}
+
+/// Shell completions and the manual page come from the parser's own definitions.
+#[test]
+fn completions_and_the_manual_page_are_printed() {
+    let out = jkmon(&["completions", "bash"], &[], None);
+    assert!(out.status.success());
+    let bash = text(&out.stdout);
+    assert!(
+        bash.contains("complete -F") && bash.contains("fill-demo"),
+        "{bash}"
+    );
+    let out = jkmon(&["completions", "zsh"], &[], None);
+    assert!(text(&out.stdout).starts_with("#compdef jkmon"));
+    let out = jkmon(&["man"], &[], None);
+    assert!(out.status.success());
+    let page = text(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH jkmon"),
+        "{page}"
+    );
+    assert!(
+        page.contains("JK_BMS_ADDRESS") && page.contains("healthcheck"),
+        "{page}"
+    );
 }

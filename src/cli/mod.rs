@@ -82,6 +82,16 @@ pub enum Command {
     /// 4E 57 requests, `rs485` is a JK-PB network of packs, with `--master` a polling master.
     /// For trying the wired transports without hardware.
     Simulate(SimulateArgs),
+    /// Print a completion script for a shell: `jkmon completions bash >
+    /// /etc/bash_completion.d/jkmon` (also zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff): `jkmon man > /usr/local/share/man/man1/jkmon.1`.
+    Man,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -246,6 +256,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Healthcheck(args) => healthcheck::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Completions(args) => completions(args),
+        Command::Man => man(),
     };
     match result {
         Ok(code) => code,
@@ -260,6 +272,22 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
     }
+}
+
+/// `jkmon completions <shell>`: the script, from the same definitions as the parser.
+fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    clap_complete::generate(args.shell, &mut command, "jkmon", &mut std::io::stdout());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `jkmon man`: the manual page, with the environment section of `--help`.
+fn man() -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    let command = Cli::command().after_long_help(environment_help());
+    clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// sysexits.h's EX_CONFIG: the configuration is wrong (a bad variable, a malformed `.env` or
