@@ -346,24 +346,6 @@ fn parse_names(value: &str, addresses: usize, what: &str) -> Result<Vec<String>,
 /// probably a typo.
 const OWN_PREFIXES: [&str; 3] = ["JK_", "BMS_", "JKMON_"];
 
-/// Edit distance, for "did you mean".
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 /// `JK_*`, `BMS_*` and `JKMON_*` variables in `names` that jkmon does not read, each with the
 /// closest one it does (`known`).
 pub fn unknown_variables<'a>(
@@ -375,7 +357,7 @@ pub fn unknown_variables<'a>(
         if !OWN_PREFIXES.iter().any(|p| name.starts_with(p)) || known.contains(&name) {
             continue;
         }
-        if let Some(best) = known.iter().min_by_key(|k| distance(name, k)) {
+        if let Some(best) = known.iter().min_by_key(|k| strsim::levenshtein(name, k)) {
             out.push((name.to_string(), *best));
         }
     }
