@@ -299,5 +299,5 @@ window.jkCharts = (function () {
   }
 
   // el: an SVG element with these attributes, appended to parent (the dashboard's flow uses it)
-  return { bars: bars, lines: lines, el: el, color: color, timeTicks: timeTicks, valueTicks: valueTicks };
+  return { bars: bars, lines: lines, el: el };
 })();

@@ -255,22 +255,29 @@ fn healthcheck_is_0_on_a_healthy_service_and_1_when_stale_or_down() {
     assert!(String::from_utf8_lossy(&down.stderr).contains("nothing answers"));
 }
 
-#[test]
-fn under_systemd_it_says_ready_and_feeds_the_watchdog_only_while_a_bms_delivers() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket_path = dir.path().join("notify");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
+/// systemd's notification socket in `dir` (30 s read timeout) and its path for NOTIFY_SOCKET.
+fn notify_socket(dir: &Path) -> (UnixDatagram, String) {
+    let path = dir.join("notify");
+    let socket = UnixDatagram::bind(&path).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let recv = |socket: &UnixDatagram| -> Option<String> {
-        let mut buf = [0u8; 256];
-        socket
-            .recv(&mut buf)
-            .ok()
-            .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
-    };
-    let path = socket_path.to_str().unwrap().to_string();
+    (socket, path.to_str().unwrap().to_string())
+}
+
+/// The next notification, `None` after the socket's read timeout.
+fn recv(socket: &UnixDatagram) -> Option<String> {
+    let mut buf = [0u8; 256];
+    socket
+        .recv(&mut buf)
+        .ok()
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[test]
+fn under_systemd_it_says_ready_and_feeds_the_watchdog_only_while_a_bms_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, path) = notify_socket(dir.path());
     // a BMS that sends one frame a minute: healthy at first, then silent for the watchdog
     let mut run = Running::spawn(jkmon(
         dir.path(),
@@ -313,12 +320,7 @@ fn under_systemd_it_says_ready_and_feeds_the_watchdog_only_while_a_bms_delivers(
 #[test]
 fn in_periodic_mode_the_watchdog_is_fed_between_readings() {
     let dir = tempfile::tempdir().unwrap();
-    let socket_path = dir.path().join("notify");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let path = socket_path.to_str().unwrap().to_string();
+    let (socket, path) = notify_socket(dir.path());
     let mut run = Running::spawn(jkmon(
         dir.path(),
         &["poll", "--demo"],
@@ -329,13 +331,7 @@ fn in_periodic_mode_the_watchdog_is_fed_between_readings() {
             ("JK_BMS_POLL_INTERVAL", "30"),
         ],
     ));
-    let mut buf = [0u8; 256];
-    let mut recv = || {
-        socket
-            .recv(&mut buf)
-            .ok()
-            .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
-    };
+    let recv = || recv(&socket);
     assert_eq!(recv().as_deref(), Some("READY=1"));
     assert_eq!(
         recv().as_deref(),

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Local, NaiveDate, TimeZone};
+use chrono::{DateTime, Local, NaiveDate};
 use jkmon::battery::soc::{estimator, SocSource, VoltageCurve};
 use jkmon::battery::Snapshot;
 use jkmon::protocol::CellInfo;
@@ -100,11 +100,7 @@ async fn a_known_profile_is_counted_within_half_a_percent_across_a_restart_and_m
     let path = dir.path().join("inverter.db");
     // simulated time: from 23:30 yesterday, so the profile crosses local midnight
     let today = Local::now().date_naive();
-    let midnight = Local
-        .from_local_datetime(&today.and_hms_opt(0, 0, 0).unwrap())
-        .earliest()
-        .unwrap();
-    let start = midnight - chrono::Duration::minutes(30);
+    let start = at(today, 0) - chrono::Duration::minutes(30);
 
     // 10 A at 52 V for an hour (520 Wh), then -20 A for a quarter of an hour
     let writer = Writer::start(Store::open(&path, config()).unwrap(), battery(), None).unwrap();
@@ -189,13 +185,9 @@ async fn a_battery_offline_longer_than_its_freshness_adds_nothing_for_the_gap() 
 
 // --- the inverter
 
-/// A local time `s` seconds after `day`'s midnight.
+/// A local time `s` seconds after the start of `day`.
 fn at(day: NaiveDate, s: i64) -> DateTime<Local> {
-    Local
-        .from_local_datetime(&day.and_hms_opt(0, 0, 0).unwrap())
-        .earliest()
-        .unwrap()
-        + chrono::Duration::seconds(s)
+    jkmon::battery::energy::start_of(day).unwrap() + chrono::Duration::seconds(s)
 }
 
 fn insert(conn: &Connection, t: DateTime<Local>, payload: &str, error: Option<&str>) {

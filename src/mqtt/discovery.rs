@@ -162,7 +162,7 @@ const TOTAL_INCREASING: Option<&str> = Some("total_increasing");
 /// Sensors of the state's `energy` object (object id `energy_<field>`). The counters are what
 /// Home Assistant's Energy dashboard takes for a battery: class `energy`, state class
 /// `total_increasing`, kWh; today's restart at midnight, which that state class allows.
-const ENERGY_SENSORS: [Spec; 7] = [
+const ENERGY_COUNTERS: [Spec; 4] = [
     spec(
         "charged_kwh",
         "Energy charged",
@@ -195,6 +195,11 @@ const ENERGY_SENSORS: [Spec; 7] = [
         TOTAL_INCREASING,
         Some(2),
     ),
+];
+
+/// The `energy` object's levels: stored energy and time left, only for a BMS that reports its
+/// remaining capacity (they are computed from it).
+const ENERGY_LEVELS: [Spec; 3] = [
     spec(
         "stored_kwh",
         "Stored energy",
@@ -365,11 +370,12 @@ pub fn configs(
     // null while charging reads as unknown, and the entity stays
     // (stored energy and time left only for a BMS that reports its remaining capacity)
     if state.get("energy").is_some_and(Value::is_object) {
-        let levels = present("remaining_capacity_ah");
-        for s in ENERGY_SENSORS
-            .iter()
-            .filter(|s| levels || s.field.ends_with("charged_kwh"))
-        {
+        let levels: &[Spec] = if present("remaining_capacity_ah") {
+            &ENERGY_LEVELS
+        } else {
+            &[]
+        };
+        for s in ENERGY_COUNTERS.iter().chain(levels) {
             let template = format!("{{{{ value_json.energy.{} }}}}", s.field);
             c.sensor(format!("energy_{}", s.field), s.name, template, s);
         }

@@ -128,14 +128,20 @@ pub(super) fn expire_battery_days(
     now_ms: i64,
     keep_days: u32,
 ) -> rusqlite::Result<usize> {
-    let cutoff = DateTime::from_timestamp_millis(now_ms - i64::from(keep_days) * 86_400_000);
-    match cutoff.filter(|_| keep_days > 0) {
-        Some(c) => conn.execute(
-            "DELETE FROM bms_energy_daily WHERE day < ?1",
-            [c.with_timezone(&Local).date_naive().to_string()],
-        ),
+    match cutoff_day(now_ms, keep_days) {
+        Some(day) => conn.execute("DELETE FROM bms_energy_daily WHERE day < ?1", [day]),
         None => Ok(0),
     }
+}
+
+/// The first local day kept when `keep_days` days before `now_ms` are kept (`None`: 0 keeps
+/// every day).
+fn cutoff_day(now_ms: i64, keep_days: u32) -> Option<String> {
+    if keep_days == 0 {
+        return None;
+    }
+    let t = DateTime::from_timestamp_millis(now_ms - i64::from(keep_days) * 86_400_000)?;
+    Some(t.with_timezone(&Local).date_naive().to_string())
 }
 
 /// Battery `device_key`'s counters as the database holds them, today being `today`.
@@ -372,14 +378,8 @@ pub(super) fn aggregate_inverter(
         drop(upsert);
         set_job_progress(&tx, JOB, chunk_end)?;
     }
-    if keep_days > 0 {
-        if let Some(cutoff) = DateTime::from_timestamp_millis(oldest_kept) {
-            let cutoff = cutoff.with_timezone(&Local).date_naive().to_string();
-            tx.execute(
-                "DELETE FROM inverter_energy_daily WHERE day < ?1",
-                [&cutoff],
-            )?;
-        }
+    if let Some(day) = cutoff_day(now_ms, keep_days) {
+        tx.execute("DELETE FROM inverter_energy_daily WHERE day < ?1", [day])?;
     }
     tx.commit()?;
     Ok(chunk_end < end)
