@@ -4,11 +4,11 @@
 # One BMS is the baseline; the line for N BMSs shows the ratio.
 #   scripts/load-ble.sh [N=4] [SECONDS=30]
 # Needs the release binary (cargo build --release), dbus-daemon, gdbus, python3-dbusmock and
-# the corpus at ../shared/jk-frames.json (JKMON_CORPUS overrides).
+# the captured frames of tests/fixtures/jk-frames.json (JKMON_CORPUS overrides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-4}; SECS=${2:-30}
-CORPUS=${JKMON_CORPUS:-../shared/jk-frames.json}
+CORPUS=${JKMON_CORPUS:-tests/fixtures/jk-frames.json}
 BIN=target/release/jkmon
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 DIR=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$DIR"' EXIT

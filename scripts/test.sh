@@ -2,8 +2,8 @@
 # The whole jkmon test suite, on a fresh Debian/Ubuntu machine with Rust installed:
 # installs the system packages the tests need (when missing), then runs formatting, lint and
 # every test (unit, corpus, never-panic, CLI, benchmarks in test mode).
-# The frame corpus is read from ../shared/jk-frames.json (JKMON_CORPUS overrides); in CI
-# (CI=true) a missing corpus or program fails the run instead of being skipped.
+# Everything it needs is in the clone (the captured frames are tests/fixtures/jk-frames.json);
+# in CI (CI=true) a missing program fails the run instead of being skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

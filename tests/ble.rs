@@ -176,7 +176,7 @@ fn scan_finds_a_renamed_jk_by_its_advertisement_and_save_keeps_the_users_file() 
 
 #[test]
 fn read_returns_the_corpus_values_for_every_fragmentation() {
-    let Some(c) = corpus() else { return };
+    let c = corpus();
     let c = by_id(&c);
     // (device info, settings, cell info): 150+150; 20-byte MTU (JK04); 128+22+128+22 with
     // `AT\r\n` before the settings header; 128+128+44 with the ack glued on.
@@ -222,7 +222,7 @@ fn read_returns_the_corpus_values_for_every_fragmentation() {
 
 #[test]
 fn a_module_with_two_ffe1_characteristics_works() {
-    let Some(c) = corpus() else { return };
+    let c = corpus();
     let c = by_id(&c);
     let Some(fake) = one_jk(&c, 128, 129, &[130], json!({"layout": "dual"})) else {
         return;
@@ -304,7 +304,7 @@ fn a_missing_or_powered_off_adapter_says_what_to_check() {
 
 #[test]
 fn streaming_reconnects_after_a_drop_in_the_middle_of_a_frame() {
-    let Some(c) = corpus() else { return };
+    let c = corpus();
     let c = by_id(&c);
     let Some(fake) = one_jk(&c, 121, 122, &[123, 124], json!({"drop_after_frames": 3})) else {
         return;
@@ -357,7 +357,7 @@ fn streaming_reconnects_after_a_drop_in_the_middle_of_a_frame() {
 
 #[test]
 fn a_silent_bms_goes_offline_within_the_stale_limit_and_comes_back() {
-    let Some(c) = corpus() else { return };
+    let c = corpus();
     let c = by_id(&c);
     let Some(fake) = one_jk(&c, 136, 122, &[137, 138], json!({"silent_after_frames": 2})) else {
         return;
@@ -389,7 +389,7 @@ fn a_silent_bms_goes_offline_within_the_stale_limit_and_comes_back() {
 
 #[test]
 fn garbage_between_frames_never_makes_a_corrupt_snapshot() {
-    let Some(c) = corpus() else { return };
+    let c = corpus();
     let c = by_id(&c);
     let Some(fake) = one_jk(&c, 121, 122, &[123, 124], json!({"garbage": true})) else {
         return;
@@ -412,7 +412,7 @@ fn garbage_between_frames_never_makes_a_corrupt_snapshot() {
 
 #[test]
 fn a_device_that_disappears_is_retried_with_a_growing_capped_backoff() {
-    let Some(c) = corpus() else { return };
+    let c = corpus();
     let c = by_id(&c);
     let Some(fake) = one_jk(&c, 121, 122, &[123], json!({})) else {
         return;
@@ -472,7 +472,7 @@ fn a_device_that_disappears_is_retried_with_a_growing_capped_backoff() {
 
 #[test]
 fn two_bmss_at_once_one_failing_never_stalls_the_other() {
-    let Some(c) = corpus() else { return };
+    let c = corpus();
     let c = by_id(&c);
     let good = device(A, &c, 121, 122, &[123, 124]);
     let mut bad = device(B, &c, 128, 129, &[130]);
@@ -519,7 +519,7 @@ fn two_bmss_at_once_one_failing_never_stalls_the_other() {
 
 #[test]
 fn the_watchdog_exits_non_zero_when_every_bms_is_silent() {
-    let Some(c) = corpus() else { return };
+    let c = corpus();
     let c = by_id(&c);
     let Some(fake) = one_jk(&c, 121, 122, &[123], json!({"fail_connect": true})) else {
         return;
@@ -537,7 +537,7 @@ fn the_watchdog_exits_non_zero_when_every_bms_is_silent() {
 
 #[test]
 fn periodic_mode_connects_reads_and_lets_go_between_polls() {
-    let Some(c) = corpus() else { return };
+    let c = corpus();
     let c = by_id(&c);
     let Some(fake) = one_jk(&c, 121, 122, &[123, 124], json!({})) else {
         return;

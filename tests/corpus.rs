@@ -1,4 +1,4 @@
-//! Every real capture in `../shared/jk-frames.json` against the decoders: variants detected,
+//! Every real capture in `tests/fixtures/jk-frames.json` against the decoders: variants detected,
 //! every value a source states matched through the public JSON interface, fragments
 //! reassembled, corrupt entries rejected with the right error, commands and RS485 requests
 //! reproduced byte for byte.
@@ -62,7 +62,7 @@ fn decode_entry(e: &Value) -> (Decoded, Vec<Value>) {
 
 #[test]
 fn every_valid_frame_decodes_with_its_variant_detected() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = corpus();
     let mut checked = 0;
     for e in corpus
         .iter()
@@ -431,7 +431,7 @@ fn check_serial(key: &str, want: &Value, cell: &Value, dev: &Value, set: &Value)
 
 #[test]
 fn every_value_the_sources_state_matches() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = corpus();
     let (mut matched, mut problems, mut notes) = (0, Vec::new(), Vec::new());
     for e in corpus.iter().filter(|e| e["checksum_ok"] == true) {
         let Some(expected) = e["expected"].as_object() else {
@@ -507,7 +507,7 @@ fn every_value_the_sources_state_matches() {
 
 #[test]
 fn every_fragment_sequence_reassembles_into_exactly_its_frame() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = corpus();
     let mut checked = 0;
     for e in corpus.iter().filter(|e| e.get("fragments").is_some()) {
         let chunks: Vec<Vec<u8>> = e["fragments"]
@@ -538,7 +538,7 @@ fn every_fragment_sequence_reassembles_into_exactly_its_frame() {
 
 #[test]
 fn every_corrupt_entry_is_rejected_with_the_right_error() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = corpus();
     let mut checked = 0;
     for e in corpus.iter().filter(|e| e["checksum_ok"] == false) {
         let bytes = hex_bytes(field(e, "hex"));
@@ -615,7 +615,7 @@ fn every_corrupt_entry_is_rejected_with_the_right_error() {
 
 #[test]
 fn serial_responses_decode_to_plausible_values() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = corpus();
     let mut checked = 0;
     for e in corpus.iter().filter(|e| {
         field(e, "transport") == "serial_4e57"
@@ -658,7 +658,7 @@ fn serial_responses_decode_to_plausible_values() {
 
 #[test]
 fn commands_and_rs485_requests_are_reproduced_byte_for_byte() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = corpus();
     let (mut commands, mut requests) = (0, 0);
     for e in &corpus {
         let bytes = hex_bytes(field(e, "hex"));

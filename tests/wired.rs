@@ -155,7 +155,7 @@ async fn state_of(rx: &mut mpsc::Receiver<SessionEvent>, battery: usize, wanted:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_corpus_serial_responses_arrive_through_the_port_decoded() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = corpus();
     let dir = tempfile::tempdir().unwrap();
     let Some(pty) = PtyPair::open(dir.path()) else {
         return;
@@ -190,7 +190,7 @@ async fn the_corpus_serial_responses_arrive_through_the_port_decoded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_corpus_rs485_frames_are_attributed_by_address_and_decoded() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = corpus();
     let dir = tempfile::tempdir().unwrap();
     let Some(pty) = PtyPair::open(dir.path()) else {
         return;

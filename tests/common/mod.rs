@@ -3,29 +3,17 @@
 
 use std::path::PathBuf;
 
-/// The corpus of real captures, read from `../shared/jk-frames.json` (never copied into the
-/// repository). `JKMON_CORPUS` overrides the path. Absent corpus: a loud skip on a developer's
-/// machine, a failure in CI (where `shared/` is always beside the checkout).
-pub fn corpus() -> Option<Vec<serde_json::Value>> {
+/// The corpus of real captures, `tests/fixtures/jk-frames.json` (each entry names its source;
+/// see `tests/fixtures/README.md`). `JKMON_CORPUS` points at another copy.
+pub fn corpus() -> Vec<serde_json::Value> {
     let path = std::env::var_os("JKMON_CORPUS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/jk-frames.json")
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jk-frames.json")
         });
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Some(serde_json::from_str(&text).expect("jk-frames.json is valid JSON")),
-        Err(e) => {
-            let msg = format!(
-                "SKIPPED: the frame corpus is not at {} ({e}); these corpus checks did not run",
-                path.display()
-            );
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{msg} — in CI the corpus must be there");
-            }
-            eprintln!("\n*** {msg} ***\n");
-            None
-        }
-    }
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("the frame corpus at {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("jk-frames.json is valid JSON")
 }
 
 /// The checksum-valid serial `4E 57` responses of the corpus, as bytes.
