@@ -15,6 +15,8 @@ use crate::session::{EventKind, SessionEvent, State};
 pub struct LinkCounters {
     /// Where the bytes come from: the battery's name, or `RS485 bus on <port>`.
     pub link: String,
+    /// The positions (1-based) of the batteries it serves.
+    pub batteries: Vec<usize>,
     pub frames_decoded: u64,
     pub frames_rejected: u64,
     /// Retries after a lost connection or a failed attempt (periodic mode's planned
@@ -47,18 +49,22 @@ impl Telemetry {
                     .unwrap_or(usize::MAX)
             })
             .collect();
+        let links = links
+            .into_iter()
+            .enumerate()
+            .map(|(k, link)| LinkCounters {
+                link,
+                batteries: (0..battery_link.len())
+                    .filter(|i| battery_link[*i] == k)
+                    .map(|i| i + 1)
+                    .collect(),
+                ..LinkCounters::default()
+            })
+            .collect();
         Telemetry {
             battery_link,
             first_battery,
-            links: Mutex::new(
-                links
-                    .into_iter()
-                    .map(|link| LinkCounters {
-                        link,
-                        ..LinkCounters::default()
-                    })
-                    .collect(),
-            ),
+            links: Mutex::new(links),
             started_s: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),

@@ -1,15 +1,21 @@
-//! `/metrics`: the Prometheus text exposition format (version 0.0.4).
+//! `/metrics`: the Prometheus text exposition format (version 0.0.4), checked by
+//! `promtool check metrics` in the tests.
 //!
-//! - per battery (labels `battery` = position, `name`): `jkmon_battery_*` gauges from the
-//!   latest snapshot in the store — the same values as `/api/v1/status` and `jkmon read
-//!   --json`; a battery that is offline shows only `jkmon_battery_online 0` and the time of
-//!   its last reading, so graphs gap rather than draw stale values;
+//! - per battery, labelled only `battery` (its position): `jkmon_battery_info` carries the
+//!   name, the BMS's model, hardware and software versions, serial number and link as labels
+//!   with the value 1, for joining (`* on(battery) group_left(name) jkmon_battery_info`);
+//! - `jkmon_battery_*` values in base units (volts, amperes, watts, coulombs, joules, seconds,
+//!   ratios 0–1) from the latest snapshot — the same values as `/api/v1/status`; what only
+//!   grows (cycles, cycled charge) is a counter; a battery that is offline shows only
+//!   `jkmon_battery_online 0` and the time of its last reading, so graphs gap rather than draw
+//!   stale values;
 //! - per cell (`cell`, 1-based) and per temperature probe (`sensor`: `mos`, `t1`…);
 //! - per alarm group (`group`);
 //! - energy: `jkmon_battery_charged_energy_joules_total` and `…_discharged_…` counters for
 //!   every battery jkmon has counted (offline too: a counter keeps its value), and the stored
 //!   energy and time to empty or full of the online ones;
-//! - per link (`link`: a battery, or the RS485 bus its packs share): `jkmon_frames_decoded_total`,
+//! - per link (`link`: a battery's connection, or the RS485 bus its packs share; `battery` too
+//!   where the link is one battery's own): `jkmon_frames_decoded_total`,
 //!   `jkmon_frames_rejected_total`, `jkmon_reconnects_total` — only where this process runs the
 //!   sessions (`jkmon run`, not `jkmon web` alone);
 //! - the standard `process_*` metrics of this process.
@@ -22,7 +28,7 @@ use crate::report::json::SnapshotJson;
 use crate::store::energy::EnergyView;
 use crate::store::read::{BatteryView, StatusView};
 use crate::store::StoreError;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{LinkCounters, Telemetry};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -83,130 +89,182 @@ impl Out {
     }
 }
 
-/// A battery gauge read from one snapshot field.
-struct Gauge {
-    name: &'static str,
-    help: &'static str,
-    field: fn(&SnapshotJson) -> Option<f64>,
+/// An online battery's latest reading.
+struct Reading<'a> {
+    /// The `battery` label: its position.
+    battery: &'a str,
+    /// When the reading was taken (Unix time, s).
+    taken_s: f64,
+    s: &'a SnapshotJson,
 }
 
-const fn g(
+/// A battery family read from one reading.
+struct Family {
     name: &'static str,
-    field: fn(&SnapshotJson) -> Option<f64>,
+    kind: &'static str,
     help: &'static str,
-) -> Gauge {
-    Gauge { name, help, field }
+    value: fn(&Reading) -> Option<f64>,
+}
+
+const fn gauge(
+    name: &'static str,
+    value: fn(&Reading) -> Option<f64>,
+    help: &'static str,
+) -> Family {
+    Family {
+        name,
+        kind: "gauge",
+        help,
+        value,
+    }
+}
+
+const fn counter(
+    name: &'static str,
+    value: fn(&Reading) -> Option<f64>,
+    help: &'static str,
+) -> Family {
+    Family {
+        name,
+        kind: "counter",
+        help,
+        value,
+    }
 }
 
 fn flag(v: Option<bool>) -> Option<f64> {
     v.map(|on| if on { 1.0 } else { 0.0 })
 }
 
-const GAUGES: [Gauge; 21] = [
-    g(
+/// Coulombs in an ampere-hour.
+const COULOMBS_PER_AH: f64 = 3600.0;
+
+/// A percentage as a ratio 0–1.
+fn ratio(pct: Option<f64>) -> Option<f64> {
+    pct.map(|p| p / 100.0)
+}
+
+const FAMILIES: [Family; 21] = [
+    gauge(
         "jkmon_battery_voltage_volts",
-        |s| Some(s.cell_info.total_voltage_v),
+        |r| Some(r.s.cell_info.total_voltage_v),
         "Pack voltage.",
     ),
-    g(
+    gauge(
         "jkmon_battery_current_amperes",
-        |s| s.cell_info.current_a,
+        |r| r.s.cell_info.current_a,
         "Pack current: positive charging, negative discharging.",
     ),
-    g(
+    gauge(
         "jkmon_battery_power_watts",
-        |s| s.cell_info.power_w,
+        |r| r.s.cell_info.power_w,
         "Pack power, signed like the current.",
     ),
-    g(
+    gauge(
         "jkmon_battery_charge_power_watts",
-        |s| s.cell_info.charge_power_w,
+        |r| r.s.cell_info.charge_power_w,
         "Power into the battery (0 while it discharges).",
     ),
-    g(
+    gauge(
         "jkmon_battery_discharge_power_watts",
-        |s| s.cell_info.discharge_power_w,
+        |r| r.s.cell_info.discharge_power_w,
         "Power out of the battery (0 while it charges).",
     ),
-    g(
-        "jkmon_battery_soc_percent",
-        |s| s.soc_effective_pct,
-        "State of charge as jkmon shows it (see soc_source in the API).",
+    gauge(
+        "jkmon_battery_soc_ratio",
+        |r| ratio(r.s.soc_effective_pct),
+        "State of charge as jkmon shows it, 0-1 (see soc_source in the API).",
     ),
-    g(
-        "jkmon_battery_bms_soc_percent",
-        |s| s.cell_info.soc_pct.map(f64::from),
-        "State of charge as the BMS computes it.",
+    gauge(
+        "jkmon_battery_bms_soc_ratio",
+        |r| ratio(r.s.cell_info.soc_pct.map(f64::from)),
+        "State of charge as the BMS computes it, 0-1.",
     ),
-    g(
-        "jkmon_battery_soh_percent",
-        |s| s.cell_info.soh_pct.map(f64::from),
-        "State of health reported by the BMS.",
+    gauge(
+        "jkmon_battery_soh_ratio",
+        |r| ratio(r.s.cell_info.soh_pct.map(f64::from)),
+        "State of health reported by the BMS, 0-1.",
     ),
-    g(
-        "jkmon_battery_remaining_capacity_amp_hours",
-        |s| s.cell_info.remaining_capacity_ah,
-        "Remaining capacity.",
+    gauge(
+        "jkmon_battery_remaining_charge_coulombs",
+        |r| {
+            r.s.cell_info
+                .remaining_capacity_ah
+                .map(|ah| ah * COULOMBS_PER_AH)
+        },
+        "Remaining capacity (3600 C = 1 Ah).",
     ),
-    g(
-        "jkmon_battery_nominal_capacity_amp_hours",
-        |s| s.cell_info.nominal_capacity_ah,
-        "Full-charge capacity set in the BMS.",
+    gauge(
+        "jkmon_battery_nominal_charge_coulombs",
+        |r| {
+            r.s.cell_info
+                .nominal_capacity_ah
+                .map(|ah| ah * COULOMBS_PER_AH)
+        },
+        "Full-charge capacity set in the BMS (3600 C = 1 Ah).",
     ),
-    g(
-        "jkmon_battery_cycle_capacity_amp_hours",
-        |s| s.cell_info.cycle_capacity_ah,
-        "Charge cycled through the battery, as the BMS counts it.",
+    counter(
+        "jkmon_battery_cycled_charge_coulombs_total",
+        |r| {
+            r.s.cell_info
+                .cycle_capacity_ah
+                .map(|ah| ah * COULOMBS_PER_AH)
+        },
+        "Charge cycled through the battery, as the BMS counts it (3600 C = 1 Ah).",
     ),
-    g(
-        "jkmon_battery_cycles",
-        |s| s.cell_info.cycle_count.map(f64::from),
+    counter(
+        "jkmon_battery_cycles_total",
+        |r| r.s.cell_info.cycle_count.map(f64::from),
         "Charge cycles counted by the BMS.",
     ),
-    g(
+    gauge(
         "jkmon_battery_cell_min_volts",
-        |s| s.cell_info.cell_min_v,
+        |r| r.s.cell_info.cell_min_v,
         "Lowest cell voltage.",
     ),
-    g(
+    gauge(
         "jkmon_battery_cell_max_volts",
-        |s| s.cell_info.cell_max_v,
+        |r| r.s.cell_info.cell_max_v,
         "Highest cell voltage.",
     ),
-    g(
+    gauge(
         "jkmon_battery_cell_avg_volts",
-        |s| s.cell_info.cell_avg_v,
+        |r| r.s.cell_info.cell_avg_v,
         "Average cell voltage.",
     ),
-    g(
+    gauge(
         "jkmon_battery_cell_delta_volts",
-        |s| s.cell_info.cell_delta_v,
+        |r| r.s.cell_info.cell_delta_v,
         "Highest minus lowest cell voltage.",
     ),
-    g(
+    gauge(
         "jkmon_battery_balance_current_amperes",
-        |s| s.cell_info.balance_current_a,
+        |r| r.s.cell_info.balance_current_a,
         "Balancer current.",
     ),
-    g(
+    gauge(
         "jkmon_battery_balancing",
-        |s| flag(Some(s.cell_info.balancing)),
+        |r| flag(Some(r.s.cell_info.balancing)),
         "1 while the balancer is working.",
     ),
-    g(
+    gauge(
         "jkmon_battery_charging_enabled",
-        |s| flag(s.cell_info.charging_enabled),
+        |r| flag(r.s.cell_info.charging_enabled),
         "1 while the charge switch (MOSFET) is on.",
     ),
-    g(
+    gauge(
         "jkmon_battery_discharging_enabled",
-        |s| flag(s.cell_info.discharging_enabled),
+        |r| flag(r.s.cell_info.discharging_enabled),
         "1 while the discharge switch (MOSFET) is on.",
     ),
-    g(
-        "jkmon_battery_uptime_seconds",
-        |s| s.cell_info.uptime_s.map(f64::from),
-        "Time since the BMS started.",
+    gauge(
+        "jkmon_battery_start_time_seconds",
+        |r| {
+            r.s.cell_info
+                .uptime_s
+                .map(|up| (r.taken_s - f64::from(up)).round())
+        },
+        "When the BMS started (Unix time): the reading's time minus the BMS's uptime.",
     ),
 ];
 
@@ -226,23 +284,31 @@ pub fn render(
         &[("version", env!("CARGO_PKG_VERSION"))],
         1.0,
     );
+    let links = telemetry.map(Telemetry::links).unwrap_or_default();
     let batteries: Vec<(String, &BatteryView)> = status
         .batteries
         .iter()
         .map(|b| (b.position.to_string(), b))
         .collect();
+    info(&mut out, &batteries, &links);
     presence(&mut out, &batteries);
     // only batteries that are online show values
-    let live: Vec<Live> = batteries
+    let live: Vec<Reading> = batteries
         .iter()
         .filter(|(_, b)| b.online)
-        .filter_map(|(pos, b)| Some((pos.as_str(), b.name.as_str(), b.snapshot.as_ref()?)))
+        .filter_map(|(pos, b)| {
+            Some(Reading {
+                battery: pos.as_str(),
+                taken_s: b.taken_at?.timestamp_millis() as f64 / 1000.0,
+                s: b.snapshot.as_ref()?,
+            })
+        })
         .collect();
-    gauges(&mut out, &live);
+    families(&mut out, &live);
     per_item(&mut out, &live);
     energy(&mut out, &batteries);
-    if let Some(t) = telemetry {
-        links(&mut out, t);
+    if telemetry.is_some() {
+        link_counters(&mut out, &links);
     }
     if let Some(p) = process {
         process_metrics(&mut out, p);
@@ -250,8 +316,37 @@ pub fn render(
     out.text
 }
 
-/// An online battery's position label, name and snapshot.
-type Live<'a> = (&'a str, &'a str, &'a SnapshotJson);
+/// `jkmon_battery_info`: what identifies each battery, as labels (empty where unknown).
+fn info(out: &mut Out, batteries: &[(String, &BatteryView)], links: &[LinkCounters]) {
+    out.family(
+        "jkmon_battery_info",
+        "gauge",
+        "Always 1; labels name the battery, its BMS (model, hw, sw, serial) and its link.",
+    );
+    for (pos, b) in batteries {
+        let link = links
+            .iter()
+            .find(|l| l.batteries.contains(&b.position))
+            .map_or("", |l| l.link.as_str());
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let (model, hw, sw, serial) = (
+            text(&b.model),
+            text(&b.hardware_version),
+            text(&b.software_version),
+            text(&b.serial_number),
+        );
+        let labels = [
+            ("battery", pos.as_str()),
+            ("name", b.name.as_str()),
+            ("model", &model),
+            ("hw", &hw),
+            ("sw", &sw),
+            ("serial", &serial),
+            ("link", link),
+        ];
+        out.sample("jkmon_battery_info", &labels, 1.0);
+    }
+}
 
 /// Whether each battery is online, and when its latest reading was taken.
 fn presence(out: &mut Out, batteries: &[(String, &BatteryView)]) {
@@ -262,11 +357,7 @@ fn presence(out: &mut Out, batteries: &[(String, &BatteryView)]) {
     );
     for (pos, b) in batteries {
         let online = if b.online { 1.0 } else { 0.0 };
-        out.sample(
-            "jkmon_battery_online",
-            &[("battery", pos), ("name", &b.name)],
-            online,
-        );
+        out.sample("jkmon_battery_online", &[("battery", pos)], online);
     }
     out.family(
         "jkmon_battery_last_reading_timestamp_seconds",
@@ -276,25 +367,25 @@ fn presence(out: &mut Out, batteries: &[(String, &BatteryView)]) {
     for (pos, b) in batteries {
         if let Some(t) = b.taken_at {
             let at = t.timestamp_millis() as f64 / 1000.0;
-            let labels = [("battery", pos.as_str()), ("name", b.name.as_str())];
-            out.sample("jkmon_battery_last_reading_timestamp_seconds", &labels, at);
+            let name = "jkmon_battery_last_reading_timestamp_seconds";
+            out.sample(name, &[("battery", pos)], at);
         }
     }
 }
 
-/// One family per [`GAUGES`] entry that some online battery reports.
-fn gauges(out: &mut Out, live: &[Live]) {
-    for gauge in &GAUGES {
-        let samples: Vec<(&str, &str, f64)> = live
+/// One family per [`FAMILIES`] entry that some online battery reports.
+fn families(out: &mut Out, live: &[Reading]) {
+    for family in &FAMILIES {
+        let samples: Vec<(&str, f64)> = live
             .iter()
-            .filter_map(|(pos, name, s)| Some((*pos, *name, (gauge.field)(s)?)))
+            .filter_map(|r| Some((r.battery, (family.value)(r)?)))
             .collect();
         if samples.is_empty() {
             continue;
         }
-        out.family(gauge.name, "gauge", gauge.help);
-        for (pos, name, v) in samples {
-            out.sample(gauge.name, &[("battery", pos), ("name", name)], v);
+        out.family(family.name, family.kind, family.help);
+        for (battery, v) in samples {
+            out.sample(family.name, &[("battery", battery)], v);
         }
     }
 }
@@ -346,19 +437,17 @@ const ENERGY: [EnergyFamily; 5] = [
 /// The energy families: counters for every battery with counts, levels for online ones.
 fn energy(out: &mut Out, batteries: &[(String, &BatteryView)]) {
     for (name, kind, help, value) in ENERGY {
-        let samples: Vec<(&str, &str, f64)> = batteries
+        let samples: Vec<(&str, f64)> = batteries
             .iter()
             .filter(|(_, b)| kind == "counter" || b.online)
-            .filter_map(|(pos, b)| {
-                Some((pos.as_str(), b.name.as_str(), value(b.energy.as_ref()?)?))
-            })
+            .filter_map(|(pos, b)| Some((pos.as_str(), value(b.energy.as_ref()?)?)))
             .collect();
         if samples.is_empty() {
             continue;
         }
         out.family(name, kind, help);
-        for (pos, battery, v) in samples {
-            out.sample(name, &[("battery", pos), ("name", battery)], v);
+        for (pos, v) in samples {
+            out.sample(name, &[("battery", pos)], v);
         }
     }
 }
@@ -419,28 +508,25 @@ const PER_ITEM: [PerItem; 4] = [
     },
 ];
 
-fn per_item(out: &mut Out, live: &[Live]) {
+fn per_item(out: &mut Out, live: &[Reading]) {
     for family in &PER_ITEM {
         let mut first = true;
-        for (pos, battery, s) in live {
-            for (key, v) in (family.items)(s) {
+        for r in live {
+            for (key, v) in (family.items)(r.s) {
                 if first {
                     out.family(family.name, "gauge", family.help);
                     first = false;
                 }
-                out.sample(
-                    family.name,
-                    &[("battery", pos), ("name", battery), (family.label, &key)],
-                    v,
-                );
+                let labels = [("battery", r.battery), (family.label, &key)];
+                out.sample(family.name, &labels, v);
             }
         }
     }
 }
 
-/// The counters of each link this process runs.
-fn links(out: &mut Out, t: &Telemetry) {
-    let links = t.links();
+/// The counters of each link this process runs: labelled `link`, and `battery` where the
+/// link is one battery's own.
+fn link_counters(out: &mut Out, links: &[LinkCounters]) {
     for (name, help, pick) in [
         (
             "jkmon_frames_decoded_total",
@@ -459,9 +545,15 @@ fn links(out: &mut Out, t: &Telemetry) {
         ),
     ] {
         out.family(name, "counter", help);
-        for l in &links {
-            let v = [l.frames_decoded, l.frames_rejected, l.reconnects][pick];
-            out.sample(name, &[("link", &l.link)], v as f64);
+        for l in links {
+            let v = [l.frames_decoded, l.frames_rejected, l.reconnects][pick] as f64;
+            match l.batteries.as_slice() {
+                [one] => {
+                    let battery = one.to_string();
+                    out.sample(name, &[("link", &l.link), ("battery", &battery)], v);
+                }
+                _ => out.sample(name, &[("link", &l.link)], v),
+            }
         }
     }
 }
@@ -628,48 +720,48 @@ mod tests {
     }
 
     #[test]
-    fn values_labels_and_families() {
-        let text = render(
-            &status(vec![
-                battery(1, "Garage \"left\"\\A\nB", true),
-                battery(2, "Off", false),
-            ]),
-            None,
-            None,
-        );
-        let name = r#"name="Garage \"left\"\\A\nB""#;
-        assert!(
-            text.contains(&format!(
-                "jkmon_battery_voltage_volts{{battery=\"1\",{name}}} 53.125\n"
-            )),
-            "{text}"
-        );
-        assert!(text.contains(&format!(
-            "jkmon_battery_current_amperes{{battery=\"1\",{name}}} -4.5\n"
-        )));
-        assert!(text.contains(&format!(
-            "jkmon_battery_balancing{{battery=\"1\",{name}}} 1\n"
-        )));
-        // discharging: all of the power is discharge power
-        assert!(text.contains(&format!(
-            "jkmon_battery_charge_power_watts{{battery=\"1\",{name}}} 0\n"
-        )));
-        assert!(text.contains(&format!(
-            "jkmon_battery_discharge_power_watts{{battery=\"1\",{name}}} 239.0625\n"
-        )));
-        assert!(text.contains(&format!(
-            "jkmon_battery_cell_voltage_volts{{battery=\"1\",{name},cell=\"2\"}} 3.321\n"
-        )));
-        assert!(text.contains(&format!(
-            "jkmon_battery_temperature_celsius{{battery=\"1\",{name},sensor=\"t1\"}} -3\n"
-        )));
-        assert!(text.contains(&format!(
-            "jkmon_battery_alarm{{battery=\"1\",{name},group=\"temperature\"}} 1\n"
-        )));
-        assert!(text.contains("jkmon_battery_online{battery=\"2\",name=\"Off\"} 0\n"));
+    fn values_in_base_units_labelled_by_position_and_named_once_in_info() {
+        let mut first = battery(1, "Garage \"left\"\\A\nB", true);
+        first.serial_number = Some("4112345".into());
+        first.model = Some("JK_PB2A16S20P".into());
+        let text = render(&status(vec![first, battery(2, "Off", false)]), None, None);
+        let b1 = r#"{battery="1"}"#;
+        for line in [
+            format!("jkmon_battery_voltage_volts{b1} 53.125"),
+            format!("jkmon_battery_current_amperes{b1} -4.5"),
+            format!("jkmon_battery_balancing{b1} 1"),
+            // discharging: all of the power is discharge power
+            format!("jkmon_battery_charge_power_watts{b1} 0"),
+            format!("jkmon_battery_discharge_power_watts{b1} 239.0625"),
+            // percentages as ratios, ampere-hours as coulombs
+            format!("jkmon_battery_bms_soc_ratio{b1} 0.99"),
+            format!("jkmon_battery_nominal_charge_coulombs{b1} 1130400"),
+            r#"jkmon_battery_cell_voltage_volts{battery="1",cell="2"} 3.321"#.into(),
+            r#"jkmon_battery_temperature_celsius{battery="1",sensor="t1"} -3"#.into(),
+            r#"jkmon_battery_alarm{battery="1",group="temperature"} 1"#.into(),
+            r#"jkmon_battery_online{battery="2"} 0"#.into(),
+            // the name only in the info series, escaped
+            r#"jkmon_battery_info{battery="1",name="Garage \"left\"\\A\nB",model="JK_PB2A16S20P",hw="",sw="",serial="4112345",link=""} 1"#.into(),
+            r#"jkmon_battery_info{battery="2",name="Off",model="",hw="",sw="",serial="",link=""} 1"#.into(),
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "no {line} in\n{text}");
+        }
+        assert_eq!(text.matches("name=").count(), 2, "{text}");
+        assert!(text.contains("# TYPE jkmon_battery_cycles_total counter\n"));
+        assert!(text.contains("# TYPE jkmon_battery_cycled_charge_coulombs_total counter\n"));
+        // the BMS's start: the reading's time minus its uptime, to the second
+        let start = text
+            .lines()
+            .find_map(|l| l.strip_prefix("jkmon_battery_start_time_seconds{battery=\"1\"} "))
+            .unwrap()
+            .parse::<f64>()
+            .unwrap();
+        let uptime = f64::from(SnapshotJson::example().cell_info.uptime_s.unwrap());
+        let now = chrono::Utc::now().timestamp() as f64;
+        assert!((now - uptime - start).abs() <= 2.0, "{start}");
         // an offline battery shows no values; a value the BMS does not report has no family
-        assert!(!text.contains("battery=\"2\",name=\"Off\"} 53.125"));
-        assert!(!text.contains("jkmon_battery_soh_percent"));
+        assert!(!text.contains("{battery=\"2\"} 53.125"));
+        assert!(!text.contains("jkmon_battery_soh_ratio"));
         // every family once, TYPE after HELP
         let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
         let mut unique = types.clone();
@@ -697,21 +789,14 @@ mod tests {
             None,
         );
         assert!(text.contains("# TYPE jkmon_battery_charged_energy_joules_total counter\n"));
-        assert!(text.contains(
-            "jkmon_battery_charged_energy_joules_total{battery=\"1\",name=\"A\"} 5400000\n"
-        ));
+        assert!(text.contains("jkmon_battery_charged_energy_joules_total{battery=\"1\"} 5400000\n"));
         assert!(
-            text.contains(
-                "jkmon_battery_discharged_energy_joules_total{battery=\"2\",name=\"B\"} 900000\n"
-            ),
+            text.contains("jkmon_battery_discharged_energy_joules_total{battery=\"2\"} 900000\n"),
             "an offline battery's counter keeps its value: {text}"
         );
-        assert!(text
-            .contains("jkmon_battery_stored_energy_joules{battery=\"1\",name=\"A\"} 14400000\n"));
+        assert!(text.contains("jkmon_battery_stored_energy_joules{battery=\"1\"} 14400000\n"));
         assert!(!text.contains("jkmon_battery_stored_energy_joules{battery=\"2\""));
-        assert!(
-            text.contains("jkmon_battery_time_to_empty_seconds{battery=\"1\",name=\"A\"} 7200\n")
-        );
+        assert!(text.contains("jkmon_battery_time_to_empty_seconds{battery=\"1\"} 7200\n"));
         assert!(
             !text.contains("jkmon_battery_time_to_full_seconds"),
             "no value, no family"
@@ -724,10 +809,20 @@ mod tests {
         let p = Process::read().expect("/proc is there on Linux");
         assert!(p.cpu_s >= 0.0 && p.resident_bytes.unwrap() > 0.0);
         assert!(p.start_time_s > 1.6e9, "{p:?}");
-        let text = render(&status(vec![]), Some(&t), Some(&p));
+        let text = render(
+            &status(vec![battery(1, "Garage", true)]),
+            Some(&t),
+            Some(&p),
+        );
         assert!(text.contains("# TYPE jkmon_frames_rejected_total counter\n"));
-        assert!(text.contains("jkmon_frames_decoded_total{link=\"Garage\"} 0\n"));
+        // a battery's own link: joinable on `battery`, and named in the info
+        assert!(text.contains("jkmon_frames_decoded_total{link=\"Garage\",battery=\"1\"} 0\n"));
+        assert!(text.contains(",link=\"Garage\"} 1\n"), "{text}");
         assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"));
         assert!(text.contains("process_resident_memory_bytes "));
+        // a bus serves several batteries: the link only
+        let bus = Telemetry::shared("RS485 bus on /dev/ttyUSB0".into(), 2);
+        let text = render(&status(vec![]), Some(&bus), None);
+        assert!(text.contains("jkmon_reconnects_total{link=\"RS485 bus on /dev/ttyUSB0\"} 0\n"));
     }
 }
