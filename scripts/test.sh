@@ -16,8 +16,9 @@ cd "$(dirname "$0")/.."
 #   tests/mqtt.rs and tests/metrics.rs.
 # - mosquitto, mosquitto-clients (mosquitto_sub), openssl: the real broker and subscriber of
 #   tests/mqtt.rs, and the test CA and certificate of its mqtts:// broker.
+# - prometheus (promtool): `promtool check metrics` on /metrics in tests/metrics.rs.
 # Building needs none: libdbus and SQLite are compiled in.
-PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd socat mosquitto mosquitto-clients openssl)
+PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd socat mosquitto mosquitto-clients openssl prometheus)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
