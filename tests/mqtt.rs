@@ -106,7 +106,13 @@ async fn home_assistant_discovers_a_captured_bms_and_its_state_matches_the_decod
     let Some(rig) = rig() else { return };
     let expected = serial_protocol::decode_response(&rig.frame).unwrap();
     let mut sub = Subscriber::start(&rig.broker);
-    let _run = run_jkmon(&rig, &[("MQTT_NODEJKBMS", "true")]);
+    let _run = run_jkmon(
+        &rig,
+        &[
+            ("MQTT_NODEJKBMS", "true"),
+            ("WEB_URL", "http://jkmon.example:8000"),
+        ],
+    );
 
     // the state: the fields of `jkmon read --json`, each value the decoder's
     let state = sub
@@ -153,6 +159,16 @@ async fn home_assistant_discovers_a_captured_bms_and_its_state_matches_the_decod
         assert_eq!(d["sw_version"], said(&info.software_version));
         assert_eq!(d["hw_version"], said(&info.hardware_version));
         assert_eq!(d["serial_number"], said(&info.serial_number));
+        // this board's serial-number field holds the factory placeholder "Input Us": no
+        // serial number to key on, so the port is (see the port-move test for one that has)
+        assert_eq!(info.serial_number, "Input Us");
+        assert!(
+            v["unique_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("jkmon_tmp_")),
+            "{v}"
+        );
+        assert_eq!(d["configuration_url"], "http://jkmon.example:8000/");
         // every field the template reads is in the state that is published
         for path in template_paths(v["value_template"].as_str().unwrap()) {
             let got = lookup(&state, &path);
@@ -559,4 +575,58 @@ fn jkmon_doctor_checks_the_broker() {
     assert!(!ok);
     assert!(line.contains("is the broker running"), "{line}");
     assert!(!line.contains("hunter2"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_keeps_the_device_when_the_adapter_moves_to_another_path() {
+    // a simulated serial BMS (it reports the serial number SIM00001) on a pty, reached first
+    // as the pty itself, then through a /dev/serial/by-id-like link to it
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut broker) = Broker::start(dir.path()) else {
+        return;
+    };
+    let Some(pty) = PtyPair::open(dir.path()) else {
+        return;
+    };
+    let b = pty.b.to_str().unwrap();
+    let mut sim = Running::spawn(common::process::jkmon(
+        dir.path(),
+        &["simulate", "serial", "--port", b],
+    ));
+    sim.wait_for_log(LIMIT, "simulated");
+    let by_id = dir.path().join("usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0");
+    std::os::unix::fs::symlink(&pty.a, &by_id).unwrap();
+    let mut seen = Vec::new();
+    for port in [&pty.a, &by_id] {
+        // a broker with nothing retained, so the config read is this run's
+        broker.restart();
+        let mut sub = Subscriber::start(&broker);
+        let mut cmd = jkmon(dir.path(), &["run"]);
+        cmd.envs([
+            ("JK_BMS_TRANSPORT", "serial"),
+            ("JK_BMS_SERIAL_PORT", port.to_str().unwrap()),
+            ("JK_BMS_NAMES", "Shed"),
+            ("JK_BMS_POLL_INTERVAL", "0.3"),
+            ("INVERTER_TIMEOUT_SEC", "1"),
+            ("WEB_BIND", "127.0.0.1:0"),
+            ("DB_PATH", dir.path().join("inverter.db").to_str().unwrap()),
+            ("MQTT_URL", &broker.url()),
+            ("MQTT_STATE_SEC", "0.3"),
+        ]);
+        let mut run = Running::spawn(cmd);
+        let voltage = config(&mut sub, "sensor", "total_voltage_v");
+        seen.push((
+            voltage["unique_id"].clone(),
+            voltage["device"]["identifiers"][0].clone(),
+            voltage["device"]["identifiers"][1].clone(),
+        ));
+        run.signal("TERM");
+        assert!(run.wait_exit(LIMIT).success());
+    }
+    let (first, second) = (&seen[0], &seen[1]);
+    assert_eq!(first.0, "jkmon_sn_sim00001_total_voltage_v");
+    assert_eq!(first.0, second.0, "the entity stays");
+    assert_eq!(first.1, second.1, "the device stays");
+    // the port-based id differs: it alone would have made a new device
+    assert_ne!(first.2, second.2, "{seen:?}");
 }

@@ -96,6 +96,7 @@ pub const VARIABLES: &[&str] = &[
     "HISTORY_5MIN_DAYS",
     "HISTORY_HOURLY_DAYS",
     "WEB_BIND",
+    "WEB_URL",
     "WEB_AUTH_TOKEN",
     "WEB_LIVE_SEC",
     "CELL_DELTA_WARN_MV",
@@ -381,6 +382,11 @@ impl Config {
         let names = bms::names(&env, transport, &wire, &addresses)?;
         let session = bms::session(&env, transport)?;
         let store = store::store(&env, &session)?;
+        let web = web::web(&env)?;
+        let mqtt = mqtt::read(|var| env.get(var))?.map(|m| crate::mqtt::MqttConfig {
+            dashboard_url: web.public_url.clone(),
+            ..m
+        });
         Ok(Config {
             transport,
             variant: session.variant,
@@ -389,12 +395,12 @@ impl Config {
             wire,
             watchdog: bms::watchdog(&env)?,
             sim_inverter_interval: store::sim_inverter_interval(&env)?,
-            web: web::web(&env)?,
+            web,
             bot: alerts::telegram(&env)?,
             alerts: alerts::alerts(&env)?,
             notify: alerts::notify(&env)?,
             alert_every: alerts::check_every(&env)?,
-            mqtt: mqtt::read(|var| env.get(var))?,
+            mqtt,
             devices_file: env
                 .get("JK_DEVICES_FILE")
                 .map_or_else(|| PathBuf::from("jk_devices.yaml"), PathBuf::from),

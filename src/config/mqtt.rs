@@ -163,6 +163,7 @@ pub fn read(
         ca_file,
         client_id,
         state_every,
+        dashboard_url: None,
     }))
 }
 

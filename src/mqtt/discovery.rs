@@ -287,13 +287,43 @@ fn temperature_name(key: &str) -> String {
     }
 }
 
-/// The `device` block: who the BMS is, as far as it said.
-fn device(topics: &BatteryTopics, info: Option<&DeviceInfo>) -> Value {
+/// The serial number `info` reports, when it can key a device: at least 4 characters with a
+/// digit among them, not all zeros. Some boards leave a placeholder there (`Input Us`, the
+/// start of the factory's "Input Userdata"); those are keyed on their address.
+pub fn serial_of(info: Option<&DeviceInfo>) -> Option<&str> {
+    let serial = info?.serial_number.trim();
+    let digits = serial.bytes().any(|b| b.is_ascii_digit());
+    let zeros = serial.bytes().all(|b| b == b'0');
+    (serial.len() >= 4 && digits && !zeros).then_some(serial)
+}
+
+/// The node id that keys a battery's device and entities in Home Assistant (the start of every
+/// `unique_id` and a topic level): `jkmon_sn_<serial>` from the BMS's serial number, which
+/// stays when the battery moves to another port, adapter or transport; without one,
+/// `jkmon_<uid>` from its address.
+pub fn node_id(topics: &BatteryTopics, serial: Option<&str>) -> String {
+    match serial {
+        Some(sn) => format!("jkmon_sn_{}", super::slug(sn)),
+        None => format!("jkmon_{}", topics.uid),
+    }
+}
+
+/// The `device` block: who the BMS is, as far as it said; its Bluetooth address as a
+/// connection (so Home Assistant merges it with the device its Bluetooth integration saw);
+/// the dashboard as its configuration URL.
+fn device(layout: &Layout, topics: &BatteryTopics, node: &str, info: Option<&DeviceInfo>) -> Value {
     let mut d = Map::new();
-    d.insert(
-        "identifiers".into(),
-        json!([format!("jkmon_{}", topics.uid)]),
-    );
+    // the address-based id too: a device created before the BMS reported its serial number
+    // (or by an older jkmon) is the same device
+    let by_address = node_id(topics, None);
+    let mut ids = vec![node.to_string()];
+    if by_address != node {
+        ids.push(by_address);
+    }
+    d.insert("identifiers".into(), json!(ids));
+    if let Some(mac) = &topics.bluetooth {
+        d.insert("connections".into(), json!([["bluetooth", mac]]));
+    }
     d.insert("name".into(), json!(topics.name));
     d.insert("manufacturer".into(), json!("JK (Jikong)"));
     let model = info.map(|i| i.model.trim()).filter(|m| !m.is_empty());
@@ -308,6 +338,9 @@ fn device(topics: &BatteryTopics, info: Option<&DeviceInfo>) -> Value {
                 d.insert(key.into(), json!(v.trim()));
             }
         }
+    }
+    if let Some(url) = &layout.dashboard_url {
+        d.insert("configuration_url".into(), json!(url));
     }
     Value::Object(d)
 }
@@ -345,11 +378,12 @@ pub fn shape(state: &Value, info: Option<&DeviceInfo>) -> String {
 }
 
 /// Every discovery config of one battery: `(topic, payload)`, sensors first. `state` is the
-/// battery's state JSON ([`super::payload::state`]).
+/// battery's state JSON ([`super::payload::state`]); `node` its [`node_id`].
 pub fn configs(
     layout: &Layout,
     prefix: &str,
     topics: &BatteryTopics,
+    node: &str,
     state: &Value,
     info: Option<&DeviceInfo>,
 ) -> Vec<(String, Value)> {
@@ -358,7 +392,7 @@ pub fn configs(
         prefix,
         topics,
         info,
-        node: format!("jkmon_{}", topics.uid),
+        node: node.to_string(),
         out: Vec::new(),
     };
     let present = |field: &str| state.get(field).is_some_and(|v| !v.is_null());
@@ -430,7 +464,7 @@ struct Configs<'a> {
     prefix: &'a str,
     topics: &'a BatteryTopics,
     info: Option<&'a DeviceInfo>,
-    /// `jkmon_<uid>`: the device's node id, the start of every `unique_id`.
+    /// The device's [`node_id`], the start of every `unique_id`.
     node: String,
     out: Vec<(String, Value)>,
 }
@@ -448,7 +482,8 @@ impl Configs<'_> {
             json!([{"topic": self.layout.status()}, {"topic": self.topics.availability()}]),
         );
         c.insert("availability_mode".into(), json!("all"));
-        c.insert("device".into(), device(self.topics, self.info));
+        let device = device(self.layout, self.topics, &self.node, self.info);
+        c.insert("device".into(), device);
         c.insert(
             "origin".into(),
             json!({
@@ -545,7 +580,20 @@ mod tests {
             )],
             discovery_prefix: Some("homeassistant".into()),
             nodejkbms: false,
+            dashboard_url: Some("http://pi.local:8000/".into()),
         }
+    }
+
+    /// The configs of the layout's battery under its address-based node.
+    fn configs_of(
+        l: &Layout,
+        prefix: &str,
+        state: &Value,
+        info: Option<&DeviceInfo>,
+    ) -> Vec<(String, Value)> {
+        let topics = &l.batteries[0];
+        let node = node_id(topics, serial_of(info));
+        configs(l, prefix, topics, &node, state, info)
     }
 
     fn example() -> (Snapshot, Value) {
@@ -589,7 +637,7 @@ mod tests {
     fn energy_sensors_are_what_the_energy_dashboard_accepts() {
         let l = layout();
         let (_, state) = example();
-        let c = configs(&l, "homeassistant", &l.batteries[0], &state, None);
+        let c = configs_of(&l, "homeassistant", &state, None);
         for object in ["energy_charged_kwh", "energy_discharged_kwh"] {
             let v = find(&c, object);
             assert!(energy_dashboard_accepts(v), "{object}: {v}");
@@ -614,7 +662,7 @@ mod tests {
         // without counters (a state built before the writer counted): no energy entity
         let (s, _) = example();
         let bare = payload::state(&s, None, chrono::Local::now(), true);
-        let c = configs(&l, "homeassistant", &l.batteries[0], &bare, None);
+        let c = configs_of(&l, "homeassistant", &bare, None);
         assert!(!c.iter().any(|(t, _)| t.contains("/energy_")));
     }
 
@@ -622,7 +670,7 @@ mod tests {
     fn sensors_carry_the_right_classes_units_and_state_classes() {
         let l = layout();
         let (s, state) = example();
-        let c = configs(&l, "homeassistant", &l.batteries[0], &state, None);
+        let c = configs_of(&l, "homeassistant", &state, None);
         let check = |object: &str, class: Option<&str>, unit: Option<&str>, sc: Option<&str>| {
             let v = find(&c, object);
             assert_eq!(v["device_class"].as_str(), class, "{object}");
@@ -704,7 +752,7 @@ mod tests {
     fn every_template_reads_a_value_the_state_has() {
         let l = layout();
         let (_, state) = example();
-        for (topic, config) in configs(&l, "homeassistant", &l.batteries[0], &state, None) {
+        for (topic, config) in configs_of(&l, "homeassistant", &state, None) {
             let template = config["value_template"].as_str().unwrap();
             let paths = template_paths(template);
             assert!(!paths.is_empty(), "{topic}: {template}");
@@ -735,7 +783,7 @@ mod tests {
             ..DeviceInfo::default()
         });
         let state = payload::state(&s, None, chrono::Local::now(), true);
-        let c = configs(&l, "ha", &l.batteries[0], &state, s.device_info.as_ref());
+        let c = configs_of(&l, "ha", &state, s.device_info.as_ref());
         let objects: Vec<&str> = c
             .iter()
             .map(|(t, _)| t.rsplit('/').nth(1).unwrap())
@@ -751,6 +799,41 @@ mod tests {
         assert_eq!(device["sw_version"], "19.08");
         assert_eq!(device["hw_version"], "19A");
         assert_eq!(device["serial_number"], "5082B12345");
+        // keyed on the serial number, and still the device its address named
+        assert_eq!(
+            device["identifiers"],
+            json!(["jkmon_sn_5082b12345", "jkmon_c8_47_80_00_00_01"])
+        );
+        assert!(
+            c[0].0.starts_with("ha/sensor/jkmon_sn_5082b12345/"),
+            "{}",
+            c[0].0
+        );
+        let voltage = find(&c, "total_voltage_v");
+        assert_eq!(voltage["unique_id"], "jkmon_sn_5082b12345_total_voltage_v");
+        // merged with Home Assistant's own Bluetooth device; a link to the dashboard
+        assert_eq!(
+            device["connections"],
+            json!([["bluetooth", "C8:47:80:00:00:01"]])
+        );
+        assert_eq!(device["configuration_url"], "http://pi.local:8000/");
+    }
+
+    #[test]
+    fn a_serial_number_keys_the_device_only_when_it_is_one() {
+        let info = |sn: &str| DeviceInfo {
+            serial_number: sn.into(),
+            ..DeviceInfo::default()
+        };
+        assert_eq!(serial_of(Some(&info(" 4042313022 "))), Some("4042313022"));
+        for blank in ["", "   ", "0000000000", "12", "Input Us"] {
+            assert_eq!(serial_of(Some(&info(blank))), None, "{blank:?}");
+        }
+        assert_eq!(serial_of(None), None);
+        let wired = BatteryTopics::new("jkmon", 2, "Shed", Some("/dev/ttyUSB0 #2"));
+        assert_eq!(node_id(&wired, None), "jkmon_dev_ttyusb0_2");
+        assert_eq!(node_id(&wired, Some("SN 7/1")), "jkmon_sn_sn_7_1");
+        assert_eq!(wired.bluetooth, None, "a port is not a Bluetooth address");
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub struct MqttConfig {
     /// `MQTT_STATE_SEC`: how often a battery's state may go out (default 5 s); it goes only
     /// when it changed, or once a minute.
     pub state_every: std::time::Duration,
+    /// The dashboard's address (`WEB_URL`), the devices' `configuration_url`.
+    pub dashboard_url: Option<String>,
 }
 
 /// One battery's place on the broker.
@@ -98,6 +100,8 @@ pub struct BatteryTopics {
     /// address) when it has one, else from the base topic and position. Home Assistant keys
     /// its entities on it.
     pub uid: String,
+    /// The BMS's Bluetooth address (`C8:47:80:12:34:56`), when it is read over Bluetooth.
+    pub bluetooth: Option<String>,
     base: String,
 }
 
@@ -111,6 +115,7 @@ impl BatteryTopics {
             name: name.to_string(),
             key: format!("battery{position}"),
             uid: slug(&source),
+            bluetooth: location.filter(|l| is_mac(l)).map(str::to_uppercase),
             base: base.to_string(),
         }
     }
@@ -133,6 +138,8 @@ pub struct Layout {
     pub batteries: Vec<BatteryTopics>,
     pub discovery_prefix: Option<String>,
     pub nodejkbms: bool,
+    /// The dashboard's address, the `configuration_url` of each device.
+    pub dashboard_url: Option<String>,
 }
 
 impl Layout {
@@ -147,6 +154,7 @@ impl Layout {
                 .collect(),
             discovery_prefix: config.discovery_prefix.clone(),
             nodejkbms: config.nodejkbms,
+            dashboard_url: config.dashboard_url.clone(),
         }
     }
 
@@ -166,6 +174,15 @@ impl Layout {
         };
         (format!("{under}/pack"), format!("{under}/cells"))
     }
+}
+
+/// Six pairs of hex digits separated by colons.
+fn is_mac(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Lower-case letters and digits; everything else becomes one `_` (`C8:47:80:12:34:56` →
@@ -190,6 +207,7 @@ mod tests {
     fn uids_come_from_the_address_and_topics_from_the_position() {
         let t = BatteryTopics::new("home/jk", 2, "Left", Some("C8:47:80:12:34:56"));
         assert_eq!(t.uid, "c8_47_80_12_34_56");
+        assert_eq!(t.bluetooth.as_deref(), Some("C8:47:80:12:34:56"));
         assert_eq!(t.state(), "home/jk/battery2/state");
         assert_eq!(t.availability(), "home/jk/battery2/availability");
         let t = BatteryTopics::new("jkmon", 1, "Sim", None);

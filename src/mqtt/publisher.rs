@@ -84,15 +84,25 @@ pub struct Publisher {
     /// A snapshot older than this makes its battery offline.
     freshness: Duration,
     told: Vec<Told>,
+    /// Each battery's discovery node ([`discovery::node_id`]) once chosen, for this process's
+    /// life (a reconnection keeps it), and when its first snapshot came.
+    nodes: Vec<Option<String>>,
+    first_snapshot: Vec<Option<Instant>>,
 }
+
+/// How long discovery waits for a battery's device info (its serial number keys the device)
+/// before it keys the device on the battery's address instead.
+pub const DEVICE_INFO_WAIT: Duration = Duration::from_secs(60);
 
 impl Publisher {
     pub fn new(layout: Layout, freshness: Duration) -> Publisher {
-        let told = vec![Told::default(); layout.batteries.len()];
+        let n = layout.batteries.len();
         Publisher {
             layout,
             freshness,
-            told,
+            told: vec![Told::default(); n],
+            nodes: vec![None; n],
+            first_snapshot: vec![None; n],
         }
     }
 
@@ -128,7 +138,7 @@ impl Publisher {
                 let fresh = b.seq != self.told[i].seq;
                 if fresh && (cause == Cause::Tick || came_online) {
                     let state = payload::state(snapshot, b.energy.as_ref(), now_local, online);
-                    self.discovery(i, &state, snapshot, &mut out);
+                    self.discovery(i, &state, snapshot, now, &mut out);
                     if let Some(device) = payload::device(snapshot) {
                         let bytes = serde_json::to_vec(&device).unwrap_or_default();
                         if self.told[i].device.as_ref() != Some(&bytes) {
@@ -187,23 +197,23 @@ impl Publisher {
         i: usize,
         state: &serde_json::Value,
         snapshot: &crate::battery::Snapshot,
+        now: Instant,
         out: &mut Vec<Message>,
     ) {
         let Some(prefix) = self.layout.discovery_prefix.clone() else {
             return;
         };
+        let info = snapshot.device_info.as_ref();
+        let Some(node) = self.node(i, info, now) else {
+            return;
+        };
         // the configs follow from the shape alone: build them only when it changed
-        let shape = discovery::shape(state, snapshot.device_info.as_ref());
+        let shape = format!("{node}|{}", discovery::shape(state, info));
         if self.told[i].discovery_shape.as_ref() == Some(&shape) {
             return;
         }
-        let configs = discovery::configs(
-            &self.layout,
-            &prefix,
-            &self.layout.batteries[i],
-            state,
-            snapshot.device_info.as_ref(),
-        );
+        let topics = &self.layout.batteries[i];
+        let configs = discovery::configs(&self.layout, &prefix, topics, &node, state, info);
         let told = &mut self.told[i];
         let topics: Vec<String> = configs.iter().map(|(t, _)| t.clone()).collect();
         for gone in told.discovery.iter().filter(|t| !topics.contains(t)) {
@@ -216,6 +226,45 @@ impl Publisher {
         );
         told.discovery = topics;
         told.discovery_shape = Some(shape);
+    }
+
+    /// Battery `i`'s discovery node: keyed on its serial number when the BMS reports one (and
+    /// no other battery reports the same); on its address when it reports none, or has not
+    /// said who it is within [`DEVICE_INFO_WAIT`] of its first snapshot. `None`: wait.
+    fn node(
+        &mut self,
+        i: usize,
+        info: Option<&crate::protocol::DeviceInfo>,
+        now: Instant,
+    ) -> Option<String> {
+        let first = *self.first_snapshot[i].get_or_insert(now);
+        let topics = &self.layout.batteries[i];
+        let by_address = discovery::node_id(topics, None);
+        let node = match (info, discovery::serial_of(info)) {
+            (_, Some(serial)) => {
+                let by_serial = discovery::node_id(topics, Some(serial));
+                let taken = (0..self.nodes.len())
+                    .any(|j| j != i && self.nodes[j].as_ref() == Some(&by_serial));
+                if !taken {
+                    by_serial
+                } else {
+                    if self.nodes[i].is_none() {
+                        tracing::warn!(
+                            "{}: its BMS reports the serial number {serial}, like another battery; its Home Assistant device is keyed on its address instead",
+                            topics.name
+                        );
+                    }
+                    by_address
+                }
+            }
+            (Some(_), None) => by_address,
+            // not said yet: keep what was chosen, or wait a while for it
+            (None, None) if self.nodes[i].is_some() => return self.nodes[i].clone(),
+            (None, None) if now.saturating_duration_since(first) < DEVICE_INFO_WAIT => return None,
+            (None, None) => by_address,
+        };
+        self.nodes[i] = Some(node.clone());
+        Some(node)
     }
 
     /// jkmon is stopping: every battery and jkmon itself go offline.
@@ -247,6 +296,7 @@ mod tests {
                 .collect(),
             discovery_prefix: Some("homeassistant".into()),
             nodejkbms,
+            dashboard_url: None,
         }
     }
 
@@ -264,7 +314,10 @@ mod tests {
                 soc_effective_pct: Some(50.0),
                 soc_source: SocSource::Bms,
                 cell_info: c,
-                device_info: None,
+                device_info: Some(crate::protocol::DeviceInfo {
+                    serial_number: "4042313022".into(),
+                    ..Default::default()
+                }),
                 settings: None,
             })),
             taken_at: Some(at),
@@ -272,6 +325,98 @@ mod tests {
             lost: false,
             energy: None,
         }
+    }
+
+    /// `feed` without device info, or with the serial number `sn`.
+    fn with_serial(mut f: BatteryFeed, sn: Option<&str>) -> BatteryFeed {
+        let mut s = (**f.snapshot.as_ref().unwrap()).clone();
+        s.device_info = sn.map(|sn| crate::protocol::DeviceInfo {
+            serial_number: sn.into(),
+            ..Default::default()
+        });
+        f.snapshot = Some(Arc::new(s));
+        f
+    }
+
+    /// The discovery topics among `messages`, and those among them emptied (removed).
+    fn discovery_topics(messages: &[Message]) -> (Vec<String>, Vec<String>) {
+        let of = |empty: bool| {
+            messages
+                .iter()
+                .filter(|m| m.topic.starts_with("homeassistant/") && m.payload.is_empty() == empty)
+                .map(|m| m.topic.clone())
+                .collect()
+        };
+        (of(false), of(true))
+    }
+
+    #[test]
+    fn discovery_keys_devices_on_the_serial_number_and_waits_a_while_for_it() {
+        let t0 = Instant::now();
+        let mut p = Publisher::new(layout(2, false), Duration::from_secs(600));
+        // battery 1 reports its serial number; battery 2 has not said who it is yet
+        let feeds = |seq, at, sn2: Option<&str>| {
+            [
+                with_serial(feed(seq, at, 4), Some("4042313022")),
+                with_serial(feed(seq, at, 4), sn2),
+            ]
+        };
+        let first = p.connected(&feeds(1, t0, None), t0);
+        let (published, _) = discovery_topics(&first);
+        assert!(!published.is_empty());
+        assert!(
+            published
+                .iter()
+                .all(|t| t.contains("/jkmon_sn_4042313022/")),
+            "only battery 1, by its serial number: {published:?}"
+        );
+        // within the wait: battery 2 still waits
+        let at = t0 + DEVICE_INFO_WAIT / 2;
+        let (published, _) = discovery_topics(&p.update(&feeds(2, at, None), at, Cause::Tick));
+        assert!(published.is_empty(), "{published:?}");
+        // after it: battery 2 on its address (base topic and position here)
+        let at = t0 + DEVICE_INFO_WAIT;
+        let (published, _) = discovery_topics(&p.update(&feeds(3, at, None), at, Cause::Tick));
+        assert!(!published.is_empty());
+        assert!(
+            published.iter().all(|t| t.contains("/jkmon_jk_battery2/")),
+            "{published:?}"
+        );
+        // it reports the same serial number as battery 1: it keeps its address
+        let at = at + Duration::from_secs(1);
+        let same = feeds(4, at, Some("4042313022"));
+        let (published, removed) = discovery_topics(&p.update(&same, at, Cause::Tick));
+        assert!(published.iter().all(|t| !t.contains("sn_")) && removed.is_empty());
+        // a serial number of its own, late: its device moves to it, the old topics emptied
+        let at = at + Duration::from_secs(1);
+        let own = feeds(5, at, Some("5082B12345"));
+        let (published, removed) = discovery_topics(&p.update(&own, at, Cause::Tick));
+        assert!(published
+            .iter()
+            .all(|t| t.contains("/jkmon_sn_5082b12345/")));
+        assert!(!removed.is_empty() && removed.iter().all(|t| t.contains("/jkmon_jk_battery2/")));
+        // a reconnection tells the same nodes again, without waiting
+        let at = at + Duration::from_secs(1);
+        let (published, _) = discovery_topics(&p.connected(&feeds(6, at, None), at));
+        assert!(
+            published
+                .iter()
+                .any(|t| t.contains("/jkmon_sn_5082b12345/")),
+            "{published:?}"
+        );
+    }
+
+    #[test]
+    fn a_bms_that_reports_no_serial_number_is_keyed_on_its_address_at_once() {
+        let now = Instant::now();
+        let mut p = Publisher::new(layout(1, false), Duration::from_secs(60));
+        let placeholder = with_serial(feed(1, now, 4), Some("Input Us"));
+        let (published, _) = discovery_topics(&p.connected(&[placeholder], now));
+        assert!(!published.is_empty());
+        assert!(
+            published.iter().all(|t| t.contains("/jkmon_jk_battery1/")),
+            "{published:?}"
+        );
     }
 
     fn topics(messages: &[Message]) -> Vec<&str> {

@@ -63,6 +63,8 @@ pub struct WebConfig {
     pub bind: SocketAddr,
     /// `WEB_AUTH_TOKEN`: `None` = open (a LAN-only installation).
     pub auth_token: Option<String>,
+    /// `WEB_URL`: where people open the dashboard (Home Assistant links each battery to it).
+    pub public_url: Option<String>,
     pub page: PageConfig,
 }
 
@@ -71,6 +73,7 @@ impl std::fmt::Debug for WebConfig {
         f.debug_struct("WebConfig")
             .field("bind", &self.bind)
             .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
+            .field("public_url", &self.public_url)
             .field("page", &self.page)
             .finish()
     }
@@ -81,6 +84,7 @@ impl Default for WebConfig {
         WebConfig {
             bind: SocketAddr::from(([0, 0, 0, 0], 8000)),
             auth_token: None,
+            public_url: None,
             page: PageConfig::default(),
         }
     }

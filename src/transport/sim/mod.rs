@@ -112,7 +112,8 @@ fn device_info(config: &SimConfig) -> DeviceInfo {
         power_on_count: Some(1),
         device_name: "jkmon-sim".into(),
         manufacturing_date: "260101".into(),
-        serial_number: "SIM0000001".into(),
+        // one per seed, so that several simulated BMSs are several devices
+        serial_number: format!("SIM{:07}", config.seed % 10_000_000),
         user_data: "simulated".into(),
         passcodes: Passcodes {
             device: Secret::new("1234"),
