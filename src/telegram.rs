@@ -54,20 +54,8 @@ impl TelegramConfig {
     }
 }
 
-/// Escapes text for Telegram's HTML mode (`&`, `<`, `>`, `"`).
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escapes text for Telegram's HTML mode (`&`, `<`, `>`): teloxide's own.
+pub use teloxide::utils::html::escape;
 
 /// What a 409 from `getUpdates` means and what to do.
 pub const CONFLICT_FIX: &str = "another program polls Telegram with this bot token (the Bot API answered 409 Conflict to getUpdates), so each of the two misses messages: stop the other one — the Python monitor's bot (telegram_bot.py: `systemctl disable --now easun-bot` or its `bot` container), or a second jkmon run/bot on this token — or take TELEGRAM_BOT_TOKEN out of this jkmon's configuration";

@@ -594,7 +594,9 @@ async fn home_assistant_keeps_the_device_when_the_adapter_moves_to_another_path(
         &["simulate", "serial", "--port", b],
     ));
     sim.wait_for_log(LIMIT, "simulated");
-    let by_id = dir.path().join("usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0");
+    let by_id = dir
+        .path()
+        .join("usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0");
     std::os::unix::fs::symlink(&pty.a, &by_id).unwrap();
     let mut seen = Vec::new();
     for port in [&pty.a, &by_id] {

@@ -20,17 +20,14 @@ pub fn parse_hex(input: &str) -> Result<Vec<u8>, String> {
             .strip_prefix("0x")
             .or_else(|| token.strip_prefix("0X"))
             .unwrap_or(token);
-        if digits.len() % 2 != 0 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let bytes = hex::decode(digits).map_err(|_| {
             let shown: String = token.chars().take(24).collect();
-            return Err(format!(
+            format!(
                 "\"{shown}\" (item {} of the input) is not hex bytes; expected pairs of hex digits like \"55 AA EB 90\" or \"55aaeb90\"",
                 n + 1
-            ));
-        }
-        for pair in digits.as_bytes().chunks(2) {
-            let s = std::str::from_utf8(pair).map_err(|e| e.to_string())?;
-            out.push(u8::from_str_radix(s, 16).map_err(|e| e.to_string())?);
-        }
+            )
+        })?;
+        out.extend(bytes);
     }
     Ok(out)
 }

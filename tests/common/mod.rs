@@ -123,9 +123,7 @@ pub fn commit_with_energy(
 }
 
 pub fn hex_bytes(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("corpus hex"))
-        .collect()
+    hex::decode(s).expect("corpus hex")
 }
 
 pub fn field<'a>(entry: &'a serde_json::Value, key: &str) -> &'a str {

@@ -9,27 +9,25 @@ use crate::protocol::alarms::{AlarmTable, Alarms};
 use crate::protocol::cell_info::{Balancing, CellInfo, Temperatures};
 use crate::protocol::Variant;
 
-/// xorshift64*: small, fast, deterministic for a seed (no need for cryptographic quality).
+/// The simulators' random numbers: fastrand's generator with a seed, so that a seed replays
+/// the same battery (no need for cryptographic quality).
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(fastrand::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        Rng(fastrand::Rng::with_seed(seed))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.u64(..)
     }
-    /// Uniform in `0..n` (n > 0).
+    /// Uniform in `0..n` (`0` when n is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
+        self.0.u64(..n.max(1))
     }
     /// Uniform in `[-1, 1)`.
     pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        self.0.f64() * 2.0 - 1.0
     }
 }
 
