@@ -11,14 +11,16 @@ cd "$(dirname "$0")/.."
 # - dbus-daemon, python3-dbusmock, libglib2.0-bin (gdbus): the fake BlueZ of tests/ble.rs;
 #   its python3 also plays the Python inverter poller of tests/store.rs and tests/service.rs.
 # - chromium: the real browser of tests/browser.rs.
-# - python3-yaml, systemd (systemd-analyze): the deployment checks of tests/deploy.rs.
+# - python3-yaml, systemd (systemd-analyze), python3-seccomp: the deployment checks of
+#   tests/deploy.rs (the units' exposure score, and jkmon on every transport under their
+#   system-call filter).
 # - socat: the pty pairs that stand in for serial and RS485 adapters in tests/wired.rs,
 #   tests/mqtt.rs and tests/metrics.rs.
 # - mosquitto, mosquitto-clients (mosquitto_sub), openssl: the real broker and subscriber of
 #   tests/mqtt.rs, and the test CA and certificate of its mqtts:// broker.
 # - prometheus (promtool): `promtool check metrics` on /metrics in tests/metrics.rs.
 # Building needs none: libdbus and SQLite are compiled in.
-PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd socat mosquitto mosquitto-clients openssl prometheus)
+PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd python3-seccomp socat mosquitto mosquitto-clients openssl prometheus)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

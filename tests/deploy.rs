@@ -175,8 +175,33 @@ fn systemd_accepts_the_units_and_they_are_hardened() {
         "StateDirectory=jkmon",
         "NoNewPrivileges=yes",
         "PrivateTmp=yes",
+        // serial and RS485 adapters: visible, and opened as the group that owns them
+        "SupplementaryGroups=bluetooth dialout",
+        "DevicePolicy=closed",
+        "DeviceAllow=char-ttyUSB rw",
+        "DeviceAllow=char-ttyACM rw",
+        "UMask=0077",
     ] {
         assert!(main.lines().any(|l| l.starts_with(line)), "{line}");
+    }
+    assert!(
+        !main.lines().any(|l| l == "PrivateDevices=yes"),
+        "PrivateDevices hides /dev/ttyUSB*"
+    );
+    // systemd's own exposure score: at most 2.0 for every unit
+    for (path, _) in &units {
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=true"])
+            .arg(path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let score: f64 = text
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for ").nth(1))
+            .and_then(|rest| rest.split(": ").nth(1)?.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no score in {text}"));
+        assert!(score <= 2.0, "{}: exposure {score}\n{text}", path.display());
     }
     // a configuration error (EX_CONFIG) is not retried every 10 s for ever
     for (path, text) in &units {
@@ -517,4 +542,136 @@ fn no_color_turns_the_colours_off_on_a_terminal() {
     let plain = on_a_terminal(true);
     assert!(plain.contains("JK_BMS_ADRESS"), "{plain}");
     assert!(!plain.contains("\x1b["), "NO_COLOR: {plain:?}");
+}
+
+/// The `SystemCallFilter=` lines of `unit`, in order.
+fn syscall_filter(unit: &str) -> Vec<String> {
+    read(unit)
+        .lines()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter="))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `cmd` again, run under `filter` as systemd installs it (tests/support/syscall_filter.py).
+fn filtered(cmd: &Command, filter: &[String]) -> Command {
+    let mut out = Command::new("/usr/bin/python3");
+    out.arg(root().join("tests/support/syscall_filter.py"))
+        .args(filter)
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(dir) = cmd.get_current_dir() {
+        out.current_dir(dir);
+    }
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => out.env(key, v),
+            None => out.env_remove(key),
+        };
+    }
+    out
+}
+
+/// `jkmon read --json` (as `cmd`) under the filter: it succeeds with a snapshot of `cells`.
+fn reads_under_filter(what: &str, cmd: &Command, filter: &[String], cells: u64) {
+    let out = filtered(cmd, filter).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what} under the units' system-call filter: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["cell_count"], cells, "{what}: {last}");
+}
+
+#[test]
+fn every_transport_works_under_the_units_system_call_filter() {
+    if !common::have_program("/usr/bin/python3", &["-c", "import seccomp"])
+        || !common::have_program("systemd-analyze", &["--version"])
+    {
+        return;
+    }
+    let filter = syscall_filter("systemd/jkmon.service");
+    assert!(filter.len() >= 2, "{filter:?}");
+    for unit in ["jkmon-poll", "jkmon-web", "jkmon-bot"] {
+        let file = format!("systemd/{unit}.service");
+        assert_eq!(syscall_filter(&file), filter, "{unit} filters the same");
+    }
+    // the filter is in force: a privileged call fails with EPERM
+    let chroot = Command::new("chroot").args(["/", "true"]).status();
+    if chroot.is_ok_and(|s| s.success()) {
+        let out = filtered(&Command::new("chroot"), &filter)
+            .args(["/", "true"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+
+    // the whole service on the simulator: sessions, writer, SQLite, web server, signals
+    let mut run = common::process::jkmon(dir.path(), &["run", "--demo"]);
+    run.env("WEB_BIND", "127.0.0.1:0")
+        .env("DB_PATH", dir.path().join("demo.db"));
+    let mut run = Running::spawn(filtered(&run, &filter));
+    let addr = listening(&mut run);
+    run.wait_for_log(Duration::from_secs(30), "merged into readings");
+    let (code, body) = http_get(&addr, "/api/v1/status");
+    assert_eq!(code, 200, "{body}");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["batteries"][0]["online"], true, "{body}");
+    run.signal("TERM");
+    assert!(run.wait_exit(Duration::from_secs(30)).success());
+
+    // serial and RS485 on a pty pair, the BMS simulated at the other end (unfiltered)
+    let Some(pty) = common::pty::PtyPair::open(dir.path()) else {
+        return;
+    };
+    let (a, b) = (pty.a.to_str().unwrap(), pty.b.to_str().unwrap());
+    for (transport, role, extra, read_extra) in [
+        ("serial", "serial", vec![], vec![]),
+        (
+            "rs485",
+            "rs485",
+            vec!["--slaves", "1,2"],
+            vec!["--address", "2"],
+        ),
+    ] {
+        let mut args = vec!["simulate", role, "--port", b];
+        args.extend(extra);
+        let mut sim = Running::spawn(common::process::jkmon(dir.path(), &args));
+        sim.wait_for_log(Duration::from_secs(20), "simulated");
+        let mut read_args = vec!["read", "--json", "--timeout", "15"];
+        read_args.extend(read_extra);
+        let mut read = common::process::jkmon(dir.path(), &read_args);
+        read.env("JK_BMS_TRANSPORT", transport)
+            .env("JK_BMS_SERIAL_PORT", a)
+            .env("JK_RS485_ADDRESSES", "1,2");
+        reads_under_filter(transport, &read, &filter, 16);
+    }
+
+    // Bluetooth through BlueZ's D-Bus API, against the fake BlueZ with captured frames
+    let corpus = common::corpus();
+    let entry = |id: u64| corpus.iter().find(|e| e["id"] == id).unwrap();
+    let fragments = |id| common::bluez::fragments(entry(id));
+    let address = "C8:47:80:12:AD:71";
+    let Some(fake) = common::bluez::FakeBluez::start(serde_json::json!({"devices": [{
+        "address": address,
+        "name": "JK_PB2A16S15P",
+        "uuids": ["0000ffe0-0000-1000-8000-00805f9b34fb"],
+        "device_info": fragments(92),
+        "settings": fragments(93),
+        "cell_info": [fragments(94)],
+        "interval_ms": 100,
+    }]})) else {
+        return;
+    };
+    let read = fake.jkmon(&["read", "--json", "--address", address, "--timeout", "10"]);
+    let cells = entry(94)["expected"]["cell_count"].as_u64().unwrap_or(16);
+    reads_under_filter("ble", &read, &filter, cells);
 }
