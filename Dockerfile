@@ -1,36 +1,68 @@
-# jkmon in a container: build in a Rust image, run on a slim Debian as a non-root user.
-#   docker build -t jkmon .                                   # for this machine
-#   docker buildx build --platform linux/arm64 -t jkmon .      # for a Raspberry Pi 3/4/5 (64-bit)
+# jkmon in a container: compiled on the build machine for the platform asked for (a
+# cross-compile, not an emulated build: a Raspberry Pi image takes minutes on a laptop, not
+# hours), run on a slim Debian as a non-root user.
+#   docker build -t jkmon .                                                   # this machine
+#   docker buildx build --platform linux/arm64,linux/arm/v7 -t jkmon .        # Raspberry Pi
+#   (linux/arm64: Pi 3/4/5 with a 64-bit OS; linux/arm/v7: 32-bit Raspberry Pi OS)
 # Nothing needs a -dev package: SQLite and libdbus are compiled in, TLS is rustls.
 
-# The Rust release the project is tested with; bump it deliberately.
-FROM rust:1.95.0-bookworm AS build
+# The Rust release the project is tested with; bump it deliberately. It runs on the build
+# machine's own platform whatever the target.
+FROM --platform=$BUILDPLATFORM rust:1.95.0-bookworm AS build
+# Set by BuildKit (docker build, buildx, Compose v2) for the platform asked for; empty under
+# the classic builder, which builds for the machine it runs on.
+ARG TARGETARCH
+ARG TARGETVARIANT
 WORKDIR /src
+# The Rust target of the platform asked for and, when that is not the build machine's own,
+# Debian's C cross compiler for it (the C parts: SQLite, libdbus, ring) and Rust's library.
+RUN set -eu; \
+    host="$(rustc -vV | sed -n 's/^host: //p')"; \
+    case "${TARGETARCH}${TARGETVARIANT:+/$TARGETVARIANT}" in \
+      "") triple="$host" ;; \
+      amd64) triple=x86_64-unknown-linux-gnu; cross="gcc-x86-64-linux-gnu libc6-dev-amd64-cross" ;; \
+      arm64) triple=aarch64-unknown-linux-gnu; cross="gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;; \
+      arm/v7) triple=armv7-unknown-linux-gnueabihf; cross="gcc-arm-linux-gnueabihf libc6-dev-armhf-cross" ;; \
+      *) echo "jkmon's image builds for linux/amd64, linux/arm64 and linux/arm/v7, not linux/${TARGETARCH}${TARGETVARIANT:+/$TARGETVARIANT}" >&2; exit 1 ;; \
+    esac; \
+    if [ "$triple" != "$host" ]; then \
+      apt-get update && apt-get install -y --no-install-recommends $cross \
+      && rm -rf /var/lib/apt/lists/* && rustup target add "$triple"; \
+    fi; \
+    echo "$triple" > /rust-target; \
+    mkdir -p /out/home
+# Each target's linker is its cross gcc (the build machine's own gcc answers to its name too).
+ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER=x86_64-linux-gnu-gcc \
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+    CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc
 # Dependencies first, in a layer of their own: a change to jkmon's code rebuilds jkmon only,
 # not the ~350 crates below it.
 COPY Cargo.toml Cargo.lock ./
 COPY benches ./benches
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && cargo build --release --locked --bin jkmon \
-    && rm -rf src target/release/jkmon target/release/deps/jkmon-* target/release/deps/libjkmon-* \
-       target/release/.fingerprint/jkmon-*
+    && cargo build --release --locked --bin jkmon --target "$(cat /rust-target)" \
+    && rm -rf src target/*/release/jkmon target/*/release/deps/jkmon-* \
+       target/*/release/deps/libjkmon-* target/*/release/.fingerprint/jkmon-*
 COPY src ./src
 COPY migrations ./migrations
 COPY templates ./templates
 COPY static ./static
-RUN cargo build --release --locked --bin jkmon
+RUN cargo build --release --locked --bin jkmon --target "$(cat /rust-target)" \
+    && cp "target/$(cat /rust-target)/release/jkmon" /out/jkmon
 
-FROM debian:bookworm-slim AS runtime
-# The user is in group 'bluetooth' by gid only if the host's gid matches; see the README for the
-# D-Bus policy that lets it talk to BlueZ.
+# Debian 12's point release, pinned like the Rust image: bump it deliberately.
+FROM debian:12.11-slim AS runtime
+# Nothing runs in this stage (no RUN): building it for another platform needs no emulation.
 # ca-certificates: mqtts:// to a public broker checks its certificate against them.
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home /var/lib/jkmon --create-home jkmon
-COPY --from=build /src/target/release/jkmon /usr/local/bin/jkmon
-USER jkmon
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=build --chown=10001:10001 /out/home /var/lib/jkmon
+COPY --from=build /out/jkmon /usr/local/bin/jkmon
+# uid 10001: in group 'bluetooth' by gid only if the host's gid matches; see the README for the
+# D-Bus policy that lets it talk to BlueZ.
+USER 10001:10001
 WORKDIR /var/lib/jkmon
-ENV DB_PATH=/var/lib/jkmon/inverter.db \
+ENV HOME=/var/lib/jkmon \
+    DB_PATH=/var/lib/jkmon/inverter.db \
     WEB_BIND=0.0.0.0:8000
 VOLUME ["/var/lib/jkmon"]
 EXPOSE 8000

@@ -19,8 +19,11 @@ cd "$(dirname "$0")/.."
 # - mosquitto, mosquitto-clients (mosquitto_sub), openssl: the real broker and subscriber of
 #   tests/mqtt.rs, and the test CA and certificate of its mqtts:// broker.
 # - prometheus (promtool): `promtool check metrics` on /metrics in tests/metrics.rs.
-# Building needs none: libdbus and SQLite are compiled in.
-PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd python3-seccomp socat mosquitto mosquitto-clients openssl prometheus)
+# - gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user: the arm64 (Raspberry Pi) build,
+#   cross-compiled here and run under qemu-aarch64.
+# Building for this machine needs none: libdbus and SQLite are compiled in.
+PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd python3-seccomp socat mosquitto mosquitto-clients openssl prometheus gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+ARM64=aarch64-unknown-linux-gnu
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -33,9 +36,23 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
-echo "== cargo fmt --check"
+if ! rustup target list --installed | grep -qx "$ARM64"; then
+  rustup target add "$ARM64"
+fi
+
+stage() { echo "== [$((SECONDS / 60))m$((SECONDS % 60))s] $*"; }
+stage "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy --all-targets -- -D warnings"
+stage "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
-echo "== cargo test --all-targets"
+stage "cargo test --all-targets"
 cargo test --all-targets
+
+# A Raspberry Pi's binary, cross-compiled on this machine as the README and the Dockerfile do
+# (no debug info: it is run, not debugged), then run under qemu-aarch64: it decodes a captured
+# frame exactly as this machine's build does and writes a SQLite database.
+stage "cargo build --target $ARM64 (cross-compiled for a Raspberry Pi)"
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc CARGO_PROFILE_DEV_DEBUG=0 \
+  cargo build --quiet --target "$ARM64" --bin jkmon
+scripts/check-arm64.sh "target/$ARM64/debug/jkmon" target/debug/jkmon
+stage "all passed"

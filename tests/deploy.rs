@@ -89,7 +89,7 @@ fn the_image_build_leaves_out_build_output_history_and_the_owners_data() {
     let d = read("Dockerfile");
     let runtime = d.split("AS runtime").nth(1).unwrap();
     assert!(
-        runtime.contains("ca-certificates"),
+        runtime.contains("COPY --from=build /etc/ssl/certs/ca-certificates.crt"),
         "mqtts:// needs the CAs"
     );
     // the dependencies' layer comes before jkmon's sources
@@ -102,6 +102,54 @@ fn the_image_build_leaves_out_build_output_history_and_the_owners_data() {
         !d.contains("FROM rust:1-"),
         "the Rust image is pinned to a release"
     );
+    let base = runtime.lines().next().unwrap_or("");
+    let debian = d
+        .lines()
+        .find_map(|l| l.strip_prefix("FROM debian:"))
+        .expect("a Debian runtime");
+    let release = debian.split('-').next().unwrap();
+    assert!(
+        release.split('.').count() == 2 && release.split('.').all(|n| n.parse::<u32>().is_ok()),
+        "the Debian runtime is pinned to a point release, not {debian} {base}"
+    );
+}
+
+#[test]
+fn the_image_cross_compiles_for_a_raspberry_pi_without_emulation() {
+    let d = read("Dockerfile");
+    // the build stage runs on the build machine's own platform…
+    assert!(d.contains("FROM --platform=$BUILDPLATFORM rust:"), "{d}");
+    // …and the runtime stage runs nothing, so building it for arm needs no emulation
+    let runtime = d.split("AS runtime").nth(1).unwrap();
+    assert!(
+        !runtime.lines().any(|l| l.trim_start().starts_with("RUN ")),
+        "a RUN in the runtime stage runs under emulation for another platform"
+    );
+    // each platform maps to a Rust target that rustc knows, with its linker set
+    let targets = Command::new("rustc")
+        .args(["--print", "target-list"])
+        .output()
+        .unwrap();
+    let targets = String::from_utf8_lossy(&targets.stdout);
+    for (platform, triple) in [
+        ("amd64", "x86_64-unknown-linux-gnu"),
+        ("arm64", "aarch64-unknown-linux-gnu"),
+        ("arm/v7", "armv7-unknown-linux-gnueabihf"),
+    ] {
+        assert!(
+            d.contains(&format!("{platform}) triple={triple};")),
+            "linux/{platform} builds {triple}"
+        );
+        assert!(targets.lines().any(|t| t == triple), "{triple}");
+        let linker_var = format!(
+            "CARGO_TARGET_{}_LINKER=",
+            triple.to_uppercase().replace('-', "_")
+        );
+        assert!(d.contains(&linker_var), "{linker_var}");
+    }
+    // the binary is built for the target and copied from its directory
+    assert!(d.contains("--target \"$(cat /rust-target)\""));
+    assert!(d.contains("cp \"target/$(cat /rust-target)/release/jkmon\" /out/jkmon"));
 }
 
 #[test]
