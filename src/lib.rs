@@ -3,6 +3,8 @@
 //! Data flows one way — bytes → frames → snapshot → store → views:
 //!
 //! - [`protocol`]: pure decoding: assembler, commands, frame layouts, variants (no I/O).
+//! - [`inverter`]: the Easun / ISolar inverter's Modbus reads, register maps and `readings`
+//!   rows, pure like `protocol`.
 //! - [`battery`]: the snapshot of one battery and the pluggable SOC estimators.
 //! - [`transport`]: the thin seam to a BMS (a byte-chunk link); the simulated BMS lives here.
 //! - [`session`]: one BMS over its links: the handshake, the streaming state machine, backoff,
@@ -30,6 +32,7 @@ pub mod battery;
 pub mod bot;
 pub mod cli;
 pub mod config;
+pub mod inverter;
 pub mod mqtt;
 pub mod protocol;
 pub mod report;

@@ -1,0 +1,15 @@
+//! The Easun / ISolar SMG-II inverter's own protocol, pure like [`crate::protocol`]: bytes →
+//! checked register blocks → named values → the `readings` row the Python monitor's poller
+//! writes. No sockets here; a poller brings the bytes.
+//!
+//! - [`modbus`]: Modbus reads, CRC-16, and the SmartESS Wi-Fi dongle's Eybond wrapper, with every
+//!   check an answer must pass;
+//! - [`registers`]: the register map of each model as data, the blocks a poll reads, the values
+//!   of their answers;
+//! - [`payload`]: the working mode and the Python poller's `payload` JSON.
+//!
+//! Layer 1: uses nothing of jkmon's.
+
+pub mod modbus;
+pub mod payload;
+pub mod registers;
