@@ -6,10 +6,13 @@
 //! The simulated BMS ([`sim`]) is one more transport, so demo mode and tests run the same code
 //! as a real installation.
 //!
-//! Layer 2: may use `protocol`; takes its own settings ([`Plan`], [`BatteryConfig`]), never
+//! [`dongle`] is the inverter's link (the SmartESS Wi-Fi dongle), beside the BMS transports.
+//!
+//! Layer 2: may use `protocol` and `inverter`; takes its own settings ([`Plan`], [`BatteryConfig`]), never
 //! the whole configuration.
 
 pub mod ble;
+pub mod dongle;
 pub mod serial;
 pub mod sim;
 

@@ -6,6 +6,7 @@
 //! with an occasional `AT\r\n`. The numbers come from [`model::SimBattery`].
 
 pub mod bus;
+pub mod dongle;
 pub mod model;
 pub mod serial;
 

@@ -1,0 +1,225 @@
+//! The inverter over the SmartESS dongle's reverse-connect scheme, on the loopback: jkmon's
+//! dongle link against the simulated dongle (real UDP announcement, real TCP dial-back, real
+//! Eybond frames with CRC). Every register of each model, the faults a real link has (a bad
+//! CRC, an exception, a dropped request, a closed connection), a dongle that never connects
+//! back, a grid loss, and the `readings` row the Python poller would write.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use jkmon::inverter::payload::{self, Mode};
+use jkmon::inverter::registers::{self, Model, Values, MODELS, SMG_II_11K, SMG_II_6K};
+use jkmon::transport::dongle::{Dongle, DongleConfig, DongleError};
+use jkmon::transport::sim::dongle::{Event, Faults, SimDongle, SimDongleConfig};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+async fn pair(config: SimDongleConfig) -> (SimDongle, Dongle) {
+    let sim = SimDongle::start(config).await.unwrap();
+    let mut link = DongleConfig::new(LOOPBACK, LOOPBACK);
+    link.dongle = sim.udp_addr;
+    link.listen_port = 0;
+    link.read_timeout = Duration::from_millis(500);
+    link.dial_back_timeout = Duration::from_secs(5);
+    link.announce_every = Duration::from_millis(300);
+    let dongle = Dongle::bind(link).await.unwrap();
+    (sim, dongle)
+}
+
+/// `got` holds `want`'s value of every register of `model`, to the register's resolution.
+fn same_values(model: &Model, got: &Values, want: &Values) {
+    for r in model.registers {
+        let (g, w) = (got[r.name], want[r.name]);
+        assert!(
+            (g - w).abs() <= r.scale / 2.0 + 1e-9,
+            "{} {}: read {g}, the inverter holds {w}",
+            model.key,
+            r.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_register_of_each_model_arrives_with_its_scale_and_sign() {
+    for model in MODELS {
+        let (sim, mut dongle) = pair(SimDongleConfig::new(model)).await;
+        let (values, errors) = dongle.poll(model).await;
+        assert!(errors.is_empty(), "{}: {errors:?}", model.key);
+        assert_eq!(values.len(), model.registers.len(), "{}", model.key);
+        same_values(model, &values, &sim.values());
+        // signed registers stay negative (the 11K's PV temperature is -3 °C in the image)
+        if model.key == SMG_II_11K.key {
+            assert_eq!(values["pv_temperature_c"], -3.0);
+            assert!((values["pv_energy_total_kwh"] - 98_765.43).abs() < 0.006);
+        }
+        // the handshake: one announcement naming the listener, one connection
+        let events = sim.events();
+        let announced = format!("set>server={};", dongle.listen_addr());
+        assert_eq!(events[0], Event::Announced(announced));
+        assert!(matches!(events[1], Event::Connected(_)));
+        // one request per block, the connection kept across polls
+        let blocks = registers::blocks(model).len();
+        let answered = |events: &[Event]| {
+            events
+                .iter()
+                .filter(|e| matches!(e, Event::Answered(_)))
+                .count()
+        };
+        assert_eq!(answered(&events), blocks);
+        let (again, _) = dongle.poll(model).await;
+        assert_eq!(again, values);
+        assert_eq!(dongle.connections, 1);
+        assert_eq!(answered(&sim.events()), 2 * blocks);
+    }
+}
+
+#[tokio::test]
+async fn the_row_is_what_the_python_poller_writes_for_these_registers() {
+    let (sim, mut dongle) = pair(SimDongleConfig::new(&SMG_II_6K)).await;
+    let (values, errors) = dongle.poll(&SMG_II_6K).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    // the registers behind the Python poller's stored example row give that row
+    assert_eq!(
+        payload::payload(&values).unwrap(),
+        r#"{"grid_voltage": "230.3", "grid_power": "1163", "grid_current": "5.05", "ac_output_voltage": "230.0", "ac_output_freq": "50.00", "ac_output_power": "1148", "ac_output_current": "5.4", "battery_voltage": "52.8", "battery_current": "42.5", "battery_power": "2219", "battery_soc": "65", "battery_charge_power": "15", "pv_input_voltage": "343.9", "pv_input_power": "2294", "pv_input_current": "6.7", "temperature": "36", "status_text": "SUB"}"#
+    );
+    drop(sim);
+}
+
+#[tokio::test]
+async fn bad_crcs_exceptions_and_dropped_requests_give_no_values_and_never_wrong_ones() {
+    // the 11K reads 7 blocks a poll: request 2 has a bad CRC, 3 an exception, 5 is dropped
+    let mut config = SimDongleConfig::new(&SMG_II_11K);
+    config.faults = Faults {
+        bad_crc_every: 2,
+        exception_every: 3,
+        drop_every: 5,
+        close_every: 0,
+    };
+    let (sim, mut dongle) = pair(config).await;
+    let (values, errors) = dongle.poll(&SMG_II_11K).await;
+    let truth = sim.values();
+    // every value read is the inverter's; the failed blocks' values are missing, not guessed
+    for (name, v) in &values {
+        let scale = SMG_II_11K
+            .registers
+            .iter()
+            .find(|r| r.name == *name)
+            .unwrap()
+            .scale;
+        assert!((v - truth[name]).abs() <= scale / 2.0 + 1e-9, "{name}");
+    }
+    assert!(values.len() < SMG_II_11K.registers.len());
+    let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert!(texts.iter().any(|t| t.contains("bad CRC")), "{texts:?}");
+    assert!(
+        texts.iter().any(|t| t.contains("illegal data address")),
+        "{texts:?}"
+    );
+    assert!(texts.iter().any(|t| t.contains("no answer")), "{texts:?}");
+    // the late answer to nothing and the next request's answer are not confused: the link
+    // is kept and the next poll reads what it can again
+    assert_eq!(dongle.connections, 1);
+    let (next, _) = dongle.poll(&SMG_II_11K).await;
+    assert!(!next.is_empty());
+}
+
+#[tokio::test]
+async fn a_dongle_that_closes_the_connection_is_taken_back_on_the_same_port() {
+    let mut config = SimDongleConfig::new(&SMG_II_6K);
+    config.faults.close_every = 2;
+    let (sim, mut dongle) = pair(config).await;
+    let port = dongle.listen_addr().port();
+    let mut read = 0;
+    for _ in 0..6 {
+        let (values, _) = dongle.poll(&SMG_II_6K).await;
+        if !values.is_empty() {
+            read += 1;
+            same_values(&SMG_II_6K, &values, &sim.values());
+        }
+    }
+    // every other request closes the link: half the polls read, each after a new dial-back
+    assert!(read >= 3, "{read} polls read");
+    assert!(
+        dongle.connections >= 3,
+        "{} connections",
+        dongle.connections
+    );
+    assert_eq!(dongle.listen_addr().port(), port, "no port creep");
+    let announced: Vec<Event> = sim
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Announced(_)))
+        .collect();
+    assert!(announced
+        .iter()
+        .all(|e| *e == Event::Announced(format!("set>server=127.0.0.1:{port};"))));
+}
+
+#[tokio::test]
+async fn a_dongle_that_never_connects_back_is_named_with_the_port_and_local_ip() {
+    let mut config = SimDongleConfig::new(&SMG_II_6K);
+    config.dial_back = false;
+    let sim = SimDongle::start(config).await.unwrap();
+    let mut link = DongleConfig::new(LOOPBACK, LOOPBACK);
+    link.dongle = sim.udp_addr;
+    link.listen_port = 0;
+    link.dial_back_timeout = Duration::from_secs(1);
+    link.announce_every = Duration::from_millis(200);
+    let mut dongle = Dongle::bind(link).await.unwrap();
+    let port = dongle.listen_addr().port();
+    let e = dongle.read(201, 34).await.unwrap_err();
+    assert!(matches!(e, DongleError::NoDialBack { .. }), "{e:?}");
+    let text = e.to_string();
+    for needle in [
+        format!("TCP port {port}"),
+        "LOCAL_IP (127.0.0.1)".to_string(),
+        "firewall".to_string(),
+        format!("{}", sim.udp_addr),
+    ] {
+        assert!(text.contains(&needle), "{needle} in: {text}");
+    }
+    // it kept announcing while it waited
+    let announcements = sim
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::Announced(_)))
+        .count();
+    assert!(announcements >= 3, "{announcements}");
+}
+
+#[tokio::test]
+async fn a_grid_loss_is_a_mode_change_seen_first_hand() {
+    let (sim, mut dongle) = pair(SimDongleConfig::new(&SMG_II_11K)).await;
+    let (before, _) = dongle.poll(&SMG_II_11K).await;
+    assert_eq!(payload::mode(&before), Some(Mode::Mains));
+    sim.set_grid(false, &SMG_II_11K);
+    let (after, _) = dongle.poll(&SMG_II_11K).await;
+    assert_eq!(payload::mode(&after), Some(Mode::OffGrid));
+    assert_eq!(after["grid_voltage_v"], 0.0);
+    assert!(after["battery_current_a"] < 0.0, "discharging off-grid");
+    let row = payload::payload(&after).unwrap();
+    assert!(row.ends_with(r#""status_text": "SBU"}"#), "{row}");
+    sim.set_grid(true, &SMG_II_11K);
+    let (back, _) = dongle.poll(&SMG_II_11K).await;
+    assert_eq!(payload::mode(&back), Some(Mode::Mains));
+}
+
+#[tokio::test]
+async fn a_firmware_that_refuses_function_03_is_read_with_04() {
+    let mut config = SimDongleConfig::new(&SMG_II_6K);
+    config.input_registers_only = true;
+    let (sim, mut dongle) = pair(config).await;
+    let (values, errors) = dongle.poll(&SMG_II_6K).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    same_values(&SMG_II_6K, &values, &sim.values());
+    // one refusal, then 04 for the rest of the connection
+    let refusals = sim
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::Exception(_, 0x01)))
+        .count();
+    assert_eq!(refusals, 1);
+    let (again, errors) = dongle.poll(&SMG_II_6K).await;
+    assert!(errors.is_empty() && again == values);
+}
