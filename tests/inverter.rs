@@ -14,15 +14,22 @@ use jkmon::transport::sim::dongle::{Event, Faults, SimDongle, SimDongleConfig};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-async fn pair(config: SimDongleConfig) -> (SimDongle, Dongle) {
-    let sim = SimDongle::start(config).await.unwrap();
+/// jkmon's side of the link to `sim`: a free port, short waits.
+fn link_to(sim: &SimDongle, dial_back_timeout: Duration) -> DongleConfig {
     let mut link = DongleConfig::new(LOOPBACK, LOOPBACK);
     link.dongle = sim.udp_addr;
     link.listen_port = 0;
     link.read_timeout = Duration::from_millis(500);
-    link.dial_back_timeout = Duration::from_secs(5);
-    link.announce_every = Duration::from_millis(300);
-    let dongle = Dongle::bind(link).await.unwrap();
+    link.dial_back_timeout = dial_back_timeout;
+    link.announce_every = Duration::from_millis(200);
+    link
+}
+
+async fn pair(config: SimDongleConfig) -> (SimDongle, Dongle) {
+    let sim = SimDongle::start(config).await.unwrap();
+    let dongle = Dongle::bind(link_to(&sim, Duration::from_secs(5)))
+        .await
+        .unwrap();
     (sim, dongle)
 }
 
@@ -161,11 +168,7 @@ async fn a_dongle_that_never_connects_back_is_named_with_the_port_and_local_ip()
     let mut config = SimDongleConfig::new(&SMG_II_6K);
     config.dial_back = false;
     let sim = SimDongle::start(config).await.unwrap();
-    let mut link = DongleConfig::new(LOOPBACK, LOOPBACK);
-    link.dongle = sim.udp_addr;
-    link.listen_port = 0;
-    link.dial_back_timeout = Duration::from_secs(1);
-    link.announce_every = Duration::from_millis(200);
+    let link = link_to(&sim, Duration::from_secs(1));
     let mut dongle = Dongle::bind(link).await.unwrap();
     let port = dongle.listen_addr().port();
     let e = dongle.read(201, 34).await.unwrap_err();

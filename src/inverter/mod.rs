@@ -8,7 +8,7 @@
 //!   of their answers;
 //! - [`payload`]: the working mode and the Python poller's `payload` JSON.
 //!
-//! Layer 1: uses nothing of jkmon's.
+//! Layer 1: pure; uses only the checksums of [`crate::protocol`] (the same CRC-16).
 
 pub mod modbus;
 pub mod payload;

@@ -30,21 +30,8 @@ pub const MAX_COUNT: u16 = 125;
 /// Exception code 01: the device does not know this function.
 pub const ILLEGAL_FUNCTION: u8 = 0x01;
 
-/// CRC-16/MODBUS (reflected 0xA001, initial 0xFFFF): sent low byte first.
-pub fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0xFFFF;
-    for &b in bytes {
-        crc ^= u16::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
+/// CRC-16/MODBUS, sent low byte first: the one the JK-PB RS485 network uses too.
+pub use crate::protocol::checksum::crc16_modbus as crc16;
 
 /// One read: `count` registers from `start` of device `unit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

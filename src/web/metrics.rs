@@ -125,10 +125,8 @@ const fn counter(
     help: &'static str,
 ) -> Family {
     Family {
-        name,
         kind: "counter",
-        help,
-        value,
+        ..gauge(name, value, help)
     }
 }
 
