@@ -19,10 +19,12 @@ cd "$(dirname "$0")/.."
 # - mosquitto, mosquitto-clients (mosquitto_sub), openssl: the real broker and subscriber of
 #   tests/mqtt.rs, and the test CA and certificate of its mqtts:// broker.
 # - prometheus (promtool): `promtool check metrics` on /metrics in tests/metrics.rs.
+# - docker-compose (1.29, Debian's and Raspberry Pi OS's): `docker-compose config` on the
+#   compose file in tests/deploy.rs (no Docker engine needed).
 # - gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user: the arm64 (Raspberry Pi) build,
 #   cross-compiled here and run under qemu-aarch64.
 # Building for this machine needs none: libdbus and SQLite are compiled in.
-PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd python3-seccomp socat mosquitto mosquitto-clients openssl prometheus gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd python3-seccomp socat mosquitto mosquitto-clients openssl prometheus docker-compose gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 ARM64=aarch64-unknown-linux-gnu
 
 missing=()

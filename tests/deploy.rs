@@ -723,3 +723,42 @@ fn every_transport_works_under_the_units_system_call_filter() {
     let cells = entry(94)["expected"]["cell_count"].as_u64().unwrap_or(16);
     reads_under_filter("ble", &read, &filter, cells);
 }
+
+#[test]
+fn docker_compose_1_29_accepts_the_compose_file() {
+    // what `apt install docker-compose` gives on Raspberry Pi OS and Debian 12; `config` reads
+    // and validates the file without a Docker engine
+    if !common::have_program("docker-compose", &["version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("docker-compose.yml"),
+        dir.path().join("docker-compose.yml"),
+    )
+    .unwrap();
+    let config = |dir: &Path| {
+        Command::new("docker-compose")
+            .args(["config", "-q"])
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    };
+    // as the README says: `cp .env.example .env` first
+    std::fs::copy(root().join(".env.example"), dir.path().join(".env")).unwrap();
+    let out = config(dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // the check can fail: Compose v2's long env_file form is refused by 1.29
+    let long = read("docker-compose.yml").replace(
+        "    env_file: .env\n",
+        "    env_file:\n      - path: .env\n        required: false\n",
+    );
+    std::fs::write(dir.path().join("docker-compose.yml"), long).unwrap();
+    let out = config(dir.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("env_file"));
+}
