@@ -18,12 +18,14 @@ WORKDIR /src
 # Debian's C cross compiler for it (the C parts: SQLite, libdbus, ring) and Rust's library.
 RUN set -eu; \
     host="$(rustc -vV | sed -n 's/^host: //p')"; \
-    case "${TARGETARCH}${TARGETVARIANT:+/$TARGETVARIANT}" in \
+    platform="${TARGETARCH}${TARGETVARIANT:+/$TARGETVARIANT}"; \
+    if [ "$platform" = arm64/v8 ]; then platform=arm64; fi; \
+    case "$platform" in \
       "") triple="$host" ;; \
       amd64) triple=x86_64-unknown-linux-gnu; cross="gcc-x86-64-linux-gnu libc6-dev-amd64-cross" ;; \
       arm64) triple=aarch64-unknown-linux-gnu; cross="gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;; \
       arm/v7) triple=armv7-unknown-linux-gnueabihf; cross="gcc-arm-linux-gnueabihf libc6-dev-armhf-cross" ;; \
-      *) echo "jkmon's image builds for linux/amd64, linux/arm64 and linux/arm/v7, not linux/${TARGETARCH}${TARGETVARIANT:+/$TARGETVARIANT}" >&2; exit 1 ;; \
+      *) echo "jkmon's image builds for linux/amd64, linux/arm64 and linux/arm/v7, not linux/$platform" >&2; exit 1 ;; \
     esac; \
     if [ "$triple" != "$host" ]; then \
       apt-get update && apt-get install -y --no-install-recommends $cross \

@@ -762,3 +762,88 @@ fn docker_compose_1_29_accepts_the_compose_file() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("env_file"));
 }
+
+#[test]
+fn the_dockerfiles_platform_step_picks_the_target_and_cross_compiler() {
+    // the build stage's first RUN, run by sh with stand-ins for rustc, apt-get and rustup
+    let d = read("Dockerfile");
+    let start = d.find("RUN set -eu;").unwrap() + "RUN ".len();
+    let end = d[start..].find("mkdir -p /out/home").unwrap() + start;
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().display().to_string();
+    let script = d[start..end]
+        .replace("\\\n", " ")
+        .replace("/rust-target", &format!("{tmp}/rust-target"));
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for (name, body) in [
+        ("rustc", "echo 'host: x86_64-unknown-linux-gnu'"),
+        ("apt-get", "echo \"apt-get $*\" >> \"$LOG\""),
+        ("rustup", "echo \"rustup $*\" >> \"$LOG\""),
+    ] {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let run = |arch: &str, variant: &str| {
+        let log = dir.path().join("log");
+        let _ = std::fs::remove_file(&log);
+        let out = Command::new("sh")
+            .args(["-c", &format!("{script} true")])
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .env("LOG", &log)
+            .env("TARGETARCH", arch)
+            .env("TARGETVARIANT", variant)
+            .output()
+            .unwrap();
+        let target = std::fs::read_to_string(dir.path().join("rust-target")).unwrap_or_default();
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        (
+            out.status.success(),
+            target.trim().to_string(),
+            log,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // this machine's own platform: no cross compiler, no extra target
+    let (ok, target, log, _) = run("amd64", "");
+    assert!(
+        ok && target == "x86_64-unknown-linux-gnu" && log.is_empty(),
+        "{log}"
+    );
+    // the classic builder sets nothing: the machine's own
+    let (ok, target, _, _) = run("", "");
+    assert!(ok && target == "x86_64-unknown-linux-gnu");
+    for (arch, variant, triple, gcc) in [
+        (
+            "arm64",
+            "",
+            "aarch64-unknown-linux-gnu",
+            "gcc-aarch64-linux-gnu",
+        ),
+        (
+            "arm64",
+            "v8",
+            "aarch64-unknown-linux-gnu",
+            "gcc-aarch64-linux-gnu",
+        ),
+        (
+            "arm",
+            "v7",
+            "armv7-unknown-linux-gnueabihf",
+            "gcc-arm-linux-gnueabihf",
+        ),
+    ] {
+        let (ok, target, log, stderr) = run(arch, variant);
+        assert!(ok, "{arch}/{variant}: {stderr}");
+        assert_eq!(target, triple);
+        assert!(
+            log.contains(gcc) && log.contains(&format!("rustup target add {triple}")),
+            "{log}"
+        );
+    }
+    // a platform it cannot build is refused by name
+    let (ok, _, _, stderr) = run("arm", "v6");
+    assert!(!ok && stderr.contains("not linux/arm/v6"), "{stderr}");
+}
