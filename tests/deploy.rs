@@ -847,3 +847,55 @@ fn the_dockerfiles_platform_step_picks_the_target_and_cross_compiler() {
     let (ok, _, _, stderr) = run("arm", "v6");
     assert!(!ok && stderr.contains("not linux/arm/v6"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reads_the_inverter_through_its_dongle_or_names_what_to_fix() {
+    use jkmon::inverter::registers::SMG_II_6K;
+    use jkmon::transport::sim::dongle::{SimDongle, SimDongleConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let doctor = |udp_port: u16| {
+        let mut cmd = jkmon(
+            dir.path(),
+            &["doctor"],
+            &[
+                ("JK_BMS_TRANSPORT", "sim"),
+                ("WEB_BIND", "127.0.0.1:0"),
+                ("DB_PATH", dir.path().join("inverter.db").to_str().unwrap()),
+                ("INVERTER_TRANSPORT", "dongle"),
+                ("INVERTER_IP", "127.0.0.1"),
+                ("LOCAL_IP", "127.0.0.1"),
+                ("INVERTER_MODEL", "ISOLAR_SMG_II_6K"),
+                ("INVERTER_LISTEN_PORT", "0"),
+            ],
+        );
+        cmd.env("INVERTER_UDP_PORT", udp_port.to_string());
+        // the simulated dongle runs on this test's runtime while doctor runs
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let sim = SimDongle::start(SimDongleConfig::new(&SMG_II_6K))
+        .await
+        .unwrap();
+    let out = doctor(sim.udp_addr.port()).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("✔ inverter: the dongle at 127.0.0.1 connected back to 127.0.0.1:")
+            && text.contains(
+                "34 registers from 201 read and checked (ISOLAR_SMG_II_6K), mode on mains"
+            ),
+        "{text}"
+    );
+    // a dongle that takes the announcement but never dials back: the port, LOCAL_IP, the fix
+    let mut config = SimDongleConfig::new(&SMG_II_6K);
+    config.dial_back = false;
+    let silent = SimDongle::start(config).await.unwrap();
+    let out = doctor(silent.udp_addr.port()).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("✘ inverter: the dongle at 127.0.0.1:")
+            && text.contains("did not connect back")
+            && text.contains("LOCAL_IP (127.0.0.1)")
+            && text.contains("firewall"),
+        "{text}"
+    );
+}

@@ -1,6 +1,6 @@
 //! `jkmon doctor`: a checklist of what jkmon needs, each failure with its fix — the
 //! configuration, the database, D-Bus and the Bluetooth adapter, every configured BMS in a
-//! short scan, the Telegram token, the web port. Changes nothing; exit 0 when all is well.
+//! short scan, the inverter's dongle, the Telegram token, the web port. Changes nothing; exit 0 when all is well.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -95,6 +95,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
                 &format!("not used (JK_BMS_TRANSPORT={})", config.transport.as_str()),
             );
         }
+        inverter(&mut r, &config).await;
         telegram(&mut r, &config).await;
         mqtt(&mut r, &config).await;
     });
@@ -245,6 +246,47 @@ async fn bluetooth(r: &mut Report, batteries: &[crate::config::BatteryConfig], s
             }
         }
         Err(e) => r.fail("Bluetooth scan", e.to_string()),
+    }
+}
+
+/// The inverter through its dongle: listening, the announcement, the dial-back, one block read.
+async fn inverter(r: &mut Report, config: &Config) {
+    use crate::inverter::{payload, registers};
+    use crate::transport::dongle::Dongle;
+    let Some(inverter) = &config.inverter else {
+        r.skip(
+            "inverter",
+            "not read by jkmon (INVERTER_TRANSPORT=none): another program writes readings",
+        );
+        return;
+    };
+    let mut link = inverter.dongle.clone();
+    link.dial_back_timeout = Duration::from_secs(20);
+    let mut dongle = match Dongle::bind(link).await {
+        Ok(d) => d,
+        Err(e) => return r.fail("inverter", e.to_string()),
+    };
+    let Some(&block) = registers::blocks(inverter.model).first() else {
+        return;
+    };
+    match dongle.read(block.start, block.count).await {
+        Ok(regs) => {
+            let values = registers::decode(inverter.model, &[(block, regs)]);
+            let mode =
+                payload::mode(&values).map_or_else(|| "not in this block".into(), |m| m.describe());
+            r.ok(
+                "inverter",
+                format!(
+                    "the dongle at {} connected back to {}; {} registers from {} read and checked ({}), mode {mode}",
+                    inverter.dongle.dongle.ip(),
+                    dongle.listen_addr(),
+                    block.count,
+                    block.start,
+                    inverter.model.key,
+                ),
+            );
+        }
+        Err(e) => r.fail("inverter", e.to_string()),
     }
 }
 

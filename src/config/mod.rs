@@ -8,6 +8,7 @@ mod alerts;
 mod bms;
 pub mod devices_file;
 mod env;
+mod inverter;
 pub mod mqtt;
 mod store;
 mod web;
@@ -95,6 +96,14 @@ pub const VARIABLES: &[&str] = &[
     "HISTORY_RAW_DAYS",
     "HISTORY_5MIN_DAYS",
     "HISTORY_HOURLY_DAYS",
+    "INVERTER_TRANSPORT",
+    "INVERTER_IP",
+    "MODBUS_HOST",
+    "LOCAL_IP",
+    "INVERTER_MODEL",
+    "INVERTER_UDP_PORT",
+    "INVERTER_LISTEN_PORT",
+    "INVERTER_UNIT",
     "WEB_BIND",
     "WEB_URL",
     "WEB_AUTH_TOKEN",
@@ -154,6 +163,8 @@ pub struct Config {
     pub alert_every: Duration,
     /// `MQTT_URL` set: publish to that broker.
     pub mqtt: Option<crate::mqtt::MqttConfig>,
+    /// `INVERTER_TRANSPORT=dongle` and its variables: the inverter jkmon reads itself.
+    pub inverter: Option<crate::transport::dongle::InverterConfig>,
 }
 
 impl Config {
@@ -401,6 +412,7 @@ impl Config {
             notify: alerts::notify(&env)?,
             alert_every: alerts::check_every(&env)?,
             mqtt,
+            inverter: inverter::inverter(&env)?,
             devices_file: env
                 .get("JK_DEVICES_FILE")
                 .map_or_else(|| PathBuf::from("jk_devices.yaml"), PathBuf::from),

@@ -45,7 +45,7 @@ const fn s(name: Name, address: u16, scale: f64, unit: &'static str) -> Register
 }
 
 /// A model: the key `INVERTER_MODEL` names it by (the Python monitor's), and its map.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Model {
     pub key: &'static str,
     pub description: &'static str,

@@ -35,7 +35,7 @@ pub const DONGLE_UDP_PORT: u16 = 58899;
 pub const LISTEN_PORT: u16 = 8899;
 
 /// Where the dongle is and how to talk to it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DongleConfig {
     /// The dongle's address and UDP port (`INVERTER_IP`, port 58899).
     pub dongle: SocketAddr,
@@ -65,6 +65,13 @@ impl DongleConfig {
             announce_every: Duration::from_secs(5),
         }
     }
+}
+
+/// The inverter jkmon polls itself (`INVERTER_TRANSPORT=dongle`): the link and the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InverterConfig {
+    pub dongle: DongleConfig,
+    pub model: &'static Model,
 }
 
 /// What went wrong on the link, each with what to check.
