@@ -347,26 +347,32 @@ fn recv(socket: &UnixDatagram) -> Option<String> {
         .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
-#[test]
-fn under_systemd_it_says_ready_and_feeds_the_watchdog_only_while_a_bms_delivers() {
-    let dir = tempfile::tempdir().unwrap();
-    let (socket, path) = notify_socket(dir.path());
-    // a BMS that sends one frame a minute: healthy at first, then silent for the watchdog
-    let mut run = Running::spawn(jkmon(
-        dir.path(),
-        &["poll", "--demo"],
-        &[
-            ("NOTIFY_SOCKET", &path),
-            ("WATCHDOG_USEC", "600000"),
-            ("JK_SIM_INTERVAL_MS", "60000"),
-            ("JK_BMS_STALE_SEC", "120"),
-        ],
-    ));
+/// `jkmon poll --demo` with `env` under a fake systemd (a notify socket, a 0.6 s watchdog),
+/// once it said READY=1 and fed the watchdog after its first reading.
+fn poll_under_systemd(dir: &Path, env: &[(&str, &str)]) -> (UnixDatagram, Running) {
+    let (socket, path) = notify_socket(dir);
+    let mut all = vec![
+        ("NOTIFY_SOCKET", path.as_str()),
+        ("WATCHDOG_USEC", "600000"),
+    ];
+    all.extend_from_slice(env);
+    let run = Running::spawn(jkmon(dir, &["poll", "--demo"], &all));
     assert_eq!(recv(&socket).as_deref(), Some("READY=1"));
     assert_eq!(
         recv(&socket).as_deref(),
         Some("WATCHDOG=1"),
-        "fed after the first snapshot"
+        "fed after the first reading"
+    );
+    (socket, run)
+}
+
+#[test]
+fn under_systemd_it_says_ready_and_feeds_the_watchdog_only_while_a_bms_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    // a BMS that sends one frame a minute: healthy at first, then silent for the watchdog
+    let (socket, mut run) = poll_under_systemd(
+        dir.path(),
+        &[("JK_SIM_INTERVAL_MS", "60000"), ("JK_BMS_STALE_SEC", "120")],
     );
     // after that one frame, at most the 0.6 s it counts as fresh: then nothing for 2 s
     socket
@@ -393,24 +399,14 @@ fn under_systemd_it_says_ready_and_feeds_the_watchdog_only_while_a_bms_delivers(
 #[test]
 fn in_periodic_mode_the_watchdog_is_fed_between_readings() {
     let dir = tempfile::tempdir().unwrap();
-    let (socket, path) = notify_socket(dir.path());
-    let mut run = Running::spawn(jkmon(
+    let (socket, mut run) = poll_under_systemd(
         dir.path(),
-        &["poll", "--demo"],
         &[
-            ("NOTIFY_SOCKET", &path),
-            ("WATCHDOG_USEC", "600000"),
             ("JK_BMS_CONNECT_MODE", "periodic"),
             ("JK_BMS_POLL_INTERVAL", "30"),
         ],
-    ));
-    let recv = || recv(&socket);
-    assert_eq!(recv().as_deref(), Some("READY=1"));
-    assert_eq!(
-        recv().as_deref(),
-        Some("WATCHDOG=1"),
-        "fed after the first reading"
     );
+    let recv = || recv(&socket);
     // the next reading is 30 s away; the watchdog (0.6 s) is fed every 0.3 s meanwhile
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))

@@ -196,14 +196,14 @@ async fn a_grid_loss_is_a_mode_change_seen_first_hand() {
     let (sim, mut dongle) = pair(SimDongleConfig::new(&SMG_II_11K)).await;
     let (before, _) = dongle.poll(&SMG_II_11K).await;
     assert_eq!(payload::mode(&before), Some(Mode::Mains));
-    sim.set_grid(false, &SMG_II_11K);
+    sim.set_grid(false);
     let (after, _) = dongle.poll(&SMG_II_11K).await;
     assert_eq!(payload::mode(&after), Some(Mode::OffGrid));
     assert_eq!(after["grid_voltage_v"], 0.0);
     assert!(after["battery_current_a"] < 0.0, "discharging off-grid");
     let row = payload::payload(&after).unwrap();
     assert!(row.ends_with(r#""status_text": "SBU"}"#), "{row}");
-    sim.set_grid(true, &SMG_II_11K);
+    sim.set_grid(true);
     let (back, _) = dongle.poll(&SMG_II_11K).await;
     assert_eq!(payload::mode(&back), Some(Mode::Mains));
 }

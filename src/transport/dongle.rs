@@ -27,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::time::{timeout_at, Instant};
 
 use crate::inverter::modbus::{self, FrameError, Function, Read, HEADER_LEN, ILLEGAL_FUNCTION};
-use crate::inverter::registers::{self, Block, Model, Values};
+use crate::inverter::registers::{self, Model, Values};
 
 /// The dongle's UDP port for `set>server` (fixed in the dongles seen so far).
 pub const DONGLE_UDP_PORT: u16 = 58899;
@@ -182,11 +182,7 @@ impl Dongle {
                         match accepted {
                             Ok(Ok((stream, peer))) => {
                                 tracing::info!("inverter: the dongle connected from {peer}");
-                                let _ = stream.set_nodelay(true);
-                                self.conn = Some(stream);
-                                self.connections += 1;
-                                self.timeouts = 0;
-                                self.function = Function::Holding;
+                                self.adopt(stream);
                                 return Ok(());
                             }
                             Ok(Err(e)) => return Err(DongleError::Io(e)),
@@ -219,12 +215,18 @@ impl Dongle {
             tracing::info!(
                 "inverter: the dongle connected again from {peer}; using the new connection"
             );
-            let _ = stream.set_nodelay(true);
-            self.conn = Some(stream);
-            self.connections += 1;
-            self.timeouts = 0;
-            self.function = Function::Holding;
+            self.adopt(stream);
         }
+    }
+
+    /// `stream` is the dongle's connection from now on, with a fresh start: no timeouts
+    /// counted, function 03 first.
+    fn adopt(&mut self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        self.conn = Some(stream);
+        self.connections += 1;
+        self.timeouts = 0;
+        self.function = Function::Holding;
     }
 
     /// `count` registers from `start`, checked; connects first when needed.
@@ -347,7 +349,6 @@ impl Dongle {
                 }
             }
         }
-        let read: Vec<(Block, Vec<u16>)> = read;
         (registers::decode(model, &read), errors)
     }
 }

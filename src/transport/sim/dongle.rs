@@ -58,6 +58,7 @@ pub enum Event {
 }
 
 struct State {
+    model: &'static Model,
     values: Values,
     grid: bool,
     requests: u32,
@@ -84,6 +85,7 @@ impl SimDongle {
         let udp = UdpSocket::bind("127.0.0.1:0").await?;
         let udp_addr = udp.local_addr()?;
         let state = Arc::new(Mutex::new(State {
+            model: config.model,
             values: image_values(config.model, true),
             grid: true,
             requests: 0,
@@ -103,10 +105,10 @@ impl SimDongle {
     }
 
     /// Cuts the grid (the inverter goes off-grid) or brings it back.
-    pub fn set_grid(&self, on: bool, model: &Model) {
+    pub fn set_grid(&self, on: bool) {
         let mut s = self.state.lock().expect("sim dongle");
         s.grid = on;
-        s.values = image_values(model, on);
+        s.values = image_values(s.model, on);
     }
 
     pub fn events(&self) -> Vec<Event> {
@@ -155,14 +157,6 @@ pub fn image_values(model: &Model, grid: bool) -> Values {
     let mut out: Values = all
         .into_iter()
         .filter(|(name, _)| model.registers.iter().any(|r| r.name == *name))
-        .map(|(name, v)| {
-            let r = model
-                .registers
-                .iter()
-                .find(|r| r.name == name)
-                .expect("filtered");
-            (r.name, v)
-        })
         .collect();
     for r in model.registers {
         out.entry(r.name).or_insert(0.0);
