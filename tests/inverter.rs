@@ -2,15 +2,23 @@
 //! dongle link against the simulated dongle (real UDP announcement, real TCP dial-back, real
 //! Eybond frames with CRC). Every register of each model, the faults a real link has (a bad
 //! CRC, an exception, a dropped request, a closed connection), a dongle that never connects
-//! back, a grid loss, and the `readings` row the Python poller would write.
+//! back, a grid loss, and the `readings` row the Python poller would write. Then the same
+//! registers over Modbus RTU on a socat pty pair and Modbus TCP, read with `tokio-modbus`.
+
+mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use jkmon::inverter::payload::{self, Mode};
 use jkmon::inverter::registers::{self, Model, Values, MODELS, SMG_II_11K, SMG_II_6K};
-use jkmon::transport::dongle::{Dongle, DongleConfig, DongleError};
+use jkmon::transport::inverter::dongle::{Dongle, DongleConfig, DongleError};
+use jkmon::transport::inverter::modbus::{ModbusConfig, ModbusError, ModbusLink};
+use jkmon::transport::inverter::poll;
+use jkmon::transport::serial::{self, PortConfig};
 use jkmon::transport::sim::dongle::{Event, Faults, SimDongle, SimDongleConfig};
+use jkmon::transport::sim::inverter::{SimInverter, SimInverterConfig};
+use jkmon::transport::sim::modbus as sim_modbus;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -50,7 +58,7 @@ fn same_values(model: &Model, got: &Values, want: &Values) {
 async fn every_register_of_each_model_arrives_with_its_scale_and_sign() {
     for model in MODELS {
         let (sim, mut dongle) = pair(SimDongleConfig::new(model)).await;
-        let (values, errors) = dongle.poll(model).await;
+        let (values, errors) = poll(&mut dongle, model).await;
         assert!(errors.is_empty(), "{}: {errors:?}", model.key);
         assert_eq!(values.len(), model.registers.len(), "{}", model.key);
         same_values(model, &values, &sim.values());
@@ -73,7 +81,7 @@ async fn every_register_of_each_model_arrives_with_its_scale_and_sign() {
                 .count()
         };
         assert_eq!(answered(&events), blocks);
-        let (again, _) = dongle.poll(model).await;
+        let (again, _) = poll(&mut dongle, model).await;
         assert_eq!(again, values);
         assert_eq!(dongle.connections, 1);
         assert_eq!(answered(&sim.events()), 2 * blocks);
@@ -83,7 +91,7 @@ async fn every_register_of_each_model_arrives_with_its_scale_and_sign() {
 #[tokio::test]
 async fn the_row_is_what_the_python_poller_writes_for_these_registers() {
     let (sim, mut dongle) = pair(SimDongleConfig::new(&SMG_II_6K)).await;
-    let (values, errors) = dongle.poll(&SMG_II_6K).await;
+    let (values, errors) = poll(&mut dongle, &SMG_II_6K).await;
     assert!(errors.is_empty(), "{errors:?}");
     // the registers behind the Python poller's stored example row give that row
     assert_eq!(
@@ -97,14 +105,14 @@ async fn the_row_is_what_the_python_poller_writes_for_these_registers() {
 async fn bad_crcs_exceptions_and_dropped_requests_give_no_values_and_never_wrong_ones() {
     // the 11K reads 7 blocks a poll: request 2 has a bad CRC, 3 an exception, 5 is dropped
     let mut config = SimDongleConfig::new(&SMG_II_11K);
-    config.faults = Faults {
+    config.inverter.faults = Faults {
         bad_crc_every: 2,
         exception_every: 3,
         drop_every: 5,
         close_every: 0,
     };
     let (sim, mut dongle) = pair(config).await;
-    let (values, errors) = dongle.poll(&SMG_II_11K).await;
+    let (values, errors) = poll(&mut dongle, &SMG_II_11K).await;
     let truth = sim.values();
     // every value read is the inverter's; the failed blocks' values are missing, not guessed
     for (name, v) in &values {
@@ -127,19 +135,19 @@ async fn bad_crcs_exceptions_and_dropped_requests_give_no_values_and_never_wrong
     // the late answer to nothing and the next request's answer are not confused: the link
     // is kept and the next poll reads what it can again
     assert_eq!(dongle.connections, 1);
-    let (next, _) = dongle.poll(&SMG_II_11K).await;
+    let (next, _) = poll(&mut dongle, &SMG_II_11K).await;
     assert!(!next.is_empty());
 }
 
 #[tokio::test]
 async fn a_dongle_that_closes_the_connection_is_taken_back_on_the_same_port() {
     let mut config = SimDongleConfig::new(&SMG_II_6K);
-    config.faults.close_every = 2;
+    config.inverter.faults.close_every = 2;
     let (sim, mut dongle) = pair(config).await;
     let port = dongle.listen_addr().port();
     let mut read = 0;
     for _ in 0..6 {
-        let (values, _) = dongle.poll(&SMG_II_6K).await;
+        let (values, _) = poll(&mut dongle, &SMG_II_6K).await;
         if !values.is_empty() {
             read += 1;
             same_values(&SMG_II_6K, &values, &sim.values());
@@ -194,26 +202,26 @@ async fn a_dongle_that_never_connects_back_is_named_with_the_port_and_local_ip()
 #[tokio::test]
 async fn a_grid_loss_is_a_mode_change_seen_first_hand() {
     let (sim, mut dongle) = pair(SimDongleConfig::new(&SMG_II_11K)).await;
-    let (before, _) = dongle.poll(&SMG_II_11K).await;
+    let (before, _) = poll(&mut dongle, &SMG_II_11K).await;
     assert_eq!(payload::mode(&before), Some(Mode::Mains));
     sim.set_grid(false);
-    let (after, _) = dongle.poll(&SMG_II_11K).await;
+    let (after, _) = poll(&mut dongle, &SMG_II_11K).await;
     assert_eq!(payload::mode(&after), Some(Mode::OffGrid));
     assert_eq!(after["grid_voltage_v"], 0.0);
     assert!(after["battery_current_a"] < 0.0, "discharging off-grid");
     let row = payload::payload(&after).unwrap();
     assert!(row.ends_with(r#""status_text": "SBU"}"#), "{row}");
     sim.set_grid(true);
-    let (back, _) = dongle.poll(&SMG_II_11K).await;
+    let (back, _) = poll(&mut dongle, &SMG_II_11K).await;
     assert_eq!(payload::mode(&back), Some(Mode::Mains));
 }
 
 #[tokio::test]
 async fn a_firmware_that_refuses_function_03_is_read_with_04() {
     let mut config = SimDongleConfig::new(&SMG_II_6K);
-    config.input_registers_only = true;
+    config.inverter.input_registers_only = true;
     let (sim, mut dongle) = pair(config).await;
-    let (values, errors) = dongle.poll(&SMG_II_6K).await;
+    let (values, errors) = poll(&mut dongle, &SMG_II_6K).await;
     assert!(errors.is_empty(), "{errors:?}");
     same_values(&SMG_II_6K, &values, &sim.values());
     // one refusal, then 04 for the rest of the connection
@@ -223,6 +231,139 @@ async fn a_firmware_that_refuses_function_03_is_read_with_04() {
         .filter(|e| matches!(e, Event::Exception(_, 0x01)))
         .count();
     assert_eq!(refusals, 1);
-    let (again, errors) = dongle.poll(&SMG_II_6K).await;
+    let (again, errors) = poll(&mut dongle, &SMG_II_6K).await;
     assert!(errors.is_empty() && again == values);
+}
+
+/// A simulated inverter answering Modbus RTU on the far end of a socat pty pair, as an RS485
+/// adapter wired to its port carries it.
+fn rtu_inverter(
+    pty: &common::pty::PtyPair,
+    config: SimInverterConfig,
+    unit: u8,
+) -> (SimInverter, tokio::task::JoinHandle<()>) {
+    let inverter = SimInverter::new(config);
+    let port = serial::open(&PortConfig {
+        path: pty.b.clone(),
+        baud: 9_600,
+    })
+    .expect("the simulator's end of the pty opens");
+    let task = tokio::spawn(sim_modbus::serve_rtu(port, unit, inverter.clone()));
+    (inverter, task)
+}
+
+#[tokio::test]
+async fn modbus_rtu_over_a_serial_line_reads_every_register_of_each_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pty) = common::pty::PtyPair::open(dir.path()) else {
+        return;
+    };
+    for model in MODELS {
+        let (inverter, task) = rtu_inverter(&pty, SimInverterConfig::new(model), 1);
+        let mut config = ModbusConfig::rtu(&pty.a, 9_600);
+        config.read_timeout = Duration::from_millis(500);
+        let mut link = ModbusLink::new(config);
+        let (values, errors) = poll(&mut link, model).await;
+        assert!(errors.is_empty(), "{}: {errors:?}", model.key);
+        assert_eq!(values.len(), model.registers.len(), "{}", model.key);
+        same_values(model, &values, &inverter.values());
+        // the row is the dongle's row for the same registers
+        assert_eq!(
+            payload::payload(&values).unwrap(),
+            payload::payload(&inverter.values()).unwrap()
+        );
+        // the next model's inverter takes the line
+        drop(link);
+        task.abort();
+        let _ = task.await;
+    }
+}
+
+#[tokio::test]
+async fn modbus_rtu_skips_a_bad_crc_and_another_units_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pty) = common::pty::PtyPair::open(dir.path()) else {
+        return;
+    };
+    let mut sim = SimInverterConfig::new(&SMG_II_6K);
+    sim.faults.bad_crc_every = 2;
+    let (inverter, _task) = rtu_inverter(&pty, sim, 1);
+    let mut config = ModbusConfig::rtu(&pty.a, 9_600);
+    config.read_timeout = Duration::from_millis(400);
+    let mut link = ModbusLink::new(config.clone());
+    let mut seen_bad = 0;
+    for _ in 0..4 {
+        match link.read(201, 34).await {
+            Ok(regs) => assert_eq!(regs.len(), 34),
+            // the corrupted answer is never taken: the read fails and the next one is clean
+            Err(e) => {
+                seen_bad += 1;
+                assert!(
+                    matches!(e, ModbusError::Timeout { .. } | ModbusError::Answer { .. }),
+                    "{e:?}"
+                );
+            }
+        }
+    }
+    let bad = inverter
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::BadCrc(_)))
+        .count();
+    assert_eq!(seen_bad, bad, "each bad CRC is one failed read, no other");
+    assert!(bad >= 1);
+    // a unit that is not on the line: silence, named with what to check
+    config.unit = 7;
+    let e = ModbusLink::new(config).read(201, 1).await.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("unit 7") && text.contains("INVERTER_BAUD") && text.contains("A/B"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn modbus_tcp_reads_the_same_registers_and_falls_back_to_function_04() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut sim = SimInverterConfig::new(&SMG_II_11K);
+    sim.input_registers_only = true;
+    let inverter = SimInverter::new(sim);
+    tokio::spawn(sim_modbus::serve_tcp(listener, 1, inverter.clone()));
+    let mut link = ModbusLink::new(ModbusConfig::tcp(addr));
+    let (values, errors) = poll(&mut link, &SMG_II_11K).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    same_values(&SMG_II_11K, &values, &inverter.values());
+    let refusals = inverter
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::Exception(_, 0x01)))
+        .count();
+    assert_eq!(refusals, 1, "one refusal of 03, then 04");
+    // a grid loss over TCP too
+    inverter.set_grid(false);
+    let (after, _) = poll(&mut link, &SMG_II_11K).await;
+    assert_eq!(payload::mode(&after), Some(Mode::OffGrid));
+    // an exception is named, and gives no value
+    let e = link.read(201, 200).await.unwrap_err();
+    assert!(
+        matches!(e, ModbusError::Exception { code: 0x03, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("illegal data value"), "{e}");
+    // nothing listening: the gateway is named with the variables to check
+    drop(link);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let e = ModbusLink::new(ModbusConfig::tcp(closed))
+        .read(201, 1)
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains(&closed.to_string()) && text.contains("MODBUS_PORT"),
+        "{text}"
+    );
 }

@@ -249,10 +249,11 @@ async fn bluetooth(r: &mut Report, batteries: &[crate::config::BatteryConfig], s
     }
 }
 
-/// The inverter through its dongle: listening, the announcement, the dial-back, one block read.
+/// The inverter through its link: for the dongle listening, the announcement, the dial-back;
+/// for Modbus the port or the gateway; then one block read and checked.
 async fn inverter(r: &mut Report, config: &Config) {
     use crate::inverter::{payload, registers};
-    use crate::transport::dongle::Dongle;
+    use crate::transport::inverter::{Link, LinkConfig};
     let Some(inverter) = &config.inverter else {
         r.skip(
             "inverter",
@@ -260,29 +261,35 @@ async fn inverter(r: &mut Report, config: &Config) {
         );
         return;
     };
-    let mut link = inverter.dongle.clone();
-    link.dial_back_timeout = Duration::from_secs(20);
-    let mut dongle = match Dongle::bind(link).await {
-        Ok(d) => d,
+    let mut link_config = inverter.link.clone();
+    if let LinkConfig::Dongle(d) = &mut link_config {
+        d.dial_back_timeout = Duration::from_secs(20);
+    }
+    let mut link = match Link::open(&link_config).await {
+        Ok(l) => l,
         Err(e) => return r.fail("inverter", e.to_string()),
     };
     let Some(&block) = registers::blocks(inverter.model).first() else {
         return;
     };
-    match dongle.read(block.start, block.count).await {
+    match link.read(block.start, block.count).await {
         Ok(regs) => {
             let values = registers::decode(inverter.model, &[(block, regs)]);
             let mode =
                 payload::mode(&values).map_or_else(|| "not in this block".into(), |m| m.describe());
+            let how = match &link {
+                crate::transport::inverter::Link::Dongle(d) => format!(
+                    "the dongle at {} connected back to {}",
+                    d.config().dongle.ip(),
+                    d.listen_addr()
+                ),
+                other => other.describe(),
+            };
             r.ok(
                 "inverter",
                 format!(
-                    "the dongle at {} connected back to {}; {} registers from {} read and checked ({}), mode {mode}",
-                    inverter.dongle.dongle.ip(),
-                    dongle.listen_addr(),
-                    block.count,
-                    block.start,
-                    inverter.model.key,
+                    "{how}; {} registers from {} read and checked ({}), mode {mode}",
+                    block.count, block.start, inverter.model.key,
                 ),
             );
         }

@@ -164,7 +164,7 @@ pub struct Config {
     /// `MQTT_URL` set: publish to that broker.
     pub mqtt: Option<crate::mqtt::MqttConfig>,
     /// `INVERTER_TRANSPORT=dongle` and its variables: the inverter jkmon reads itself.
-    pub inverter: Option<crate::transport::dongle::InverterConfig>,
+    pub inverter: Option<crate::transport::inverter::InverterConfig>,
 }
 
 impl Config {

@@ -224,8 +224,14 @@ pub fn parse_eybond_request(frame: &[u8]) -> Option<(u16, Read)> {
     if frame.len() != 16 || frame[6..8] != FORWARD || frame[4..6] != [0, 10] {
         return None;
     }
-    let rtu = &frame[8..];
-    if crc16(&rtu[..6]) != u16::from_le_bytes([rtu[6], rtu[7]]) {
+    let read = parse_rtu_request(&frame[8..])?;
+    Some((u16::from_be_bytes([frame[0], frame[1]]), read))
+}
+
+/// The read in an 8-byte RTU request (for the simulated inverter on a serial line or behind a
+/// TCP gateway), or `None` when it is not a read of registers with a good CRC.
+pub fn parse_rtu_request(rtu: &[u8]) -> Option<Read> {
+    if rtu.len() != 8 || crc16(&rtu[..6]) != u16::from_le_bytes([rtu[6], rtu[7]]) {
         return None;
     }
     let function = match rtu[1] {
@@ -233,13 +239,12 @@ pub fn parse_eybond_request(frame: &[u8]) -> Option<(u16, Read)> {
         0x04 => Function::Input,
         _ => return None,
     };
-    let read = Read {
+    Some(Read {
         unit: rtu[0],
         function,
         start: u16::from_be_bytes([rtu[2], rtu[3]]),
         count: u16::from_be_bytes([rtu[4], rtu[5]]),
-    };
-    Some((u16::from_be_bytes([frame[0], frame[1]]), read))
+    })
 }
 
 #[cfg(test)]

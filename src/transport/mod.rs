@@ -6,13 +6,14 @@
 //! The simulated BMS ([`sim`]) is one more transport, so demo mode and tests run the same code
 //! as a real installation.
 //!
-//! [`dongle`] is the inverter's link (the SmartESS Wi-Fi dongle), beside the BMS transports.
+//! [`inverter`] holds the inverter's links (the SmartESS Wi-Fi dongle, Modbus RTU and TCP),
+//! beside the BMS transports.
 //!
 //! Layer 2: may use `protocol` and `inverter`; takes its own settings ([`Plan`], [`BatteryConfig`]), never
 //! the whole configuration.
 
 pub mod ble;
-pub mod dongle;
+pub mod inverter;
 pub mod serial;
 pub mod sim;
 

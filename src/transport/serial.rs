@@ -30,34 +30,46 @@ pub enum SerialError {
     Open {
         path: String,
         reason: String,
-        fix: &'static str,
+        fix: String,
     },
 }
 
 /// Opens `port` (8N1, no flow control).
 pub fn open(port: &PortConfig) -> Result<tokio_serial::SerialStream, SerialError> {
+    open_named(port, ("JK_BMS_SERIAL_PORT", "JK_BMS_BAUD", "115200 for JK"))
+}
+
+/// Opens `port`; a failure names the variables that set it (`vars`: port, baud, usual baud).
+pub fn open_named(
+    port: &PortConfig,
+    vars: (&str, &str, &str),
+) -> Result<tokio_serial::SerialStream, SerialError> {
     tokio_serial::new(port.path.to_string_lossy(), port.baud)
         .data_bits(tokio_serial::DataBits::Eight)
         .parity(tokio_serial::Parity::None)
         .stop_bits(tokio_serial::StopBits::One)
         .flow_control(tokio_serial::FlowControl::None)
         .open_native_async()
-        .map_err(|e| open_error(&port.path, &e))
+        .map_err(|e| open_error(&port.path, &e, vars))
 }
 
-fn open_error(path: &Path, e: &tokio_serial::Error) -> SerialError {
+fn open_error(
+    path: &Path,
+    e: &tokio_serial::Error,
+    (port_var, baud_var, usual): (&str, &str, &str),
+) -> SerialError {
     use tokio_serial::ErrorKind as K;
     let fix = match e.kind {
-        K::Io(ErrorKind::NotFound) => {
-            "is the USB adapter plugged in? `ls -l /dev/serial/by-id/` lists adapters under names that survive re-plugging; set JK_BMS_SERIAL_PORT to one of them"
-        }
+        K::Io(ErrorKind::NotFound) => format!(
+            "is the USB adapter plugged in? `ls -l /dev/serial/by-id/` lists adapters under names that survive re-plugging; set {port_var} to one of them"
+        ),
         K::Io(ErrorKind::PermissionDenied) => {
-            "add the user that runs jkmon to the dialout group (`sudo usermod -aG dialout $USER`, then log in again)"
+            "add the user that runs jkmon to the dialout group (`sudo usermod -aG dialout $USER`, then log in again)".into()
         }
         K::NoDevice => {
-            "another program holds the port (another jkmon, ModemManager, a terminal program): stop it"
+            "another program holds the port (another jkmon, ModemManager, a terminal program): stop it".into()
         }
-        _ => "check JK_BMS_SERIAL_PORT and JK_BMS_BAUD (115200 for JK)",
+        _ => format!("check {port_var} and {baud_var} ({usual})"),
     };
     SerialError::Open {
         path: path.display().to_string(),

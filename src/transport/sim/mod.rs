@@ -7,6 +7,8 @@
 
 pub mod bus;
 pub mod dongle;
+pub mod inverter;
+pub mod modbus;
 pub mod model;
 pub mod serial;
 

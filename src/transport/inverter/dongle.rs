@@ -27,7 +27,6 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::time::{timeout_at, Instant};
 
 use crate::inverter::modbus::{self, FrameError, Function, Read, HEADER_LEN, ILLEGAL_FUNCTION};
-use crate::inverter::registers::{self, Model, Values};
 
 /// The dongle's UDP port for `set>server` (fixed in the dongles seen so far).
 pub const DONGLE_UDP_PORT: u16 = 58899;
@@ -65,13 +64,6 @@ impl DongleConfig {
             announce_every: Duration::from_secs(5),
         }
     }
-}
-
-/// The inverter jkmon polls itself (`INVERTER_TRANSPORT=dongle`): the link and the model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InverterConfig {
-    pub dongle: DongleConfig,
-    pub model: &'static Model,
 }
 
 /// What went wrong on the link, each with what to check.
@@ -151,6 +143,10 @@ impl Dongle {
             timeouts: 0,
             connections: 0,
         })
+    }
+
+    pub fn config(&self) -> &DongleConfig {
+        &self.config
     }
 
     /// The address announced to the dongle.
@@ -325,31 +321,6 @@ impl Dongle {
                 Err(timeout())
             }
         }
-    }
-
-    /// Every block of `model`: the values of those that were read, and the errors of those that
-    /// failed (a failed block gives no value, never a guess).
-    pub async fn poll(&mut self, model: &Model) -> (Values, Vec<DongleError>) {
-        let mut read = Vec::new();
-        let mut errors = Vec::new();
-        for block in registers::blocks(model) {
-            match self.read(block.start, block.count).await {
-                Ok(regs) => read.push((block, regs)),
-                Err(e) => {
-                    let dead = matches!(
-                        e,
-                        DongleError::NoDialBack { .. }
-                            | DongleError::Listen { .. }
-                            | DongleError::Announce { .. }
-                    );
-                    errors.push(e);
-                    if dead {
-                        break;
-                    }
-                }
-            }
-        }
-        (registers::decode(model, &read), errors)
     }
 }
 
