@@ -26,13 +26,13 @@ use crate::battery::{soc, SocEstimator};
 use crate::config::{BatteryConfig, Config, ConfigError};
 use crate::mqtt::Feed;
 use crate::session::bus::{BusPack, BusSession, BusTiming};
+use crate::session::inverter::{self as inverter_poller, InverterEvent, PollerConfig};
 use crate::session::{EventKind, Liveness, Session, SessionEvent, Watchdog};
 use crate::store::inverter::Aggregator;
 use crate::store::live::Live;
 use crate::store::read::{ReadConfig, Readers};
-use crate::store::sim_inverter::SimInverter;
 use crate::store::writer::{Message, Writer};
-use crate::store::{Battery, Store};
+use crate::store::{Battery, InverterRow, Store};
 use crate::telemetry::Telemetry;
 use crate::transport::{self, Fleet, TransportKind};
 use crate::web::{self, AppState, WebConfig};
@@ -51,7 +51,8 @@ pub struct Components {
     pub database: PathBuf,
     /// One session per BMS, feeding the store writer.
     pub sessions: bool,
-    /// A simulated inverter inserting rows into the database (`--demo`).
+    /// A simulated inverter behind a simulated Wi-Fi dongle on the loopback, polled by jkmon's
+    /// own inverter poller (`--demo`).
     pub demo_inverter: bool,
     /// The web server.
     pub web: Option<WebConfig>,
@@ -158,7 +159,7 @@ fn configured_batteries(
 /// What runs beside the sessions and must be stopped in order.
 struct Parts {
     writer: Option<Writer>,
-    inverter: Option<SimInverter>,
+    inverter: Option<InverterPart>,
     charts: Option<Aggregator>,
     fleet: Option<Fleet>,
     events: Option<mpsc::Receiver<SessionEvent>>,
@@ -171,17 +172,21 @@ struct Parts {
 
 /// Runs the service until `stop` is cancelled or a component fails.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     components: Components,
     stop: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
+    let polls_inverter =
+        components.sessions && (components.demo_inverter || config.inverter.is_some());
+    if polls_inverter {
+        config.store.own_rows = crate::store::OwnRows::OwnPoller;
+    }
     let batteries = configured_batteries(&config, &components)?;
     let store_batteries = store_batteries(&batteries);
     // the views (web, bot, alerts) read the store through one pool and one view of the config;
     // where this process runs the sessions, they see each battery's newest snapshot
     let live = components.sessions.then(Live::default);
-    let (writer, inverter, charts) =
-        open_store(&config, &components, &store_batteries, live.clone()).await?;
+    let (writer, charts) = open_store(&config, &components, &store_batteries, live.clone()).await?;
     let mut readers = Readers::new(&components.database, config.store.busy_timeout);
     if let Some(live) = &live {
         readers = readers.with_live(live.clone());
@@ -215,6 +220,12 @@ pub async fn run(
     if let (Some(mqtt), Some(feed)) = (&config.mqtt, &feed) {
         side_tasks.push(start_mqtt(&config, mqtt, &store_batteries, feed, &stop));
     }
+    // the inverter's poller starts before the sessions, so its first row is in the table at
+    // once (the merge puts each battery into it as soon as it answers)
+    let inverter = match components.sessions {
+        true => start_inverter(&config, &components, &stop).await?,
+        false => None,
+    };
     let (fleet, events) = if components.sessions {
         let (fleet, events) = start_sessions(&config, &batteries).await?;
         (Some(fleet), Some(events))
@@ -253,22 +264,19 @@ pub async fn run(
 }
 
 /// Opens (and migrates) the database and starts what writes it: the writer when this process
-/// runs sessions, the chart history when it serves the web alone, and the demo inverter.
+/// runs sessions, the chart history when it serves the web alone.
 async fn open_store(
     config: &Config,
     components: &Components,
     batteries: &[Battery],
     live: Option<Live>,
-) -> anyhow::Result<(Option<Writer>, Option<SimInverter>, Option<Aggregator>)> {
+) -> anyhow::Result<(Option<Writer>, Option<Aggregator>)> {
     let path = components.database.clone();
     let (store_config, for_writer, sessions) = (
         config.store.clone(),
         batteries.to_vec(),
         components.sessions,
     );
-    let demo_inverter = components
-        .demo_inverter
-        .then_some((config.sim_inverter_interval, config.sim.seed));
     let (web_only, busy_timeout, retention, energy_gap) = (
         components.web.is_some(),
         config.store.busy_timeout,
@@ -292,24 +300,95 @@ async fn open_store(
             ),
             _ => None,
         };
-        // the demo inverter writes its first row after the writer has taken stock of the
-        // table (so that row is one to merge into) and before any BMS session can deliver
-        let inverter = match demo_inverter {
-            Some((interval, seed)) => {
-                let inverter = SimInverter::start(&path, interval, seed)
-                    .context("could not start the simulated inverter")?;
-                tracing::info!(
-                    "demo: a simulated inverter inserts a reading every {:.0} s",
-                    interval.as_secs_f64()
-                );
-                Some(inverter)
-            }
-            None => None,
-        };
-        Ok((writer, inverter, charts))
+        Ok((writer, charts))
     })
     .await
     .context("the database task panicked")?
+}
+
+/// jkmon's own inverter poller and what it needs to stop.
+struct InverterPart {
+    events: mpsc::Receiver<InverterEvent>,
+    task: JoinHandle<()>,
+    /// The demo's simulated dongle and inverter (dropped, they stop).
+    _sim: Option<crate::transport::sim::dongle::SimDongle>,
+}
+
+/// Starts the inverter poller where `INVERTER_TRANSPORT` asks for one, or against a simulated
+/// dongle on the loopback in the demo.
+async fn start_inverter(
+    config: &Config,
+    components: &Components,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<InverterPart>> {
+    let (poller, sim) = if components.demo_inverter {
+        let (poller, sim) = demo_inverter(config).await?;
+        tracing::info!(
+            "demo: jkmon polls a simulated inverter behind a simulated Wi-Fi dongle on {} every {:.0} s",
+            sim.udp_addr,
+            poller.interval.as_secs_f64()
+        );
+        (poller, Some(sim))
+    } else {
+        let Some(inverter) = config.inverter.clone() else {
+            return Ok(None);
+        };
+        let poller = PollerConfig {
+            inverter,
+            interval: config.store.inverter_poll,
+        };
+        tracing::info!(
+            "inverter: jkmon polls the {} every {:.0} s (POLL_INTERVAL); the Python poller must not run beside it",
+            poller.inverter.model.description,
+            poller.interval.as_secs_f64()
+        );
+        (poller, None)
+    };
+    let (tx, events) = mpsc::channel(64);
+    let task = tokio::spawn(inverter_poller::run(poller, tx, stop.child_token()));
+    Ok(Some(InverterPart {
+        events,
+        task,
+        _sim: sim,
+    }))
+}
+
+/// The demo's inverter: an SMG-II 11K whose values follow the day, behind a simulated dongle
+/// with a little of a real link's noise (a dropped request, a bad CRC, an exception now and
+/// then), polled every `JK_SIM_INVERTER_SEC`.
+async fn demo_inverter(
+    config: &Config,
+) -> anyhow::Result<(PollerConfig, crate::transport::sim::dongle::SimDongle)> {
+    use crate::inverter::registers::SMG_II_11K;
+    use crate::transport::inverter::dongle::DongleConfig;
+    use crate::transport::inverter::{InverterConfig, LinkConfig};
+    use crate::transport::sim::dongle::{SimDongle, SimDongleConfig};
+    use crate::transport::sim::inverter::Faults;
+    let mut sim = SimDongleConfig::new(&SMG_II_11K);
+    sim.inverter.day = Some(config.sim.seed);
+    sim.inverter.faults = Faults {
+        drop_every: 97,
+        bad_crc_every: 89,
+        exception_every: 83,
+        close_every: 0,
+    };
+    let sim = SimDongle::start(sim)
+        .await
+        .context("could not start the simulated dongle")?;
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mut link = DongleConfig::new(loopback, loopback);
+    link.dongle = sim.udp_addr;
+    link.listen_port = 0;
+    link.read_timeout = std::time::Duration::from_secs(1);
+    link.announce_every = std::time::Duration::from_millis(200);
+    let poller = PollerConfig {
+        inverter: InverterConfig {
+            link: LinkConfig::Dongle(link),
+            model: &SMG_II_11K,
+        },
+        interval: config.sim_inverter_interval,
+    };
+    Ok((poller, sim))
 }
 
 /// The Telegram bot (when `TELEGRAM_BOT_TOKEN` is set) and the alerts (when anything is
@@ -461,6 +540,15 @@ impl Parts {
                         systemd.last_snapshot = Instant::now();
                     }
                 }
+                event = async { self.inverter.as_mut().unwrap().events.recv().await }, if self.inverter.is_some() => {
+                    match event {
+                        Some(event) => self.route_inverter(event),
+                        None => {
+                            self.inverter = None;
+                            return Err(anyhow::anyhow!("the inverter poller ended"));
+                        }
+                    }
+                }
                 _ = systemd.due() => systemd.feed(sessions),
                 _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
                     tracing::error!("{}", watchdog.explain());
@@ -506,11 +594,43 @@ impl Parts {
         }
     }
 
+    /// One inverter poller event to the writer (its row) and the views.
+    fn route_inverter(&self, event: InverterEvent) {
+        match event {
+            InverterEvent::Poll(poll) => {
+                if let Some(w) = &self.writer {
+                    let (payload, error) = match &poll.row {
+                        Ok(p) => (Some(p.clone()), None),
+                        Err(e) => (None, Some(e.clone())),
+                    };
+                    w.send(Message::Reading(InverterRow {
+                        at: poll.at,
+                        payload,
+                        error,
+                    }));
+                }
+                if let Some(live) = &self.live {
+                    live.record_inverter_poll(poll);
+                }
+            }
+            InverterEvent::State { state, detail } => {
+                if let Some(live) = &self.live {
+                    live.record_inverter_state(state, &detail, Utc::now());
+                }
+            }
+        }
+    }
+
     /// Stops every part: the writer first (its last commit, and the batteries out of the
     /// merge at once, before anything that may take a while), then the rest within
     /// [`STOP_DEADLINE`] in all, since systemd and Docker wait 10–90 s and then kill.
     async fn stop(self) -> anyhow::Result<()> {
         drop(self.events);
+        // the poller stops with the token; a poll in flight is dropped, its row never written
+        if let Some(inverter) = self.inverter {
+            drop(inverter.events);
+            let _ = tokio::time::timeout(STOP_DEADLINE, inverter.task).await;
+        }
         let closed = match self.writer {
             Some(w) => Some(w.stop().await),
             None => None,
@@ -531,10 +651,6 @@ impl Parts {
             if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
                 task.abort();
             }
-        }
-        if let Some(inverter) = self.inverter {
-            let stopped = tokio::task::spawn_blocking(move || inverter.stop());
-            let _ = tokio::time::timeout_at(deadline, stopped).await;
         }
         if let Some(charts) = self.charts {
             let stopped = tokio::task::spawn_blocking(move || charts.stop());

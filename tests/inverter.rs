@@ -10,6 +10,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use common::process::Running;
 use jkmon::inverter::payload::{self, Mode};
 use jkmon::inverter::registers::{self, Model, Values, MODELS, SMG_II_11K, SMG_II_6K};
 use jkmon::transport::inverter::dongle::{Dongle, DongleConfig, DongleError};
@@ -366,4 +367,134 @@ async fn modbus_tcp_reads_the_same_registers_and_falls_back_to_function_04() {
         text.contains(&closed.to_string()) && text.contains("MODBUS_PORT"),
         "{text}"
     );
+}
+
+/// The keys the BMS writes over in an inverter row; the inverter's own value stays beside it as
+/// `inverter_<key>` (`migrations/0003_merge.sql`).
+const MERGED_OVER: [&str; 5] = [
+    "battery_voltage",
+    "battery_current",
+    "battery_soc",
+    "battery_power",
+    "temperature",
+];
+
+/// `jkmon poll` with its own inverter poller on `sim` and the simulated BMS.
+fn jkmon_polling(dir: &std::path::Path, db: &std::path::Path, sim: &SimDongle) -> Running {
+    let mut cmd = common::process::jkmon(dir, &["poll"]);
+    cmd.env("JK_BMS_TRANSPORT", "sim")
+        .env("JK_SIM_INTERVAL_MS", "50")
+        .env("DB_PATH", db)
+        // the BMS commits every 5 s; the inverter's rows must not wait for that
+        .env("JK_BMS_POLL_INTERVAL", "5")
+        .env("INVERTER_TRANSPORT", "dongle")
+        .env("INVERTER_IP", "127.0.0.1")
+        .env("LOCAL_IP", "127.0.0.1")
+        .env("INVERTER_UDP_PORT", sim.udp_addr.port().to_string())
+        .env("INVERTER_LISTEN_PORT", "0")
+        .env("INVERTER_MODEL", SMG_II_6K.key)
+        .env("POLL_INTERVAL", "1")
+        .env("RUST_LOG", "warn,jkmon=info,jkmon::store::writer=debug");
+    Running::spawn(cmd)
+}
+
+fn rows(db: &std::path::Path) -> Vec<(i64, String, Option<String>, Option<String>)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT id, created_at, payload, error FROM readings ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jkmon_polls_the_inverter_and_writes_the_python_pollers_rows_with_the_battery_in_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inverter.db");
+    let sim = SimDongle::start(SimDongleConfig::new(&SMG_II_6K))
+        .await
+        .unwrap();
+    let mut run = jkmon_polling(dir.path(), &db, &sim);
+    run.wait_for_log(Duration::from_secs(20), "inverter online");
+    run.wait_for_log(Duration::from_secs(20), "handshake → streaming");
+    // three rows inserted after the BMS streams, well inside one BMS commit interval
+    let first = run.wait_for_log(Duration::from_secs(20), "inverter: readings #");
+    for _ in 0..3 {
+        run.wait_for_log(Duration::from_secs(20), "inverter: readings #");
+    }
+    let python: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&payload::payload(&sim.values()).unwrap()).unwrap();
+    let all = rows(&db);
+    let first_id: i64 = first
+        .split("readings #")
+        .nth(1)
+        .and_then(|t| t.split("..").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let with_battery: Vec<_> = all.iter().filter(|r| r.0 > first_id).collect();
+    assert!(with_battery.len() >= 3, "{all:?}");
+    for (id, created_at, payload, error) in with_battery {
+        assert_eq!(error, &None, "#{id}");
+        // created_at as the table writes it on a new database: naive UTC to the second
+        assert!(
+            chrono::NaiveDateTime::parse_from_str(created_at, "%Y-%m-%dT%H:%M:%S").is_ok(),
+            "#{id}: {created_at}"
+        );
+        let row: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(payload.as_deref().unwrap()).unwrap();
+        // every key of the Python poller's row, string for string
+        for (key, want) in &python {
+            let key_in_row = if MERGED_OVER.contains(&key.as_str()) {
+                format!("inverter_{key}")
+            } else {
+                key.clone()
+            };
+            assert_eq!(row.get(&key_in_row), Some(want), "#{id} {key_in_row}");
+        }
+        // the battery as it was at the poll, not as of the last BMS commit (5 s apart)
+        let bms_at = chrono::DateTime::parse_from_rfc3339(row["bms_updated_at"].as_str().unwrap())
+            .unwrap()
+            .to_utc();
+        let row_at = chrono::NaiveDateTime::parse_from_str(created_at, "%Y-%m-%dT%H:%M:%S")
+            .unwrap()
+            .and_utc();
+        let lag_s = (row_at - bms_at).num_milliseconds() as f64 / 1000.0;
+        assert!(
+            (-1.0..2.0).contains(&lag_s),
+            "#{id}: battery {lag_s} s older than the row"
+        );
+        assert_ne!(
+            row["battery_voltage"], python["battery_voltage"],
+            "the BMS's voltage"
+        );
+    }
+    // the inverter goes quiet behind its dongle: error rows as the Python poller stores them
+    sim.inverter.set_silent(true);
+    run.wait_for_log(Duration::from_secs(30), "inverter offline");
+    let errors: Vec<_> = rows(&db).into_iter().filter(|r| r.3.is_some()).collect();
+    assert!(!errors.is_empty());
+    for (id, _, payload, error) in &errors {
+        assert_eq!(payload, &None, "#{id}");
+        let text = error.as_deref().unwrap();
+        assert!(
+            text.contains("no register block") && text.contains("no answer"),
+            "#{id}: {text}"
+        );
+    }
+    sim.inverter.set_silent(false);
+    run.wait_for_log(Duration::from_secs(30), "inverter online");
+    run.signal("TERM");
+    assert!(run.wait_exit(Duration::from_secs(10)).success());
+    // one link all along: the dongle was announced to one port
+    let ports: std::collections::BTreeSet<String> = sim
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Announced(text) => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ports.len(), 1, "{ports:?}");
 }

@@ -23,6 +23,7 @@
 pub mod backoff;
 pub mod bus;
 pub mod handshake;
+pub mod inverter;
 pub mod serial;
 pub mod stream;
 pub mod watchdog;

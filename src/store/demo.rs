@@ -6,11 +6,12 @@
 use chrono::{DateTime, Local, Timelike};
 use rusqlite::TransactionBehavior;
 
-use super::sim_inverter as inverter;
 use super::{fields, Battery, Bucket, Store, StoreError};
 use crate::battery::energy::Meter;
 use crate::battery::soc::{estimator, SocSource, VoltageCurve};
 use crate::battery::Snapshot;
+use crate::inverter::{payload, registers::SMG_II_11K};
+use crate::transport::sim::inverter::values_at;
 use crate::transport::sim::{Rng, SimBattery, SimConfig};
 
 const INVERTER_EVERY_S: i64 = 10;
@@ -134,7 +135,12 @@ impl Demo<'_> {
             .unwrap_or_default()
             .with_timezone(&Local);
         let hour = f64::from(when.num_seconds_from_midnight()) / 3600.0;
-        let mut payload = inverter::row(hour, &mut self.inverter_rng);
+        // the row jkmon's own poller writes for the simulated inverter's registers
+        let values = values_at(&SMG_II_11K, hour, true, &mut self.inverter_rng);
+        let mut payload: serde_json::Value = payload::payload(&values)
+            .ok()
+            .and_then(|p| serde_json::from_str(&p).ok())
+            .unwrap_or_default();
         if let Some(map) = payload.as_object_mut() {
             for (b, snapshot) in self.batteries.iter().zip(&self.latest) {
                 if let Some(s) = snapshot {

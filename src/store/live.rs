@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::energy::Counters;
 use crate::battery::Snapshot;
+use crate::session::inverter::{InverterPoll, InverterState};
 
 /// A snapshot and when it was taken.
 pub type Taken = (Arc<Snapshot>, DateTime<Utc>);
@@ -23,6 +24,20 @@ pub struct Live {
     newest: Arc<RwLock<BTreeMap<usize, Taken>>>,
     /// By battery position: the energy counters with the newest snapshot counted.
     energy: Arc<RwLock<BTreeMap<usize, Counters>>>,
+    /// jkmon's own inverter poller, where it runs.
+    inverter: Arc<RwLock<Option<InverterLive>>>,
+}
+
+/// The inverter as jkmon's own poller sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InverterLive {
+    pub state: InverterState,
+    /// Why (the last error while offline; the model while online).
+    pub detail: String,
+    /// When the state began.
+    pub since: DateTime<Utc>,
+    /// The newest poll.
+    pub last: Option<Arc<InverterPoll>>,
 }
 
 impl Live {
@@ -44,6 +59,41 @@ impl Live {
     /// Battery `position`'s newest energy counters.
     pub fn energy(&self, position: usize) -> Option<Counters> {
         self.energy.read().ok()?.get(&position).copied()
+    }
+
+    /// The inverter poller's state changed (at `at`).
+    pub fn record_inverter_state(&self, state: InverterState, detail: &str, at: DateTime<Utc>) {
+        if let Ok(mut inverter) = self.inverter.write() {
+            let last = inverter.as_ref().and_then(|i| i.last.clone());
+            *inverter = Some(InverterLive {
+                state,
+                detail: detail.to_string(),
+                since: at,
+                last,
+            });
+        }
+    }
+
+    /// The inverter poller's newest poll.
+    pub fn record_inverter_poll(&self, poll: Arc<InverterPoll>) {
+        if let Ok(mut inverter) = self.inverter.write() {
+            match inverter.as_mut() {
+                Some(i) => i.last = Some(poll),
+                None => {
+                    *inverter = Some(InverterLive {
+                        state: poll.state,
+                        detail: String::new(),
+                        since: poll.at,
+                        last: Some(poll),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The inverter as jkmon's own poller sees it; `None` where another program polls it.
+    pub fn inverter(&self) -> Option<InverterLive> {
+        self.inverter.read().ok()?.clone()
     }
 
     /// Battery `position`'s newest snapshot and when it was taken.

@@ -25,7 +25,6 @@ pub mod live;
 pub mod migrate;
 pub mod read;
 pub mod readings;
-pub mod sim_inverter;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -191,6 +190,16 @@ impl Default for StoreConfig {
             inverter_poll: Duration::from_secs(10),
         }
     }
+}
+
+/// A row of jkmon's own inverter poller, as the Python poller writes it: the payload JSON, or
+/// (an error row) no payload and the error's text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InverterRow {
+    /// When the poll was made (`created_at`, in the table's format).
+    pub at: DateTime<Utc>,
+    pub payload: Option<String>,
+    pub error: Option<String>,
 }
 
 /// A configured BMS, as the store knows it.
@@ -432,6 +441,25 @@ impl Store {
         })
     }
 
+    /// A battery's readings keys for `bms_merge`, and until when (unix s) they are fresh.
+    fn merge_fields(
+        &self,
+        position: usize,
+        snapshot: &Snapshot,
+        taken_at: DateTime<Local>,
+    ) -> Result<(serde_json::Map<String, serde_json::Value>, i64), StoreError> {
+        let battery = &self.device(position)?.1;
+        let fields = fields::readings_fields(
+            position,
+            &battery.name,
+            battery.address.as_deref(),
+            snapshot,
+            taken_at,
+        );
+        let fresh_until_ms = taken_at.timestamp_millis() + self.config.freshness.as_millis() as i64;
+        Ok((fields, fresh_until_ms.div_euclid(1000)))
+    }
+
     /// Writes one store interval in one immediate transaction (see the module doc).
     pub fn commit(
         &mut self,
@@ -442,17 +470,9 @@ impl Store {
         let now_ms = now.timestamp_millis();
         let mut rows = Vec::with_capacity(updates.len());
         for u in updates {
-            let (id, battery) = self.device(u.position)?;
-            let fields = fields::readings_fields(
-                u.position,
-                &battery.name,
-                battery.address.as_deref(),
-                u.snapshot,
-                u.taken_at,
-            );
-            let fresh_until_ms =
-                u.taken_at.timestamp_millis() + self.config.freshness.as_millis() as i64;
-            rows.push((*id, u, fields, fresh_until_ms.div_euclid(1000)));
+            let id = self.device(u.position)?.0;
+            let (fields, fresh_until_s) = self.merge_fields(u.position, u.snapshot, u.taken_at)?;
+            rows.push((id, u, fields, fresh_until_s));
         }
         let tx = self
             .conn
@@ -462,20 +482,50 @@ impl Store {
             if !u.fresh {
                 continue;
             }
-            tx.prepare_cached(
-                "INSERT INTO bms_merge (position, fields, fresh_until_s) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (position) DO UPDATE SET
-                     fields = excluded.fields, fresh_until_s = excluded.fresh_until_s",
-            )?
-            .execute(rusqlite::params![
-                u.position as i64,
-                serde_json::Value::Object(fields.clone()).to_string(),
-                fresh_until_s
-            ])?;
+            upsert_merge(&tx, u.position, fields, *fresh_until_s)?;
         }
         let action = merge_readings(&tx, &mut self.readings, &self.config, now.to_utc())?;
         tx.commit()?;
         Ok(action)
+    }
+
+    /// Inserts the rows jkmon's own inverter poller read, in one immediate transaction that
+    /// first brings each fresh battery's keys in `bms_merge` up to its newest snapshot (`fresh`:
+    /// position, snapshot, when it was taken). Each row therefore carries the battery as it was
+    /// at the poll, from its first moment; the merge is the one every row gets
+    /// (`migrations/0003_merge.sql`), run inside the INSERT. Error rows are stored as the
+    /// Python poller stores them: no payload, the error text. Returns the rows' ids.
+    pub fn insert_readings(
+        &mut self,
+        fresh: &[(usize, &Snapshot, DateTime<Local>)],
+        rows: &[InverterRow],
+    ) -> Result<Vec<i64>, StoreError> {
+        self.check_file()?;
+        let mut merge = Vec::with_capacity(fresh.len());
+        for (position, snapshot, taken_at) in fresh {
+            let (fields, fresh_until_s) = self.merge_fields(*position, snapshot, *taken_at)?;
+            merge.push((*position, fields, fresh_until_s));
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (position, fields, fresh_until_s) in &merge {
+            upsert_merge(&tx, *position, fields, *fresh_until_s)?;
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in rows {
+            tx.prepare_cached(
+                "INSERT INTO readings (created_at, payload, error) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(rusqlite::params![
+                self.readings.format.format(row.at),
+                row.payload,
+                row.error
+            ])?;
+            ids.push(tx.last_insert_rowid());
+        }
+        tx.commit()?;
+        Ok(ids)
     }
 
     /// Downsamples and expires history as of `now_ms`: jkmon's own history in one
@@ -540,6 +590,26 @@ impl Store {
         self.conn.close().map_err(|(_, e)| e)?;
         Ok(())
     }
+}
+
+/// A battery's readings keys for the merge, fresh until `fresh_until_s`.
+fn upsert_merge(
+    tx: &rusqlite::Transaction,
+    position: usize,
+    fields: &serde_json::Map<String, serde_json::Value>,
+    fresh_until_s: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO bms_merge (position, fields, fresh_until_s) VALUES (?1, ?2, ?3)
+         ON CONFLICT (position) DO UPDATE SET
+             fields = excluded.fields, fresh_until_s = excluded.fresh_until_s",
+    )?
+    .execute(rusqlite::params![
+        position as i64,
+        serde_json::Value::Object(fields.clone()).to_string(),
+        fresh_until_s
+    ])?;
+    Ok(())
 }
 
 fn write_battery(

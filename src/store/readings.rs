@@ -30,6 +30,9 @@ pub enum OwnRows {
     On,
     /// Never: jkmon only merges into the inverter's rows.
     Off,
+    /// Never, because jkmon polls the inverter itself: every row it inserts is an inverter
+    /// row with the battery keys in it (set by the service, not a value of the variable).
+    OwnPoller,
 }
 
 impl FromStr for OwnRows {
@@ -80,6 +83,10 @@ pub fn decide(conn: &Connection, setting: OwnRows) -> rusqlite::Result<Decision>
         (OwnRows::On, _) => Decision {
             own_rows: true,
             why: "JKMON_OWN_ROWS=on: jkmon inserts a row of its own every interval when no fresh inverter row is there to merge into".into(),
+        },
+        (OwnRows::OwnPoller, _) => Decision {
+            own_rows: false,
+            why: "jkmon polls the inverter itself: each of its rows is an inverter row with the battery keys merged in".into(),
         },
         (OwnRows::Off, _) => Decision {
             own_rows: false,

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use super::energy::{self, Counters};
 use super::live::Live;
-use super::{Battery, Bucket, ReadingsAction, Store, StoreError, Update};
+use super::{Battery, Bucket, InverterRow, ReadingsAction, Store, StoreError, Update};
 use crate::battery::energy::Meter;
 use crate::battery::Snapshot;
 use crate::session::State;
@@ -36,6 +36,8 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(3_600);
 /// Commits that may fail in a row before the writer gives up (at the default 30 s interval,
 /// ten minutes).
 const MAX_FAILED_COMMITS: u32 = 20;
+/// Inverter rows kept while the database refuses them (an hour at the 10 s poll).
+const MAX_PENDING_ROWS: usize = 360;
 
 /// What the writer is told.
 #[derive(Debug)]
@@ -53,6 +55,9 @@ pub enum Message {
         /// stop being merged at once.
         offline: bool,
     },
+    /// A poll of jkmon's own inverter poller: inserted at once, with the batteries' newest
+    /// keys.
+    Reading(InverterRow),
 }
 
 /// What the writer did, when it ends.
@@ -199,6 +204,7 @@ fn run(
         meters,
         counters,
         live,
+        rows: Vec::new(),
     };
     let mut next_commit = Instant::now() + interval;
     let mut next_maintenance = Instant::now();
@@ -223,10 +229,15 @@ fn run(
                 w.state(position, state, &detail, offline);
                 continue;
             }
+            Ok(Message::Reading(row)) => {
+                w.reading(row);
+                continue;
+            }
             Err(RecvTimeoutError::Timeout) => (false, false),
             Err(RecvTimeoutError::Disconnected) => (true, false),
         };
         if closing || commit_now || Instant::now() >= next_commit {
+            w.flush_rows();
             w.commit(closing)?;
             if closing {
                 release(w.store);
@@ -263,6 +274,8 @@ struct Writing<'a> {
     /// Each battery's counters: the database's plus what is pending.
     counters: BTreeMap<usize, Counters>,
     live: Option<Live>,
+    /// Inverter rows the database has not taken yet.
+    rows: Vec<InverterRow>,
 }
 
 impl Writing<'_> {
@@ -292,6 +305,48 @@ impl Writing<'_> {
         p.latest = Some((snapshot, taken_at));
         p.fresh = true;
         self.first.remove(&position)
+    }
+
+    /// Inserts an inverter row (and any the database refused before) with the newest keys of
+    /// every fresh battery. A refused row is kept for the next one, up to
+    /// [`MAX_PENDING_ROWS`].
+    fn reading(&mut self, row: InverterRow) {
+        self.rows.push(row);
+        self.flush_rows();
+    }
+
+    /// Inserts the inverter rows waiting, if any.
+    fn flush_rows(&mut self) {
+        if self.rows.is_empty() {
+            return;
+        }
+        let fresh: Vec<_> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.fresh)
+            .filter_map(|(position, p)| {
+                let (snapshot, taken_at) = p.latest.as_ref()?;
+                Some((*position, snapshot.as_ref(), *taken_at))
+            })
+            .collect();
+        match self.store.insert_readings(&fresh, &self.rows) {
+            Ok(ids) => {
+                if let (Some(first), Some(last)) = (ids.first(), ids.last()) {
+                    tracing::debug!("inverter: readings #{first}..#{last} inserted");
+                }
+                self.rows.clear();
+            }
+            Err(e) => {
+                if self.rows.len() > MAX_PENDING_ROWS {
+                    let dropped = self.rows.len() - MAX_PENDING_ROWS;
+                    self.rows.drain(..dropped);
+                }
+                tracing::error!(
+                    "could not insert the inverter's reading: {e}; {} row(s) kept for the next try",
+                    self.rows.len()
+                );
+            }
+        }
     }
 
     /// Records a session's state; an offline battery's keys leave the merge at once.

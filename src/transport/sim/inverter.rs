@@ -74,6 +74,8 @@ struct State {
     config: SimInverterConfig,
     values: Values,
     grid: bool,
+    /// Answers nothing (the inverter is off while its dongle stays up).
+    silent: bool,
     requests: u32,
     events: Vec<Event>,
     rng: Option<Rng>,
@@ -93,6 +95,7 @@ impl SimInverter {
             config,
             values,
             grid: true,
+            silent: false,
             requests: 0,
             events: Vec::new(),
             rng,
@@ -128,6 +131,11 @@ impl SimInverter {
         self.lock().events.clone()
     }
 
+    /// Stops answering (the inverter switched off behind a live dongle) or starts again.
+    pub fn set_silent(&self, silent: bool) {
+        self.lock().silent = silent;
+    }
+
     pub(crate) fn record(&self, event: Event) {
         self.lock().events.push(event);
     }
@@ -143,7 +151,7 @@ impl SimInverter {
             s.events.push(Event::Closed);
             return Reply::Close;
         }
-        if every(f.drop_every) {
+        if every(f.drop_every) || s.silent {
             s.events.push(Event::Dropped(*read));
             return Reply::Silent;
         }
@@ -187,13 +195,19 @@ impl State {
             return;
         };
         let hour = f64::from(Local::now().num_seconds_from_midnight()) / 3600.0;
-        let day = day_values(hour, self.grid, rng);
-        for (name, v) in day {
-            if let Some(slot) = self.values.get_mut(name) {
-                *slot = v;
-            }
+        self.values = values_at(self.config.model, hour, self.grid, rng);
+    }
+}
+
+/// The values of `model` at `hour` (0–24, local) of the demo's day.
+pub fn values_at(model: &Model, hour: f64, grid: bool, rng: &mut Rng) -> Values {
+    let mut values = image_values(model, grid);
+    for (name, v) in day_values(hour, grid, rng) {
+        if let Some(slot) = values.get_mut(name) {
+            *slot = v;
         }
     }
+    values
 }
 
 /// Plausible values of `model` on mains or off-grid: only the names its map has.
@@ -267,6 +281,7 @@ fn day_values(hour: f64, grid: bool, rng: &mut Rng) -> Vec<(&'static str, f64)> 
         ("grid_voltage_v", grid_v),
         ("grid_frequency_hz", if grid { 50.0 } else { 0.0 }),
         ("grid_power_w", grid_w),
+        ("grid_current_a", if grid { grid_w / grid_v } else { 0.0 }),
         ("output_voltage_v", out_v),
         ("output_frequency_hz", 50.0 + 0.02 * rng.unit()),
         ("output_power_w", load_w),

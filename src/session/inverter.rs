@@ -1,0 +1,225 @@
+//! jkmon's own inverter poller: every `POLL_INTERVAL` it reads the model's register blocks over
+//! the configured link and hands the poll on — its values, the working mode, and the `readings`
+//! row the Python poller would write for them (or its error row).
+//!
+//! ```text
+//!   Connecting ──► Online ──► Offline ──► Online …
+//!                  (a poll read a block)  (OFFLINE_AFTER polls in a row read nothing)
+//! ```
+//!
+//! Unlike the Python poller it keeps one link for its whole life (the dongle's listener, the
+//! serial port, the TCP connection are reused and re-established by the link itself), polls at a
+//! fixed rate rather than sleeping after each cycle, never exits after failures, and runs on the
+//! async runtime beside the BMS sessions without holding them up: a poll is bounded, and the
+//! events go through a channel that never waits.
+//!
+//! Layer 3: uses `transport` (the links) and `inverter` (the pure protocol).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::inverter::payload::{self, Mode};
+use crate::inverter::registers::{Model, Values};
+use crate::transport::inverter::{self, InverterConfig, Link, LinkConfig};
+
+/// Polls in a row that read nothing before the inverter counts as offline (30 s at 10 s).
+pub const OFFLINE_AFTER: u32 = 3;
+
+/// Where the poller is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InverterState {
+    Connecting,
+    Online,
+    Offline,
+}
+
+impl InverterState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InverterState::Connecting => "connecting",
+            InverterState::Online => "online",
+            InverterState::Offline => "offline",
+        }
+    }
+}
+
+/// One poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InverterPoll {
+    /// When the poll ended (the row's `created_at`).
+    pub at: DateTime<Utc>,
+    /// The values of the blocks that were read (none from a failed block).
+    pub values: Values,
+    pub mode: Option<Mode>,
+    /// The `readings` payload, or the error row's text.
+    pub row: Result<String, String>,
+    /// What failed, block by block (empty when all was read).
+    pub errors: Vec<String>,
+    /// How long the poll took.
+    pub took: Duration,
+    /// The state after this poll.
+    pub state: InverterState,
+}
+
+/// What the poller tells the service.
+#[derive(Debug, Clone)]
+pub enum InverterEvent {
+    Poll(Arc<InverterPoll>),
+    /// The state changed, and why.
+    State {
+        state: InverterState,
+        detail: String,
+    },
+}
+
+/// The poller's settings.
+#[derive(Debug, Clone)]
+pub struct PollerConfig {
+    pub inverter: InverterConfig,
+    /// `POLL_INTERVAL`.
+    pub interval: Duration,
+}
+
+/// Runs until `stop` is cancelled or nobody listens. A link that cannot even be opened (the
+/// dongle's port taken) is retried every interval, and said each time.
+pub async fn run(
+    config: PollerConfig,
+    events: mpsc::Sender<InverterEvent>,
+    stop: CancellationToken,
+) {
+    let model = config.inverter.model;
+    let mut link_config = config.inverter.link.clone();
+    // a dongle that does not dial back within two intervals (the Python poller's cycle bound)
+    // makes an error row rather than a silent gap
+    // and a read slower than the poll interval is a failed read
+    match &mut link_config {
+        LinkConfig::Dongle(d) => {
+            d.dial_back_timeout = (config.interval * 2).max(Duration::from_secs(5));
+            d.read_timeout = d.read_timeout.min(config.interval);
+        }
+        LinkConfig::Modbus(m) => m.read_timeout = m.read_timeout.min(config.interval),
+    }
+    let mut poller = Poller {
+        model,
+        link: None,
+        link_config,
+        state: InverterState::Connecting,
+        failed_in_a_row: 0,
+        events,
+    };
+    let mut tick = tokio::time::interval(config.interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let poll = tokio::select! {
+            _ = stop.cancelled() => return,
+            poll = poller.poll() => poll,
+        };
+        if poller
+            .events
+            .try_send(InverterEvent::Poll(Arc::new(poll)))
+            .is_err()
+            && poller.events.is_closed()
+        {
+            return;
+        }
+    }
+}
+
+struct Poller {
+    model: &'static Model,
+    link: Option<Link>,
+    link_config: LinkConfig,
+    state: InverterState,
+    failed_in_a_row: u32,
+    events: mpsc::Sender<InverterEvent>,
+}
+
+impl Poller {
+    async fn poll(&mut self) -> InverterPoll {
+        let started = Instant::now();
+        let (values, errors) = match self.link.as_mut() {
+            Some(link) => inverter::poll(link, self.model).await,
+            None => match Link::open(&self.link_config).await {
+                Ok(link) => {
+                    tracing::info!("inverter: {} ({})", link.describe(), self.model.key);
+                    let link = self.link.insert(link);
+                    inverter::poll(link, self.model).await
+                }
+                Err(e) => (Values::new(), vec![e]),
+            },
+        };
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let row = payload::payload(&values).map_err(|no_values| {
+            let mut text = no_values.to_string();
+            if let Some(first) = errors.first() {
+                text = format!("{text}: {first}");
+            }
+            text
+        });
+        self.next_state(&row, &errors);
+        InverterPoll {
+            at: Utc::now(),
+            mode: payload::mode(&values),
+            values,
+            row,
+            errors,
+            took: started.elapsed(),
+            state: self.state,
+        }
+    }
+
+    /// Online at the first poll that read something; offline after [`OFFLINE_AFTER`] that
+    /// read nothing (or the first, before it was ever online). Each change is logged and sent.
+    fn next_state(&mut self, row: &Result<String, String>, errors: &[String]) {
+        let next = match row {
+            Ok(_) => {
+                self.failed_in_a_row = 0;
+                if let Some(e) = errors.first() {
+                    tracing::warn!(
+                        "inverter: {} block(s) not read (their values are N/A in this row): {e}",
+                        errors.len()
+                    );
+                }
+                InverterState::Online
+            }
+            Err(why) => {
+                self.failed_in_a_row += 1;
+                if self.state == InverterState::Online && self.failed_in_a_row < OFFLINE_AFTER {
+                    tracing::warn!("inverter: nothing read this poll: {why}");
+                    InverterState::Online
+                } else {
+                    if self.state == InverterState::Offline {
+                        tracing::debug!("inverter: still nothing read: {why}");
+                    }
+                    InverterState::Offline
+                }
+            }
+        };
+        if next == self.state {
+            return;
+        }
+        let detail = match (next, row) {
+            (InverterState::Online, _) => format!("reading the {}", self.model.description),
+            (_, Err(why)) => why.clone(),
+            _ => String::new(),
+        };
+        match next {
+            InverterState::Offline => tracing::warn!("inverter offline: {detail}"),
+            _ => tracing::info!("inverter online: {detail}"),
+        }
+        self.state = next;
+        let _ = self.events.try_send(InverterEvent::State {
+            state: next,
+            detail,
+        });
+    }
+}
