@@ -32,7 +32,7 @@ use crate::store::inverter::Aggregator;
 use crate::store::live::Live;
 use crate::store::read::{ReadConfig, Readers};
 use crate::store::writer::{Message, Writer};
-use crate::store::{Battery, InverterRow, Store};
+use crate::store::{Battery, Store};
 use crate::telemetry::Telemetry;
 use crate::transport::{self, Fleet, TransportKind};
 use crate::web::{self, AppState, WebConfig};
@@ -324,7 +324,7 @@ async fn start_inverter(
     let (poller, sim) = if components.demo_inverter {
         let (poller, sim) = demo_inverter(config).await?;
         tracing::info!(
-            "demo: jkmon polls a simulated inverter behind a simulated Wi-Fi dongle on {} every {:.0} s",
+            "demo: jkmon polls a simulated inverter behind a simulated Wi-Fi dongle on {} every {:.1} s",
             sim.udp_addr,
             poller.interval.as_secs_f64()
         );
@@ -543,6 +543,11 @@ impl Parts {
                 event = async { self.inverter.as_mut().unwrap().events.recv().await }, if self.inverter.is_some() => {
                     match event {
                         Some(event) => self.route_inverter(event),
+                        // it ends on the signal that stops everything, or not at all
+                        None if stop.is_cancelled() => {
+                            tracing::info!("stopping");
+                            return Ok(ExitCode::SUCCESS);
+                        }
                         None => {
                             self.inverter = None;
                             return Err(anyhow::anyhow!("the inverter poller ended"));
@@ -599,23 +604,24 @@ impl Parts {
         match event {
             InverterEvent::Poll(poll) => {
                 if let Some(w) = &self.writer {
-                    let (payload, error) = match &poll.row {
-                        Ok(p) => (Some(p.clone()), None),
-                        Err(e) => (None, Some(e.clone())),
-                    };
-                    w.send(Message::Reading(InverterRow {
-                        at: poll.at,
-                        payload,
-                        error,
-                    }));
-                }
-                if let Some(live) = &self.live {
-                    live.record_inverter_poll(poll);
+                    w.send(Message::Reading(poll));
                 }
             }
-            InverterEvent::State { state, detail } => {
-                if let Some(live) = &self.live {
-                    live.record_inverter_state(state, &detail, Utc::now());
+            InverterEvent::State {
+                state,
+                detail,
+                model,
+                link,
+                interval,
+            } => {
+                if let Some(w) = &self.writer {
+                    w.send(Message::InverterState {
+                        state,
+                        detail,
+                        model,
+                        link,
+                        interval,
+                    });
                 }
             }
         }

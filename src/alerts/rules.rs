@@ -601,6 +601,7 @@ mod tests {
                         .clone(),
                 ),
             }),
+            poller: None,
         }
     }
 

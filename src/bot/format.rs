@@ -369,6 +369,7 @@ mod tests {
                         .clone(),
                 ),
             }),
+            poller: None,
         }
     }
 

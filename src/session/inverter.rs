@@ -29,6 +29,8 @@ use crate::transport::inverter::{self, InverterConfig, Link, LinkConfig};
 
 /// Polls in a row that read nothing before the inverter counts as offline (30 s at 10 s).
 pub const OFFLINE_AFTER: u32 = 3;
+/// Polls in a row with a block not read before it is a warning rather than a note.
+pub const PARTIAL_BEFORE_WARNING: u32 = 3;
 
 /// Where the poller is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,10 +72,14 @@ pub struct InverterPoll {
 #[derive(Debug, Clone)]
 pub enum InverterEvent {
     Poll(Arc<InverterPoll>),
-    /// The state changed, and why.
+    /// The state changed, and why (the first is `Connecting`, at the start).
     State {
         state: InverterState,
         detail: String,
+        /// The model's key and the link in words.
+        model: &'static str,
+        link: String,
+        interval: Duration,
     },
 }
 
@@ -104,12 +110,21 @@ pub async fn run(
         }
         LinkConfig::Modbus(m) => m.read_timeout = m.read_timeout.min(config.interval),
     }
+    let _ = events.try_send(InverterEvent::State {
+        state: InverterState::Connecting,
+        detail: format!("reaching the {}", model.description),
+        model: model.key,
+        link: link_config.describe(),
+        interval: config.interval,
+    });
     let mut poller = Poller {
         model,
         link: None,
+        interval: config.interval,
         link_config,
         state: InverterState::Connecting,
         failed_in_a_row: 0,
+        partial_in_a_row: 0,
         events,
     };
     let mut tick = tokio::time::interval(config.interval);
@@ -137,9 +152,11 @@ pub async fn run(
 struct Poller {
     model: &'static Model,
     link: Option<Link>,
+    interval: Duration,
     link_config: LinkConfig,
     state: InverterState,
     failed_in_a_row: u32,
+    partial_in_a_row: u32,
     events: mpsc::Sender<InverterEvent>,
 }
 
@@ -183,11 +200,24 @@ impl Poller {
         let next = match row {
             Ok(_) => {
                 self.failed_in_a_row = 0;
-                if let Some(e) = errors.first() {
-                    tracing::warn!(
-                        "inverter: {} block(s) not read (their values are N/A in this row): {e}",
-                        errors.len()
-                    );
+                match errors.first() {
+                    // a lost answer now and then is a Wi-Fi link's life; a block that keeps
+                    // failing is a fault to look at
+                    Some(e) => {
+                        self.partial_in_a_row += 1;
+                        let n = errors.len();
+                        if self.partial_in_a_row >= PARTIAL_BEFORE_WARNING {
+                            tracing::warn!(
+                                "inverter: {n} block(s) not read in {} polls in a row (their values are N/A in those rows): {e}",
+                                self.partial_in_a_row
+                            );
+                        } else {
+                            tracing::info!(
+                                "inverter: {n} block(s) not read this poll (their values are N/A in this row): {e}"
+                            );
+                        }
+                    }
+                    None => self.partial_in_a_row = 0,
                 }
                 InverterState::Online
             }
@@ -217,9 +247,16 @@ impl Poller {
             _ => tracing::info!("inverter online: {detail}"),
         }
         self.state = next;
+        let link = self
+            .link
+            .as_ref()
+            .map_or_else(|| self.link_config.describe(), Link::describe);
         let _ = self.events.try_send(InverterEvent::State {
             state: next,
             detail,
+            model: self.model.key,
+            link,
+            interval: self.interval,
         });
     }
 }

@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0007_energy.sql",
         include_str!("../../migrations/0007_energy.sql"),
     ),
+    (
+        8,
+        "0008_inverter_poller.sql",
+        include_str!("../../migrations/0008_inverter_poller.sql"),
+    ),
 ];
 
 /// The newest schema this build knows.

@@ -23,6 +23,7 @@ pub mod history;
 pub mod inverter;
 pub mod live;
 pub mod migrate;
+pub mod poller;
 pub mod read;
 pub mod readings;
 pub mod writer;
@@ -37,6 +38,7 @@ use thiserror::Error;
 
 use crate::battery::Snapshot;
 use crate::report::json::{DeviceInfoJson, SnapshotJson};
+use crate::session::inverter::{InverterPoll, InverterState};
 pub use history::{Bucket, HistoryRow, Maintenance, Retention};
 use readings::Verdict;
 pub use readings::{CreatedAtFormat, OwnRows};
@@ -190,16 +192,6 @@ impl Default for StoreConfig {
             inverter_poll: Duration::from_secs(10),
         }
     }
-}
-
-/// A row of jkmon's own inverter poller, as the Python poller writes it: the payload JSON, or
-/// (an error row) no payload and the error's text.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InverterRow {
-    /// When the poll was made (`created_at`, in the table's format).
-    pub at: DateTime<Utc>,
-    pub payload: Option<String>,
-    pub error: Option<String>,
 }
 
 /// A configured BMS, as the store knows it.
@@ -374,6 +366,9 @@ impl Store {
         self.readings.target = readings::Target::new(existing);
         self.readings.format = CreatedAtFormat::learn(&tx)?;
         tracing::info!("readings: {}", decision.why);
+        if self.readings.setting != OwnRows::OwnPoller {
+            poller::forget(&tx)?;
+        }
         for b in batteries {
             let id: i64 = tx.query_row(
                 "INSERT INTO bms_devices (device_key, address, name, position, first_seen_ms)
@@ -489,16 +484,17 @@ impl Store {
         Ok(action)
     }
 
-    /// Inserts the rows jkmon's own inverter poller read, in one immediate transaction that
-    /// first brings each fresh battery's keys in `bms_merge` up to its newest snapshot (`fresh`:
-    /// position, snapshot, when it was taken). Each row therefore carries the battery as it was
-    /// at the poll, from its first moment; the merge is the one every row gets
-    /// (`migrations/0003_merge.sql`), run inside the INSERT. Error rows are stored as the
-    /// Python poller stores them: no payload, the error text. Returns the rows' ids.
+    /// Inserts the rows of jkmon's own inverter poller's `polls`, in one immediate transaction
+    /// that first brings each fresh battery's keys in `bms_merge` up to its newest snapshot
+    /// (`fresh`: position, snapshot, when it was taken). Each row therefore carries the battery
+    /// as it was at the poll, from its first moment; the merge is the one every row gets
+    /// (`migrations/0003_merge.sql`), run inside the INSERT. A poll that read nothing is an
+    /// error row as the Python poller stores it: no payload, the error's text. The last poll
+    /// goes to `inverter_poller` too. Returns the rows' ids.
     pub fn insert_readings(
         &mut self,
         fresh: &[(usize, &Snapshot, DateTime<Local>)],
-        rows: &[InverterRow],
+        polls: &[std::sync::Arc<InverterPoll>],
     ) -> Result<Vec<i64>, StoreError> {
         self.check_file()?;
         let mut merge = Vec::with_capacity(fresh.len());
@@ -512,17 +508,24 @@ impl Store {
         for (position, fields, fresh_until_s) in &merge {
             upsert_merge(&tx, *position, fields, *fresh_until_s)?;
         }
-        let mut ids = Vec::with_capacity(rows.len());
-        for row in rows {
+        let mut ids = Vec::with_capacity(polls.len());
+        for poll in polls {
+            let (payload, error) = match &poll.row {
+                Ok(p) => (Some(p.as_str()), None),
+                Err(e) => (None, Some(e.as_str())),
+            };
             tx.prepare_cached(
                 "INSERT INTO readings (created_at, payload, error) VALUES (?1, ?2, ?3)",
             )?
             .execute(rusqlite::params![
-                self.readings.format.format(row.at),
-                row.payload,
-                row.error
+                self.readings.format.format(poll.at),
+                payload,
+                error
             ])?;
             ids.push(tx.last_insert_rowid());
+        }
+        if let Some(last) = polls.last() {
+            poller::set_poll(&tx, last)?;
         }
         tx.commit()?;
         Ok(ids)
@@ -553,10 +556,25 @@ impl Store {
         })
     }
 
+    /// Records a change of jkmon's own inverter poller's state (see [`poller`]).
+    pub fn set_poller_state(
+        &mut self,
+        state: InverterState,
+        detail: &str,
+        model: &str,
+        link: &str,
+        interval: Duration,
+    ) -> Result<(), StoreError> {
+        poller::set_state(&self.conn, state, detail, model, link, interval, now_ms())?;
+        Ok(())
+    }
+
     /// This run's batteries are merged nowhere from now on (jkmon stops): rows the inverter
-    /// inserts after this carry no battery keys.
+    /// inserts after this carry no battery keys. jkmon's own inverter poller, if it ran, is
+    /// marked stopped.
     pub fn release_readings(&mut self) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
+        poller::stopped(&tx, now_ms())?;
         for position in self.devices.keys() {
             tx.execute(
                 "DELETE FROM bms_merge WHERE position = ?1",

@@ -17,6 +17,7 @@ pub use super::history::Range;
 use super::history::{self, Bucket, HistoryRow, Retention};
 pub use super::inverter::InverterPoint;
 use super::live::Live;
+use super::poller::PollerView;
 use super::{Battery, StoreError, OWN_ROW_SOURCE};
 use crate::report::json::{SnapshotJson, TemperaturesC};
 use crate::session::{Liveness, State};
@@ -304,24 +305,37 @@ pub struct StatusView {
     /// Only with two or more batteries.
     pub bank: Option<BankView>,
     pub inverter: Option<InverterView>,
+    /// jkmon's own inverter poller, where it polls the inverter.
+    pub poller: Option<PollerView>,
 }
 
 impl Serialize for StatusView {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut s = serializer.serialize_struct("StatusView", 5)?;
+        let mut s = serializer.serialize_struct("StatusView", 6)?;
         s.serialize_field("generated_at", &self.generated_at)?;
         s.serialize_field("batteries", &self.batteries)?;
         s.serialize_field("bank", &self.bank)?;
         s.serialize_field("inverter", &self.inverter)?;
+        s.serialize_field("inverter_poller", &self.poller)?;
         s.serialize_field("grid", &self.grid())?;
         s.end()
     }
 }
 
 impl StatusView {
-    /// The grid as the latest `readings` row tells; unknown without one.
+    /// The grid as jkmon's own poller heard it from the inverter (its working mode and grid
+    /// voltage at the last poll, while it is online), else as the latest `readings` row tells;
+    /// unknown without either.
     pub fn grid(&self) -> Grid {
+        if let Some(lost) = self
+            .poller
+            .as_ref()
+            .filter(|p| p.online)
+            .and_then(|p| p.grid_lost)
+        {
+            return if lost { Grid::Down } else { Grid::Up };
+        }
         self.inverter
             .as_ref()
             .map_or(Grid::Unknown, InverterView::grid)
@@ -389,6 +403,7 @@ pub fn status(
         batteries: views,
         bank,
         inverter: latest_reading(conn, now)?,
+        poller: super::poller::view(conn, now)?,
     })
 }
 

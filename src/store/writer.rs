@@ -24,9 +24,10 @@ use tokio::sync::oneshot;
 
 use super::energy::{self, Counters};
 use super::live::Live;
-use super::{Battery, Bucket, InverterRow, ReadingsAction, Store, StoreError, Update};
+use super::{Battery, Bucket, ReadingsAction, Store, StoreError, Update};
 use crate::battery::energy::Meter;
 use crate::battery::Snapshot;
+use crate::session::inverter::{InverterPoll, InverterState};
 use crate::session::State;
 
 /// Snapshots waiting for the writer; at 2 frames/s per BMS this is minutes of slack.
@@ -55,9 +56,17 @@ pub enum Message {
         /// stop being merged at once.
         offline: bool,
     },
-    /// A poll of jkmon's own inverter poller: inserted at once, with the batteries' newest
-    /// keys.
-    Reading(InverterRow),
+    /// A poll of jkmon's own inverter poller: its row inserted at once, with the batteries'
+    /// newest keys.
+    Reading(Arc<InverterPoll>),
+    /// jkmon's own inverter poller changed state.
+    InverterState {
+        state: InverterState,
+        detail: String,
+        model: &'static str,
+        link: String,
+        interval: Duration,
+    },
 }
 
 /// What the writer did, when it ends.
@@ -229,8 +238,23 @@ fn run(
                 w.state(position, state, &detail, offline);
                 continue;
             }
-            Ok(Message::Reading(row)) => {
-                w.reading(row);
+            Ok(Message::Reading(poll)) => {
+                w.reading(poll);
+                continue;
+            }
+            Ok(Message::InverterState {
+                state,
+                detail,
+                model,
+                link,
+                interval,
+            }) => {
+                if let Err(e) = w
+                    .store
+                    .set_poller_state(state, &detail, model, &link, interval)
+                {
+                    tracing::warn!("could not record the inverter poller's state: {e}");
+                }
                 continue;
             }
             Err(RecvTimeoutError::Timeout) => (false, false),
@@ -274,8 +298,8 @@ struct Writing<'a> {
     /// Each battery's counters: the database's plus what is pending.
     counters: BTreeMap<usize, Counters>,
     live: Option<Live>,
-    /// Inverter rows the database has not taken yet.
-    rows: Vec<InverterRow>,
+    /// Inverter polls whose rows the database has not taken yet.
+    rows: Vec<Arc<InverterPoll>>,
 }
 
 impl Writing<'_> {
@@ -310,7 +334,7 @@ impl Writing<'_> {
     /// Inserts an inverter row (and any the database refused before) with the newest keys of
     /// every fresh battery. A refused row is kept for the next one, up to
     /// [`MAX_PENDING_ROWS`].
-    fn reading(&mut self, row: InverterRow) {
+    fn reading(&mut self, row: Arc<InverterPoll>) {
         self.rows.push(row);
         self.flush_rows();
     }

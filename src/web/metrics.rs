@@ -714,6 +714,7 @@ mod tests {
             batteries,
             bank: None,
             inverter: None,
+            poller: None,
         }
     }
 

@@ -23,6 +23,21 @@ pub enum LinkConfig {
     Modbus(ModbusConfig),
 }
 
+impl LinkConfig {
+    /// Where the link goes, in words (before it is open: a dongle's port may still be 0).
+    pub fn describe(&self) -> String {
+        match self {
+            LinkConfig::Dongle(d) => format!(
+                "the Wi-Fi dongle at {} (listening on {}:{})",
+                d.dongle.ip(),
+                d.local_ip,
+                d.listen_port
+            ),
+            LinkConfig::Modbus(m) => m.target.to_string(),
+        }
+    }
+}
+
 /// The inverter jkmon polls itself: the link and the model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InverterConfig {
