@@ -145,6 +145,15 @@
     set(root, "inv.status", !inv ? "no data" : inv.error ? "error" : has ? (p.status_text || "online") : "no inverter data",
       inv && inv.error ? "bad" : has ? "good" : "muted");
     set(root, "inv.age", inv ? (inv.error ? inv.error + " · " : "") + jk.age(inv.age_s) : "");
+    // jkmon's own poller, where it reads the inverter: its link, state and the working mode
+    var po = status.inverter_poller, poEl = root.querySelector('[data-f="inv.poller"]');
+    poEl.hidden = !po;
+    if (po) {
+      poEl.textContent = "jkmon reads the " + po.model + " through " + po.link + ": " + po.state +
+        (po.online ? (po.mode ? " · " + po.mode : "") : po.detail ? " · " + po.detail : "");
+      poEl.className = "sub inv-poller " + (po.online ? "" : "bad");
+      if (!po.online && po.state !== "connecting") set(root, "inv.status", "inverter " + po.state, "bad");
+    }
     var pv = num(p, "pv_input_power"), grid = num(p, "grid_power"), load = num(p, "ac_output_power");
     var dir = function (v, inward) {
       if (v === null) return "none";

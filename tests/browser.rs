@@ -26,6 +26,7 @@ const NEXT_UPDATE: &str = r#"new Promise(resolve => document.addEventListener("j
     state: document.querySelector('#battery-1 [data-f="state"]').textContent,
     connection: document.getElementById("connection").textContent,
     inverter: document.querySelector('[data-f="inv.mode"]').textContent,
+    poller: document.querySelector('[data-f="inv.poller"]').textContent,
     page: window.jkmonPageId,
 }), { once: true }))"#;
 
@@ -118,7 +119,18 @@ fn the_dashboard_is_live_in_a_real_browser_and_the_history_page_draws() {
     assert_eq!(first["state"], "online");
     assert_eq!(first["connection"], "live");
     assert!(first["voltage"].as_str().unwrap().ends_with("V"), "{first}");
-    assert!(["LINE", "SBU"].contains(&first["inverter"].as_str().unwrap()));
+    // the demo inverter's mode as jkmon's own poller stores it (mains: SUB, off-grid: SBU)
+    assert!(
+        ["SUB", "SBU"].contains(&first["inverter"].as_str().unwrap()),
+        "{first}"
+    );
+    let poller = first["poller"].as_str().unwrap();
+    assert!(
+        poller
+            .starts_with("jkmon reads the ISOLAR_SMG_II_11K through the Wi-Fi dongle at 127.0.0.1")
+            && poller.contains(": online · "),
+        "{poller}"
+    );
     // the simulated current moves; within 20 updates the page shows another value by itself
     let mut changed = None;
     for _ in 0..20 {

@@ -379,9 +379,10 @@ const MERGED_OVER: [&str; 5] = [
     "temperature",
 ];
 
-/// `jkmon poll` with its own inverter poller on `sim` and the simulated BMS.
+/// `jkmon run` with its own inverter poller on `sim`, the simulated BMS and the web server on
+/// a free port.
 fn jkmon_polling(dir: &std::path::Path, db: &std::path::Path, sim: &SimDongle) -> Running {
-    let mut cmd = common::process::jkmon(dir, &["poll"]);
+    let mut cmd = common::process::jkmon(dir, &["run"]);
     cmd.env("JK_BMS_TRANSPORT", "sim")
         .env("JK_SIM_INTERVAL_MS", "50")
         .env("DB_PATH", db)
@@ -394,8 +395,15 @@ fn jkmon_polling(dir: &std::path::Path, db: &std::path::Path, sim: &SimDongle) -
         .env("INVERTER_LISTEN_PORT", "0")
         .env("INVERTER_MODEL", SMG_II_6K.key)
         .env("POLL_INTERVAL", "1")
+        .env("WEB_BIND", "127.0.0.1:0")
         .env("RUST_LOG", "warn,jkmon=info,jkmon::store::writer=debug");
     Running::spawn(cmd)
+}
+
+fn api_status(web: &str) -> serde_json::Value {
+    let (code, body) = common::process::http_get(web, "/api/v1/status");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 fn rows(db: &std::path::Path) -> Vec<(i64, String, Option<String>, Option<String>)> {
@@ -417,6 +425,7 @@ async fn jkmon_polls_the_inverter_and_writes_the_python_pollers_rows_with_the_ba
         .await
         .unwrap();
     let mut run = jkmon_polling(dir.path(), &db, &sim);
+    let web = run.web_address(Duration::from_secs(20));
     run.wait_for_log(Duration::from_secs(20), "inverter online");
     run.wait_for_log(Duration::from_secs(20), "handshake → streaming");
     // three rows inserted after the BMS streams, well inside one BMS commit interval
@@ -470,9 +479,58 @@ async fn jkmon_polls_the_inverter_and_writes_the_python_pollers_rows_with_the_ba
             "the BMS's voltage"
         );
     }
+    // the views: the poller's state and mode, and /metrics in base units
+    let status = api_status(&web);
+    let poller = &status["inverter_poller"];
+    assert_eq!(
+        (&poller["state"], &poller["mode"], &poller["model"]),
+        (&"online".into(), &"on mains".into(), &SMG_II_6K.key.into()),
+        "{poller}"
+    );
+    assert_eq!(status["grid"], "up");
+    let (code, page) = common::process::http_get(&web, "/metrics");
+    assert_eq!(code, 200);
+    common::prometheus::promtool_accepts(&page);
+    let families = common::prometheus::parse(&page).unwrap();
+    let metric = |name: &str| {
+        common::prometheus::get(&families, name, &[("model", SMG_II_6K.key)])
+            .unwrap_or_else(|| panic!("{name} in {page}"))
+    };
+    let want = sim.values();
+    assert_eq!(metric("jkmon_inverter_up"), 1.0);
+    assert_eq!(metric("jkmon_inverter_mode"), 2.0);
+    assert!((metric("jkmon_inverter_grid_voltage_volts") - want["grid_voltage_v"]).abs() < 0.05);
+    assert!(
+        (metric("jkmon_inverter_battery_soc_ratio") - want["battery_soc_pct"] / 100.0).abs() < 1e-9
+    );
+    assert!(
+        (metric("jkmon_inverter_battery_current_amperes") - want["battery_current_a"]).abs() < 0.05
+    );
     // the inverter goes quiet behind its dongle: error rows as the Python poller stores them
     sim.inverter.set_silent(true);
     run.wait_for_log(Duration::from_secs(30), "inverter offline");
+    let status = api_status(&web);
+    let poller = &status["inverter_poller"];
+    assert_eq!(poller["state"], "offline", "{poller}");
+    assert!(
+        poller["detail"].as_str().unwrap().contains("no answer"),
+        "{poller}"
+    );
+    let (_, page) = common::process::http_get(&web, "/metrics");
+    let families = common::prometheus::parse(&page).unwrap();
+    assert_eq!(
+        common::prometheus::get(&families, "jkmon_inverter_up", &[("model", SMG_II_6K.key)]),
+        Some(0.0)
+    );
+    assert_eq!(
+        common::prometheus::get(
+            &families,
+            "jkmon_inverter_grid_voltage_volts",
+            &[("model", SMG_II_6K.key)]
+        ),
+        None,
+        "no stale values while offline"
+    );
     let errors: Vec<_> = rows(&db).into_iter().filter(|r| r.3.is_some()).collect();
     assert!(!errors.is_empty());
     for (id, _, payload, error) in &errors {

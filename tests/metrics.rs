@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::process::{http_get, jkmon, Running};
-use common::prometheus::{get, parse};
+use common::prometheus::{get, parse, promtool_accepts};
 use common::pty::{answer_serial, PtyPair};
 use common::{clean_serial_responses, corpus};
 use jkmon::protocol::serial as serial_protocol;
@@ -204,35 +204,6 @@ async fn metrics_are_well_formed_and_their_values_are_the_decoded_bytes() {
     );
     assert!(kinds.contains(&("jkmon_battery_voltage_volts", "gauge")));
     promtool_accepts(&page);
-}
-
-/// Prometheus' own linter (`promtool check metrics`) finds nothing to say about `page`.
-fn promtool_accepts(page: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    if !common::have_program("promtool", &["--version"]) {
-        return;
-    }
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\n{page}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -131,7 +131,9 @@ impl Notifier {
 pub fn command_env(t: &Transition) -> Vec<(&'static str, String)> {
     let battery = match &t.values {
         super::rules::Values::Battery(v) => v.clone(),
-        super::rules::Values::Grid { .. } => super::rules::BatteryValues::default(),
+        super::rules::Values::Grid { .. } | super::rules::Values::Inverter { .. } => {
+            super::rules::BatteryValues::default()
+        }
     };
     let value = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     vec![

@@ -178,6 +178,12 @@ pub enum Values {
         /// As the poller wrote it (usually text like `"231.4"`).
         grid_voltage: Value,
     },
+    /// jkmon's own inverter poller: its state, why, and the inverter's working mode.
+    Inverter {
+        state: String,
+        detail: String,
+        mode: Option<String>,
+    },
 }
 
 /// A battery's numbers at a transition (`null` where the BMS reports none).
@@ -284,6 +290,7 @@ impl AlertState {
         for b in &status.batteries {
             eval.battery(b);
         }
+        eval.inverter(status);
         eval.grid(status);
         eval.out
     }
@@ -510,20 +517,61 @@ impl Evaluation<'_> {
         }
     }
 
-    /// `grid` (`GRID_DEBOUNCE_SEC`): up or down as the latest `readings` row tells; an unknown
-    /// grid (no inverter data, an error row) changes nothing.
+    /// `inverter.online`, where jkmon polls the inverter itself: offline only after
+    /// [`OFFLINE_DEBOUNCE`] (a restart of the dongle is not an outage), online at once. A
+    /// poller that is still connecting, or stopped with jkmon, changes nothing.
+    fn inverter(&mut self, status: &StatusView) {
+        let Some(p) = &status.poller else { return };
+        let (seen, debounce) = match p.state.as_str() {
+            "online" => (Level::Online, Duration::ZERO),
+            "offline" => (Level::Offline, OFFLINE_DEBOUNCE),
+            _ => return,
+        };
+        let detail = p.detail.clone();
+        self.push(
+            "inverter.online".into(),
+            None,
+            seen,
+            Confirm {
+                samples: 1,
+                debounce,
+            },
+            |to| match to {
+                Level::Offline => format!("Inverter offline ({detail})"),
+                _ => "Inverter back online".to_string(),
+            },
+            &Values::Inverter {
+                state: p.state.clone(),
+                detail: p.detail.clone(),
+                mode: p.mode.clone(),
+            },
+        );
+    }
+
+    /// `grid` (`GRID_DEBOUNCE_SEC`): up or down as the inverter tells jkmon's own poller, or
+    /// as the latest `readings` row tells; an unknown grid (no inverter data, an error row)
+    /// changes nothing.
     fn grid(&mut self, status: &StatusView) {
         let seen = match status.grid() {
             Grid::Up => Level::Up,
             Grid::Down => Level::Down,
             Grid::Unknown => return,
         };
-        let volts = status
-            .inverter
+        let polled = status
+            .poller
             .as_ref()
-            .and_then(|i| i.payload.as_ref())
-            .and_then(|p| p.get("grid_voltage"))
-            .cloned()
+            .filter(|p| p.online)
+            .and_then(|p| p.values.get("grid_voltage_v"))
+            .map(|v| Value::String(format!("{v:.1}")));
+        let volts = polled
+            .or_else(|| {
+                status
+                    .inverter
+                    .as_ref()
+                    .and_then(|i| i.payload.as_ref())
+                    .and_then(|p| p.get("grid_voltage"))
+                    .cloned()
+            })
             .unwrap_or(Value::Null);
         let confirm = Confirm {
             samples: 1,
@@ -748,6 +796,64 @@ mod tests {
         assert!(grid(Some("0.0"), 200, &mut s).is_empty());
         assert!(grid(Some("230.0"), 210, &mut s).is_empty());
         assert_eq!(grid(Some("230.0"), 241, &mut s), ["grid:up"]);
+    }
+
+    fn poller(state: &str, mode: u16, grid_v: f64) -> crate::store::poller::PollerView {
+        let mode_ = crate::inverter::payload::Mode::from_code(mode);
+        crate::store::poller::PollerView {
+            model: "ISOLAR_SMG_II_11K".into(),
+            link: "the Wi-Fi dongle".into(),
+            state: state.into(),
+            online: state == "online",
+            detail: "no answer".into(),
+            since: chrono::Utc::now(),
+            polled_at: None,
+            mode: Some(mode_.describe()),
+            mode_code: Some(mode),
+            grid_lost: Some(mode_ == crate::inverter::payload::Mode::OffGrid && grid_v < 50.0),
+            values: [("grid_voltage_v".to_string(), grid_v)]
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_inverter_poller_is_announced_offline_and_back_and_its_mode_tells_the_grid() {
+        let c = config();
+        let mut s = AlertState::default();
+        let run = |p: crate::store::poller::PollerView,
+                   row_v: Option<&str>,
+                   t: i64,
+                   s: &mut AlertState| {
+            let mut st = status(battery(true, (3.2, 3.21), 50.0, &[]), row_v);
+            st.poller = Some(p);
+            subjects(&s.evaluate(&c, &st, t * 1000))
+        };
+        assert!(run(poller("online", 2, 230.0), None, 0, &mut s).is_empty());
+        // off-grid with no grid voltage: lost, even where the last row still says 230 V
+        assert!(run(poller("online", 3, 0.0), Some("230.0"), 10, &mut s).is_empty());
+        assert_eq!(
+            run(poller("online", 3, 0.0), Some("230.0"), 41, &mut s),
+            ["grid:down"]
+        );
+        // off-grid by choice with the grid there is not a loss
+        assert!(run(poller("online", 3, 229.0), None, 50, &mut s).is_empty());
+        assert_eq!(
+            run(poller("online", 3, 229.0), None, 81, &mut s),
+            ["grid:up"]
+        );
+        // offline counts after two minutes, the grid is then unknown (nothing about it said)
+        assert!(run(poller("offline", 3, 0.0), None, 100, &mut s).is_empty());
+        assert_eq!(
+            run(poller("offline", 3, 0.0), None, 221, &mut s),
+            ["inverter.online:offline"]
+        );
+        assert_eq!(
+            run(poller("online", 2, 230.0), None, 230, &mut s),
+            ["inverter.online:online"]
+        );
+        // a poller stopped with jkmon is not an outage
+        assert!(run(poller("stopped", 2, 230.0), None, 500, &mut s).is_empty());
     }
 
     #[test]

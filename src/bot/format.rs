@@ -92,6 +92,17 @@ pub fn status(view: &StatusView) -> String {
         Grid::Down => out += "Grid: <b>OFFLINE</b>\n",
         Grid::Unknown => out += "Grid: unknown (no inverter data)\n",
     }
+    if let Some(p) = &view.poller {
+        out += &match (p.online, &p.mode) {
+            (true, Some(mode)) => format!("Inverter: online, {}\n", escape(mode)),
+            (true, None) => "Inverter: online\n".to_string(),
+            (false, _) => format!(
+                "Inverter: <b>{}</b> ({})\n",
+                escape(&p.state),
+                escape(&p.detail)
+            ),
+        };
+    }
     if view.inverter.as_ref().is_some_and(|i| i.has_inverter_data) {
         out += &format!(
             "Load: {} · PV: {} · Grid: {}\n",
@@ -510,5 +521,42 @@ mod tests {
         assert!(status(&v).contains("Grid: unknown (no inverter data)"));
         v.inverter = None;
         assert!(status(&v).contains("Grid: unknown"));
+    }
+
+    #[test]
+    fn jkmons_own_poller_says_the_mode_or_why_it_is_offline_escaped() {
+        let mut v = view("Main");
+        let mut p = crate::store::poller::PollerView {
+            model: "ISOLAR_SMG_II_6K".into(),
+            link: "Modbus TCP to 10.0.0.5:502".into(),
+            state: "online".into(),
+            online: true,
+            detail: String::new(),
+            since: chrono::Utc::now(),
+            polled_at: None,
+            mode: Some("off-grid (battery)".into()),
+            mode_code: Some(3),
+            grid_lost: Some(true),
+            values: Default::default(),
+        };
+        v.poller = Some(p.clone());
+        let text = status(&v);
+        assert!(
+            text.contains("Inverter: online, off-grid (battery)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Grid: <b>OFFLINE</b>"),
+            "the inverter's own word: {text}"
+        );
+        p.state = "offline".into();
+        p.online = false;
+        p.detail = "no answer <from> the dongle".into();
+        v.poller = Some(p);
+        let text = status(&v);
+        assert!(
+            text.contains("Inverter: <b>offline</b> (no answer &lt;from&gt; the dongle)"),
+            "{text}"
+        );
     }
 }

@@ -305,6 +305,9 @@ pub fn render(
     families(&mut out, &live);
     per_item(&mut out, &live);
     energy(&mut out, &batteries);
+    if let Some(p) = &status.poller {
+        inverter(&mut out, p);
+    }
     if telemetry.is_some() {
         link_counters(&mut out, &links);
     }
@@ -312,6 +315,98 @@ pub fn render(
         process_metrics(&mut out, p);
     }
     out.text
+}
+
+/// A value of the inverter's register map as a metric: its name in base units, the factor to
+/// them, and whether it only grows. `None` for what is no measurement (the clock) or is said
+/// another way (the mode, the legacy battery current register).
+fn inverter_metric(name: &str) -> Option<(String, f64, bool)> {
+    const UNITS: [(&str, &str, f64); 8] = [
+        ("_va", "_voltamperes", 1.0),
+        ("_v", "_volts", 1.0),
+        ("_a", "_amperes", 1.0),
+        ("_w", "_watts", 1.0),
+        ("_hz", "_hertz", 1.0),
+        ("_c", "_celsius", 1.0),
+        ("_pct", "_ratio", 0.01),
+        ("_kwh", "_joules", 3.6e6),
+    ];
+    if name.starts_with("clock_") || name == "operating_mode" || name.ends_with("_legacy_a") {
+        return None;
+    }
+    let (stem, unit, factor) = UNITS
+        .iter()
+        .find_map(|(suffix, unit, factor)| Some((name.strip_suffix(suffix)?, unit, *factor)))?;
+    let total = stem.ends_with("_total");
+    let stem = stem.strip_suffix("_total").unwrap_or(stem);
+    let metric = format!(
+        "jkmon_inverter_{stem}{unit}{}",
+        if total { "_total" } else { "" }
+    );
+    Some((metric, factor, total))
+}
+
+/// jkmon's own inverter poller: `jkmon_inverter_up`, the working mode's code, the time of the
+/// last poll, and, while it is online, every value its register map gives, in base units.
+fn inverter(out: &mut Out, p: &crate::store::poller::PollerView) {
+    let labels = [("model", p.model.as_str())];
+    out.family(
+        "jkmon_inverter_up",
+        "gauge",
+        "1 while jkmon's own inverter poller reads the inverter, else 0.",
+    );
+    out.sample(
+        "jkmon_inverter_up",
+        &labels,
+        if p.online { 1.0 } else { 0.0 },
+    );
+    if let Some(at) = p.polled_at {
+        out.family(
+            "jkmon_inverter_last_poll_timestamp_seconds",
+            "gauge",
+            "When the inverter was last polled (Unix time).",
+        );
+        out.sample(
+            "jkmon_inverter_last_poll_timestamp_seconds",
+            &labels,
+            at.timestamp_millis() as f64 / 1000.0,
+        );
+    }
+    if !p.online {
+        return;
+    }
+    if let Some(code) = p.mode_code {
+        out.family(
+            "jkmon_inverter_mode",
+            "gauge",
+            "The inverter's working mode (register 201: 2 mains, 3 off-grid, 4 bypass, 6 fault, ...).",
+        );
+        out.sample("jkmon_inverter_mode", &labels, f64::from(code));
+    }
+    if let Some(lost) = p.grid_lost {
+        out.family(
+            "jkmon_inverter_grid_up",
+            "gauge",
+            "1 while the inverter has mains, 0 when it runs off-grid with no grid voltage.",
+        );
+        out.sample(
+            "jkmon_inverter_grid_up",
+            &labels,
+            if lost { 0.0 } else { 1.0 },
+        );
+    }
+    for (name, value) in &p.values {
+        let Some((metric, factor, total)) = inverter_metric(name) else {
+            continue;
+        };
+        let kind = if total { "counter" } else { "gauge" };
+        out.family(
+            &metric,
+            kind,
+            &format!("The inverter's {name}, in base units."),
+        );
+        out.sample(&metric, &labels, value * factor);
+    }
 }
 
 /// `jkmon_battery_info`: what identifies each battery, as labels (empty where unknown).

@@ -216,3 +216,32 @@ pub fn get(families: &[Family], name: &str, labels: &[(&str, &str)]) -> Option<f
         .find(|s| s.labels == want)
         .map(|s| s.value)
 }
+
+/// Prometheus' own linter (`promtool check metrics`) finds nothing to say about `page`.
+pub fn promtool_accepts(page: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    if !super::have_program("promtool", &["--version"]) {
+        return;
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{page}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
