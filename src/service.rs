@@ -458,6 +458,7 @@ fn start_mqtt(
         config.store.freshness,
         mqtt.state_every,
         feed.subscribe(),
+        feed.subscribe_inverter(),
         stop.child_token(),
     );
     tokio::spawn(async move {
@@ -599,32 +600,28 @@ impl Parts {
         }
     }
 
-    /// One inverter poller event to the writer (its row) and the views.
+    /// One inverter poller event to the MQTT feed and the writer (its row, its state).
     fn route_inverter(&self, event: InverterEvent) {
-        match event {
-            InverterEvent::Poll(poll) => {
-                if let Some(w) = &self.writer {
-                    w.send(Message::Reading(poll));
-                }
-            }
+        if let Some(f) = &self.feed {
+            f.record_inverter(&event);
+        }
+        let Some(w) = &self.writer else { return };
+        w.send(match event {
+            InverterEvent::Poll(poll) => Message::Reading(poll),
             InverterEvent::State {
                 state,
                 detail,
                 model,
                 link,
                 interval,
-            } => {
-                if let Some(w) = &self.writer {
-                    w.send(Message::InverterState {
-                        state,
-                        detail,
-                        model,
-                        link,
-                        interval,
-                    });
-                }
-            }
-        }
+            } => Message::InverterState {
+                state,
+                detail,
+                model,
+                link,
+                interval,
+            },
+        });
     }
 
     /// Stops every part: the writer first (its last commit, and the batteries out of the

@@ -632,3 +632,94 @@ async fn home_assistant_keeps_the_device_when_the_adapter_moves_to_another_path(
     // the port-based id differs: it alone would have made a new device
     assert_ne!(first.2, second.2, "{seen:?}");
 }
+
+/// jkmon's own inverter poller on MQTT: an inverter device in Home Assistant with a sensor per
+/// register of the model's map, every one reading a field of the published state; the state
+/// follows the simulated inverter (a grid loss), the availability its link, and a stopping
+/// jkmon takes the inverter offline with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inverter_jkmon_polls_is_a_home_assistant_device_that_follows_it() {
+    use jkmon::inverter::registers::SMG_II_11K;
+    use jkmon::transport::sim::dongle::{SimDongle, SimDongleConfig};
+    let Some(rig) = rig() else { return };
+    let sim = SimDongle::start(SimDongleConfig::new(&SMG_II_11K))
+        .await
+        .unwrap();
+    let mut sub = Subscriber::start(&rig.broker);
+    let port = sim.udp_addr.port().to_string();
+    let mut run = run_jkmon(
+        &rig,
+        &[
+            ("INVERTER_TRANSPORT", "dongle"),
+            ("INVERTER_IP", "127.0.0.1"),
+            ("LOCAL_IP", "127.0.0.1"),
+            ("INVERTER_UDP_PORT", &port),
+            ("INVERTER_LISTEN_PORT", "0"),
+            ("POLL_INTERVAL", "1"),
+        ],
+    );
+    let availability = "jkmon/inverter/availability";
+    sub.wait_payload(LIMIT, availability, "online");
+    let state = sub
+        .wait_for(LIMIT, "an inverter state with values", |m| {
+            m.topic == "jkmon/inverter/state" && m.json().get("grid_voltage_v").is_some()
+        })
+        .json();
+    let want = sim.values();
+    assert_eq!(state["grid_voltage_v"], want["grid_voltage_v"], "{state}");
+    assert_eq!(state["pv_energy_total_kwh"], want["pv_energy_total_kwh"]);
+    assert_eq!(
+        (&state["mode"], &state["grid"]),
+        (&"on mains".into(), &"ON".into())
+    );
+    let voltage = config(&mut sub, "sensor", "grid_voltage_v");
+    assert_eq!(voltage["unique_id"], "jkmon_jkmon_inverter_grid_voltage_v");
+    assert_eq!(voltage["device"]["model"], SMG_II_11K.description);
+    assert_eq!(voltage["unit_of_measurement"], "V");
+    // every inverter entity reads a field the state has (none shows "unknown")
+    let inverter_configs: Vec<Msg> = sub
+        .seen
+        .iter()
+        .filter(|m| m.topic.contains("/jkmon_jkmon_inverter/") && !m.payload.is_empty())
+        .cloned()
+        .collect();
+    // a sensor per measured register (not the clock, the mode code, the legacy current),
+    // the mode, the grid and the link
+    let measured = SMG_II_11K
+        .registers
+        .iter()
+        .filter(|r| {
+            !r.name.starts_with("clock_")
+                && r.name != "operating_mode"
+                && !r.name.ends_with("_legacy_a")
+        })
+        .count();
+    assert_eq!(inverter_configs.len(), measured + 3);
+    for c in &inverter_configs {
+        let c = c.json();
+        for path in template_paths(c["value_template"].as_str().unwrap()) {
+            assert!(lookup(&state, &path).is_some(), "{path:?} not in {state}");
+        }
+    }
+    // the grid goes: the inverter says so itself
+    sim.set_grid(false);
+    let lost = sub.wait_for(LIMIT, "the grid lost", |m| {
+        m.topic == "jkmon/inverter/state" && m.json()["grid"] == "OFF"
+    });
+    assert_eq!(lost.json()["mode"], "off-grid (battery)");
+    // the inverter stops answering: its link goes offline, jkmon stays online
+    sim.inverter.set_silent(true);
+    sub.wait_payload(LIMIT, availability, "offline");
+    let link = sub.wait_for(LIMIT, "the link offline", |m| {
+        m.topic == "jkmon/inverter/state" && m.json()["link_state"] == "offline"
+    });
+    assert!(link.json()["link_detail"]
+        .as_str()
+        .unwrap()
+        .contains("no answer"));
+    sim.inverter.set_silent(false);
+    sub.wait_payload(LIMIT, availability, "online");
+    run.signal("TERM");
+    assert!(run.wait_exit(LIMIT).success());
+    sub.wait_payload(LIMIT, availability, "offline");
+}

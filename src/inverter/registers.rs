@@ -211,6 +211,31 @@ pub fn decode(model: &Model, read: &[(Block, Vec<u16>)]) -> Values {
     out
 }
 
+impl Register {
+    /// The decimals of the register's resolution (0.1 → 1, 0.01 → 2, 1 → 0).
+    pub fn decimals(&self) -> usize {
+        (-self.scale.log10()).round().max(0.0) as usize
+    }
+}
+
+/// `values` at each register's resolution, for people and other programs (JSON, MQTT,
+/// `/metrics`): `-21.7`, never the product's `-21.700000000000003`. The Python poller's
+/// payload keeps the product, formatted (see [`super::payload`]).
+pub fn at_resolution(model: &Model, values: &Values) -> Values {
+    values
+        .iter()
+        .map(|(name, v)| {
+            let decimals = model
+                .registers
+                .iter()
+                .find(|r| r.name == *name)
+                .map_or(3, Register::decimals);
+            let shown = format!("{v:.decimals$}").parse().unwrap_or(*v);
+            (*name, shown)
+        })
+        .collect()
+}
+
 /// Register `address` in whichever block read it.
 fn word(read: &[(Block, Vec<u16>)], address: u16) -> Option<u16> {
     read.iter().find_map(|(b, regs)| {
@@ -222,6 +247,22 @@ fn word(read: &[(Block, Vec<u16>)], address: u16) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_at_resolution_drop_the_products_noise() {
+        let raw = -217.0 * 0.1;
+        assert_ne!(raw, -21.7, "the product itself is not -21.7");
+        let values: Values = [
+            ("battery_current_a", raw),
+            ("pv_energy_total_kwh", 9_876_543.0 * 0.01),
+        ]
+        .into_iter()
+        .collect();
+        let shown = at_resolution(&SMG_II_6K, &values);
+        assert_eq!(shown["battery_current_a"], -21.7);
+        // a name the model does not have keeps three decimals
+        assert_eq!(shown["pv_energy_total_kwh"], 98_765.43);
+    }
 
     #[test]
     fn every_model_has_unique_names_and_addresses() {

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::inverter::InverterFeed;
 use super::publisher::{Cause, Message, Publisher, OFFLINE};
 use super::{BatteryFeed, Layout, MqttConfig};
 use crate::session::backoff::Backoff;
@@ -206,6 +207,7 @@ pub async fn run(
     freshness: Duration,
     every: Duration,
     mut feed: watch::Receiver<Vec<BatteryFeed>>,
+    mut inverter: watch::Receiver<Option<InverterFeed>>,
     stop: CancellationToken,
 ) -> Result<(), MqttError> {
     let options = options(&config, Some(&layout))?;
@@ -230,7 +232,9 @@ pub async fn run(
                     tracing::info!("mqtt: connected to {broker}; publishing under {}/", publisher.layout().base);
                     let now = Instant::now();
                     let f = feed.borrow_and_update().clone();
-                    publisher.connected(&f, now)
+                    let mut out = publisher.connected(&f, now);
+                    out.extend(publisher.update_inverter(inverter.borrow_and_update().as_ref()));
+                    out
                 }
                 Some(Link::Down { reason, retry_in }) => {
                     connected = false;
@@ -252,6 +256,16 @@ pub async fn run(
                     continue;
                 }
                 publisher.update(&f, Instant::now(), Cause::Change)
+            }
+            changed = inverter.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let f = inverter.borrow_and_update().clone();
+                if !connected {
+                    continue;
+                }
+                publisher.update_inverter(f.as_ref())
             }
             _ = tick.tick() => {
                 if !connected {

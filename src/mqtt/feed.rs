@@ -7,7 +7,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::inverter::InverterFeed;
 use crate::battery::Snapshot;
+use crate::session::inverter::InverterEvent;
 use crate::session::{EventKind, Liveness, SessionEvent};
 use crate::store::energy::Counters;
 
@@ -30,17 +32,55 @@ pub struct BatteryFeed {
 #[derive(Debug, Clone)]
 pub struct Feed {
     tx: Arc<watch::Sender<Vec<BatteryFeed>>>,
+    /// jkmon's own inverter poller, where it runs.
+    inverter: Arc<watch::Sender<Option<InverterFeed>>>,
 }
 
 impl Feed {
     pub fn new(batteries: usize) -> Feed {
         Feed {
             tx: Arc::new(watch::channel(vec![BatteryFeed::default(); batteries]).0),
+            inverter: Arc::new(watch::channel(None).0),
         }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Vec<BatteryFeed>> {
         self.tx.subscribe()
+    }
+
+    pub fn subscribe_inverter(&self) -> watch::Receiver<Option<InverterFeed>> {
+        self.inverter.subscribe()
+    }
+
+    /// Takes in an event of jkmon's own inverter poller. Never waits.
+    pub fn record_inverter(&self, event: &InverterEvent) {
+        self.inverter.send_modify(|feed| match event {
+            InverterEvent::State {
+                state,
+                detail,
+                model,
+                link,
+                ..
+            } => {
+                let f = feed.get_or_insert_with(|| InverterFeed {
+                    model,
+                    link: link.clone(),
+                    state: *state,
+                    detail: detail.clone(),
+                    poll: None,
+                    seq: 0,
+                });
+                f.state = *state;
+                f.detail = detail.clone();
+                f.link = link.clone();
+            }
+            InverterEvent::Poll(poll) => {
+                if let Some(f) = feed.as_mut() {
+                    f.poll = Some(Arc::clone(poll));
+                    f.seq += 1;
+                }
+            }
+        });
     }
 
     /// Takes in a session event, and the battery's energy counters. Never waits. `liveness`

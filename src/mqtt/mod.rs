@@ -23,6 +23,7 @@
 pub mod client;
 pub mod discovery;
 pub mod feed;
+pub mod inverter;
 pub mod payload;
 pub mod publisher;
 

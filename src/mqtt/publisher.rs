@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::inverter::{self, InverterFeed};
 use super::{discovery, payload, BatteryFeed, Layout};
 
 /// One MQTT message.
@@ -88,6 +89,15 @@ pub struct Publisher {
     /// life (a reconnection keeps it), and when its first snapshot came.
     nodes: Vec<Option<String>>,
     first_snapshot: Vec<Option<Instant>>,
+    /// What the broker was told about jkmon's own inverter poller on this connection.
+    told_inverter: ToldInverter,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ToldInverter {
+    online: Option<bool>,
+    seq: u64,
+    discovery: bool,
 }
 
 /// How long discovery waits for a battery's device info (its serial number keys the device)
@@ -103,6 +113,7 @@ impl Publisher {
             told: vec![Told::default(); n],
             nodes: vec![None; n],
             first_snapshot: vec![None; n],
+            told_inverter: ToldInverter::default(),
         }
     }
 
@@ -114,6 +125,7 @@ impl Publisher {
     /// so everything is told again: jkmon is online, then each battery as in `update`.
     pub fn connected(&mut self, feed: &[BatteryFeed], now: Instant) -> Vec<Message> {
         self.told = vec![Told::default(); self.layout.batteries.len()];
+        self.told_inverter = ToldInverter::default();
         let mut out = vec![Message::retained(self.layout.status(), ONLINE)];
         out.extend(self.update(feed, now, Cause::Tick));
         out
@@ -267,7 +279,44 @@ impl Publisher {
         Some(node)
     }
 
-    /// jkmon is stopping: every battery and jkmon itself go offline.
+    /// The messages that bring the broker up to date with jkmon's own inverter poller: the
+    /// inverter's device once per connection, its state at each poll and each change of the
+    /// link, its availability when that changes.
+    pub fn update_inverter(&mut self, feed: Option<&InverterFeed>) -> Vec<Message> {
+        let Some(feed) = feed else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let told = &mut self.told_inverter;
+        if let (Some(prefix), false) = (&self.layout.discovery_prefix, told.discovery) {
+            out.extend(
+                inverter::configs(&self.layout, prefix, feed)
+                    .iter()
+                    .map(|(t, v)| Message::json(t.clone(), v, true)),
+            );
+            told.discovery = true;
+        }
+        let online = feed.online();
+        if feed.seq != told.seq || told.online != Some(online) {
+            out.push(Message::json(
+                inverter::state_topic(&self.layout),
+                &inverter::state(feed),
+                true,
+            ));
+            told.seq = feed.seq;
+        }
+        if told.online != Some(online) {
+            let word = if online { ONLINE } else { OFFLINE };
+            out.push(Message::retained(
+                inverter::availability_topic(&self.layout),
+                word,
+            ));
+            told.online = Some(online);
+        }
+        out
+    }
+
+    /// jkmon is stopping: every battery, the inverter it polls and jkmon itself go offline.
     pub fn stopping(&mut self) -> Vec<Message> {
         let mut out: Vec<Message> = self
             .layout
@@ -275,6 +324,12 @@ impl Publisher {
             .iter()
             .map(|b| Message::retained(b.availability(), OFFLINE))
             .collect();
+        if self.told_inverter.online.is_some() {
+            out.push(Message::retained(
+                inverter::availability_topic(&self.layout),
+                OFFLINE,
+            ));
+        }
         out.push(Message::retained(self.layout.status(), OFFLINE));
         out
     }

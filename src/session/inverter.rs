@@ -53,6 +53,7 @@ impl InverterState {
 /// One poll.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InverterPoll {
+    pub model: &'static Model,
     /// When the poll ended (the row's `created_at`).
     pub at: DateTime<Utc>,
     /// The values of the blocks that were read (none from a failed block).
@@ -184,6 +185,7 @@ impl Poller {
         });
         self.next_state(&row, &errors);
         InverterPoll {
+            model: self.model,
             at: Utc::now(),
             mode: payload::mode(&values),
             values,

@@ -43,8 +43,8 @@ pub fn set_state(
 
 /// Records the newest poll (no row yet: nothing, the state comes first).
 pub fn set_poll(conn: &Connection, poll: &InverterPoll) -> rusqlite::Result<()> {
-    let values: serde_json::Map<String, serde_json::Value> = poll
-        .values
+    let values = crate::inverter::registers::at_resolution(poll.model, &poll.values);
+    let values: serde_json::Map<String, serde_json::Value> = values
         .iter()
         .map(|(k, v)| ((*k).to_string(), serde_json::json!(v)))
         .collect();
@@ -166,6 +166,7 @@ mod tests {
 
     fn poll(mode: f64, grid_v: f64, at: DateTime<Utc>) -> InverterPoll {
         InverterPoll {
+            model: &crate::inverter::registers::SMG_II_6K,
             at,
             values: [("operating_mode", mode), ("grid_voltage_v", grid_v)]
                 .into_iter()

@@ -55,7 +55,8 @@ pub enum LinkError {
 }
 
 impl LinkError {
-    /// Nothing more can be read this poll (no connection at all), so its other blocks are not
+    /// Nothing more can be read this poll (no connection at all, or an inverter that let a
+    /// read time out and would let the next ones time out too), so its other blocks are not
     /// tried.
     pub fn ends_the_poll(&self) -> bool {
         match self {
@@ -64,10 +65,12 @@ impl LinkError {
                 DongleError::NoDialBack { .. }
                     | DongleError::Listen { .. }
                     | DongleError::Announce { .. }
+                    | DongleError::Timeout { .. }
             ),
-            LinkError::Modbus(e) => {
-                matches!(e, ModbusError::Open { .. } | ModbusError::Connect { .. })
-            }
+            LinkError::Modbus(e) => matches!(
+                e,
+                ModbusError::Open(_) | ModbusError::Connect { .. } | ModbusError::Timeout { .. }
+            ),
         }
     }
 }
