@@ -439,7 +439,7 @@ async fn jkmon_polls_the_inverter_and_writes_the_python_pollers_rows_with_the_ba
     let first_id: i64 = first
         .split("readings #")
         .nth(1)
-        .and_then(|t| t.split("..").next())
+        .and_then(|t| t.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap();
     let with_battery: Vec<_> = all.iter().filter(|r| r.0 > first_id).collect();

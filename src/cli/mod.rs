@@ -96,19 +96,41 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum SimulateRole {
+    /// A JK BMS answering 4E 57 requests on --port.
     Serial,
+    /// A JK-PB RS485 network on --port.
     Rs485,
+    /// An SMG-II inverter behind a SmartESS Wi-Fi dongle taking `set>server=` on --listen (UDP).
+    Dongle,
+    /// An SMG-II inverter answering Modbus RTU on --port (the inverter's RS485 port).
+    ModbusRtu,
+    /// An SMG-II inverter behind a Modbus TCP gateway listening on --listen.
+    ModbusTcp,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
     #[arg(value_enum)]
     pub role: SimulateRole,
-    /// The port to answer on (the other end of jkmon's JK_BMS_SERIAL_PORT).
+    /// The serial port to answer on (the other end of jkmon's JK_BMS_SERIAL_PORT, or of
+    /// INVERTER_SERIAL_PORT).
     #[arg(long)]
-    pub port: std::path::PathBuf,
-    #[arg(long, default_value_t = 115_200)]
-    pub baud: u32,
+    pub port: Option<std::path::PathBuf>,
+    /// Baud rate (default 115200 for a BMS, 9600 for the inverter).
+    #[arg(long)]
+    pub baud: Option<u32>,
+    /// Inverter: where to listen (the dongle's UDP address, or the gateway's TCP address).
+    #[arg(long, default_value = "127.0.0.1:58899")]
+    pub listen: std::net::SocketAddr,
+    /// Inverter: the model (INVERTER_MODEL's keys).
+    #[arg(long, default_value = "ISOLAR_SMG_II_11K")]
+    pub model: String,
+    /// Inverter: the Modbus unit id.
+    #[arg(long, default_value_t = 1)]
+    pub unit: u8,
+    /// Inverter: fixed values instead of a day that follows the clock.
+    #[arg(long)]
+    pub fixed: bool,
     /// RS485: the packs' addresses.
     #[arg(long, default_value = "1,2,3")]
     pub slaves: String,

@@ -355,8 +355,14 @@ impl Writing<'_> {
             .collect();
         match self.store.insert_readings(&fresh, &self.rows) {
             Ok(ids) => {
-                if let (Some(first), Some(last)) = (ids.first(), ids.last()) {
-                    tracing::debug!("inverter: readings #{first}..#{last} inserted");
+                // how long a poll's row took to be readable (scripts/load-inverter.sh reads it)
+                let committed = chrono::Utc::now();
+                for (id, poll) in ids.iter().zip(&self.rows) {
+                    tracing::debug!(
+                        "inverter: readings #{id} committed {} ms after its poll ended (the poll took {} ms)",
+                        (committed - poll.at).num_milliseconds(),
+                        poll.took.as_millis()
+                    );
                 }
                 self.rows.clear();
             }
