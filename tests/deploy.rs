@@ -895,3 +895,64 @@ async fn doctor_reads_the_inverter_through_its_dongle_or_names_what_to_fix() {
         "{text}"
     );
 }
+
+/// A wired inverter: `jkmon simulate modbus-tcp` plays a gateway, `jkmon doctor` reads one block
+/// through it; with nothing there, the gateway is named with the variables to check.
+#[test]
+fn doctor_reads_a_wired_inverter_through_a_modbus_tcp_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let doctor = || {
+        jkmon(
+            dir.path(),
+            &["doctor"],
+            &[
+                ("JK_BMS_TRANSPORT", "sim"),
+                ("WEB_BIND", "127.0.0.1:0"),
+                ("DB_PATH", dir.path().join("inverter.db").to_str().unwrap()),
+                ("INVERTER_TRANSPORT", "tcp"),
+                ("INVERTER_IP", "127.0.0.1"),
+                ("MODBUS_PORT", &port.to_string()),
+                ("INVERTER_MODEL", "ISOLAR_SMG_II_11K"),
+            ],
+        )
+        .output()
+        .unwrap()
+    };
+    let out = doctor();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains(&format!(
+            "✘ inverter: cannot connect to the Modbus TCP gateway at 127.0.0.1:{port}"
+        )) && text.contains("MODBUS_PORT"),
+        "{text}"
+    );
+    let mut gateway = Running::spawn({
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jkmon"));
+        cmd.args([
+            "simulate",
+            "modbus-tcp",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--fixed",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        cmd
+    });
+    gateway.wait_for_log(Duration::from_secs(10), "behind a Modbus TCP gateway");
+    let out = doctor();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("✔ inverter: Modbus TCP to 127.0.0.1:{port}; 3 registers from 201 read and checked (ISOLAR_SMG_II_11K), mode on mains"))
+            && text.contains("✔ readings: jkmon polls the inverter itself"),
+        "{text}"
+    );
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(Duration::from_secs(10)).success());
+}

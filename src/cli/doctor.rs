@@ -155,7 +155,7 @@ fn database(r: &mut Report, config: &Config) {
             "database",
             format!("{} will be created at the first start", path.display()),
         );
-        readings(r, &path, config.store.own_rows);
+        readings(r, &path, own_rows(config));
         return;
     }
     match rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -186,19 +186,33 @@ fn database(r: &mut Report, config: &Config) {
             format!("{} cannot be read: {e}", path.display()),
         ),
     }
-    readings(r, &path, config.store.own_rows);
+    readings(r, &path, own_rows(config));
+}
+
+/// What the service will take for `JKMON_OWN_ROWS`: with its own inverter poller, every row it
+/// writes is an inverter row.
+fn own_rows(config: &Config) -> crate::store::OwnRows {
+    match config.inverter {
+        Some(_) => crate::store::OwnRows::OwnPoller,
+        None => config.store.own_rows,
+    }
 }
 
 /// What jkmon will do to the inverter monitor's `readings` table, and why.
 fn readings(r: &mut Report, path: &std::path::Path, setting: crate::store::OwnRows) {
     const NEW: &str = "the table is created at the first start; until an inverter writes into it, jkmon inserts rows of its own (JKMON_OWN_ROWS=off never does)";
-    if !path.exists() {
-        r.ok("readings", NEW);
-        return;
-    }
-    let decided =
+    use crate::store::readings::decide;
+    // only `auto` looks at the table; the other settings decide alone
+    let decided = if setting == crate::store::OwnRows::Auto {
+        if !path.exists() {
+            r.ok("readings", NEW);
+            return;
+        }
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .and_then(|c| crate::store::readings::decide(&c, setting));
+            .and_then(|c| decide(&c, setting))
+    } else {
+        rusqlite::Connection::open_in_memory().and_then(|c| decide(&c, setting))
+    };
     match decided {
         Ok(d) => r.ok("readings", d.why),
         Err(e) if e.to_string().contains("no such table") => r.ok("readings", NEW),

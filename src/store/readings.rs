@@ -78,7 +78,11 @@ pub fn newest_inverter_row(conn: &Connection) -> rusqlite::Result<Option<(i64, S
 
 /// Decides whether jkmon inserts its own rows, from the setting and what the table holds.
 pub fn decide(conn: &Connection, setting: OwnRows) -> rusqlite::Result<Decision> {
-    let newest = newest_inverter_row(conn)?;
+    // the table is looked at only where the setting leaves the choice to it
+    let newest = match setting {
+        OwnRows::Auto => newest_inverter_row(conn)?,
+        _ => None,
+    };
     Ok(match (setting, newest) {
         (OwnRows::On, _) => Decision {
             own_rows: true,
