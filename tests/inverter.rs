@@ -42,6 +42,11 @@ async fn pair(config: SimDongleConfig) -> (SimDongle, Dongle) {
     (sim, dongle)
 }
 
+/// How many of `events` match `which`.
+fn count(events: &[Event], which: impl Fn(&Event) -> bool) -> usize {
+    events.iter().filter(|e| which(e)).count()
+}
+
 /// `got` holds `want`'s value of every register of `model`, to the register's resolution.
 fn same_values(model: &Model, got: &Values, want: &Values) {
     for r in model.registers {
@@ -226,11 +231,7 @@ async fn a_firmware_that_refuses_function_03_is_read_with_04() {
     assert!(errors.is_empty(), "{errors:?}");
     same_values(&SMG_II_6K, &values, &sim.values());
     // one refusal, then 04 for the rest of the connection
-    let refusals = sim
-        .events()
-        .iter()
-        .filter(|e| matches!(e, Event::Exception(_, 0x01)))
-        .count();
+    let refusals = count(&sim.events(), |e| matches!(e, Event::Exception(_, 0x01)));
     assert_eq!(refusals, 1);
     let (again, errors) = poll(&mut dongle, &SMG_II_6K).await;
     assert!(errors.is_empty() && again == values);
@@ -306,11 +307,7 @@ async fn modbus_rtu_skips_a_bad_crc_and_another_units_silence() {
             }
         }
     }
-    let bad = inverter
-        .events()
-        .iter()
-        .filter(|e| matches!(e, Event::BadCrc(_)))
-        .count();
+    let bad = count(&inverter.events(), |e| matches!(e, Event::BadCrc(_)));
     assert_eq!(seen_bad, bad, "each bad CRC is one failed read, no other");
     assert!(bad >= 1);
     // a unit that is not on the line: silence, named with what to check
@@ -335,11 +332,9 @@ async fn modbus_tcp_reads_the_same_registers_and_falls_back_to_function_04() {
     let (values, errors) = poll(&mut link, &SMG_II_11K).await;
     assert!(errors.is_empty(), "{errors:?}");
     same_values(&SMG_II_11K, &values, &inverter.values());
-    let refusals = inverter
-        .events()
-        .iter()
-        .filter(|e| matches!(e, Event::Exception(_, 0x01)))
-        .count();
+    let refusals = count(&inverter.events(), |e| {
+        matches!(e, Event::Exception(_, 0x01))
+    });
     assert_eq!(refusals, 1, "one refusal of 03, then 04");
     // a grid loss over TCP too
     inverter.set_grid(false);

@@ -93,7 +93,8 @@ pub struct PollerConfig {
 }
 
 /// Runs until `stop` is cancelled or nobody listens. A link that cannot even be opened (the
-/// dongle's port taken) is retried every interval, and said each time.
+/// dongle's port taken) is tried again at the next poll; each poll that read nothing is an
+/// error row.
 pub async fn run(
     config: PollerConfig,
     events: mpsc::Sender<InverterEvent>,
@@ -102,8 +103,8 @@ pub async fn run(
     let model = config.inverter.model;
     let mut link_config = config.inverter.link.clone();
     // a dongle that does not dial back within two intervals (the Python poller's cycle bound)
-    // makes an error row rather than a silent gap
-    // and a read slower than the poll interval is a failed read
+    // makes an error row rather than a silent gap, and a read slower than the poll interval is
+    // a failed read
     match &mut link_config {
         LinkConfig::Dongle(d) => {
             d.dial_back_timeout = (config.interval * 2).max(Duration::from_secs(5));
