@@ -501,3 +501,60 @@ fn completions_and_the_manual_page_are_printed() {
         "{page}"
     );
 }
+
+/// `jkmon set --dry-run` prints the exact bytes of each switch on the battery's link — the
+/// protocol reference's own examples — and sends nothing; without the dry run, a battery
+/// JK_BMS_CONTROL leaves off is refused with the variable to set.
+#[test]
+fn set_dry_run_prints_the_references_bytes_and_control_is_off_by_default() {
+    let ble = jkmon(
+        &["set", "1", "charging=on", "--dry-run"],
+        &[("JK_BMS_TRANSPORT", "sim"), ("JK_BMS_VARIANT", "jk02_32s")],
+        None,
+    );
+    assert!(ble.status.success(), "{}", text(&ble.stderr));
+    assert_eq!(
+        text(&ble.stdout).lines().nth(1).unwrap().trim(),
+        "on a jk02_32s board: AA 55 90 EB 1D 04 01 00 00 00 00 00 00 00 00 00 00 00 00 9C"
+    );
+    let bus = jkmon(
+        &["set", "2", "balancer=on", "heater=on", "--dry-run"],
+        &[
+            ("JK_BMS_TRANSPORT", "rs485"),
+            ("JK_BMS_SERIAL_PORT", "/dev/ttyUSB9"),
+            ("JK_RS485_ADDRESSES", "1,2"),
+        ],
+        None,
+    );
+    let out = text(&bus.stdout);
+    assert!(
+        out.contains("balancer=on: RS485 pack 2: 02 10 10 78 00 02 04 00 00 00 01 F6 69"),
+        "{out}"
+    );
+    assert!(
+        out.contains("heater=on: the heater switch cannot be set on the RS485 network"),
+        "{out}"
+    );
+    // not a dry run: control is off unless the owner turns it on
+    let refused = jkmon(
+        &["set", "1", "charging=off"],
+        &[("JK_BMS_TRANSPORT", "sim")],
+        None,
+    );
+    assert!(!refused.status.success());
+    let e = text(&refused.stderr);
+    assert!(
+        e.contains("control is off") && e.contains("JK_BMS_CONTROL=on"),
+        "{e}"
+    );
+    let unknown = jkmon(
+        &["set", "Loft", "charging=off", "--dry-run"],
+        &[("JK_BMS_TRANSPORT", "sim")],
+        None,
+    );
+    let e = text(&unknown.stderr);
+    assert!(
+        e.contains("no battery \"Loft\"") && e.contains("1 (Simulated BMS)"),
+        "{e}"
+    );
+}

@@ -10,6 +10,7 @@ pub mod logging;
 pub mod read;
 pub mod run;
 pub mod scan;
+pub mod set;
 pub mod simulate;
 pub mod watch;
 
@@ -82,11 +83,30 @@ pub enum Command {
     /// 4E 57 requests, `rs485` is a JK-PB network of packs, with `--master` a polling master.
     /// For trying the wired transports without hardware.
     Simulate(SimulateArgs),
+    /// Switch a BMS: `jkmon set Garage charging=off` (charging, discharging, balancer, heater;
+    /// on or off). Only where JK_BMS_CONTROL allows it; `--dry-run` prints the bytes.
+    Set(SetArgs),
     /// Print a completion script for a shell: `jkmon completions bash >
     /// /etc/bash_completion.d/jkmon` (also zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Print the manual page (roff): `jkmon man > /usr/local/share/man/man1/jkmon.1`.
     Man,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SetArgs {
+    /// The battery: its position (1 = the first configured) or its name.
+    pub battery: String,
+    /// What to set: charging=on|off, discharging=on|off, balancer=on|off, heater=on|off.
+    #[arg(required = true, value_parser = parse_setting)]
+    pub settings: Vec<crate::protocol::control::Setting>,
+    /// Print the exact bytes each would send on the battery's link, and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn parse_setting(s: &str) -> Result<crate::protocol::control::Setting, String> {
+    s.parse()
 }
 
 #[derive(Debug, clap::Args)]
@@ -271,6 +291,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Read(args) => read::run(args),
         Command::Watch(args) => watch::run(args),
         Command::Run(args) => run::run(args, run::Mode::Everything),
+        Command::Set(args) => set::run(args),
         Command::Poll(args) => run::run(args, run::Mode::PollOnly),
         Command::Web(args) => run::run(args, run::Mode::WebOnly),
         Command::Bot(args) => run::run(args, run::Mode::BotOnly),

@@ -6,6 +6,7 @@
 
 mod alerts;
 mod bms;
+pub mod control;
 pub mod devices_file;
 mod env;
 mod inverter;
@@ -96,6 +97,7 @@ pub const VARIABLES: &[&str] = &[
     "HISTORY_RAW_DAYS",
     "HISTORY_5MIN_DAYS",
     "HISTORY_HOURLY_DAYS",
+    "JK_BMS_CONTROL",
     "INVERTER_TRANSPORT",
     "INVERTER_IP",
     "MODBUS_HOST",
@@ -168,6 +170,8 @@ pub struct Config {
     pub mqtt: Option<crate::mqtt::MqttConfig>,
     /// `INVERTER_TRANSPORT=dongle` and its variables: the inverter jkmon reads itself.
     pub inverter: Option<crate::transport::inverter::InverterConfig>,
+    /// `JK_BMS_CONTROL`: which batteries jkmon may switch (none by default).
+    pub control: control::Control,
 }
 
 impl Config {
@@ -416,6 +420,7 @@ impl Config {
             alert_every: alerts::check_every(&env)?,
             mqtt,
             inverter: inverter::inverter(&env)?,
+            control: control::control(&env)?,
             devices_file: env
                 .get("JK_DEVICES_FILE")
                 .map_or_else(|| PathBuf::from("jk_devices.yaml"), PathBuf::from),

@@ -5,6 +5,8 @@
 //!
 //! - [`assembler`]: chunks from any transport → whole, checked frames (BLE, RS485, serial).
 //! - [`command`]: the 20-byte BLE commands (0x97 device info, 0x96 cell info / settings).
+//! - [`control`]: the switches (charging, discharging, balancer, heater): their writes on BLE
+//!   and the RS485 network, and how a settings frame confirms one.
 //! - [`variant`]: the three BLE layouts and how to tell them apart.
 //! - [`cell_info`], [`device_info`], [`settings`], [`logbook`]: one type per `55 AA EB 90` frame;
 //!   every byte offset lives in one layout per variant, documented there.
@@ -22,6 +24,7 @@ pub mod assembler;
 pub mod cell_info;
 pub mod checksum;
 pub mod command;
+pub mod control;
 pub mod decoder;
 pub mod device_info;
 pub mod error;

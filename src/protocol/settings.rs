@@ -245,6 +245,14 @@ pub fn encode_jk02(s: &Settings, counter: u8) -> [u8; FRAME_LEN] {
         f[DEVICE_ADDRESS] = s.device_address.unwrap_or(0);
         f[PRECHARGE_TIME] = s.precharge_time_s.unwrap_or(0);
         f[SMART_SLEEP_HOURS] = s.smart_sleep_h.unwrap_or(24);
+        let mut controls = 0u16;
+        if s.heating_switch == Some(true) {
+            controls |= CONTROL_HEATING;
+        }
+        if s.port_rs485 == Some(true) {
+            controls |= CONTROL_PORT_RS485;
+        }
+        f[CONTROLS..CONTROLS + 2].copy_from_slice(&controls.to_le_bytes());
     }
     seal_frame(&mut f, FrameType::Settings, counter);
     f

@@ -141,7 +141,7 @@ impl Pack {
                 encode_jk02(&self.battery.cell_info(self.counter), &JK02_32S)
             }
             Rs485Register::Settings => {
-                let mut s = settings(&self.config);
+                let mut s = settings(&self.config, &self.battery.switches);
                 s.device_address = Some(self.address);
                 settings_frame::encode_jk02(&s, self.counter)
             }

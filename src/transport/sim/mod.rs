@@ -19,6 +19,7 @@ use tokio::time::{self, Instant, MissedTickBehavior};
 use super::{Link, Peer};
 use crate::protocol::cell_info::{encode_jk02, JK02_24S, JK02_32S};
 use crate::protocol::command::{self, CMD_ACK, CMD_CELL_INFO, CMD_DEVICE_INFO};
+use crate::protocol::control::{self, Switch};
 use crate::protocol::device_info::{self, DeviceInfo, Passcodes, Secret};
 use crate::protocol::settings::{self, Settings};
 use crate::protocol::Variant;
@@ -73,6 +74,8 @@ pub struct SimConfig {
     pub at_noise: bool,
     /// Wired roles: every n-th answer is corrupted (0 = never).
     pub corrupt_every: u32,
+    /// Acknowledge switch writes and change nothing (a BMS that refuses them).
+    pub refuse_writes: bool,
 }
 
 impl Default for SimConfig {
@@ -87,6 +90,7 @@ impl Default for SimConfig {
             fragmentation: Fragmentation::Mixed,
             at_noise: true,
             corrupt_every: 0,
+            refuse_writes: false,
         }
     }
 }
@@ -126,7 +130,7 @@ fn device_info(config: &SimConfig) -> DeviceInfo {
     }
 }
 
-fn settings(config: &SimConfig) -> Settings {
+fn settings(config: &SimConfig, switches: &model::SimSwitches) -> Settings {
     Settings {
         variant: Some(config.variant),
         cell_count: config.cells,
@@ -139,9 +143,10 @@ fn settings(config: &SimConfig) -> Settings {
         max_charge_current_ma: Some(config.capacity_ah.saturating_mul(500)),
         max_discharge_current_ma: Some(config.capacity_ah.saturating_mul(1000)),
         max_balance_current_ma: Some(2_000),
-        charge_switch: Some(true),
-        discharge_switch: Some(true),
-        balancer_switch: Some(true),
+        charge_switch: Some(switches.charging),
+        discharge_switch: Some(switches.discharging),
+        balancer_switch: Some(switches.balancer),
+        heating_switch: Some(switches.heater),
         nominal_capacity_mah: Some(config.capacity_ah.saturating_mul(1000)),
         balance_start_mv: Some(3_400),
         device_address: Some(0),
@@ -180,13 +185,27 @@ async fn run(config: SimConfig, mut peer: Peer) {
                         device_info::encode(&info, counter).to_vec()
                     }
                     CMD_CELL_INFO => {
-                        let frame = settings::encode_jk02(&settings(&config), counter).to_vec();
+                        let frame = settings::encode_jk02(&settings(&config, &battery.switches), counter)
+                            .to_vec();
                         if seen_device_info_request && !streaming {
                             // like newer firmware: no cell stream before 0x97 was seen
                             streaming = true;
                             ticker.reset_at(Instant::now() + FIRST_CELL_INFO_DELAY);
                         }
                         frame
+                    }
+                    // a switch write: acknowledged; the next frames show it (unless refused)
+                    register if cmd.length > 0 => {
+                        let switch = Switch::ALL.into_iter().find(|s| {
+                            control::ble_register(config.variant, *s) == Ok(register)
+                        });
+                        match switch {
+                            Some(switch) if !config.refuse_writes => {
+                                battery.switches.set(switch, cmd.value != 0);
+                            }
+                            _ => {}
+                        }
+                        Vec::new()
                     }
                     _ => Vec::new(),
                 };
@@ -285,6 +304,66 @@ impl super::Connector for SimConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::control::Setting;
+    use crate::protocol::{Assembler, Decoded, Settings, StreamDecoder};
+
+    /// Sends `bytes`, then asks for settings (0x96) and returns the first settings frame and
+    /// the next cell info after it.
+    async fn after(link: &mut Link, bytes: &[u8]) -> (Settings, crate::protocol::CellInfo) {
+        link.send(bytes).await.unwrap();
+        link.send(&command::request(CMD_CELL_INFO)).await.unwrap();
+        let mut assembler = Assembler::new(crate::protocol::AssemblerConfig::ble());
+        let mut decoder = StreamDecoder::new(crate::protocol::VariantChoice::Auto);
+        let mut settings = None;
+        for _ in 0..200 {
+            let chunk = link.recv().await.expect("the simulator answers");
+            assembler.push(&chunk);
+            while let Some(item) = assembler.poll() {
+                match decoder.decode(&item) {
+                    Ok(Decoded::Settings(s)) => settings = Some(s),
+                    Ok(Decoded::CellInfo(c)) if settings.is_some() => {
+                        return (settings.unwrap(), c);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        panic!("no settings and cell info after the write");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_simulator_plays_the_switches_and_can_refuse_them() {
+        let set = |s: &str| s.parse::<Setting>().unwrap();
+        let write = |s: &str| control::ble_write(Variant::Jk02_32s, set(s)).unwrap();
+        let mut link = connect(SimConfig::default());
+        link.send(&command::request(CMD_DEVICE_INFO)).await.unwrap();
+        let (s, c) = after(&mut link, &write("charging=off")).await;
+        assert_eq!(s.charge_switch, Some(false));
+        assert_eq!(c.charging_enabled, Some(false));
+        assert!(
+            c.current_ma.unwrap_or(0) <= 0,
+            "no charging through an open MOSFET"
+        );
+        let (s, c) = after(&mut link, &write("heater=on")).await;
+        assert_eq!((s.heating_switch, c.heating), (Some(true), Some(true)));
+        assert_eq!(s.charge_switch, Some(false), "the others stay");
+        let (s, _) = after(&mut link, &write("charging=on")).await;
+        assert_eq!(s.charge_switch, Some(true));
+        // a BMS that acknowledges and changes nothing
+        let mut refusing = connect(SimConfig {
+            refuse_writes: true,
+            ..SimConfig::default()
+        });
+        refusing
+            .send(&command::request(CMD_DEVICE_INFO))
+            .await
+            .unwrap();
+        let (s, _) = after(&mut refusing, &write("discharging=off")).await;
+        assert_eq!(
+            control::confirmation(&s, set("discharging=off")),
+            control::Confirmation::Refused
+        );
+    }
 
     #[test]
     fn splits_like_real_modules() {

@@ -61,7 +61,43 @@ const BALANCE_CURRENT_MA: i32 = 600;
 const BALANCE_START_MV: f64 = 3_350.0;
 const BALANCE_TRIGGER_MV: f64 = 5.0;
 
+/// The simulated BMS's switches, as the writes left them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimSwitches {
+    pub charging: bool,
+    pub discharging: bool,
+    pub balancer: bool,
+    pub heater: bool,
+}
+
+impl Default for SimSwitches {
+    fn default() -> Self {
+        SimSwitches {
+            charging: true,
+            discharging: true,
+            balancer: true,
+            heater: false,
+        }
+    }
+}
+
+impl SimSwitches {
+    /// Sets `switch`; `false` when it already was so.
+    pub fn set(&mut self, switch: crate::protocol::control::Switch, on: bool) -> bool {
+        use crate::protocol::control::Switch;
+        let slot = match switch {
+            Switch::Charging => &mut self.charging,
+            Switch::Discharging => &mut self.discharging,
+            Switch::Balancer => &mut self.balancer,
+            Switch::Heater => &mut self.heater,
+        };
+        std::mem::replace(slot, on) != on
+    }
+}
+
 pub struct SimBattery {
+    /// What the writes set; the current, the balancer and the flags follow them.
+    pub switches: SimSwitches,
     variant: Variant,
     capacity_ah: f64,
     period_s: f64,
@@ -81,6 +117,7 @@ impl SimBattery {
     pub fn new(config: &SimConfig, rng: &mut Rng) -> SimBattery {
         let cells = usize::from(config.cells.clamp(1, 32));
         SimBattery {
+            switches: SimSwitches::default(),
             variant: config.variant,
             capacity_ah: f64::from(config.capacity_ah.max(1)),
             period_s: config.profile_period.as_secs_f64().max(1.0),
@@ -114,6 +151,10 @@ impl SimBattery {
         if self.soc < 0.08 && i < 0.0 {
             i *= self.soc / 0.08; // the inverter cuts the load near empty
         }
+        // a switched-off MOSFET lets no current through that way
+        if (i > 0.0 && !self.switches.charging) || (i < 0.0 && !self.switches.discharging) {
+            i = 0.0;
+        }
         self.current_a = i;
         self.soc = (self.soc + i * dt / 3600.0 / self.capacity_ah).clamp(0.0, 1.0);
         self.throughput_ah += i.abs() * dt / 3600.0;
@@ -121,7 +162,10 @@ impl SimBattery {
         let max = volts.iter().cloned().fold(f64::MIN, f64::max);
         let min = volts.iter().cloned().fold(f64::MAX, f64::min);
         let avg = volts.iter().sum::<f64>() / volts.len() as f64;
-        self.balancing = i > 0.0 && avg > BALANCE_START_MV && max - min > BALANCE_TRIGGER_MV;
+        self.balancing = self.switches.balancer
+            && i > 0.0
+            && avg > BALANCE_START_MV
+            && max - min > BALANCE_TRIGGER_MV;
         if self.balancing {
             for o in &mut self.cell_offsets {
                 *o *= 1.0 - 0.02 * dt;
@@ -193,9 +237,9 @@ impl SimBattery {
             } else {
                 Balancing::Off
             },
-            charging_enabled: Some(true),
-            discharging_enabled: Some(true),
-            heating: Some(false),
+            charging_enabled: Some(self.switches.charging),
+            discharging_enabled: Some(self.switches.discharging),
+            heating: Some(self.switches.heater),
             alarms: Alarms::none(AlarmTable::Ble),
             uptime_s: Some(self.uptime_s as u32),
             bms_cell_avg_uv: None,

@@ -35,7 +35,7 @@ pub async fn serve(config: SimConfig, mut peer: Peer) {
     let mut rng = Rng::new(config.seed);
     let mut battery = SimBattery::new(&config, &mut rng);
     let device = serial_device(&config);
-    let settings = settings(&config);
+    let settings = settings(&config, &battery.switches);
     let started = Instant::now();
     let mut assembler = Assembler::new(AssemblerConfig::serial());
     let mut answered: u32 = 0;
