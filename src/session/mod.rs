@@ -22,6 +22,7 @@
 
 pub mod backoff;
 pub mod bus;
+pub mod control;
 pub mod handshake;
 pub mod inverter;
 pub mod serial;
@@ -231,6 +232,29 @@ pub struct Session {
     events: mpsc::Sender<SessionEvent>,
     state: State,
     backoff: Backoff,
+    /// Switch writes asked of this battery (only where control is on).
+    writes: Option<mpsc::Receiver<control::WriteRequest>>,
+    /// A write whose link dropped before the BMS confirmed it: sent again once reconnected.
+    retry: Option<control::Pending>,
+}
+
+/// Whether a connection failed before streaming (a write waiting for it is then answered).
+enum OutcomeKind {
+    Failed,
+    Other,
+}
+
+/// What one chunk brought.
+#[derive(Debug, Clone, Copy, Default)]
+struct Took {
+    /// Anything valid.
+    any: bool,
+    /// A settings frame.
+    settings: bool,
+}
+
+async fn sleep_until_instant(until: Instant) {
+    tokio::time::sleep_until(until).await;
 }
 
 /// How one connection ended.
@@ -268,7 +292,15 @@ impl Session {
             events,
             state: State::Disconnected,
             backoff,
+            writes: None,
+            retry: None,
         }
+    }
+
+    /// Takes switch writes from `writes` ([`control`]).
+    pub fn with_writes(mut self, writes: mpsc::Receiver<control::WriteRequest>) -> Session {
+        self.writes = Some(writes);
+        self
     }
 
     /// Runs until the receiver of the events is dropped.
@@ -286,6 +318,10 @@ impl Session {
                 Some(Err(e)) => Outcome::Failed(e.to_string()),
                 Some(Ok(mut link)) => self.connected(&mut link, deadline).await,
             };
+            let outcome_kind = match &outcome {
+                Outcome::Failed(_) => OutcomeKind::Failed,
+                _ => OutcomeKind::Other,
+            };
             let (detail, wait) = match outcome {
                 Outcome::Stop => return,
                 Outcome::Done => (
@@ -301,13 +337,46 @@ impl Session {
                     (why, self.backoff.next_delay())
                 }
             };
+            // a write whose link dropped twice, or that found no BMS to go to again, is
+            // answered: never sent to a BMS that is offline
+            if matches!(outcome_kind, OutcomeKind::Failed) {
+                if let Some(p) = self.retry.take() {
+                    p.answer(Err(control::WriteError::Offline(detail.clone())));
+                }
+            }
+            if let Some(p) = self.retry.take_if(|p| p.attempts >= 2) {
+                let setting = p.request.setting;
+                p.answer(Err(control::WriteError::Dropped(setting)));
+            }
             if !self
-                .set_state(State::Disconnected, detail, Some(wait))
+                .set_state(State::Disconnected, detail.clone(), Some(wait))
                 .await
             {
                 return;
             }
-            sleep(wait).await;
+            self.sleep_refusing_writes(wait, &detail).await;
+        }
+    }
+
+    /// Waits `wait`, answering every write asked meanwhile with "offline".
+    async fn sleep_refusing_writes(&mut self, wait: std::time::Duration, why: &str) {
+        let until = Instant::now() + wait;
+        let Some(writes) = self.writes.as_mut() else {
+            return sleep(wait).await;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return,
+                request = writes.recv() => match request {
+                    Some(r) => {
+                        let _ = r.reply.send(Err(control::WriteError::Offline(why.to_string())));
+                    }
+                    None => {
+                        self.writes = None;
+                        return sleep_until_instant(until).await;
+                    }
+                },
+            }
         }
     }
 
@@ -347,30 +416,124 @@ impl Session {
         }
     }
 
-    /// BLE: the BMS pushes cell info; silence for `stale` means it is gone.
+    /// BLE: the BMS pushes cell info; silence for `stale` means it is gone. Switch writes go
+    /// out on this link, one at a time, each answered by the next settings frame.
     async fn follow_stream(&mut self, link: &mut Link, mut stream: FrameStream) -> Outcome {
         let mut last_valid = Instant::now();
+        // a write whose link dropped goes out again first
+        let mut pending = match self.retry.take() {
+            Some(mut p) => {
+                p.attempts += 1;
+                p.deadline = Instant::now() + control::CONFIRM_WITHIN;
+                match self.send_write(link, &stream, p.request.setting).await {
+                    Ok(()) => Some(p),
+                    Err(e) => {
+                        p.answer(Err(e));
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         loop {
-            let chunk =
-                match timeout_at(last_valid + self.config.stale, link.recv()).await {
+            let deadline = pending.as_ref().map(|p| p.deadline);
+            let takes_writes = pending.is_none() && self.writes.is_some();
+            let chunk = tokio::select! {
+                got = timeout_at(last_valid + self.config.stale, link.recv()) => match got {
                     Err(_) => {
+                        self.retry = pending;
                         return Outcome::Lost(format!(
                             "offline: no valid frame for {} s",
                             self.config.stale.as_secs_f64()
-                        ))
+                        ));
                     }
-                    Ok(None) => return Outcome::Lost(
-                        "the link closed (out of range, switched off, or taken by another client)"
-                            .into(),
-                    ),
+                    Ok(None) => {
+                        self.retry = pending;
+                        return Outcome::Lost(
+                            "the link closed (out of range, switched off, or taken by another client)"
+                                .into(),
+                        );
+                    }
                     Ok(Some(chunk)) => chunk,
-                };
+                },
+                request = async { self.writes.as_mut().unwrap().recv().await }, if takes_writes => {
+                    let Some(request) = request else {
+                        self.writes = None;
+                        continue;
+                    };
+                    match self.send_write(link, &stream, request.setting).await {
+                        Ok(()) => pending = Some(control::Pending::new(request)),
+                        Err(e) => {
+                            let _ = request.reply.send(Err(e));
+                        }
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    if let Some(p) = pending.take() {
+                        let setting = p.request.setting;
+                        tracing::warn!("{}: {setting} not confirmed by a settings frame within {} s", self.name, control::CONFIRM_WITHIN.as_secs());
+                        p.answer(Err(control::WriteError::NoConfirmation(setting, control::CONFIRM_WITHIN.as_secs())));
+                    }
+                    continue;
+                }
+            };
             match self.take(&mut stream, &chunk).await {
                 None => return Outcome::Stop,
-                Some(true) => last_valid = Instant::now(),
-                Some(false) => {}
+                Some(Took { any, settings }) => {
+                    if any {
+                        last_valid = Instant::now();
+                    }
+                    let settled = match (&pending, settings, &stream.settings) {
+                        (Some(p), true, Some(s)) => p.settled_by(s),
+                        _ => None,
+                    };
+                    // only a frame that decides the write ends the wait
+                    if let Some(result) = settled {
+                        let p = pending
+                            .take()
+                            .expect("settled only while a write is pending");
+                        match &result {
+                            Ok(()) => tracing::info!(
+                                "{}: {} confirmed by the BMS",
+                                self.name,
+                                p.request.setting
+                            ),
+                            Err(e) => tracing::warn!("{}: {}: {e}", self.name, p.request.setting),
+                        }
+                        p.answer(result);
+                    }
+                }
             }
         }
+    }
+
+    /// Sends `setting`'s write and asks for the settings frame that will show it.
+    async fn send_write(
+        &self,
+        link: &mut Link,
+        stream: &FrameStream,
+        setting: crate::protocol::control::Setting,
+    ) -> Result<(), control::WriteError> {
+        let variant = stream.variant().ok_or_else(|| {
+            control::WriteError::Offline("the board's frame layout is not known yet".into())
+        })?;
+        let bytes = crate::protocol::control::ble_write(variant, setting)?;
+        tracing::info!(
+            "{}: writing {setting} ({})",
+            self.name,
+            crate::protocol::hex(&bytes)
+        );
+        let asked = async {
+            link.send(&bytes).await?;
+            link.send(&crate::protocol::command::request(
+                crate::protocol::command::CMD_CELL_INFO,
+            ))
+            .await
+        };
+        asked
+            .await
+            .map_err(|e| control::WriteError::Offline(e.to_string()))
     }
 
     /// Serial: one request every `poll_interval`; [`serial::MISSED_LIMIT`] unanswered requests
@@ -380,6 +543,19 @@ impl Session {
         let mut next = Instant::now() + every;
         let mut missed = 0u32;
         loop {
+            // the 4E 57 port takes no switch writes: say so to whoever asked
+            if let Some(writes) = self.writes.as_mut() {
+                while let Ok(r) = writes.try_recv() {
+                    let refused = crate::protocol::control::ble_write(
+                        crate::protocol::Variant::Serial4e57,
+                        r.setting,
+                    )
+                    .err()
+                    .map(control::WriteError::from)
+                    .unwrap_or(control::WriteError::Stopped);
+                    let _ = r.reply.send(Err(refused));
+                }
+            }
             // between requests: whatever arrives is still read (a late answer counts)
             loop {
                 match timeout_at(next, link.recv()).await {
@@ -425,18 +601,19 @@ impl Session {
     }
 
     /// Pushes a chunk through the stream and sends a snapshot for every cell reading in it.
-    /// `Some(whether anything valid arrived)`, or `None` when nobody listens any more.
-    async fn take(&self, stream: &mut FrameStream, chunk: &[u8]) -> Option<bool> {
-        let mut any = false;
+    /// `Some(what arrived)`, or `None` when nobody listens any more.
+    async fn take(&self, stream: &mut FrameStream, chunk: &[u8]) -> Option<Took> {
+        let mut took = Took::default();
         for event in stream.push(chunk) {
-            any = true;
+            took.any = true;
+            took.settings |= matches!(event, StreamEvent::Settings);
             if let StreamEvent::Cells(cells) = event {
                 if !self.snapshot(*cells, stream).await {
                     return None;
                 }
             }
         }
-        Some(any)
+        Some(took)
     }
 
     async fn snapshot(&self, cells: crate::protocol::CellInfo, stream: &FrameStream) -> bool {
@@ -544,6 +721,119 @@ mod tests {
                 "snapshot"
             ]
         );
+    }
+
+    /// A streaming session on `sim` that takes writes; its events are drained in the
+    /// background, the latest snapshot kept.
+    fn start_writable(
+        sim: SimConfig,
+    ) -> (
+        control::Writes,
+        Arc<std::sync::Mutex<Option<Arc<Snapshot>>>>,
+    ) {
+        let (tx, mut rx) = mpsc::channel(64);
+        let (writes, taken) = mpsc::channel(4);
+        let session = Session::new(
+            0,
+            "sim",
+            Arc::new(SimConnector(sim)),
+            SessionConfig::default(),
+            Arc::new(BmsSoc),
+            tx,
+        )
+        .with_writes(taken);
+        tokio::spawn(session.run());
+        let latest = Arc::new(std::sync::Mutex::new(None));
+        let keep = latest.clone();
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                if let EventKind::Snapshot { snapshot, .. } = e.kind {
+                    *keep.lock().unwrap() = Some(snapshot);
+                }
+            }
+        });
+        (writes, latest)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_waits_for_the_handshake_and_is_confirmed_by_the_next_settings_frame() {
+        let set = |s: &str| s.parse::<crate::protocol::control::Setting>().unwrap();
+        let (writes, latest) = start_writable(SimConfig::default());
+        // asked at once: it waits behind the handshake, then goes out on the session's link
+        control::set(&writes, set("charging=off")).await.unwrap();
+        let s = latest.lock().unwrap().clone();
+        // the snapshots that follow carry the new settings and flags
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = latest.lock().unwrap().clone().unwrap();
+        assert_eq!(after.settings.as_ref().unwrap().charge_switch, Some(false));
+        assert_eq!(after.cell_info.charging_enabled, Some(false));
+        drop(s);
+        control::set(&writes, set("heater=on")).await.unwrap();
+        control::set(&writes, set("charging=on")).await.unwrap();
+        // a switch this board does not have: refused by name, nothing sent
+        let (writes24, _) = start_writable(SimConfig {
+            variant: crate::protocol::Variant::Jk02_24s,
+            ..SimConfig::default()
+        });
+        let e = control::set(&writes24, set("heater=on")).await.unwrap_err();
+        assert!(matches!(e, control::WriteError::NotOnThisBoard(_)), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_battery_that_is_offline_is_never_written() {
+        struct Unreachable;
+        impl Connector for Unreachable {
+            fn connect(
+                &self,
+                _deadline: Instant,
+            ) -> futures_util::future::BoxFuture<'_, Result<Link, crate::transport::TransportError>>
+            {
+                Box::pin(async { Err(crate::transport::TransportError::Disconnected) })
+            }
+        }
+        let (tx, mut rx) = mpsc::channel(64);
+        let (writes, taken) = mpsc::channel(4);
+        let session = Session::new(
+            0,
+            "gone",
+            Arc::new(Unreachable),
+            SessionConfig::default(),
+            Arc::new(BmsSoc),
+            tx,
+        )
+        .with_writes(taken);
+        tokio::spawn(session.run());
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let setting = "charging=off".parse().unwrap();
+        let e = control::set(&writes, setting).await.unwrap_err();
+        assert!(matches!(e, control::WriteError::Offline(_)), "{e}");
+        assert!(
+            e.to_string().contains("offline: nothing was written"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_write_is_a_failure_and_the_state_shown_is_the_bmss() {
+        let set = |s: &str| s.parse::<crate::protocol::control::Setting>().unwrap();
+        let (writes, latest) = start_writable(SimConfig {
+            refuse_writes: true,
+            ..SimConfig::default()
+        });
+        let e = control::set(&writes, set("discharging=off"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            control::WriteError::Refused {
+                switch: crate::protocol::control::Switch::Discharging,
+                reported: true
+            }
+        );
+        assert!(e.to_string().contains("did not take it"), "{e}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = latest.lock().unwrap().clone().unwrap();
+        assert_eq!(after.cell_info.discharging_enabled, Some(true));
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,0 +1,101 @@
+//! Switch writes through a session: a request travels on the connection the session holds (no
+//! second connection), waits behind the handshake, and is answered only by the BMS's own next
+//! settings frame — the `C8` acknowledgement is no proof. A link that drops before the answer
+//! gets the write once more after it reconnects; a battery that is offline is never written.
+
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::protocol::control::{self, Confirmation, ControlError, Setting};
+use crate::protocol::Settings;
+
+/// How long the BMS has to show a write in a settings frame.
+pub const CONFIRM_WITHIN: Duration = Duration::from_secs(5);
+
+/// A write asked of a session; the answer comes on `reply`.
+#[derive(Debug)]
+pub struct WriteRequest {
+    pub setting: Setting,
+    pub reply: oneshot::Sender<Result<(), WriteError>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    NotOnThisBoard(#[from] ControlError),
+    #[error("the BMS is offline: nothing was written ({0})")]
+    Offline(String),
+    #[error("the BMS acknowledged the write but its settings still show {switch} {}: it did not take it", if *reported { "on" } else { "off" })]
+    Refused {
+        switch: control::Switch,
+        reported: bool,
+    },
+    #[error(
+        "the BMS sent no settings frame showing {0} within {1} s; what it reports is unchanged"
+    )]
+    NoConfirmation(Setting, u64),
+    #[error("the link to the BMS dropped twice before it confirmed {0}")]
+    Dropped(Setting),
+    #[error("the session stopped")]
+    Stopped,
+}
+
+/// The sending side, one per battery whose switches may be set.
+pub type Writes = mpsc::Sender<WriteRequest>;
+
+/// Asks the session behind `writes` to set `setting`; waits for its confirmation.
+pub async fn set(writes: &Writes, setting: Setting) -> Result<(), WriteError> {
+    let (reply, answer) = oneshot::channel();
+    writes
+        .send(WriteRequest { setting, reply })
+        .await
+        .map_err(|_| WriteError::Stopped)?;
+    answer.await.unwrap_or(Err(WriteError::Stopped))
+}
+
+/// A write sent and waiting for its settings frame.
+#[derive(Debug)]
+pub struct Pending {
+    pub request: WriteRequest,
+    pub deadline: Instant,
+    /// Connections it was sent on (a second drop gives up).
+    pub attempts: u32,
+}
+
+impl Pending {
+    pub fn new(request: WriteRequest) -> Pending {
+        Pending {
+            request,
+            deadline: Instant::now() + CONFIRM_WITHIN,
+            attempts: 1,
+        }
+    }
+
+    /// A settings frame arrived: `Some(answer)` when it decides the write.
+    pub fn settled_by(&self, settings: &Settings) -> Option<Result<(), WriteError>> {
+        let setting = self.request.setting;
+        match control::confirmation(settings, setting) {
+            Confirmation::Confirmed => Some(Ok(())),
+            Confirmation::Refused => Some(Err(WriteError::Refused {
+                switch: setting.switch,
+                reported: !setting.on,
+            })),
+            // this frame says nothing about the switch: wait for the deadline
+            Confirmation::Unknown => None,
+        }
+    }
+
+    pub fn answer(self, result: Result<(), WriteError>) {
+        let _ = self.request.reply.send(result);
+    }
+}
+
+/// Answers every request waiting on `writes` with `Offline(why)` (the session is not streaming).
+pub fn refuse_waiting(writes: &mut mpsc::Receiver<WriteRequest>, why: &str) {
+    while let Ok(r) = writes.try_recv() {
+        let _ = r.reply.send(Err(WriteError::Offline(why.to_string())));
+    }
+}
