@@ -779,6 +779,85 @@ mod tests {
         assert!(matches!(e, control::WriteError::NotOnThisBoard(_)), "{e}");
     }
 
+    /// The simulated BMS behind a link that hangs up as the first write arrives (once).
+    struct DropsOnFirstWrite(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Connector for DropsOnFirstWrite {
+        fn connect(
+            &self,
+            _deadline: Instant,
+        ) -> futures_util::future::BoxFuture<'_, Result<Link, crate::transport::TransportError>>
+        {
+            let armed = self.0.clone();
+            Box::pin(async move {
+                let (link, mut peer) = Link::pair("drops", 16);
+                let mut sim = crate::transport::sim::connect(SimConfig::default());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            cmd = peer.commands.recv() => {
+                                let Some(cmd) = cmd else { return };
+                                let write = cmd.len() > 5 && cmd[5] > 0 && cmd[4] != 0xC8;
+                                if write && armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                                    return; // the link is gone before the BMS saw the write
+                                }
+                                if sim.send(&cmd).await.is_err() { return }
+                            }
+                            chunk = sim.recv() => {
+                                let Some(chunk) = chunk else { return };
+                                if peer.chunks.send(chunk).await.is_err() { return }
+                            }
+                        }
+                    }
+                });
+                Ok(link)
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_whose_link_drops_is_sent_once_more_after_reconnecting() {
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (tx, mut rx) = mpsc::channel(64);
+        let (writes, taken) = mpsc::channel(4);
+        let session = Session::new(
+            0,
+            "drops",
+            Arc::new(DropsOnFirstWrite(armed.clone())),
+            SessionConfig::default(),
+            Arc::new(BmsSoc),
+            tx,
+        )
+        .with_writes(taken);
+        tokio::spawn(session.run());
+        let connects = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let count = connects.clone();
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                if matches!(
+                    e.kind,
+                    EventKind::State {
+                        state: State::Connecting,
+                        ..
+                    }
+                ) {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        let setting = "balancer=off".parse().unwrap();
+        control::set(&writes, setting).await.unwrap();
+        assert!(
+            !armed.load(std::sync::atomic::Ordering::SeqCst),
+            "the link did drop"
+        );
+        assert_eq!(
+            connects.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "one reconnection"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_battery_that_is_offline_is_never_written() {
         struct Unreachable;
