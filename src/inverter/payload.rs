@@ -65,6 +65,15 @@ impl Mode {
     }
 }
 
+/// Grid voltage above this means the grid is there (V).
+pub const GRID_PRESENT_V: f64 = 50.0;
+
+/// Mains lost, as the inverter itself says: off-grid with no grid voltage (off-grid with the
+/// grid there is battery-first by choice, not a loss).
+pub fn grid_lost(mode: Mode, grid_voltage_v: Option<f64>) -> bool {
+    mode == Mode::OffGrid && grid_voltage_v.is_none_or(|v| v < GRID_PRESENT_V)
+}
+
 /// The mode in `values`, if register 201 was read.
 pub fn mode(values: &Values) -> Option<Mode> {
     values

@@ -211,6 +211,13 @@ pub fn decode(model: &Model, read: &[(Block, Vec<u16>)]) -> Values {
     out
 }
 
+/// Whether the value `name` is a measurement to publish on its own (MQTT, `/metrics`): not the
+/// clock, not the mode's code (said in words), not the legacy battery-current register (the
+/// payload's fallback).
+pub fn is_measurement(name: &str) -> bool {
+    !(name.starts_with("clock_") || name == "operating_mode" || name.ends_with("_legacy_a"))
+}
+
 impl Register {
     /// The decimals of the register's resolution (0.1 → 1, 0.01 → 2, 1 → 0).
     pub fn decimals(&self) -> usize {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use super::Layout;
-use crate::inverter::payload::Mode;
+use crate::inverter::payload;
 use crate::inverter::registers::{self, Register};
 use crate::session::inverter::{InverterPoll, InverterState};
 
@@ -49,8 +49,7 @@ pub fn state(feed: &InverterFeed) -> Value {
         if let Some(mode) = poll.mode {
             out.insert("mode".into(), json!(mode.describe()));
             out.insert("status_text".into(), json!(mode.status_text()));
-            let grid_v = poll.values.get("grid_voltage_v").copied().unwrap_or(0.0);
-            let lost = mode == Mode::OffGrid && grid_v < crate::store::read::GRID_PRESENT_V;
+            let lost = payload::grid_lost(mode, poll.values.get("grid_voltage_v").copied());
             out.insert("grid".into(), json!(if lost { "OFF" } else { "ON" }));
         }
         out.insert("polled_at".into(), json!(poll.at.to_rfc3339()));
@@ -130,11 +129,11 @@ pub fn configs(layout: &Layout, prefix: &str, feed: &InverterFeed) -> Vec<(Strin
         c
     };
     let mut out = Vec::new();
-    for r in model.registers.iter().filter(|r| {
-        !(r.name.starts_with("clock_")
-            || r.name == "operating_mode"
-            || r.name.ends_with("_legacy_a"))
-    }) {
+    for r in model
+        .registers
+        .iter()
+        .filter(|r| registers::is_measurement(r.name))
+    {
         let template = format!("{{{{ value_json.{} }}}}", r.name);
         let mut c = common(&title(r.name), r.name, template, true);
         let (class, state_class) = classes(r);

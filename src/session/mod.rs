@@ -238,12 +238,6 @@ pub struct Session {
     retry: Option<control::Pending>,
 }
 
-/// Whether a connection failed before streaming (a write waiting for it is then answered).
-enum OutcomeKind {
-    Failed,
-    Other,
-}
-
 /// What one chunk brought.
 #[derive(Debug, Clone, Copy, Default)]
 struct Took {
@@ -251,10 +245,6 @@ struct Took {
     any: bool,
     /// A settings frame.
     settings: bool,
-}
-
-async fn sleep_until_instant(until: Instant) {
-    tokio::time::sleep_until(until).await;
 }
 
 /// How one connection ended.
@@ -318,10 +308,7 @@ impl Session {
                 Some(Err(e)) => Outcome::Failed(e.to_string()),
                 Some(Ok(mut link)) => self.connected(&mut link, deadline).await,
             };
-            let outcome_kind = match &outcome {
-                Outcome::Failed(_) => OutcomeKind::Failed,
-                _ => OutcomeKind::Other,
-            };
+            let failed = matches!(outcome, Outcome::Failed(_));
             let (detail, wait) = match outcome {
                 Outcome::Stop => return,
                 Outcome::Done => (
@@ -339,7 +326,7 @@ impl Session {
             };
             // a write whose link dropped twice, or that found no BMS to go to again, is
             // answered: never sent to a BMS that is offline
-            if matches!(outcome_kind, OutcomeKind::Failed) {
+            if failed {
                 if let Some(p) = self.retry.take() {
                     p.answer(Err(control::WriteError::Offline(detail.clone())));
                 }
@@ -373,7 +360,7 @@ impl Session {
                     }
                     None => {
                         self.writes = None;
-                        return sleep_until_instant(until).await;
+                        return tokio::time::sleep_until(until).await;
                     }
                 },
             }

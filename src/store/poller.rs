@@ -139,10 +139,10 @@ pub fn view(conn: &Connection, now: DateTime<Utc>) -> rusqlite::Result<Option<Po
         .unwrap_or_default();
     let mode_code = mode.and_then(|m| u16::try_from(m).ok());
     let grid_lost = mode_code.map(|code| {
-        Mode::from_code(code) == Mode::OffGrid
-            && values
-                .get("grid_voltage_v")
-                .is_none_or(|v| *v < super::read::GRID_PRESENT_V)
+        crate::inverter::payload::grid_lost(
+            Mode::from_code(code),
+            values.get("grid_voltage_v").copied(),
+        )
     });
     Ok(Some(PollerView {
         model,

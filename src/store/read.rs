@@ -240,7 +240,7 @@ pub struct InverterView {
 
 /// Grid voltage above this means the grid is there (V). Power is not used: a healthy grid
 /// with 0 W drawn (SBU, battery first) is not an outage.
-pub const GRID_PRESENT_V: f64 = 50.0;
+pub use crate::inverter::payload::GRID_PRESENT_V;
 
 /// Whether the grid is there, as the latest `readings` row tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -331,7 +331,7 @@ fn inverter_metric(name: &str) -> Option<(String, f64, bool)> {
         ("_pct", "_ratio", 0.01),
         ("_kwh", "_joules", 3.6e6),
     ];
-    if name.starts_with("clock_") || name == "operating_mode" || name.ends_with("_legacy_a") {
+    if !crate::inverter::registers::is_measurement(name) {
         return None;
     }
     let (stem, unit, factor) = UNITS

@@ -154,10 +154,6 @@ impl Dongle {
         self.listen
     }
 
-    pub fn is_connected(&self) -> bool {
-        self.conn.is_some()
-    }
-
     /// Announces this machine until the dongle connects back (or the wait is over).
     pub async fn connect(&mut self) -> Result<(), DongleError> {
         let deadline = Instant::now() + self.config.dial_back_timeout;

@@ -80,8 +80,6 @@ impl SimDongle {
     }
 }
 
-pub use super::inverter::image_values;
-
 async fn run(dial_back: bool, udp: UdpSocket, inverter: SimInverter) {
     let mut buf = [0u8; 256];
     let mut link: Option<JoinHandle<()>> = None;
