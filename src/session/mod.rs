@@ -222,6 +222,14 @@ pub enum EventKind {
     },
 }
 
+/// Why the serial 4E 57 port takes no write of `setting`.
+fn serial_refusal(setting: crate::protocol::control::Setting) -> control::WriteError {
+    crate::protocol::control::ble_write(crate::protocol::Variant::Serial4e57, setting)
+        .err()
+        .map(control::WriteError::from)
+        .unwrap_or(control::WriteError::Stopped)
+}
+
 /// One BMS, its connector and where its events go.
 pub struct Session {
     battery: usize,
@@ -245,6 +253,8 @@ struct Took {
     any: bool,
     /// A settings frame.
     settings: bool,
+    /// A cell-info frame (a snapshot went out).
+    cells: bool,
 }
 
 /// How one connection ended.
@@ -309,6 +319,7 @@ impl Session {
                 Some(Ok(mut link)) => self.connected(&mut link, deadline).await,
             };
             let failed = matches!(outcome, Outcome::Failed(_));
+            let periodic = matches!(outcome, Outcome::Done);
             let (detail, wait) = match outcome {
                 Outcome::Stop => return,
                 Outcome::Done => (
@@ -341,12 +352,14 @@ impl Session {
             {
                 return;
             }
-            self.sleep_refusing_writes(wait, &detail).await;
+            self.sleep_between(wait, &detail, periodic).await;
         }
     }
 
-    /// Waits `wait`, answering every write asked meanwhile with "offline".
-    async fn sleep_refusing_writes(&mut self, wait: std::time::Duration, why: &str) {
+    /// Waits `wait`. A write asked meanwhile is answered "offline" after a failure; in
+    /// periodic mode, where the BMS is merely between two readings, it ends the wait and goes
+    /// out on the next connection, opened at once.
+    async fn sleep_between(&mut self, wait: std::time::Duration, why: &str, periodic: bool) {
         let until = Instant::now() + wait;
         let Some(writes) = self.writes.as_mut() else {
             return sleep(wait).await;
@@ -355,6 +368,13 @@ impl Session {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return,
                 request = writes.recv() => match request {
+                    Some(r) if periodic => {
+                        tracing::info!("{}: {} asked between two readings: connecting now", self.name, r.setting);
+                        let mut p = control::Pending::new(r);
+                        p.attempts = 0;
+                        self.retry = Some(p);
+                        return;
+                    }
                     Some(r) => {
                         let _ = r.reply.send(Err(control::WriteError::Offline(why.to_string())));
                     }
@@ -395,6 +415,18 @@ impl Session {
             return Outcome::Stop;
         }
         if self.config.mode == ConnectMode::Periodic {
+            // a write asked since the last reading goes out on this connection first
+            match self.retry.take() {
+                Some(p) if dialogue == Dialogue::Ble => {
+                    self.retry = Some(p);
+                    return self.follow_stream(link, stream).await;
+                }
+                Some(p) => {
+                    let refused = serial_refusal(p.request.setting);
+                    p.answer(Err(refused));
+                }
+                None => {}
+            }
             return Outcome::Done;
         }
         match dialogue {
@@ -422,7 +454,13 @@ impl Session {
             }
             None => None,
         };
+        let periodic = self.config.mode == ConnectMode::Periodic;
+        // periodic mode stays only until its write is answered and a snapshot shows the result
+        let mut answered = false;
         loop {
+            if periodic && pending.is_none() && !answered {
+                return Outcome::Done;
+            }
             let deadline = pending.as_ref().map(|p| p.deadline);
             let takes_writes = pending.is_none() && self.writes.is_some();
             let chunk = tokio::select! {
@@ -467,9 +505,16 @@ impl Session {
             };
             match self.take(&mut stream, &chunk).await {
                 None => return Outcome::Stop,
-                Some(Took { any, settings }) => {
+                Some(Took {
+                    any,
+                    settings,
+                    cells,
+                }) => {
                     if any {
                         last_valid = Instant::now();
+                    }
+                    if answered && cells {
+                        return Outcome::Done;
                     }
                     let settled = match (&pending, settings, &stream.settings) {
                         (Some(p), true, Some(s)) => p.settled_by(s),
@@ -489,6 +534,7 @@ impl Session {
                             Err(e) => tracing::warn!("{}: {}: {e}", self.name, p.request.setting),
                         }
                         p.answer(result);
+                        answered = periodic;
                     }
                 }
             }
@@ -533,14 +579,7 @@ impl Session {
             // the 4E 57 port takes no switch writes: say so to whoever asked
             if let Some(writes) = self.writes.as_mut() {
                 while let Ok(r) = writes.try_recv() {
-                    let refused = crate::protocol::control::ble_write(
-                        crate::protocol::Variant::Serial4e57,
-                        r.setting,
-                    )
-                    .err()
-                    .map(control::WriteError::from)
-                    .unwrap_or(control::WriteError::Stopped);
-                    let _ = r.reply.send(Err(refused));
+                    let _ = r.reply.send(Err(serial_refusal(r.setting)));
                 }
             }
             // between requests: whatever arrives is still read (a late answer counts)
@@ -595,6 +634,7 @@ impl Session {
             took.any = true;
             took.settings |= matches!(event, StreamEvent::Settings);
             if let StreamEvent::Cells(cells) = event {
+                took.cells = true;
                 if !self.snapshot(*cells, stream).await {
                     return None;
                 }
@@ -718,13 +758,29 @@ mod tests {
         control::Writes,
         Arc<std::sync::Mutex<Option<Arc<Snapshot>>>>,
     ) {
+        start_writable_with(sim, SessionConfig::default()).0
+    }
+
+    /// As [`start_writable`] with `config`; also gives the session's states as they come.
+    #[allow(clippy::type_complexity)]
+    fn start_writable_with(
+        sim: SimConfig,
+        config: SessionConfig,
+    ) -> (
+        (
+            control::Writes,
+            Arc<std::sync::Mutex<Option<Arc<Snapshot>>>>,
+        ),
+        mpsc::UnboundedReceiver<State>,
+    ) {
         let (tx, mut rx) = mpsc::channel(64);
+        let (states_tx, states) = mpsc::unbounded_channel();
         let (writes, taken) = mpsc::channel(4);
         let session = Session::new(
             0,
             "sim",
             Arc::new(SimConnector(sim)),
-            SessionConfig::default(),
+            config,
             Arc::new(BmsSoc),
             tx,
         )
@@ -734,12 +790,46 @@ mod tests {
         let keep = latest.clone();
         tokio::spawn(async move {
             while let Some(e) = rx.recv().await {
-                if let EventKind::Snapshot { snapshot, .. } = e.kind {
-                    *keep.lock().unwrap() = Some(snapshot);
+                match e.kind {
+                    EventKind::Snapshot { snapshot, .. } => *keep.lock().unwrap() = Some(snapshot),
+                    EventKind::State { state, .. } => {
+                        let _ = states_tx.send(state);
+                    }
                 }
             }
         });
-        (writes, latest)
+        ((writes, latest), states)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn periodic_mode_connects_at_once_for_a_write_and_lets_go_once_it_is_answered() {
+        let set = |s: &str| s.parse::<crate::protocol::control::Setting>().unwrap();
+        let every = Duration::from_secs(600);
+        let ((writes, latest), mut states) = start_writable_with(
+            SimConfig::default(),
+            SessionConfig {
+                mode: ConnectMode::Periodic,
+                poll_interval: every,
+                ..SessionConfig::default()
+            },
+        );
+        while states.recv().await != Some(State::Disconnected) {}
+        let asked = Instant::now();
+        control::set(&writes, set("discharging=off")).await.unwrap();
+        // not after the ten minutes to the next reading: on a connection opened for it
+        assert!(
+            asked.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            asked.elapsed()
+        );
+        // the session lets the BMS go again once a snapshot shows the new state
+        while states.recv().await != Some(State::Disconnected) {}
+        let s = latest.lock().unwrap().clone().unwrap();
+        assert_eq!(s.settings.as_ref().unwrap().discharge_switch, Some(false));
+        assert_eq!(s.cell_info.discharging_enabled, Some(false));
+        let between = Instant::now();
+        assert_eq!(states.recv().await, Some(State::Connecting));
+        assert!(between.elapsed() >= every - Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
