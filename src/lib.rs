@@ -11,6 +11,8 @@
 //!   the watchdog.
 //! - [`store`]: the SQLite database shared with the inverter monitor: migrations, the merge
 //!   into `readings`, history with downsampling and retention, the one writer thread.
+//! - [`control`]: switching a BMS (JK_BMS_CONTROL): one controller every interface asks, which
+//!   sends through the sessions and records each outcome.
 //! - [`service`]: `jkmon run`/`poll`/`watch`: sessions, store and views under one cancellation
 //!   token.
 //! - [`web`]: the web server: dashboard, JSON API and Prometheus `/metrics`, read-only on the
@@ -32,6 +34,7 @@ pub mod battery;
 pub mod bot;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod inverter;
 pub mod mqtt;
 pub mod protocol;

@@ -24,8 +24,10 @@ use tokio::task::JoinHandle;
 
 use crate::battery::{soc, SocEstimator};
 use crate::config::{BatteryConfig, Config, ConfigError};
+use crate::control::{Controller, Slot, WriteLink};
 use crate::mqtt::Feed;
 use crate::session::bus::{BusPack, BusSession, BusTiming};
+use crate::session::control::WriteRequest;
 use crate::session::inverter::{self as inverter_poller, InverterEvent, PollerConfig};
 use crate::session::{EventKind, Liveness, Session, SessionEvent, Watchdog};
 use crate::store::inverter::Aggregator;
@@ -88,6 +90,61 @@ pub async fn start_sessions(
     config: &Config,
     batteries: &[BatteryConfig],
 ) -> anyhow::Result<(Fleet, mpsc::Receiver<SessionEvent>)> {
+    start_sessions_with(config, batteries, Vec::new()).await
+}
+
+/// How switch writes travel on `transport`, or why they cannot.
+pub fn write_link(transport: TransportKind) -> Result<WriteLink, &'static str> {
+    match transport {
+        TransportKind::Ble | TransportKind::Sim => Ok(WriteLink::Bluetooth),
+        TransportKind::Rs485 => Err("the RS485 network session does not send writes yet; switch the pack over Bluetooth"),
+        TransportKind::Serial => Err("the serial 4E 57 port takes no writes (most boards refuse them there); switch it over Bluetooth"),
+    }
+}
+
+/// Control's view of the batteries, and the receiving ends of the write channels for the
+/// sessions (one per battery `JK_BMS_CONTROL` allows, where this process runs the sessions).
+pub fn control_slots(
+    config: &Config,
+    batteries: &[Battery],
+    sessions: bool,
+) -> (Vec<Slot>, Vec<Option<mpsc::Receiver<WriteRequest>>>) {
+    let (link, no_link_why) = match write_link(config.transport) {
+        Ok(link) => (Some(link), ""),
+        Err(why) => (None, why),
+    };
+    batteries
+        .iter()
+        .map(|b| {
+            let allowed = config.control.allows(b.position, &b.name);
+            let (writes, taken) = if allowed && sessions && link.is_some() {
+                let (tx, rx) = mpsc::channel(8);
+                (Some(tx), Some(rx))
+            } else {
+                (None, None)
+            };
+            let slot = Slot {
+                position: b.position,
+                name: b.name.clone(),
+                device_key: b.device_key(),
+                allowed,
+                link,
+                no_link_why,
+                writes,
+            };
+            (slot, taken)
+        })
+        .unzip()
+}
+
+/// As [`start_sessions`]; battery `i`'s session takes switch writes from `writes[i]` where
+/// there is one.
+pub async fn start_sessions_with(
+    config: &Config,
+    batteries: &[BatteryConfig],
+    mut writes: Vec<Option<mpsc::Receiver<WriteRequest>>>,
+) -> anyhow::Result<(Fleet, mpsc::Receiver<SessionEvent>)> {
+    writes.resize_with(batteries.len(), || None);
     let fleet = transport::connect_all(config.transport_plan(), batteries).await?;
     let estimator: Arc<dyn SocEstimator> =
         Arc::from(soc::estimator(config.soc_source, &config.soc_curve));
@@ -116,12 +173,13 @@ pub async fn start_sessions(
         tokio::spawn(session.run());
         return Ok((fleet, rx));
     }
-    for (i, (battery, connector)) in batteries
+    for (i, ((battery, connector), writes)) in batteries
         .iter()
         .zip(fleet.connectors.iter().cloned())
+        .zip(writes)
         .enumerate()
     {
-        let session = Session::new(
+        let mut session = Session::new(
             i,
             &battery.name,
             connector,
@@ -129,6 +187,9 @@ pub async fn start_sessions(
             estimator.clone(),
             tx.clone(),
         );
+        if let Some(writes) = writes {
+            session = session.with_writes(writes);
+        }
         tokio::spawn(session.run());
     }
     Ok((fleet, rx))
@@ -197,6 +258,9 @@ pub async fn run(
         retention: config.store.retention,
         inverter_max_gap: config.store.inverter_max_gap(),
     };
+    let (slots, write_receivers) = control_slots(&config, &store_batteries, components.sessions);
+    let controller = Controller::new(slots, writer.as_ref().and_then(Writer::sender));
+    log_control(&controller, components.sessions);
     let telemetry = components
         .sessions
         .then(|| Arc::new(telemetry_for(&config, &batteries)));
@@ -210,6 +274,7 @@ pub async fn run(
             w.page.clone(),
         );
         state.telemetry = telemetry.clone();
+        state.control = controller.clone();
         state.shutdown = stop.clone();
         tokio::spawn(web::serve(w.bind, Arc::new(state), stop.child_token()))
     });
@@ -227,7 +292,7 @@ pub async fn run(
         false => None,
     };
     let (fleet, events) = if components.sessions {
-        let (fleet, events) = start_sessions(&config, &batteries).await?;
+        let (fleet, events) = start_sessions_with(&config, &batteries, write_receivers).await?;
         (Some(fleet), Some(events))
     } else {
         (None, None)
@@ -261,6 +326,32 @@ pub async fn run(
     stop.cancel();
     parts.stop().await?;
     ended
+}
+
+/// Says at start which batteries jkmon may switch, and why the others not.
+fn log_control(controller: &Controller, sessions: bool) {
+    if !sessions {
+        return;
+    }
+    let slots = controller.slots();
+    let on: Vec<&str> = slots
+        .iter()
+        .filter(|s| s.takes_writes())
+        .map(|s| s.name.as_str())
+        .collect();
+    if on.is_empty() && !slots.iter().any(|s| s.allowed) {
+        tracing::info!("control: off (JK_BMS_CONTROL); jkmon only reads the batteries");
+        return;
+    }
+    if !on.is_empty() {
+        tracing::info!(
+            "control: jkmon may switch {} (JK_BMS_CONTROL)",
+            on.join(", ")
+        );
+    }
+    for s in slots.iter().filter(|s| s.allowed && s.link.is_none()) {
+        tracing::warn!("control: {} cannot be switched: {}", s.name, s.no_link_why);
+    }
 }
 
 /// Opens (and migrates) the database and starts what writes it: the writer when this process

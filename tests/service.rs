@@ -680,3 +680,224 @@ fn run_counts_energy_live_and_keeps_it_in_the_database() {
         .unwrap();
     assert!((day_charged - charged).abs() < 1e-6 && (day_discharged - discharged).abs() < 1e-6);
 }
+
+/// Control end to end on the simulated BMS: `jkmon set` and the API switch it through the
+/// running service's session; each write is confirmed by the BMS's own settings frame, shown
+/// by the status as the BMS reports it, and recorded with who asked. Without WEB_AUTH_TOKEN,
+/// or where JK_BMS_CONTROL leaves the battery off, every write is refused and nothing changes.
+#[test]
+fn switches_are_set_through_the_service_confirmed_by_the_bms_and_recorded() {
+    use common::process::http;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("control.db");
+    let token = "s3cret-token";
+    let env = [
+        ("WEB_BIND", "127.0.0.1:0"),
+        ("WEB_AUTH_TOKEN", token),
+        ("JK_BMS_CONTROL", "on"),
+    ];
+    let mut run = jkmon(dir.path(), &db, &["run"], &env);
+    let addr = run.web_address(Duration::from_secs(20));
+    assert!(
+        run.stderr_seen
+            .iter()
+            .any(|l| l.contains("control: jkmon may switch Simulated BMS")),
+        "the start says who may be switched"
+    );
+    let bearer = format!("Bearer {token}");
+    let status = || -> Value {
+        let (code, body) = http(
+            &addr,
+            "GET",
+            "/api/v1/status",
+            &[("Authorization", &bearer)],
+            "",
+        );
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    // bounded: 40 looks over at most 10 s, until the BMS reported its switches
+    for _ in 0..40 {
+        if status()["batteries"][0]["snapshot"]["switches"]["charging"] == true {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        status()["batteries"][0]["snapshot"]["switches"]["charging"],
+        true
+    );
+
+    // the command line, through the service (its own .env: the same variables)
+    let mut cli = common::process::jkmon(
+        dir.path(),
+        &[
+            "set",
+            "simulated bms",
+            "charging=off",
+            "--url",
+            &format!("http://{addr}"),
+        ],
+    );
+    cli.env("JK_BMS_TRANSPORT", "sim").envs(env.iter().copied());
+    let out = cli.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        "charging=off on Simulated BMS: confirmed by the BMS"
+    );
+    // the first battery once `pred` holds for it (bounded: at most 5 s)
+    let eventually = |pred: &dyn Fn(&Value) -> bool| -> Value {
+        let mut b = Value::Null;
+        for _ in 0..20 {
+            b = status()["batteries"][0].clone();
+            if pred(&b) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        b
+    };
+    // what the BMS reports, not what was asked: its settings and its cell-info flag, in the
+    // snapshots that follow the confirmation
+    let b = eventually(&|b| {
+        b["snapshot"]["switches"]["charging"] == false && b["switch_writes"][0].is_object()
+    });
+    assert_eq!(b["snapshot"]["switches"]["charging"], false, "{b}");
+    assert_eq!(b["snapshot"]["charging_enabled"], false, "{b}");
+    assert_eq!(b["switch_writes"][0]["source"], "cli", "{b}");
+    assert_eq!(b["switch_writes"][0]["outcome"], "confirmed", "{b}");
+
+    // the API with JSON
+    let json = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/api/v1/batteries/1/switches",
+        &json,
+        r#"{"switch": "discharging", "on": false}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["confirmed"], true, "{body}");
+    let b = eventually(&|b| b["snapshot"]["switches"]["discharging"] == false);
+    assert_eq!(b["snapshot"]["switches"]["discharging"], false, "{b}");
+    // a switch this board has not, a battery there is not, a bad body: named, nothing sent
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/api/v1/batteries/7/switches",
+        &json,
+        r#"{"switch": "charging", "on": true}"#,
+    );
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/api/v1/batteries/1/switches",
+        &json,
+        r#"{"switch": "fan", "on": true}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("not a switch"), "{body}");
+    // no token, a wrong one, a form without the page's anti-forgery token, another site
+    let (code, _) = http(
+        &addr,
+        "POST",
+        "/api/v1/batteries/1/switches",
+        &[("Content-Type", "application/json")],
+        r#"{"switch": "charging", "on": true}"#,
+    );
+    assert_eq!(code, 401);
+    let cookie = format!("jkmon_token={token}");
+    let form = [
+        ("Cookie", cookie.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/api/v1/batteries/1/switches",
+        &form,
+        "switch=charging&on=on&csrf=guess",
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("anti-forgery"), "{body}");
+    let foreign = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+        ("Origin", "http://evil.example"),
+    ];
+    let (code, _) = http(
+        &addr,
+        "POST",
+        "/api/v1/batteries/1/switches",
+        &foreign,
+        r#"{"switch": "charging", "on": true}"#,
+    );
+    assert_eq!(code, 403);
+    assert_eq!(
+        status()["batteries"][0]["snapshot"]["switches"]["charging"],
+        false,
+        "nothing refused was sent"
+    );
+
+    run.signal("TERM");
+    assert!(run.wait_exit(Duration::from_secs(20)).success());
+    let conn = Connection::open(&db).unwrap();
+    let rows: Vec<(String, String, i64, String, String)> = conn
+        .prepare(
+            "SELECT battery, switch, turn_on, source, outcome FROM bms_switch_writes ORDER BY id",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let row = |switch: &str, source: &str| {
+        (
+            "Simulated BMS".to_string(),
+            switch.to_string(),
+            0,
+            source.to_string(),
+            "confirmed".to_string(),
+        )
+    };
+    assert_eq!(rows, [row("charging", "cli"), row("discharging", "api")]);
+
+    // control off (the default), and control on without WEB_AUTH_TOKEN: refused with the fix
+    for (env, expect) in [
+        (
+            vec![("WEB_BIND", "127.0.0.1:0"), ("WEB_AUTH_TOKEN", token)],
+            "JK_BMS_CONTROL",
+        ),
+        (
+            vec![("WEB_BIND", "127.0.0.1:0"), ("JK_BMS_CONTROL", "on")],
+            "needs WEB_AUTH_TOKEN",
+        ),
+    ] {
+        let mut run = jkmon(dir.path(), &db, &["run"], &env);
+        let addr = run.web_address(Duration::from_secs(20));
+        let (code, body) = http(
+            &addr,
+            "POST",
+            "/api/v1/batteries/1/switches",
+            &json,
+            r#"{"switch": "charging", "on": true}"#,
+        );
+        assert_eq!(code, 403, "{body}");
+        assert!(body.contains(expect), "{body}");
+        run.signal("TERM");
+        assert!(run.wait_exit(Duration::from_secs(20)).success());
+    }
+}

@@ -84,7 +84,9 @@ pub enum Command {
     /// For trying the wired transports without hardware.
     Simulate(SimulateArgs),
     /// Switch a BMS: `jkmon set Garage charging=off` (charging, discharging, balancer, heater;
-    /// on or off). Only where JK_BMS_CONTROL allows it; `--dry-run` prints the bytes.
+    /// on or off). Only where JK_BMS_CONTROL allows it; the write goes through the running
+    /// service (its API, with WEB_AUTH_TOKEN), which holds the BMS's link; `--dry-run` prints
+    /// the bytes.
     Set(SetArgs),
     /// Print a completion script for a shell: `jkmon completions bash >
     /// /etc/bash_completion.d/jkmon` (also zsh, fish, elvish, powershell).
@@ -103,6 +105,9 @@ pub struct SetArgs {
     /// Print the exact bytes each would send on the battery's link, and send nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The running jkmon's web address (default: WEB_BIND's port on 127.0.0.1).
+    #[arg(long)]
+    pub url: Option<String>,
 }
 
 fn parse_setting(s: &str) -> Result<crate::protocol::control::Setting, String> {

@@ -22,20 +22,76 @@ pub fn run(args: SetArgs) -> anyhow::Result<ExitCode> {
     }
     if !config.control.allows(position, &battery.name) {
         anyhow::bail!(
-            "control is off for {} (battery {position}): jkmon switches a BMS only where JK_BMS_CONTROL allows it; set JK_BMS_CONTROL=on, or to the batteries to switch ({position} or {})",
+            "control is off for {} (battery {position}): jkmon switches a BMS only where JK_BMS_CONTROL allows it; set JK_BMS_CONTROL=on, or to the batteries to switch ({position} or {}), and restart jkmon",
             battery.name,
             battery.name
         );
     }
-    anyhow::bail!(
-        "jkmon cannot send switch writes yet: they will travel through the running service's session to the BMS; `jkmon set {} {} --dry-run` shows the bytes",
-        args.battery,
-        args.settings
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
-    )
+    // the running service holds the BMS's only link: the write goes through it
+    let Some(token) = config.web.auth_token.clone() else {
+        anyhow::bail!(
+            "jkmon set sends the write through the running service's API, which takes writes only with WEB_AUTH_TOKEN set: set it in .env, restart jkmon, and run this again"
+        );
+    };
+    let base = args.url.clone().unwrap_or_else(|| {
+        let port = config.web.bind.port();
+        let host = match config.web.bind.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        format!("http://{host}:{port}")
+    });
+    let runtime = super::runtime()?;
+    let mut failed = false;
+    for setting in &args.settings {
+        match runtime.block_on(send(&base, &token, position, *setting)) {
+            Ok(()) => println!("{setting} on {}: confirmed by the BMS", battery.name),
+            Err(e) => {
+                eprintln!("{setting} on {}: {e}", battery.name);
+                failed = true;
+                break;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Asks the service at `base` to set `setting` on battery `position`.
+async fn send(base: &str, token: &str, position: usize, setting: Setting) -> anyhow::Result<()> {
+    let url = format!(
+        "{}/api/v1/batteries/{position}/switches",
+        base.trim_end_matches('/')
+    );
+    let client = reqwest::Client::builder()
+        // a write may be sent twice (a dropped link) and waits 5 s for its confirmation each
+        .timeout(std::time::Duration::from_secs(60))
+        .build()?;
+    let response = client
+        .post(&url)
+        .bearer_auth(token)
+        .header(crate::web::control::CLIENT_HEADER, "cli")
+        .json(&serde_json::json!({ "switch": setting.switch.as_str(), "on": setting.on }))
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_connect() {
+                anyhow::anyhow!("no jkmon answers at {base}: is `jkmon run` running there? (--url names another address)")
+            } else {
+                anyhow::anyhow!("{base}: {e}")
+            }
+        })?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if status.is_success() {
+        return Ok(());
+    }
+    let why = body["error"].as_str().unwrap_or("no reason given");
+    anyhow::bail!("{why} (HTTP {})", status.as_u16())
 }
 
 /// The battery by its position (1-based) or name, with its position.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::battery::{Snapshot, SocSource};
 use crate::protocol::cell_info::{Balancing, CellInfo};
 use crate::protocol::command::Command;
+use crate::protocol::control::{self, Switch};
 use crate::protocol::decoder::Decoded;
 use crate::protocol::device_info::DeviceInfo;
 use crate::protocol::logbook::Logbook;
@@ -451,6 +452,10 @@ pub struct SnapshotJson {
     /// Every alarm group (`cell`, `pack`, `current`, `temperature`, `mosfet`, `system`) with
     /// whether one of its alarms is raised.
     pub alarm_groups: BTreeMap<Cow<'static, str>, bool>,
+    /// The switches as the BMS's own settings frame reports them (`charging`, `discharging`,
+    /// `balancer`, `heater`), where it does; empty before the first settings frame.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub switches: BTreeMap<String, bool>,
 }
 
 impl SnapshotJson {
@@ -479,6 +484,18 @@ impl SnapshotJson {
                 .into_iter()
                 .map(|(g, raised)| (Cow::Borrowed(g), raised))
                 .collect(),
+            switches: s
+                .settings
+                .as_ref()
+                .map(|settings| {
+                    Switch::ALL
+                        .into_iter()
+                        .filter_map(|w| {
+                            Some((w.as_str().to_string(), control::state(settings, w)?))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }

@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0008_inverter_poller.sql",
         include_str!("../../migrations/0008_inverter_poller.sql"),
     ),
+    (
+        9,
+        "0009_switch_writes.sql",
+        include_str!("../../migrations/0009_switch_writes.sql"),
+    ),
 ];
 
 /// The newest schema this build knows.

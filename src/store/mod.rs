@@ -26,6 +26,7 @@ pub mod migrate;
 pub mod poller;
 pub mod read;
 pub mod readings;
+pub mod switches;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -566,6 +567,16 @@ impl Store {
         interval: Duration,
     ) -> Result<(), StoreError> {
         poller::set_state(&self.conn, state, detail, model, link, interval, now_ms())?;
+        Ok(())
+    }
+
+    /// Records a switch write and its outcome, at once (outside the snapshots' batches).
+    pub fn record_switch_write(
+        &mut self,
+        record: &switches::WriteRecord,
+    ) -> Result<(), StoreError> {
+        self.check_file()?;
+        switches::insert(&self.conn, record)?;
         Ok(())
     }
 

@@ -220,7 +220,12 @@ pub struct BatteryView {
     pub snapshot: Option<SnapshotJson>,
     /// Energy in and out, stored energy and time left; `None` for a battery never read.
     pub energy: Option<EnergyView>,
+    /// The newest switch writes (JK_BMS_CONTROL), newest first.
+    pub switch_writes: Vec<super::switches::SwitchWriteView>,
 }
+
+/// Switch writes a battery card shows.
+pub const SWITCH_WRITES_SHOWN: usize = 5;
 
 /// The latest `readings` row.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -434,6 +439,7 @@ fn battery(
         serial_number: None,
         snapshot: None,
         energy: None,
+        switch_writes: super::switches::recent(conn, &b.device_key(), SWITCH_WRITES_SHOWN)?,
     };
     let row = conn
         .query_row(

@@ -59,6 +59,11 @@ pub enum Message {
     /// A poll of jkmon's own inverter poller: its row inserted at once, with the batteries'
     /// newest keys.
     Reading(Arc<InverterPoll>),
+    /// A switch write was answered: recorded at once.
+    SwitchWrite(super::switches::WriteRecord),
+    /// The service stops: the last commit, then the thread ends (other parts may still hold
+    /// a [`WriterSender`]).
+    Close,
     /// jkmon's own inverter poller changed state.
     InverterState {
         state: InverterState,
@@ -67,6 +72,17 @@ pub enum Message {
         link: String,
         interval: Duration,
     },
+}
+
+/// A clone of the writer's channel ([`Writer::sender`]).
+#[derive(Clone)]
+pub struct WriterSender(SyncSender<Message>);
+
+impl WriterSender {
+    /// Hands a message over without waiting; `false` when the writer is far behind or gone.
+    pub fn send(&self, message: Message) -> bool {
+        self.0.try_send(message).is_ok()
+    }
 }
 
 /// What the writer did, when it ends.
@@ -139,6 +155,12 @@ impl Writer {
         })
     }
 
+    /// A sender for parts that report to the writer on their own (switch writes), with
+    /// [`Writer::send`]'s manners.
+    pub fn sender(&self) -> Option<WriterSender> {
+        self.tx.clone().map(WriterSender)
+    }
+
     /// Hands a message over without waiting. When the writer is far behind (the database
     /// locked for minutes), snapshots are dropped and counted rather than piled up.
     pub fn send(&self, message: Message) {
@@ -173,7 +195,10 @@ impl Writer {
     /// Commits what is pending, closes the database and waits for the thread. A chart
     /// catch-up read in progress is interrupted (it resumes at the next start).
     pub async fn stop(mut self) -> Result<WriterStats, StoreError> {
-        drop(self.tx.take());
+        if let Some(tx) = self.tx.take() {
+            // behind everything already handed over; waits only while the channel is full
+            let _ = tokio::task::spawn_blocking(move || tx.send(Message::Close)).await;
+        }
         if self.maintaining.load(Ordering::SeqCst) {
             self.interrupt.interrupt();
         }
@@ -224,6 +249,7 @@ fn run(
             .min(next_maintenance)
             .saturating_duration_since(Instant::now());
         let (closing, commit_now) = match rx.recv_timeout(wait) {
+            Ok(Message::Close) => (true, false),
             Ok(Message::Snapshot {
                 position,
                 snapshot,
@@ -240,6 +266,16 @@ fn run(
             }
             Ok(Message::Reading(poll)) => {
                 w.reading(poll);
+                continue;
+            }
+            Ok(Message::SwitchWrite(record)) => {
+                if let Err(e) = w.store.record_switch_write(&record) {
+                    tracing::warn!(
+                        "could not record the write {} to {}: {e}",
+                        record.setting,
+                        record.battery
+                    );
+                }
                 continue;
             }
             Ok(Message::InverterState {

@@ -8,6 +8,7 @@
 //! | `GET /api/v1/history?battery=&from=&to=&bucket=` | aggregated history (all optional: every battery, the last 24 h, a bucket for ~300 points) |
 //! | `GET /api/v1/energy?days=N` | energy per local day, oldest first: each battery's charged and discharged kWh and the sum, the inverter's PV, load, grid import and export (default 7 days, at most 400; `null` = no data) |
 //! | `GET /api/v1/health` | 200 when every configured BMS is fresh, else 503 with the reasons |
+//! | `POST /api/v1/batteries/{n}/switches` | sets a switch (JK_BMS_CONTROL, `WEB_AUTH_TOKEN` only; see [`super::control`]) |
 //! | `GET /history?days=N` | the Python monitor's rows, newest first (its scripts keep working) |
 
 use std::collections::HashMap;

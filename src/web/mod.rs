@@ -1,7 +1,7 @@
 //! The web server: the dashboard and history pages ([`pages`]), the JSON API under `/api/v1`
 //! ([`api`]), Prometheus's `/metrics` ([`metrics`]) and the Python monitor's `/history?days=N`.
-//! Read-only: every handler reads the
-//! store through [`Readers`].
+//! Every handler reads the store through [`Readers`]; the one that writes is [`control`]'s
+//! switch (JK_BMS_CONTROL, with `WEB_AUTH_TOKEN` only).
 //!
 //! [`router`] builds the routes without I/O, so tests drive it with `oneshot`; [`serve`] binds
 //! `WEB_BIND` and runs it until the service's cancellation token fires.
@@ -15,6 +15,7 @@
 //! Layer 5 (a view): may use `store`, `report`, `session` and `telemetry`; never another view.
 
 pub mod api;
+pub mod control;
 pub mod metrics;
 pub mod pages;
 pub mod server;
@@ -116,6 +117,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Wrong access tokens per client.
     pub throttle: throttle::Throttle,
+    /// Switching the batteries (JK_BMS_CONTROL), where this process runs their sessions.
+    pub control: crate::control::Controller,
+    /// The dashboard switch form's anti-forgery token ([`control`]).
+    pub csrf: String,
     status: std::sync::Mutex<Option<Cached>>,
     history: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
 }
@@ -135,6 +140,8 @@ impl AppState {
             telemetry: None,
             shutdown: CancellationToken::new(),
             throttle: Default::default(),
+            control: Default::default(),
+            csrf: control::new_csrf_token(),
             status: Default::default(),
             history: Default::default(),
         }
@@ -154,6 +161,11 @@ impl AppState {
             body: body.clone(),
         });
         Ok(body)
+    }
+
+    /// The next status is read afresh (a switch was just set).
+    pub fn forget_status(&self) {
+        *self.status.lock().expect("cache lock") = None;
     }
 
     /// A history answer for `key`, computed by `compute` unless one at most `HISTORY_CACHE`
@@ -201,6 +213,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/energy", get(api::energy))
         .route("/history", get(api::legacy_history))
         .route("/metrics", get(metrics::metrics))
+        .route(
+            "/api/v1/batteries/{battery}/switches",
+            axum::routing::post(control::switch),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/api/v1/health", get(api::health))
