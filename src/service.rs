@@ -283,7 +283,14 @@ pub async fn run(
         side_tasks = start_bot_and_alerts(&config, &components, &readers, &read_config, &stop)?;
     }
     if let (Some(mqtt), Some(feed)) = (&config.mqtt, &feed) {
-        side_tasks.push(start_mqtt(&config, mqtt, &store_batteries, feed, &stop));
+        side_tasks.push(start_mqtt(
+            &config,
+            mqtt,
+            &store_batteries,
+            feed,
+            &controller,
+            &stop,
+        ));
     }
     // the inverter's poller starts before the sessions, so its first row is in the table at
     // once (the merge puts each battery into it as soon as it answers)
@@ -541,6 +548,7 @@ fn start_mqtt(
     mqtt: &crate::mqtt::MqttConfig,
     batteries: &[Battery],
     feed: &Feed,
+    controller: &Controller,
     stop: &CancellationToken,
 ) -> JoinHandle<()> {
     let task = crate::mqtt::run(
@@ -550,6 +558,7 @@ fn start_mqtt(
         mqtt.state_every,
         feed.subscribe(),
         feed.subscribe_inverter(),
+        controller.clone(),
         stop.child_token(),
     );
     tokio::spawn(async move {

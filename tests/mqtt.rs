@@ -723,3 +723,139 @@ async fn the_inverter_jkmon_polls_is_a_home_assistant_device_that_follows_it() {
     assert!(run.wait_exit(LIMIT).success());
     sub.wait_payload(LIMIT, availability, "offline");
 }
+
+/// `jkmon run` on the simulated BMS (which plays the switches), publishing to `broker`.
+fn run_sim(dir: &std::path::Path, broker: &Broker, extra: &[(&str, &str)]) -> Running {
+    let mut cmd = jkmon(dir, &["run"]);
+    cmd.envs([
+        ("JK_BMS_TRANSPORT", "sim"),
+        ("JK_SIM_INTERVAL_MS", "100"),
+        ("WEB_BIND", "127.0.0.1:0"),
+        ("DB_PATH", dir.join("control.db").to_str().unwrap()),
+        ("MQTT_URL", &broker.url()),
+        ("MQTT_STATE_SEC", "0.3"),
+    ]);
+    cmd.envs(extra.iter().copied());
+    let mut run = Running::spawn(cmd);
+    run.wait_for_log(LIMIT, "mqtt: connected to mqtt://127.0.0.1:");
+    run
+}
+
+fn publish(broker: &Broker, topic: &str, payload: &str, retain: bool) {
+    let mut cmd = std::process::Command::new("mosquitto_pub");
+    cmd.args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", topic, "-m", payload, "-q", "1"]);
+    if retain {
+        cmd.arg("-r");
+    }
+    assert!(cmd.status().unwrap().success(), "mosquitto_pub {topic}");
+}
+
+/// The first battery's switch as its states report it.
+fn reported(m: &Msg, switch: &str) -> Option<bool> {
+    (m.topic == "jkmon/battery1/state")
+        .then(|| m.json()["switches"][switch].as_bool())
+        .flatten()
+}
+
+/// Home Assistant switches the simulated BMS: with JK_BMS_CONTROL on, each switch the board
+/// has is a `switch` entity whose command reaches the BMS through jkmon's session, and whose
+/// state is what the BMS then reports. A retained command is ignored. With control off there
+/// is no switch entity (the earlier run's are removed) and a command changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn home_assistant_switches_the_bms_only_where_control_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path()) else {
+        return;
+    };
+    // a command left retained on the broker (by a careless script) is not taken: it would
+    // switch the BMS again at every reconnection
+    let command = "jkmon/battery1/switch/charging/set";
+    publish(&broker, command, "OFF", true);
+    let mut sub = Subscriber::start(&broker);
+    let mut run = run_sim(dir.path(), &broker, &[("JK_BMS_CONTROL", "on")]);
+    run.wait_for_log(LIMIT, "a retained command is ignored");
+    publish(&broker, command, "", true); // cleared
+    let charging = sub
+        .wait_for(LIMIT, "the charging switch's config", |m| {
+            m.topic.starts_with("homeassistant/switch/")
+                && m.topic.ends_with("/switch_charging/config")
+                && !m.payload.is_empty()
+        })
+        .json();
+    assert_eq!(charging["command_topic"], command);
+    assert_eq!(charging["state_topic"], "jkmon/battery1/state");
+    let state = sub
+        .wait_for(LIMIT, "a state with the switches", |m| {
+            reported(m, "charging") == Some(true)
+        })
+        .json();
+    // the simulated board is a JK02_32S: all four switches, each template in the state
+    for switch in ["charging", "discharging", "balancer", "heater"] {
+        let c = config(&mut sub, "switch", &format!("switch_{switch}"));
+        for path in template_paths(c["value_template"].as_str().unwrap()) {
+            assert!(lookup(&state, &path).is_some(), "{path:?} not in {state}");
+        }
+    }
+
+    publish(&broker, command, "OFF", false);
+    let off = sub.wait_for(LIMIT, "the BMS reporting charging off", |m| {
+        reported(m, "charging") == Some(false)
+    });
+    assert_eq!(
+        off.json()["charging_enabled"],
+        false,
+        "the BMS's own flag too"
+    );
+    publish(&broker, "jkmon/battery1/switch/balancer/set", "OFF", false);
+    let after = sub.wait_for(LIMIT, "the balancer off", |m| {
+        reported(m, "balancer") == Some(false)
+    });
+    assert_eq!(reported(&after, "charging"), Some(false), "still off");
+    run.signal("TERM");
+    assert!(run.wait_exit(LIMIT).success());
+    let conn = rusqlite::Connection::open(dir.path().join("control.db")).unwrap();
+    let rows: Vec<(String, i64, String, String)> = conn
+        .prepare("SELECT switch, turn_on, source, outcome FROM bms_switch_writes ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mqtt = |s: &str| {
+        (
+            s.to_string(),
+            0,
+            "mqtt".to_string(),
+            "confirmed".to_string(),
+        )
+    };
+    assert_eq!(rows, [mqtt("charging"), mqtt("balancer")]);
+
+    // control off (the default): the switches go from Home Assistant, commands do nothing
+    let mut run = run_sim(dir.path(), &broker, &[]);
+    sub.wait_for(LIMIT, "the charging switch removed", |m| {
+        m.topic.starts_with("homeassistant/switch/")
+            && m.topic.ends_with("/switch_charging/config")
+            && m.payload.is_empty()
+    });
+    let mut fresh = Subscriber::start(&broker);
+    fresh.wait_for(LIMIT, "a state with charging on", |m| {
+        reported(m, "charging") == Some(true)
+    });
+    publish(&broker, command, "OFF", false);
+    // three states after the command: the BMS still reports charging on
+    for _ in 0..3 {
+        let m = fresh.wait_for(LIMIT, "a state", |m| reported(m, "charging").is_some());
+        assert_eq!(reported(&m, "charging"), Some(true));
+    }
+    assert!(
+        !fresh
+            .seen
+            .iter()
+            .any(|m| m.topic.starts_with("homeassistant/switch/") && !m.payload.is_empty()),
+        "no switch entity while control is off"
+    );
+    run.signal("TERM");
+    assert!(run.wait_exit(LIMIT).success());
+}

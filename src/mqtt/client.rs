@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use super::inverter::InverterFeed;
 use super::publisher::{Cause, Message, Publisher, OFFLINE};
 use super::{BatteryFeed, Layout, MqttConfig};
+use crate::control::{Controller, Source};
+use crate::protocol::control::Setting;
 use crate::session::backoff::Backoff;
 
 /// Reconnection delays: the first retry within a second, then at most one a minute.
@@ -39,7 +41,12 @@ pub enum MqttError {
 /// What the connection task reports.
 enum Link {
     Up,
-    Down { reason: String, retry_in: Duration },
+    Down {
+        reason: String,
+        retry_in: Duration,
+    },
+    /// A message on a topic jkmon subscribed to (a switch command).
+    Command(rumqttc::Publish),
 }
 
 /// The rustls configuration for `mqtts://`: the CA in `ca_file`, else the system's CAs.
@@ -179,6 +186,12 @@ async fn drive(
                     return;
                 }
             }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                // a full queue drops the command (logged by nobody asked): jkmon never waits here
+                if links.try_send(Link::Command(p)).is_err() {
+                    tracing::warn!("mqtt: a command arrived while jkmon was busy; it was dropped");
+                }
+            }
             // the farewell is queued after everything else; the broker closes the connection
             // once it has read it (closing first would fire the last will)
             Ok(Event::Outgoing(Outgoing::Disconnect)) => leaving = true,
@@ -208,8 +221,11 @@ pub async fn run(
     every: Duration,
     mut feed: watch::Receiver<Vec<BatteryFeed>>,
     mut inverter: watch::Receiver<Option<InverterFeed>>,
+    control: Controller,
     stop: CancellationToken,
 ) -> Result<(), MqttError> {
+    let layout = layout.with_control(&control);
+    let commands = layout.command_filter();
     let options = options(&config, Some(&layout))?;
     let broker = config.broker.to_string();
     let (client, eventloop) = AsyncClient::new(options, 64);
@@ -226,9 +242,21 @@ pub async fn run(
         let messages = tokio::select! {
             _ = stop.cancelled() => break,
             link = link_rx.recv() => match link {
+                Some(Link::Command(p)) => {
+                    command(&publisher, &control, p);
+                    continue;
+                }
                 Some(Link::Up) => {
                     connected = true;
                     failures = 0;
+                    if let Some(filter) = &commands {
+                        // a clean session forgets subscriptions: asked again on each connection
+                        if let Err(e) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
+                            tracing::warn!("mqtt: could not subscribe to {filter}: {e}");
+                        } else {
+                            tracing::info!("mqtt: switch commands taken on {filter} (JK_BMS_CONTROL)");
+                        }
+                    }
                     tracing::info!("mqtt: connected to {broker}; publishing under {}/", publisher.layout().base);
                     let now = Instant::now();
                     let f = feed.borrow_and_update().clone();
@@ -292,6 +320,42 @@ pub async fn run(
     }
     connection_stop.cancel();
     Ok(())
+}
+
+/// A switch command: `ON` or `OFF` on `<base>/batteryN/switch/<switch>/set`, sent to the
+/// battery's session without holding the publisher up. A retained command is ignored: it
+/// would switch the BMS again at every reconnection. The entity's state follows the BMS's
+/// next report, whatever the outcome.
+fn command(publisher: &Publisher, control: &Controller, p: rumqttc::Publish) {
+    let Some((position, switch)) = publisher.layout().command(&p.topic) else {
+        tracing::warn!("mqtt: {}: not a switch command jkmon takes", p.topic);
+        return;
+    };
+    if p.retain {
+        tracing::warn!(
+            "mqtt: {}: a retained command is ignored (it would be set again at every reconnection); publish it without retain",
+            p.topic
+        );
+        return;
+    }
+    let word = String::from_utf8_lossy(&p.payload)
+        .trim()
+        .to_ascii_lowercase();
+    let on = match word.as_str() {
+        "on" | "1" | "true" => true,
+        "off" | "0" | "false" => false,
+        _ => {
+            tracing::warn!("mqtt: {}: {word:?} is neither ON nor OFF", p.topic);
+            return;
+        }
+    };
+    let control = control.clone();
+    tokio::spawn(async move {
+        // the controller logs and records the outcome
+        let _ = control
+            .set(position, Setting { switch, on }, Source::Mqtt)
+            .await;
+    });
 }
 
 /// Queues `messages` in order; waits while the queue is full (the connection task empties it).

@@ -6,6 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::{BatteryTopics, Layout};
 use crate::protocol::alarms::{label, ALARM_GROUPS};
+use crate::protocol::control::Switch;
 use crate::protocol::DeviceInfo;
 
 /// A sensor read from one state field.
@@ -447,6 +448,20 @@ pub fn configs(
     for b in BINARIES.iter().filter(|b| present(b.needs)) {
         c.binary(b.id.into(), b.name, b.device_class, b.template.into());
     }
+    // switches jkmon may set: their state is what the BMS's settings frame reports
+    if let (Some(link), Some(reported)) = (
+        topics.control,
+        state.get("switches").and_then(Value::as_object),
+    ) {
+        let variant = state
+            .get("variant")
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        for switch in Switch::ALL {
+            if reported.contains_key(switch.as_str()) && link.can_set(variant, switch) {
+                c.switch(switch);
+            }
+        }
+    }
     for group in ALARM_GROUPS {
         c.binary(
             format!("alarm_{group}"),
@@ -456,6 +471,11 @@ pub fn configs(
         );
     }
     c.out
+}
+
+/// The discovery topic of a battery's `switch` entity.
+pub fn switch_topic(prefix: &str, node: &str, switch: Switch) -> String {
+    format!("{prefix}/switch/{node}/switch_{switch}/config")
 }
 
 /// The configs of one battery, being built.
@@ -513,6 +533,31 @@ impl Configs<'_> {
             c.insert("entity_category".into(), json!("diagnostic"));
         }
         let topic = format!("{}/sensor/{}/{object}/config", self.prefix, self.node);
+        self.out.push((topic, Value::Object(c)));
+    }
+
+    /// A switch jkmon sets through its command topic; its state is the BMS's report.
+    fn switch(&mut self, switch: Switch) {
+        let object = format!("switch_{switch}");
+        let name = match switch {
+            Switch::Charging => "Charging switch",
+            Switch::Discharging => "Discharging switch",
+            Switch::Balancer => "Balancer switch",
+            Switch::Heater => "Heater switch",
+        };
+        let template = format!("{{{{ 'ON' if value_json.switches.{switch} else 'OFF' }}}}");
+        let mut c = self.common(name, &object, template);
+        c.insert(
+            "command_topic".into(),
+            json!(self.topics.switch_command(switch)),
+        );
+        c.insert("payload_on".into(), json!("ON"));
+        c.insert("payload_off".into(), json!("OFF"));
+        c.insert("state_on".into(), json!("ON"));
+        c.insert("state_off".into(), json!("OFF"));
+        c.insert("optimistic".into(), json!(false));
+        c.insert("entity_category".into(), json!("config"));
+        let topic = switch_topic(self.prefix, &self.node, switch);
         self.out.push((topic, Value::Object(c)));
     }
 

@@ -9,6 +9,7 @@
 //! | `<base>/batteryN/state` | yes | the snapshot as JSON, the fields of `jkmon read --json` |
 //! | `<base>/batteryN/device` | yes | model, versions, serial number (no passcodes) |
 //! | `<base>/pack`, `<base>/cells` | no | NodeJKBMS's payloads (`MQTT_NODEJKBMS=true`) |
+//! | `<base>/batteryN/switch/<switch>/set` | — | jkmon listens: `ON` or `OFF` sets the switch (only where JK_BMS_CONTROL allows it) |
 //!
 //! Home Assistant discovery configs go under `MQTT_DISCOVERY_PREFIX` (default `homeassistant`).
 //!
@@ -103,6 +104,9 @@ pub struct BatteryTopics {
     pub uid: String,
     /// The BMS's Bluetooth address (`C8:47:80:12:34:56`), when it is read over Bluetooth.
     pub bluetooth: Option<String>,
+    /// How jkmon switches it, where JK_BMS_CONTROL lets this process do so: then its
+    /// switches get command topics and Home Assistant `switch` entities.
+    pub control: Option<crate::control::WriteLink>,
     base: String,
 }
 
@@ -117,6 +121,7 @@ impl BatteryTopics {
             key: format!("battery{position}"),
             uid: slug(&source),
             bluetooth: location.filter(|l| is_mac(l)).map(str::to_uppercase),
+            control: None,
             base: base.to_string(),
         }
     }
@@ -129,6 +134,10 @@ impl BatteryTopics {
     }
     pub fn device(&self) -> String {
         format!("{}/{}/device", self.base, self.key)
+    }
+    /// Where a command for `switch` goes: `ON` or `OFF`.
+    pub fn switch_command(&self, switch: crate::protocol::control::Switch) -> String {
+        format!("{}/{}/switch/{switch}/set", self.base, self.key)
     }
 }
 
@@ -157,6 +166,37 @@ impl Layout {
             nodejkbms: config.nodejkbms,
             dashboard_url: config.dashboard_url.clone(),
         }
+    }
+
+    /// Marks the batteries `controller` can switch from this process.
+    pub fn with_control(mut self, controller: &crate::control::Controller) -> Layout {
+        for b in &mut self.batteries {
+            b.control = controller.slot(b.position).and_then(|s| s.link);
+        }
+        self
+    }
+
+    /// The filter that takes every switch command, where any battery has them.
+    pub fn command_filter(&self) -> Option<String> {
+        self.batteries
+            .iter()
+            .any(|b| b.control.is_some())
+            .then(|| format!("{}/+/switch/+/set", self.base))
+    }
+
+    /// The battery and switch a command topic names, and whether that battery takes them.
+    pub fn command(&self, topic: &str) -> Option<(usize, crate::protocol::control::Switch)> {
+        let rest = topic.strip_prefix(&self.base)?.strip_prefix('/')?;
+        let mut parts = rest.split('/');
+        let (key, word, switch, set) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if word != "switch" || set != "set" || parts.next().is_some() {
+            return None;
+        }
+        let battery = self
+            .batteries
+            .iter()
+            .find(|b| b.key == key && b.control.is_some())?;
+        Some((battery.position, switch.parse().ok()?))
     }
 
     /// jkmon's own availability, with the last will.

@@ -231,6 +231,15 @@ impl Publisher {
         for gone in told.discovery.iter().filter(|t| !topics.contains(t)) {
             out.push(Message::retained(gone.clone(), Vec::new()));
         }
+        // switches an earlier run offered (control on then) go when this one does not
+        if self.layout.batteries[i].control.is_none() && told.discovery.is_empty() {
+            for switch in crate::protocol::control::Switch::ALL {
+                out.push(Message::retained(
+                    discovery::switch_topic(&prefix, &node, switch),
+                    Vec::new(),
+                ));
+            }
+        }
         out.extend(
             configs
                 .iter()
