@@ -280,7 +280,14 @@ pub async fn run(
     });
     let mut side_tasks = Vec::new();
     if components.bot_and_alerts {
-        side_tasks = start_bot_and_alerts(&config, &components, &readers, &read_config, &stop)?;
+        side_tasks = start_bot_and_alerts(
+            &config,
+            &components,
+            &readers,
+            &read_config,
+            &controller,
+            &stop,
+        )?;
     }
     if let (Some(mqtt), Some(feed)) = (&config.mqtt, &feed) {
         side_tasks.push(start_mqtt(
@@ -496,6 +503,7 @@ fn start_bot_and_alerts(
     components: &Components,
     readers: &Readers,
     read_config: &ReadConfig,
+    controller: &Controller,
     stop: &CancellationToken,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let levels = config.alerts.cell_levels.len();
@@ -511,6 +519,7 @@ fn start_bot_and_alerts(
             bot.clone(),
             readers.clone(),
             read_config.clone(),
+            controller.clone(),
             stop.child_token(),
         );
         tasks.push(tokio::spawn(async move {

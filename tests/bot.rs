@@ -470,3 +470,136 @@ async fn a_second_poller_on_the_token_is_named_once_with_what_to_stop() {
         bot.stderr_seen
     );
 }
+
+/// `/switch` on `jkmon run` with the simulated BMS: the menu shows the switches as the BMS
+/// reports them; a press asks for confirmation and sends nothing; a press from a chat that
+/// is not allowed is refused; the confirmation switches the BMS and says what it answered;
+/// the write is recorded with the chat's id. With control off, `/switch` says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn switch_asks_for_confirmation_then_switches_the_bms_for_allowed_chats_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("control.db");
+    let limit = Duration::from_secs(20);
+    let mut api = FakeTelegram::start(Duration::ZERO).await;
+    let url = api.url();
+    let run = |control: &str| {
+        let mut cmd = common::process::jkmon(dir.path(), &["run"]);
+        cmd.env("JK_BMS_TRANSPORT", "sim")
+            .env("JK_SIM_INTERVAL_MS", "100")
+            .env("DB_PATH", &db)
+            .env("WEB_BIND", "127.0.0.1:0")
+            .env("TELEGRAM_BOT_TOKEN", TOKEN)
+            .env("TELEGRAM_API_URL", &url)
+            .env("TELEGRAM_CHAT_ID", "42")
+            .env("JK_BMS_CONTROL", control);
+        Running::spawn(cmd)
+    };
+    let mut jk = run("on");
+    jk.wait_for_log(limit, "bot: @");
+    // the BMS has reported its switches (its settings frame) once a snapshot is in
+    jk.wait_for_log(limit, " cells (delta ");
+    api.message(42, "/switch");
+    let menu = api.wait("sendmessage", limit, |b| b["chat_id"] == 42).await;
+    let t = text(&menu);
+    assert!(
+        t.contains("charging: on") && t.contains("heater: off"),
+        "{t}"
+    );
+    let buttons: Vec<String> = menu["reply_markup"]["inline_keyboard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row[0]["callback_data"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        buttons,
+        [
+            "sw:ask:1:charging:0",
+            "sw:ask:1:discharging:0",
+            "sw:ask:1:balancer:0",
+            "sw:ask:1:heater:1"
+        ]
+    );
+    // a press asks first
+    api.press(42, 7, "sw:ask:1:charging:0");
+    let ask = api
+        .wait("editmessagetext", limit, |b| b["chat_id"] == 42)
+        .await;
+    assert!(text(&ask).contains("Turn <b>charging</b> OFF"), "{ask}");
+    let yes = ask["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(yes, "sw:do:1:charging:0");
+    // someone else's chat: refused, nothing sent
+    api.press(99, 8, &yes);
+    let refused = api
+        .wait("answercallbackquery", limit, |b| {
+            b["text"] == "Not allowed here"
+        })
+        .await;
+    assert_eq!(
+        refused["callback_query_id"]
+            .as_str()
+            .map(|s| s.starts_with("cb")),
+        Some(true)
+    );
+    // confirmed: the BMS's answer
+    api.press(42, 7, &yes);
+    let done = api
+        .wait("editmessagetext", limit, |b| {
+            b["chat_id"] == 42 && text(b).contains("confirmed by the BMS")
+        })
+        .await;
+    assert_eq!(
+        text(&done),
+        "✅ charging off on Simulated BMS: confirmed by the BMS."
+    );
+    // Cancel sends nothing
+    api.press(42, 9, "sw:cancel");
+    api.wait("editmessagetext", limit, |b| {
+        text(b) == "Nothing was changed."
+    })
+    .await;
+    jk.signal("TERM");
+    assert!(jk.wait_exit(limit).success());
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: Vec<(String, i64, String, Option<i64>, String)> = conn
+        .prepare("SELECT switch, turn_on, source, chat_id, outcome FROM bms_switch_writes")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        [(
+            "charging".into(),
+            0,
+            "bot".into(),
+            Some(42),
+            "confirmed".into()
+        )],
+        "one write: the refused chat's press sent nothing"
+    );
+
+    // control off: the command says so, and a forged press is refused by the controller
+    let mut jk = run("off");
+    jk.wait_for_log(limit, "bot: @");
+    api.message(42, "/switch");
+    let off = api
+        .wait("sendmessage", limit, |b| {
+            text(b).contains("Switching is off")
+        })
+        .await;
+    assert!(off["reply_markup"].is_null(), "{off}");
+    api.press(42, 7, "sw:do:1:charging:0");
+    let refused = api
+        .wait("editmessagetext", limit, |b| text(b).starts_with("❌"))
+        .await;
+    assert!(text(&refused).contains("JK_BMS_CONTROL"), "{refused}");
+    jk.signal("TERM");
+    assert!(jk.wait_exit(limit).success());
+}

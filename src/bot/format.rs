@@ -313,6 +313,7 @@ pub fn help() -> String {
      /energy — today's and yesterday's kWh, stored energy, time left\n\
      /battery — everything about each battery\n\
      /cells — every cell's voltage\n\
+     /switch — charging, discharging, balancer, heater (where switching is on)\n\
      /chatid — this chat's id\n\
      /help — this list"
         .into()

@@ -1,5 +1,6 @@
 //! The Telegram bot (teloxide, long polling): `/status`, `/battery`, `/cells`, `/energy`, `/help`,
-//! `/start`, `/chatid`, and a Refresh button that edits its message in place.
+//! `/start`, `/chatid`, a Refresh button that edits its message in place, and `/switch`
+//! ([`switch`]) where JK_BMS_CONTROL lets this process switch a battery.
 //!
 //! Only the chats of `TELEGRAM_ALLOWED_CHAT_IDS` and `TELEGRAM_CHAT_ID` get answers; any other
 //! chat gets one short refusal with its own id (so the owner can add it) and nothing else. The
@@ -7,9 +8,11 @@
 //! with it cut out. The bot reads the store like the web pages do, off the async runtime, and
 //! never waits on the BMS sessions or the database writer.
 //!
-//! Layer 5 (a view): may use `store`, `report`, `session` and `telegram`; never another view.
+//! Layer 5 (a view): may use `store`, `report`, `session`, `control` and `telegram`; never
+//! another view.
 
 pub mod format;
+pub mod switch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +24,7 @@ use teloxide::types::{
 use teloxide::utils::command::BotCommands;
 use tokio_util::sync::CancellationToken;
 
+use crate::control::Controller;
 use crate::store::read::{ReadConfig, Readers, StatusView};
 use crate::telegram::{self, TelegramConfig};
 
@@ -42,6 +46,8 @@ pub enum Command {
     Energy,
     #[command(description = "this chat's id")]
     Chatid,
+    #[command(description = "charging, discharging, balancer, heater (where switching is on)")]
+    Switch,
 }
 
 /// What the handlers share.
@@ -49,6 +55,7 @@ struct Ctx {
     config: TelegramConfig,
     readers: Readers,
     read: ReadConfig,
+    control: Controller,
 }
 
 impl Ctx {
@@ -119,6 +126,21 @@ async fn on_message(
         Command::Battery => (ctx.render("battery").await, Some("battery")),
         Command::Cells => (ctx.render("cells").await, Some("cells")),
         Command::Energy => (ctx.render("energy").await, Some("energy")),
+        Command::Switch => {
+            let (text, keyboard) = match ctx.status().await {
+                Ok(status) => switch::menu(&status, &ctx.control),
+                Err(e) => (
+                    format!("Status unavailable: {}", telegram::escape(&e)),
+                    None,
+                ),
+            };
+            let mut request = bot.send_message(chat, text).parse_mode(ParseMode::Html);
+            if let Some(keyboard) = keyboard {
+                request = request.reply_markup(keyboard);
+            }
+            request.await?;
+            return Ok(());
+        }
     };
     let mut request = bot.send_message(chat, text).parse_mode(ParseMode::Html);
     if let Some(view) = view {
@@ -129,6 +151,9 @@ async fn on_message(
 }
 
 async fn on_callback(bot: Bot, q: CallbackQuery, ctx: Arc<Ctx>) -> ResponseResult<()> {
+    if let Some(press) = q.data.as_deref().and_then(switch::Press::parse) {
+        return on_switch(bot, &q, press, &ctx).await;
+    }
     let Some(view) = q.data.as_deref().and_then(|d| d.strip_prefix("refresh:")) else {
         bot.answer_callback_query(q.id.clone()).await?;
         return Ok(());
@@ -171,11 +196,71 @@ async fn on_callback(bot: Bot, q: CallbackQuery, ctx: Arc<Ctx>) -> ResponseResul
     Ok(())
 }
 
+/// A press in the `/switch` menu: a switch asks for confirmation, the confirmation sends the
+/// write and shows the BMS's answer, Cancel sends nothing. Only in allowed chats.
+async fn on_switch(
+    bot: Bot,
+    q: &CallbackQuery,
+    press: switch::Press,
+    ctx: &Ctx,
+) -> ResponseResult<()> {
+    let target = match &q.message {
+        Some(MaybeInaccessibleMessage::Regular(m)) => Some((m.chat.id, m.id)),
+        _ => None,
+    };
+    let Some((chat, message)) = target.filter(|(chat, _)| ctx.config.allows(chat.0)) else {
+        tracing::warn!(
+            "bot: refused a switch press from chat {:?} (not in TELEGRAM_ALLOWED_CHAT_IDS)",
+            target.map(|(c, _)| c.0)
+        );
+        bot.answer_callback_query(q.id.clone())
+            .text("Not allowed here")
+            .await?;
+        return Ok(());
+    };
+    let edit = |text: String, keyboard: Option<InlineKeyboardMarkup>| {
+        let mut request = bot
+            .edit_message_text(chat, message, text)
+            .parse_mode(ParseMode::Html);
+        if let Some(k) = keyboard {
+            request = request.reply_markup(k);
+        }
+        request
+    };
+    match press {
+        switch::Press::Cancel => {
+            bot.answer_callback_query(q.id.clone()).await?;
+            edit("Nothing was changed.".into(), None).await?;
+        }
+        switch::Press::Ask(position, setting) => {
+            bot.answer_callback_query(q.id.clone()).await?;
+            let name = ctx
+                .control
+                .find(&position.to_string())
+                .map(|s| s.name.clone())
+                .unwrap_or_else(|_| position.to_string());
+            let (text, keyboard) = switch::confirm(&name, position, setting);
+            edit(text, Some(keyboard)).await?;
+        }
+        switch::Press::Do(position, setting) => {
+            // answered at once: the BMS's confirmation may take seconds
+            bot.answer_callback_query(q.id.clone())
+                .text("Sending to the BMS…")
+                .await?;
+            edit(format!("{setting}: sent, waiting for the BMS…"), None).await?;
+            let text = switch::apply(&ctx.control, chat.0, position, setting).await;
+            edit(text, None).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs the bot until `stop` fires.
 pub async fn run(
     config: TelegramConfig,
     readers: Readers,
     read: ReadConfig,
+    control: Controller,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let bot = config.bot().map_err(anyhow::Error::msg)?;
@@ -215,6 +300,7 @@ pub async fn run(
         config: config.clone(),
         readers,
         read,
+        control,
     });
     let handler = dptree::entry()
         .branch(Update::filter_message().endpoint(on_message))
