@@ -30,6 +30,22 @@
     });
   }
 
+  // a switch form asks before it sends anything
+  Array.prototype.forEach.call(document.querySelectorAll(".switch-form"), function (form) {
+    form.addEventListener("submit", function (e) {
+      var on = e.submitter ? e.submitter.value : "";
+      if (!window.confirm("Turn " + form.dataset.switch + " " + on + " on " + form.dataset.battery + "?")) {
+        e.preventDefault();
+        return;
+      }
+      Array.prototype.forEach.call(form.querySelectorAll("button"), function (b) { b.disabled = true; });
+      // a disabled submitter is not sent: carry its value
+      var keep = document.createElement("input");
+      keep.type = "hidden"; keep.name = "on"; keep.value = on;
+      form.appendChild(keep);
+    });
+  });
+
   function battery(b) {
     var card = document.getElementById("battery-" + b.position);
     if (!card) return;
@@ -58,6 +74,23 @@
     set(card, "balancing", "balancer " + (s.balancing ? (s.balancing_mode || "on") : "off"), s.balancing ? "warn" : "muted");
     flag(card, "heating", "heater", s.heating);
     pills(card.querySelector('[data-f="alarms"]'), (s.alarms || []).map(function (a) { return "⚠ " + a; }), "pill bad");
+    var sw = s.switches || {};
+    pills(card.querySelector('[data-f="switches"]'), Object.keys(sw).length ? Object.keys(sw).map(function (k) {
+      return k + " " + (sw[k] ? "on" : "off");
+    }) : ["not reported yet"], "pill muted");
+    Array.prototype.forEach.call(card.querySelectorAll('[data-f="switches"] .pill'), function (p) {
+      if (/ on$/.test(p.textContent)) p.className = "pill good";
+    });
+    var writes = card.querySelector('[data-f="writes"]');
+    while (writes.firstChild) writes.removeChild(writes.firstChild);
+    (b.switch_writes || []).forEach(function (w) {
+      var li = document.createElement("li");
+      li.className = w.outcome === "confirmed" ? "good" : "bad";
+      li.textContent = new Date(w.at).toLocaleString() + " · " + w.switch + " " + (w.on ? "on" : "off") +
+        " by " + w.source + (w.chat_id !== null && w.chat_id !== undefined ? " (chat " + w.chat_id + ")" : "") +
+        ": " + w.outcome.replace(/_/g, " ") + (w.detail ? " — " + w.detail : "");
+      writes.appendChild(li);
+    });
     var cells = s.cell_voltages_v || [];
     var deltaMv = s.cell_delta_v === undefined || s.cell_delta_v === null ? null : s.cell_delta_v * 1000;
     var dcls = deltaMv === null ? "" : deltaMv >= alarmMv ? "delta-alarm" : deltaMv >= warnMv ? "delta-warn" : "delta-ok";

@@ -323,3 +323,103 @@ fn the_dashboard_is_live_in_a_real_browser_and_the_history_page_draws() {
     fits_a_phone(&mut page);
     page.screenshot(&shots().join("history-phone.png"));
 }
+
+/// The battery card with control on: the switches as the BMS reports them, a form that asks
+/// before it sends (a "no" sends nothing), and after "yes" the BMS's new state and the write,
+/// with who made it, on the card.
+#[test]
+fn the_card_switches_the_bms_after_asking_and_shows_the_write() {
+    if !common::have_program("chromium", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = "card-token";
+    let mut cmd = common::process::jkmon(dir.path(), &["run"]);
+    cmd.envs([
+        ("JK_BMS_TRANSPORT", "sim"),
+        ("JK_SIM_INTERVAL_MS", "100"),
+        ("WEB_LIVE_SEC", "0.5"),
+        ("WEB_BIND", "127.0.0.1:0"),
+        ("WEB_AUTH_TOKEN", token),
+        ("JK_BMS_CONTROL", "on"),
+        ("DB_PATH", dir.path().join("card.db").to_str().unwrap()),
+    ]);
+    let mut jkmon = Running::spawn(cmd);
+    let base = format!("http://{}", jkmon.web_address(Duration::from_secs(20)));
+    jkmon.wait_for_log(Duration::from_secs(20), " cells (delta ");
+
+    let browser = Browser::start();
+    let mut page = browser.page();
+    page.navigate(&format!("{base}/login"));
+    // signed in as a person would be: the login form sets the cookie
+    page.eval(&format!(
+        r#"fetch("/login", {{ method: "POST", body: new URLSearchParams({{ token: "{token}" }}) }}).then(r => r.status)"#
+    ));
+    page.navigate(&format!("{base}/"));
+    const CARD: &str = r#"new Promise(resolve => document.addEventListener("jkmon:update", () => resolve({
+        switches: Array.from(document.querySelectorAll('#battery-1 [data-f="switches"] .pill')).map(p => p.textContent),
+        forms: Array.from(document.querySelectorAll('#battery-1 form.switch-form')).map(f => f.dataset.switch),
+        writes: Array.from(document.querySelectorAll('#battery-1 [data-f="writes"] li')).map(l => l.textContent),
+    }), { once: true }))"#;
+    let card = page.eval(CARD);
+    assert_eq!(
+        card["forms"],
+        json!(["charging", "discharging", "balancer", "heater"]),
+        "{card}"
+    );
+    assert!(
+        card["switches"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("charging on")),
+        "{card}"
+    );
+    assert_eq!(card["writes"], json!([]));
+    // "no": nothing is sent
+    page.eval(
+        r#"window.confirm = () => false;
+           document.querySelector('#battery-1 form[data-switch="discharging"] button[value="off"]').click();"#,
+    );
+    // "yes": the form posts, the write is confirmed, the page comes back to the card
+    page.eval(
+        r#"window.confirm = () => true;
+           document.querySelector('#battery-1 form[data-switch="charging"] button[value="off"]').click();"#,
+    );
+    let mut loaded = false;
+    for _ in 0..10_000 {
+        if page.read()["method"] == "Page.loadEventFired" {
+            loaded = true;
+            break;
+        }
+    }
+    assert!(loaded, "the form's answer brings the dashboard back");
+    // bounded: at most 20 updates until the card shows the BMS's new report
+    let mut card = page.eval(CARD);
+    for _ in 0..20 {
+        if card["switches"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("charging off"))
+            && !card["writes"].as_array().unwrap().is_empty()
+        {
+            break;
+        }
+        card = page.eval(CARD);
+    }
+    let switches = card["switches"].as_array().unwrap();
+    assert!(switches.contains(&json!("charging off")), "{card}");
+    assert!(
+        switches.contains(&json!("discharging on")),
+        "the refused one stays: {card}"
+    );
+    let writes = card["writes"].as_array().unwrap();
+    assert_eq!(writes.len(), 1, "{card}");
+    assert!(
+        writes[0]
+            .as_str()
+            .unwrap()
+            .ends_with("charging off by web: confirmed"),
+        "{card}"
+    );
+    page.screenshot(&artifacts().join("dashboard-switches.png"));
+}

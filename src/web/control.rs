@@ -8,7 +8,7 @@
 //! Forgery: a JSON body cannot be sent cross-site without a CORS preflight jkmon never
 //! answers; the form must carry this process's anti-forgery token, which only a page served
 //! to a signed-in browser holds; and a browser that says the request is cross-site
-//! (`Sec-Fetch-Site`, `Origin` against `Host`) is refused either way. The cookie is
+//! (`Sec-Fetch-Site`, or an `Origin` other than `Host`) is refused either way. The cookie is
 //! `SameSite=Strict` besides.
 
 use std::sync::Arc;
@@ -74,7 +74,9 @@ fn asked(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Asked, R
         .is_some_and(|v| v == "cross-site" || v == "same-site");
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let foreign_origin = match (origin, host) {
+    // `null` is what a browser sends under jkmon's `Referrer-Policy: no-referrer`: it says
+    // nothing, and Sec-Fetch-Site speaks for it
+    let foreign_origin = match (origin.filter(|o| *o != "null"), host) {
         (Some(o), Some(h)) => o.split_once("://").map(|(_, rest)| rest) != Some(h),
         (Some(_), None) => true,
         _ => false,

@@ -75,6 +75,7 @@ struct Dashboard<'a> {
     version: &'static str,
     page: &'static str,
     batteries: &'a [Battery],
+    cards: Vec<Card<'a>>,
     status_json: String,
     live_ms: u128,
     delta_warn_mv: u32,
@@ -98,6 +99,46 @@ struct Login {
     failed: bool,
 }
 
+/// One battery's card.
+struct Card<'a> {
+    battery: &'a Battery,
+    /// The switch forms, where this process may switch the battery from the web.
+    control: Option<CardControl>,
+}
+
+/// The switches a card's forms set, and the form's anti-forgery token.
+struct CardControl {
+    switches: Vec<&'static str>,
+    csrf: String,
+}
+
+/// The card's switch forms: only with `WEB_AUTH_TOKEN` set, where JK_BMS_CONTROL lets this
+/// process switch the battery, for the switches its board can set (by the layout the status
+/// reports; none before the BMS answered once).
+fn card_control(
+    state: &AppState,
+    status: &serde_json::Value,
+    position: usize,
+) -> Option<CardControl> {
+    state.auth_token.as_ref()?;
+    let slot = state.control.slot(position)?;
+    let snapshot = status["batteries"]
+        .as_array()?
+        .iter()
+        .find(|b| b["position"] == position)?
+        .get("snapshot")?;
+    let variant = serde_json::from_value(snapshot["variant"].clone()).ok();
+    let switches = slot
+        .switches(variant)
+        .into_iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>();
+    (!switches.is_empty()).then(|| CardControl {
+        switches,
+        csrf: state.csrf.clone(),
+    })
+}
+
 pub async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
     let status = match state.status_json().await {
         Ok(s) => s,
@@ -107,10 +148,19 @@ pub async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
+    let parsed: serde_json::Value = serde_json::from_slice(&status).unwrap_or_default();
+    let cards = batteries
+        .iter()
+        .map(|battery| Card {
+            battery,
+            control: card_control(&state, &parsed, battery.position),
+        })
+        .collect();
     render(Dashboard {
         version: VERSION,
         page: "dashboard",
         batteries: &batteries,
+        cards,
         status_json: String::from_utf8_lossy(&status).into_owned(),
         live_ms: state.page.live.as_millis(),
         delta_warn_mv: state.page.delta_warn_mv,
