@@ -637,3 +637,153 @@ fn doctor_checks_bluez_the_adapter_and_every_configured_bms() {
         );
     }
 }
+
+/// Switching over Bluetooth, through btleplug and the fake BlueZ playing a JK02_32S from the
+/// corpus (121/122/123): the bytes on the write characteristic are the protocol reference's
+/// (charging on: `AA 55 90 EB 1D 04 01 00 … 9C`), each followed by the request for the settings
+/// frame that confirms it; a BMS that acknowledges and changes nothing is "refused"; a link
+/// that drops as the write arrives gets it once more after reconnecting.
+#[test]
+fn switch_writes_go_out_as_the_reference_bytes_and_are_confirmed_by_the_settings_frame() {
+    use common::process::http;
+    let c = corpus();
+    let c = by_id(&c);
+    let Some(fake) = one_jk(&c, 121, 122, &[123], json!({})) else {
+        return;
+    };
+    let token = "ble-token";
+    let mut cmd = fake.jkmon(&["run"]);
+    cmd.envs([
+        ("JK_BMS_ADDRESS", A),
+        ("JK_BMS_NAMES", "Main"),
+        ("JK_BMS_CONTROL", "on"),
+        ("JK_BMS_RETRY_MIN_SEC", "0.2"),
+        ("JK_BMS_RETRY_MAX_SEC", "0.8"),
+        ("WEB_AUTH_TOKEN", token),
+        ("WEB_BIND", "127.0.0.1:0"),
+        ("RUST_LOG", "warn,jkmon=info"),
+    ])
+    .env("DB_PATH", fake.dir().join("ble.db"));
+    let mut run = Running::spawn(cmd);
+    let limit = Duration::from_secs(20);
+    let addr = run.web_address(limit);
+    run.wait_for_log(limit, "Main: handshake → streaming");
+    let bearer = format!("Bearer {token}");
+    let set = |switch: &str, on: bool| -> (u16, Value) {
+        let (code, body) = http(
+            &addr,
+            "POST",
+            "/api/v1/batteries/1/switches",
+            &[
+                ("Authorization", &bearer),
+                ("Content-Type", "application/json"),
+            ],
+            &json!({"switch": switch, "on": on}).to_string(),
+        );
+        (code, serde_json::from_str(&body).unwrap())
+    };
+    for (switch, on) in [("charging", false), ("charging", true), ("heater", true)] {
+        let (code, answer) = set(switch, on);
+        assert_eq!(code, 200, "{switch}={on}: {answer}");
+        assert_eq!(answer["confirmed"], true);
+    }
+    // a BMS that takes nothing: acknowledged (C8), yet its settings frame says otherwise
+    fake.control("Configure", &[A, r#"{"refuse_writes": true}"#]);
+    let (code, answer) = set("discharging", false);
+    assert_eq!(code, 409, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not take it"),
+        "{answer}"
+    );
+    // the link drops as the write arrives: sent again after the reconnection, confirmed
+    fake.control(
+        "Configure",
+        &[A, r#"{"refuse_writes": false, "drop_on_write": true}"#],
+    );
+    let (code, answer) = set("balancer", false);
+    assert_eq!(code, 200, "{answer}");
+
+    // what went out on the write characteristic, switch writes with what followed each
+    let writes: Vec<Vec<u8>> = fake.writes().into_iter().map(|(_, w)| w).collect();
+    let switch_writes: Vec<(String, Option<u8>)> = writes
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| matches!(w[4], 0x1D | 0x1E | 0x1F | 0x27))
+        .map(|(i, w)| {
+            (
+                jkmon::protocol::hex(w).to_uppercase(),
+                writes.get(i + 1).map(|next| next[4]),
+            )
+        })
+        .collect();
+    let reference = |s: &str| s.to_string();
+    assert_eq!(
+        switch_writes,
+        [
+            (
+                reference("AA 55 90 EB 1D 04 00 00 00 00 00 00 00 00 00 00 00 00 00 9B"),
+                Some(CMD_CELL_INFO)
+            ),
+            (
+                reference("AA 55 90 EB 1D 04 01 00 00 00 00 00 00 00 00 00 00 00 00 9C"),
+                Some(CMD_CELL_INFO)
+            ),
+            (
+                reference("AA 55 90 EB 27 04 01 00 00 00 00 00 00 00 00 00 00 00 00 A6"),
+                Some(CMD_CELL_INFO)
+            ),
+            (
+                reference("AA 55 90 EB 1E 04 00 00 00 00 00 00 00 00 00 00 00 00 00 9C"),
+                Some(CMD_CELL_INFO)
+            ),
+            // dropped before the BMS saw it: the next connection's handshake, then again
+            (
+                reference("AA 55 90 EB 1F 04 00 00 00 00 00 00 00 00 00 00 00 00 00 9D"),
+                Some(CMD_DEVICE_INFO)
+            ),
+            (
+                reference("AA 55 90 EB 1F 04 00 00 00 00 00 00 00 00 00 00 00 00 00 9D"),
+                Some(CMD_CELL_INFO)
+            ),
+        ]
+    );
+    // the BMS's report, as the status shows it: what took, not what was asked
+    // (the records reach the database a moment after the answers: at most 5 s)
+    let mut b = Value::Null;
+    for _ in 0..20 {
+        let (_, body) = http(
+            &addr,
+            "GET",
+            "/api/v1/status",
+            &[("Authorization", &bearer)],
+            "",
+        );
+        let status: Value = serde_json::from_str(&body).unwrap();
+        b = status["batteries"][0].clone();
+        if b["switch_writes"].as_array().is_some_and(|w| w.len() == 5) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let writes = b["switch_writes"].as_array().unwrap();
+    let outcomes: Vec<&str> = writes
+        .iter()
+        .map(|w| w["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "confirmed",
+            "refused",
+            "confirmed",
+            "confirmed",
+            "confirmed"
+        ],
+        "{b}"
+    );
+    run.signal("TERM");
+    assert!(run.wait_exit(limit).success());
+}

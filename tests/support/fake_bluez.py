@@ -15,6 +15,12 @@ firmware insists), then a cell-info frame every `interval_ms`. Behaviours a test
   garbage              AT noise, random bytes, a corrupted frame and the C8 ack between frames
   layout "dual"        two 0xFFE1 characteristics: write on char0011, notify on char0013
   present false        not advertising (never discovered)
+  refuse_writes        switch writes are acknowledged (C8) and change nothing
+  drop_on_write        once: a switch write drops the link before the BMS applies it
+
+Switch writes (JK02: 0x1D charging, 0x1E discharging, 0x1F balancer as a u32 at settings
+offsets 118/122/126; 0x27 heating, bit 0 of the control word at 282 on 32S boards) change the
+settings frame the next 0x96 request gets, checksum and all, as a real BMS does.
 
 Parameters (JSON): {"adapter": true, "powered": true, "write_log": PATH, "devices": [{...}]}.
 Every write a device receives is appended to `write_log` as "AA:BB:CC:DD:EE:FF hex".
@@ -266,6 +272,33 @@ def _fragments(hex_list):
     return [bytes.fromhex(h) for h in hex_list]
 
 
+# register -> (settings offset, width): the u32 switches, and the heating bit of the controls
+SWITCH_REGISTERS = {0x1D: (118, 4), 0x1E: (122, 4), 0x1F: (126, 4), 0x27: (282, 'bit0')}
+
+
+def _apply_switch(spec, register, value):
+    '''The settings frame as it reads after the write, fragmented as before.'''
+    pieces = _fragments(spec.get('settings', []))
+    frame = bytearray(b''.join(pieces))
+    # captures may carry noise before the frame (the module's "AT\r\n")
+    start = frame.find(bytes.fromhex('55aaeb90'))
+    offset, width = SWITCH_REGISTERS[register]
+    offset += start
+    on = int.from_bytes(value[:4], 'little') != 0
+    if width == 'bit0':
+        word = int.from_bytes(frame[offset:offset + 2], 'little')
+        word = (word | 1) if on else (word & ~1)
+        frame[offset:offset + 2] = word.to_bytes(2, 'little')
+    else:
+        frame[offset:offset + 4] = int(on).to_bytes(4, 'little')
+    frame[start + 299] = sum(frame[start:start + 299]) & 0xFF
+    out, at = [], 0
+    for piece in pieces:
+        out.append(bytes(frame[at:at + len(piece)]).hex())
+        at += len(piece)
+    spec['settings'] = out
+
+
 def WriteValue(address, value):
     data = bytes(value)
     if STATE['write_log']:
@@ -277,6 +310,15 @@ def WriteValue(address, value):
     if len(data) < 5 or data[:4] != COMMAND_HEADER:
         return
     spec = dev['spec']
+    if data[4] in SWITCH_REGISTERS:
+        if spec.get('drop_on_write') and not dev.get('dropped_on_write'):
+            dev['dropped_on_write'] = True
+            _drop(address)
+            return
+        if not spec.get('refuse_writes'):
+            _apply_switch(spec, data[4], data[6:10])
+        _send(address, dev, [ACK])
+        return
     if data[4] == 0x97:
         dev['got97'] = True
         _send(address, dev, _fragments(spec.get('device_info', [])) + [ACK])
