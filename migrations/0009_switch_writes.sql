@@ -15,7 +15,7 @@ CREATE TABLE bms_switch_writes (
     source TEXT NOT NULL,
     chat_id INTEGER,
     -- confirmed (the BMS's own settings frame shows it), or why not: refused, not_confirmed,
-    -- offline, dropped, not_on_this_board, stopped
+    -- offline, dropped, not_on_this_board, busy, unanswered, stopped
     outcome TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT ''
 );

@@ -97,7 +97,7 @@ pub async fn start_sessions(
 pub fn write_link(transport: TransportKind) -> Result<WriteLink, &'static str> {
     match transport {
         TransportKind::Ble | TransportKind::Sim => Ok(WriteLink::Bluetooth),
-        TransportKind::Rs485 => Err("the RS485 network session does not send writes yet; switch the pack over Bluetooth"),
+        TransportKind::Rs485 => Ok(WriteLink::Rs485),
         TransportKind::Serial => Err("the serial 4E 57 port takes no writes (most boards refuse them there); switch it over Bluetooth"),
     }
 }
@@ -160,7 +160,7 @@ pub async fn start_sessions_with(
                 name: b.name.as_str().into(),
             })
             .collect();
-        let session = BusSession::new(
+        let mut session = BusSession::new(
             &bus_name(config),
             packs,
             fleet.connectors[0].clone(),
@@ -170,6 +170,22 @@ pub async fn start_sessions_with(
             estimator,
             tx,
         );
+        // one session for every pack: each pack's writes go to it, named by the pack
+        if writes.iter().any(Option::is_some) {
+            let (bus_tx, bus_rx) = mpsc::channel(8);
+            for (pack, rx) in writes.into_iter().enumerate() {
+                let Some(mut rx) = rx else { continue };
+                let bus_tx = bus_tx.clone();
+                tokio::spawn(async move {
+                    while let Some(request) = rx.recv().await {
+                        if bus_tx.send((pack, request)).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            session = session.with_writes(bus_rx);
+        }
         tokio::spawn(session.run());
         return Ok((fleet, rx));
     }

@@ -600,3 +600,169 @@ fn jkmon_run_keeps_every_pack_of_a_sniffed_rs485_network_in_the_store_and_the_vi
         assert!(row.get(key).is_some(), "{key} missing in {payload}");
     }
 }
+
+/// A bus session on `pty` that takes switch writes; its events are drained in the background
+/// (the newest snapshot of each battery kept, and the states as they come).
+#[allow(clippy::type_complexity)]
+fn writable_bus(
+    pty: &PtyPair,
+    addresses: &[u8],
+    mode: BusMode,
+) -> (
+    mpsc::Sender<(usize, jkmon::session::control::WriteRequest)>,
+    Arc<std::sync::Mutex<std::collections::HashMap<usize, Snapshot>>>,
+) {
+    let (tx, mut rx) = mpsc::channel(256);
+    let packs = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| BusPack {
+            battery: i,
+            address: *a,
+            name: format!("Pack #{a}").into(),
+        })
+        .collect();
+    let timing = BusTiming {
+        listen: Duration::from_millis(600),
+        master_gone: Duration::from_secs(2),
+        ..BusTiming::default()
+    };
+    let connector = SerialConnector {
+        port: port(&pty.a),
+        name: "RS485 bus".into(),
+    };
+    let (writes, taken) = mpsc::channel(4);
+    tokio::spawn(
+        BusSession::new(
+            "RS485 bus",
+            packs,
+            Arc::new(connector),
+            wired_config(Duration::from_millis(200)),
+            mode,
+            timing,
+            Arc::new(BmsSoc),
+            tx,
+        )
+        .with_writes(taken)
+        .run(),
+    );
+    let latest = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let keep = latest.clone();
+    tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            if let EventKind::Snapshot { snapshot, .. } = e.kind {
+                keep.lock()
+                    .unwrap()
+                    .insert(e.battery, Arc::unwrap_or_clone(snapshot));
+            }
+        }
+    });
+    (writes, latest)
+}
+
+/// Asks the bus session to set `setting` on pack `pack` (from 0); its answer.
+async fn write(
+    writes: &mpsc::Sender<(usize, jkmon::session::control::WriteRequest)>,
+    pack: usize,
+    setting: &str,
+) -> Result<(), jkmon::session::control::WriteError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = jkmon::session::control::WriteRequest {
+        setting: setting.parse().unwrap(),
+        reply,
+    };
+    writes.send((pack, request)).await.unwrap();
+    timeout(LIMIT, answer)
+        .await
+        .expect("an answer")
+        .expect("the session answers")
+}
+
+/// Until `pred` holds for battery `battery`'s newest snapshot (bounded: 20 s).
+async fn until_snapshot(
+    latest: &std::sync::Mutex<std::collections::HashMap<usize, Snapshot>>,
+    battery: usize,
+    pred: impl Fn(&Snapshot) -> bool,
+) -> Snapshot {
+    for _ in 0..200 {
+        if let Some(s) = latest.lock().unwrap().get(&battery).filter(|s| pred(s)) {
+            return s.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("battery {battery} never showed what was waited for");
+}
+
+/// Switches on the JK-PB RS485 network over a real pty: jkmon (master) sends the FC 0x10
+/// write, takes the pack's echo, asks for its settings frame and answers only by it; a pack
+/// that acknowledges and changes nothing is "refused"; a silent pack gets the write twice,
+/// then "unanswered"; the heater (no register of its own there) is refused by name; with
+/// another master on the bus jkmon writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_writes_on_the_rs485_network_are_confirmed_by_the_packs_settings_frame() {
+    use jkmon::session::control::WriteError;
+    let Some((_dir, pty, stats)) = simulated_bus(BusSimConfig {
+        slaves: vec![1, 2],
+        ..BusSimConfig::default()
+    }) else {
+        return;
+    };
+    let (writes, latest) = writable_bus(&pty, &[1, 2], BusMode::Auto);
+    until_snapshot(&latest, 1, |s| s.settings.is_some()).await;
+    write(&writes, 1, "balancer=off").await.unwrap();
+    write(&writes, 1, "charging=off").await.unwrap();
+    // the pack's next snapshots carry its new settings and flags
+    let s = until_snapshot(&latest, 1, |s| s.cell_info.charging_enabled == Some(false)).await;
+    let settings = s.settings.unwrap();
+    assert_eq!(settings.balancer_switch, Some(false));
+    assert_eq!(settings.charge_switch, Some(false));
+    // pack 1 was not touched
+    let other = latest.lock().unwrap()[&0].clone();
+    assert_eq!(other.settings.unwrap().charge_switch, Some(true));
+    let e = write(&writes, 1, "heater=on").await.unwrap_err();
+    assert!(matches!(e, WriteError::NotOnThisBoard(_)), "{e}");
+    // a pack that stops answering: sent twice, then unanswered
+    stats.silence(1, true);
+    let e = write(&writes, 0, "discharging=off").await.unwrap_err();
+    assert!(matches!(e, WriteError::Unanswered(_)), "{e}");
+    assert_eq!(
+        stats.client_writes(),
+        [
+            (2, "balancer=off".to_string()),
+            (2, "charging=off".to_string()),
+            (1, "discharging=off".to_string()),
+            (1, "discharging=off".to_string()),
+        ]
+    );
+    assert_eq!(stats.collisions(), 0, "{:?}", stats.collision_log());
+
+    // a pack that takes nothing: its settings frame still says on
+    let Some((_dir2, pty2, _)) = simulated_bus(BusSimConfig {
+        slaves: vec![3],
+        battery: SimConfig {
+            refuse_writes: true,
+            ..SimConfig::default()
+        },
+        ..BusSimConfig::default()
+    }) else {
+        return;
+    };
+    let (writes2, latest2) = writable_bus(&pty2, &[3], BusMode::Master);
+    until_snapshot(&latest2, 0, |s| s.settings.is_some()).await;
+    let e = write(&writes2, 0, "discharging=off").await.unwrap_err();
+    assert!(matches!(e, WriteError::Refused { .. }), "{e}");
+
+    // another master polls: jkmon listens and writes nothing
+    let Some((_dir3, pty3, stats3)) = simulated_bus(BusSimConfig {
+        slaves: vec![1],
+        master: true,
+        ..BusSimConfig::default()
+    }) else {
+        return;
+    };
+    let (writes3, latest3) = writable_bus(&pty3, &[1], BusMode::Sniffer);
+    until_snapshot(&latest3, 0, |_| true).await;
+    let e = write(&writes3, 0, "charging=off").await.unwrap_err();
+    assert!(matches!(e, WriteError::Busy(_)), "{e}");
+    assert!(stats3.client_writes().is_empty());
+}

@@ -618,6 +618,7 @@ mod tests {
             software_version: None,
             serial_number: None,
             energy: None,
+            switch_writes: Vec::new(),
             snapshot: Some({
                 let mut s = SnapshotJson::example();
                 s.soc_effective_pct = Some(soc);

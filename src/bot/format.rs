@@ -365,6 +365,7 @@ mod tests {
                 software_version: None,
                 serial_number: None,
                 energy: None,
+                switch_writes: Vec::new(),
                 snapshot: Some(snapshot()),
             }],
             bank: None,

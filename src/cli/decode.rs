@@ -59,6 +59,7 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
             | Item::Command { offset, .. }
             | Item::Rs485Request { offset, .. }
             | Item::Rs485Tail { offset, .. }
+            | Item::Rs485Switch { offset, .. }
             | Item::Rejected { offset, .. } => (*offset, None),
         };
         match decoder.decode(&item) {

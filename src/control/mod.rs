@@ -91,6 +91,8 @@ impl SetError {
             WriteError::NoConfirmation(..) => "not_confirmed",
             WriteError::Dropped(_) => "dropped",
             WriteError::Stopped => "stopped",
+            WriteError::Busy(_) => "busy",
+            WriteError::Unanswered(_) => "unanswered",
         }
     }
 }

@@ -16,6 +16,7 @@
 //! input (a hex dump), which turns a frame still waiting for bytes into a `Truncated` rejection.
 
 use super::command::{self, Command, COMMAND_HEADER, COMMAND_LEN};
+use super::control;
 use super::rs485::{self, Rs485Exchange, REQUEST_LEN, TAIL_LEN};
 use super::serial;
 use super::{check_frame, DecodeError, FrameType, FRAME_HEADER, FRAME_LEN};
@@ -115,6 +116,11 @@ pub enum Item {
     /// An RS485 response tail that did not follow a frame.
     Rs485Tail {
         exchange: Rs485Exchange,
+        offset: u64,
+    },
+    /// A switch write on the RS485 network (`on` set), or a pack's answer to one.
+    Rs485Switch {
+        write: control::Rs485SwitchWrite,
         offset: u64,
     },
     Rejected {
@@ -442,7 +448,32 @@ fn serial_step(b: &[u8], offset: u64) -> Step {
     }
 }
 
+/// A switch write (13 bytes) or its answer (8 bytes): `[address] 10 10 [70|74|78] 00 02 …`.
+fn rs485_switch_step(b: &[u8], offset: u64) -> Option<Step> {
+    if !control::could_be_rs485_write(&b[..b.len().min(4)]) {
+        return None;
+    }
+    if b.len() < control::RS485_WRITE_ANSWER_LEN {
+        return Some(Step::Need);
+    }
+    let emit = |write, len| Step::Emit(Item::Rs485Switch { write, offset }, len);
+    if b.len() >= control::RS485_WRITE_LEN {
+        if let Ok(write) = control::parse_rs485_write(&b[..control::RS485_WRITE_LEN]) {
+            return Some(emit(write, control::RS485_WRITE_LEN));
+        }
+    } else if b[6] == 0x04 && control::parse_rs485_write_answer(&b[..8]).is_err() {
+        // byte count 04: could still become a write
+        return Some(Step::Need);
+    }
+    control::parse_rs485_write_answer(&b[..control::RS485_WRITE_ANSWER_LEN])
+        .ok()
+        .map(|write| emit(write, control::RS485_WRITE_ANSWER_LEN))
+}
+
 fn rs485_step(b: &[u8], offset: u64) -> Option<Step> {
+    if let Some(step) = rs485_switch_step(b, offset) {
+        return Some(step);
+    }
     if !could_be_tail_prefix(&b[..b.len().min(3)]) {
         return None;
     }
@@ -703,6 +734,42 @@ mod tests {
         match &items[1] {
             Item::Frame { frame, .. } => assert_eq!(frame.rs485_address, Some(2)),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rs485_switch_writes_and_their_echoes_are_told_apart_in_any_chunking() {
+        use crate::protocol::control::{self, Setting, Switch};
+        let on: Setting = "balancer=on".parse().unwrap();
+        let mut stream = control::rs485_write(2, on).unwrap();
+        stream.extend(control::rs485_write_answer(2, Switch::Balancer).unwrap());
+        stream.extend(rs485::request(2, rs485::Rs485Register::Settings));
+        for size in [1, 3, 8, 13, 64] {
+            let mut a = Assembler::new(AssemblerConfig::rs485());
+            let mut items = Vec::new();
+            for chunk in stream.chunks(size) {
+                a.push(chunk);
+                items.extend(drain(&mut a));
+            }
+            let writes: Vec<_> = items
+                .iter()
+                .filter_map(|i| match i {
+                    Item::Rs485Switch { write, .. } => {
+                        Some((write.address, write.switch, write.on))
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                writes,
+                [
+                    (2, Switch::Balancer, Some(true)),
+                    (2, Switch::Balancer, None)
+                ],
+                "chunks of {size}: {items:?}"
+            );
+            assert!(matches!(items[2], Item::Rs485Request { .. }), "{items:?}");
+            assert_eq!(items.len(), 3, "{items:?}");
         }
     }
 }

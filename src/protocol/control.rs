@@ -20,7 +20,7 @@ use thiserror::Error;
 
 use super::checksum::{crc16_modbus, sum8};
 use super::command::{COMMAND_HEADER, COMMAND_LEN};
-use super::{Settings, Variant};
+use super::{DecodeError, Settings, Variant};
 
 /// A switch of the BMS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -202,6 +202,85 @@ pub fn rs485_write_answer(address: u8, switch: Switch) -> Result<[u8; 8], Contro
     Ok(f)
 }
 
+/// Length of [`rs485_write`]'s frame and of its answer.
+pub const RS485_WRITE_LEN: usize = 13;
+pub const RS485_WRITE_ANSWER_LEN: usize = 8;
+
+/// A switch write on the RS485 network, or a pack's answer to one (`on` is `None`), as heard
+/// on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rs485SwitchWrite {
+    pub address: u8,
+    pub switch: Switch,
+    pub on: Option<bool>,
+}
+
+fn switch_at(register: u16) -> Option<Switch> {
+    Switch::ALL
+        .into_iter()
+        .find(|s| rs485_register(*s).ok() == Some(register))
+}
+
+/// Whether `b` (the first bytes on the wire, up to 4) could start a switch write or its answer:
+/// `[address 00-0f] 10 10 [70|74|78]`.
+pub fn could_be_rs485_write(b: &[u8]) -> bool {
+    let shape = [
+        b.first().is_none_or(|a| *a <= super::rs485::MAX_ADDRESS),
+        b.get(1).is_none_or(|f| *f == 0x10),
+        b.get(2).is_none_or(|r| *r == 0x10),
+        b.get(3)
+            .is_none_or(|r| switch_at(u16::from_be_bytes([0x10, *r])).is_some()),
+    ];
+    shape.iter().all(|ok| *ok)
+}
+
+fn write_header(b: &[u8], len: usize, what: &'static str) -> Result<(u8, Switch), DecodeError> {
+    if b.len() < len {
+        return Err(DecodeError::Truncated {
+            what,
+            got: b.len(),
+            expected: len,
+        });
+    }
+    let switch = (b[0] <= super::rs485::MAX_ADDRESS && b[1] == 0x10 && b[4..6] == [0x00, 0x02])
+        .then(|| switch_at(u16::from_be_bytes([b[2], b[3]])))
+        .flatten()
+        .ok_or_else(|| DecodeError::BadHeader {
+            expected: "[address 00-0f] 10 [switch register 1070/1074/1078] 00 02",
+            got: super::hex(&b[..6]),
+        })?;
+    Ok((b[0], switch))
+}
+
+/// Parses the 13-byte switch write of [`rs485_write`].
+pub fn parse_rs485_write(b: &[u8]) -> Result<Rs485SwitchWrite, DecodeError> {
+    let (address, switch) = write_header(b, RS485_WRITE_LEN, "RS485 switch write")?;
+    if b[6] != 0x04 {
+        return Err(DecodeError::BadHeader {
+            expected: "byte count 04",
+            got: super::hex(&b[6..7]),
+        });
+    }
+    super::rs485::check_crc(b, 11)?;
+    let value = u32::from_be_bytes([b[7], b[8], b[9], b[10]]);
+    Ok(Rs485SwitchWrite {
+        address,
+        switch,
+        on: Some(value != 0),
+    })
+}
+
+/// Parses a pack's 8-byte answer to a switch write ([`rs485_write_answer`]).
+pub fn parse_rs485_write_answer(b: &[u8]) -> Result<Rs485SwitchWrite, DecodeError> {
+    let (address, switch) = write_header(b, RS485_WRITE_ANSWER_LEN, "RS485 switch answer")?;
+    super::rs485::check_crc(b, 6)?;
+    Ok(Rs485SwitchWrite {
+        address,
+        switch,
+        on: None,
+    })
+}
+
 /// The state of `switch` in a settings frame, where the frame has it.
 pub fn state(settings: &Settings, switch: Switch) -> Option<bool> {
     match switch {
@@ -235,6 +314,38 @@ pub fn confirmation(settings: &Settings, setting: Setting) -> Confirmation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rs485_writes_and_their_answers_read_back_and_nothing_else_does() {
+        for switch in [Switch::Charging, Switch::Discharging, Switch::Balancer] {
+            for on in [false, true] {
+                let w = rs485_write(2, Setting { switch, on }).unwrap();
+                let got = parse_rs485_write(&w).unwrap();
+                assert_eq!(
+                    got,
+                    Rs485SwitchWrite {
+                        address: 2,
+                        switch,
+                        on: Some(on)
+                    }
+                );
+                assert!(could_be_rs485_write(&w[..4]));
+                let a = rs485_write_answer(2, switch).unwrap();
+                assert_eq!(parse_rs485_write_answer(&a).unwrap().on, None);
+            }
+        }
+        let mut w = rs485_write(2, "balancer=on".parse().unwrap()).unwrap();
+        w[12] ^= 1;
+        assert!(matches!(
+            parse_rs485_write(&w),
+            Err(DecodeError::BadCrc { .. })
+        ));
+        // a read trigger is not a write
+        let read =
+            crate::protocol::rs485::request(1, crate::protocol::rs485::Rs485Register::CellInfo);
+        assert!(!could_be_rs485_write(&read[..4]));
+        assert!(parse_rs485_write_answer(&read[..8]).is_err());
+    }
 
     fn unhex(s: &str) -> Vec<u8> {
         hex::decode(s.replace(' ', "")).unwrap()

@@ -27,6 +27,8 @@ pub enum Decoded {
     Command(Command),
     Rs485Request(Rs485Exchange),
     Rs485Tail(Rs485Exchange),
+    /// A switch write on the RS485 network, or a pack's answer to one.
+    Rs485Switch(super::control::Rs485SwitchWrite),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -69,6 +71,7 @@ impl StreamDecoder {
             Item::Command { command, .. } => Ok(Decoded::Command(*command)),
             Item::Rs485Request { exchange, .. } => Ok(Decoded::Rs485Request(*exchange)),
             Item::Rs485Tail { exchange, .. } => Ok(Decoded::Rs485Tail(*exchange)),
+            Item::Rs485Switch { write, .. } => Ok(Decoded::Rs485Switch(*write)),
             Item::Rejected { error, .. } => Err(error.clone()),
         }
     }

@@ -84,7 +84,7 @@ pub fn tail(address: u8, register: Rs485Register) -> [u8; TAIL_LEN] {
     f
 }
 
-fn check_crc(bytes: &[u8], body: usize) -> Result<(), DecodeError> {
+pub(crate) fn check_crc(bytes: &[u8], body: usize) -> Result<(), DecodeError> {
     let computed = crc16_modbus(&bytes[..body]);
     let got = u16::from_le_bytes([bytes[body], bytes[body + 1]]);
     if got != computed {

@@ -437,6 +437,12 @@ pub fn values(decoded: &Decoded, rs485_address: Option<u8>) -> Vec<serde_json::V
             vec![to(serde_json::to_value(Rs485Json::new("rs485_request", e)))]
         }
         Decoded::Rs485Tail(e) => vec![to(serde_json::to_value(Rs485Json::new("rs485_tail", e)))],
+        Decoded::Rs485Switch(w) => vec![serde_json::json!({
+            "frame_type": if w.on.is_some() { "rs485_switch_write" } else { "rs485_switch_answer" },
+            "address": w.address,
+            "switch": w.switch.as_str(),
+            "on": w.on,
+        })],
     }
 }
 

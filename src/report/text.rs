@@ -264,6 +264,18 @@ pub fn decoded(d: &Decoded, rs485_address: Option<u8>) -> String {
             settings(&r.settings)
         ),
         Decoded::Command(c) => format!("command: {}\n", c.describe()),
+        Decoded::Rs485Switch(w) => match w.on {
+            Some(on) => format!(
+                "RS485 switch write to address {:#04x}: {} {}\n",
+                w.address,
+                w.switch,
+                if on { "on" } else { "off" }
+            ),
+            None => format!(
+                "RS485 switch write answered by address {:#04x} ({})\n",
+                w.address, w.switch
+            ),
+        },
         Decoded::Rs485Request(e) | Decoded::Rs485Tail(e) => format!(
             "RS485 {} address {:#04x}, register {:#06x} ({})\n",
             if matches!(d, Decoded::Rs485Request(_)) {

@@ -27,11 +27,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::{sleep, sleep_until, Instant};
+use tokio::time::{sleep_until, Instant};
 
+use super::control;
 use super::serial::MISSED_LIMIT;
 use super::{Backoff, EventKind, SessionConfig, SessionEvent, State};
 use crate::battery::{Snapshot, SocEstimator};
+use crate::protocol::control::{self as protocol_control, Confirmation};
 use crate::protocol::rs485::{self, Rs485Register};
 use crate::protocol::settings::jk02::DEVICE_ADDRESS;
 use crate::protocol::{
@@ -143,8 +145,33 @@ impl fmt::Display for Role {
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     address: u8,
-    register: Rs485Register,
+    asked: Asked,
     until: Instant,
+}
+
+/// What a request asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Read(Rs485Register),
+    /// A switch write (answered by the FC 0x10 echo).
+    Write,
+}
+
+/// A switch write on its way: queued until jkmon is master and the pack answers, sent, then
+/// waiting for the pack's settings frame to show it.
+struct BusWrite {
+    pack: usize,
+    request: control::WriteRequest,
+    /// Times it was sent (a second unanswered send, or a second lost port, gives up).
+    attempts: u32,
+    phase: WritePhase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WritePhase {
+    Queued,
+    Sent,
+    Confirming { until: Instant },
 }
 
 /// Who has the floor on the bus, and jkmon's part in it: the request it waits an answer to,
@@ -154,6 +181,13 @@ struct Floor {
     pending: Option<Pending>,
     queue: Vec<(u8, Rs485Register)>,
     next_cycle: Instant,
+}
+
+/// Why a write cannot go while another master polls the bus.
+fn busy() -> control::WriteError {
+    control::WriteError::Busy(
+        "another master polls this RS485 network: jkmon sends writes only as the master (switch it from that master, or set JK_RS485_MODE=master with no other master on the bus)".into(),
+    )
 }
 
 /// The session of one RS485 network.
@@ -173,6 +207,10 @@ pub struct BusSession {
     rejected: u64,
     /// Frames decoded on this port so far.
     decoded: u64,
+    /// Switch writes asked of the packs (pack index, request), where control is on.
+    writes: Option<mpsc::Receiver<(usize, control::WriteRequest)>>,
+    /// The write under way, one at a time; it outlives a port that closes (sent once more).
+    write: Option<BusWrite>,
 }
 
 /// What the bus said since the port opened.
@@ -228,6 +266,72 @@ impl BusSession {
             opened: Instant::now(),
             rejected: 0,
             decoded: 0,
+            writes: None,
+            write: None,
+        }
+    }
+
+    /// Takes switch writes for the packs from `writes` (pack index from 0, request).
+    pub fn with_writes(
+        mut self,
+        writes: mpsc::Receiver<(usize, control::WriteRequest)>,
+    ) -> BusSession {
+        self.writes = Some(writes);
+        self
+    }
+
+    /// Answers the write under way and logs the outcome.
+    fn finish_write(&mut self, result: Result<(), control::WriteError>) {
+        let Some(w) = self.write.take() else { return };
+        let name = &self.packs[w.pack].name;
+        match &result {
+            Ok(()) => tracing::info!("{name}: {} confirmed by the BMS", w.request.setting),
+            Err(e) => tracing::warn!("{name}: {}: {e}", w.request.setting),
+        }
+        let _ = w.request.reply.send(result);
+    }
+
+    /// A write asked: refused at once where it cannot go (the pack offline, another master on
+    /// the bus), else queued.
+    fn take_write(&mut self, pack: usize, request: control::WriteRequest, role: Role) {
+        let p = &self.packs[pack];
+        let refused = match (p.state, role) {
+            (State::Disconnected, _) => Some(control::WriteError::Offline(format!(
+                "{} does not answer on RS485 address {}",
+                p.name, p.address
+            ))),
+            (_, Role::Sniffer) => Some(busy()),
+            _ => None,
+        };
+        if let Some(e) = refused {
+            tracing::warn!("{}: {}: {e}", p.name, request.setting);
+            let _ = request.reply.send(Err(e));
+            return;
+        }
+        self.write = Some(BusWrite {
+            pack,
+            request,
+            attempts: 0,
+            phase: WritePhase::Queued,
+        });
+    }
+
+    /// Waits `wait` while the port is closed, answering every write asked meanwhile.
+    async fn sleep_refusing_writes(&mut self, wait: Duration, why: &str) {
+        let until = Instant::now() + wait;
+        loop {
+            let Some(writes) = self.writes.as_mut() else {
+                return sleep_until(until).await;
+            };
+            tokio::select! {
+                _ = sleep_until(until) => return,
+                request = writes.recv() => match request {
+                    Some((_, r)) => {
+                        let _ = r.reply.send(Err(control::WriteError::Offline(why.to_string())));
+                    }
+                    None => self.writes = None,
+                },
+            }
         }
     }
 
@@ -264,6 +368,17 @@ impl BusSession {
                 self.name,
                 wait.as_secs_f64()
             );
+            // a write the port lost goes out once more on the next one; a second loss ends it
+            match self.write.as_mut() {
+                Some(w) if w.attempts < 2 && w.phase != WritePhase::Queued => {
+                    w.phase = WritePhase::Queued;
+                }
+                Some(w) if w.phase != WritePhase::Queued => {
+                    let setting = w.request.setting;
+                    self.finish_write(Err(control::WriteError::Dropped(setting)));
+                }
+                _ => {}
+            }
             for i in 0..self.packs.len() {
                 if !self
                     .set_state(i, State::Disconnected, why.clone(), Some(wait))
@@ -272,7 +387,7 @@ impl BusSession {
                     return;
                 }
             }
-            sleep(wait).await;
+            self.sleep_refusing_writes(wait, &why).await;
         }
     }
 
@@ -281,6 +396,7 @@ impl BusSession {
         let (mut wire, mut floor) = self.open_bus().await?;
         loop {
             let wake = self.next_wake(floor.role, &wire, floor.pending, floor.next_cycle);
+            let takes_writes = self.write.is_none() && self.writes.is_some();
             tokio::select! {
                 chunk = link.recv() => {
                     let Some(chunk) = chunk else {
@@ -288,8 +404,14 @@ impl BusSession {
                     };
                     wire.last_rx = Instant::now();
                     wire.assembler.push(&chunk);
-                    if !self.drain(&mut wire, &mut floor.pending).await {
+                    if !self.drain(&mut wire, &mut floor).await {
                         return None;
+                    }
+                }
+                request = async { self.writes.as_mut().unwrap().recv().await }, if takes_writes => {
+                    match request {
+                        Some((pack, request)) => self.take_write(pack, request, floor.role),
+                        None => self.writes = None,
                     }
                 }
                 _ = sleep_until(wake) => {}
@@ -298,10 +420,14 @@ impl BusSession {
             self.follow_the_master(&mut floor, &wire, now);
             if let Some(p) = floor.pending.filter(|p| now >= p.until) {
                 floor.pending = None;
+                if p.asked == Asked::Write {
+                    self.write_unanswered(p.address);
+                }
                 if !self.unanswered(p, &mut wire).await {
                     return None;
                 }
             }
+            self.check_write(floor.role, floor.pending, now);
             if !self.expire_silent(floor.role, now).await {
                 return None;
             }
@@ -356,6 +482,65 @@ impl BusSession {
             next_cycle: now,
         };
         Some((wire, floor))
+    }
+
+    /// The write under way against the clock and the bus: no settings frame in time, or
+    /// another master on the bus before it went out.
+    fn check_write(&mut self, role: Role, pending: Option<Pending>, now: Instant) {
+        let Some(w) = self.write.as_ref() else { return };
+        match w.phase {
+            // no longer waited for (another master took the floor): as if unanswered
+            WritePhase::Sent if pending.is_none_or(|p| p.asked != Asked::Write) => {
+                let address = self.packs[w.pack].address;
+                self.write_unanswered(address);
+            }
+            WritePhase::Confirming { until } if now >= until => {
+                let setting = w.request.setting;
+                let secs = control::CONFIRM_WITHIN.as_secs();
+                self.finish_write(Err(control::WriteError::NoConfirmation(setting, secs)));
+            }
+            WritePhase::Queued if role == Role::Sniffer => self.finish_write(Err(busy())),
+            WritePhase::Queued if self.packs[w.pack].state == State::Disconnected => {
+                let p = &self.packs[w.pack];
+                let why = format!("{} does not answer on RS485 address {}", p.name, p.address);
+                self.finish_write(Err(control::WriteError::Offline(why)));
+            }
+            _ => {}
+        }
+    }
+
+    /// The pack did not echo the write: sent once more, then given up.
+    fn write_unanswered(&mut self, address: u8) {
+        let Some(w) = self.write.as_mut() else { return };
+        if w.phase != WritePhase::Sent || self.packs[w.pack].address != address {
+            return;
+        }
+        if w.attempts < 2 {
+            w.phase = WritePhase::Queued;
+            return;
+        }
+        let setting = w.request.setting;
+        let why = format!(
+            "RS485 address {address} did not answer the write of {setting} (sent twice); what it reports is unchanged"
+        );
+        self.finish_write(Err(control::WriteError::Unanswered(why)));
+    }
+
+    /// A settings frame from pack `i`: it decides the write waiting for it, if any.
+    fn settle_write(&mut self, i: usize, settings: &Settings) {
+        let Some(w) = self.write.as_ref() else { return };
+        if w.pack != i || !matches!(w.phase, WritePhase::Confirming { .. }) {
+            return;
+        }
+        let setting = w.request.setting;
+        match protocol_control::confirmation(settings, setting) {
+            Confirmation::Confirmed => self.finish_write(Ok(())),
+            Confirmation::Refused => self.finish_write(Err(control::WriteError::Refused {
+                switch: setting.switch,
+                reported: !setting.on,
+            })),
+            Confirmation::Unknown => {}
+        }
     }
 
     /// Roles change on what was heard: a master on the bus makes jkmon listen; a master gone
@@ -416,13 +601,16 @@ impl BusSession {
             return true;
         };
         let pack = &mut self.packs[i];
-        if p.register == Rs485Register::CellInfo {
+        if p.asked == Asked::Read(Rs485Register::CellInfo) {
             pack.missed += 1;
         }
         tracing::debug!(
             "{}: no {} from #{} within {} ms ({} in a row)",
             pack.name,
-            p.register.name(),
+            match p.asked {
+                Asked::Read(register) => register.name(),
+                Asked::Write => "answer to a switch write",
+            },
             p.address,
             self.config.response_timeout.as_millis(),
             pack.missed
@@ -445,6 +633,12 @@ impl BusSession {
         wire: &mut Wire,
         now: Instant,
     ) -> Result<(), String> {
+        if floor.role == Role::Master {
+            if let Some(sent) = self.send_write(link, wire, now).await? {
+                floor.pending = Some(sent);
+                return Ok(());
+            }
+        }
         let ask = match floor.role {
             Role::Listening { .. } => None,
             Role::Master => {
@@ -468,10 +662,48 @@ impl BusSession {
         }
         floor.pending = Some(Pending {
             address,
-            register,
+            asked: Asked::Read(register),
             until: now + self.config.response_timeout,
         });
         Ok(())
+    }
+
+    /// Master: the queued write goes out, once its pack has answered on this port.
+    async fn send_write(
+        &mut self,
+        link: &mut Link,
+        wire: &mut Wire,
+        now: Instant,
+    ) -> Result<Option<Pending>, String> {
+        let Some(w) = self.write.as_mut() else {
+            return Ok(None);
+        };
+        let pack = &self.packs[w.pack];
+        if w.phase != WritePhase::Queued || pack.state != State::Streaming {
+            return Ok(None);
+        }
+        let bytes = match protocol_control::rs485_write(pack.address, w.request.setting) {
+            Ok(b) => b,
+            Err(e) => {
+                self.finish_write(Err(e.into()));
+                return Ok(None);
+            }
+        };
+        tracing::info!(
+            "{}: writing {} ({})",
+            pack.name,
+            w.request.setting,
+            crate::protocol::hex(&bytes)
+        );
+        link.send(&bytes).await.map_err(|e| e.to_string())?;
+        w.attempts += 1;
+        w.phase = WritePhase::Sent;
+        wire.last_request = Some((pack.address, now, false));
+        Ok(Some(Pending {
+            address: pack.address,
+            asked: Asked::Write,
+            until: now + self.config.response_timeout,
+        }))
     }
 
     /// When the loop must look again if nothing arrives.
@@ -486,6 +718,9 @@ impl BusSession {
         let mut wake = now + Duration::from_millis(500);
         if let Some(p) = pending {
             wake = wake.min(p.until);
+        }
+        if let Some(WritePhase::Confirming { until }) = self.write.as_ref().map(|w| w.phase) {
+            wake = wake.min(until);
         }
         match role {
             Role::Listening { until } => wake = wake.min(until),
@@ -580,10 +815,33 @@ impl BusSession {
     }
 
     /// Handles every complete item on the wire. `false` when nobody listens any more.
-    async fn drain(&mut self, wire: &mut Wire, pending: &mut Option<Pending>) -> bool {
+    async fn drain(&mut self, wire: &mut Wire, floor: &mut Floor) -> bool {
+        let pending = &mut floor.pending;
         while let Some(item) = wire.assembler.poll() {
             let now = Instant::now();
             match item {
+                Item::Rs485Switch { write, .. } => {
+                    // the pack's echo of jkmon's write: it took the bytes; its settings frame,
+                    // asked for next, says whether it took the switch
+                    let ours = self.write.as_ref().is_some_and(|w| {
+                        w.phase == WritePhase::Sent
+                            && self.packs[w.pack].address == write.address
+                            && w.request.setting.switch == write.switch
+                    });
+                    if write.on.is_none() && ours {
+                        if pending.is_some_and(|p| p.asked == Asked::Write) {
+                            *pending = None;
+                        }
+                        if let Some(w) = self.write.as_mut() {
+                            w.phase = WritePhase::Confirming {
+                                until: now + control::CONFIRM_WITHIN,
+                            };
+                        }
+                        floor
+                            .queue
+                            .insert(0, (write.address, Rs485Register::Settings));
+                    }
+                }
                 Item::Rs485Request { exchange, .. } => {
                     let ours = wire.sent.is_some_and(|(bytes, at)| {
                         now.duration_since(at) < Duration::from_millis(200)
@@ -611,7 +869,8 @@ impl BusSession {
                         tracing::debug!("{}: a frame nobody can be named for", self.name);
                         continue;
                     };
-                    if pending.is_some_and(|p| p.address == address) {
+                    // (a write waits for its echo, not for a frame)
+                    if pending.is_some_and(|p| p.address == address && p.asked != Asked::Write) {
                         *pending = None;
                     }
                     let Some(i) = self.index_of(address) else {
@@ -624,6 +883,9 @@ impl BusSession {
                     let decoded = self.packs[i].decoder.decode_frame(&frame);
                     match decoded {
                         Ok(decoded) => {
+                            if let Decoded::Settings(s) = &decoded {
+                                self.settle_write(i, s);
+                            }
                             if !self.accept(i, decoded, now).await {
                                 return false;
                             }

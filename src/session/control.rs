@@ -41,6 +41,12 @@ pub enum WriteError {
     Dropped(Setting),
     #[error("the session stopped")]
     Stopped,
+    /// The link cannot take a write now (another master polls the RS485 network).
+    #[error("{0}")]
+    Busy(String),
+    /// The BMS never answered the write itself (RS485: no FC 0x10 echo, twice).
+    #[error("{0}")]
+    Unanswered(String),
 }
 
 /// The sending side, one per battery whose switches may be set.

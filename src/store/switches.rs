@@ -63,7 +63,7 @@ pub struct WriteRecord {
     pub setting: Setting,
     pub source: Source,
     /// `confirmed`, or why not (`refused`, `not_confirmed`, `offline`, `dropped`,
-    /// `not_on_this_board`, `stopped`).
+    /// `not_on_this_board`, `busy`, `unanswered`, `stopped`).
     pub outcome: &'static str,
     /// The outcome in words (empty when confirmed).
     pub detail: String,

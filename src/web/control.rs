@@ -190,9 +190,11 @@ fn status_of(e: &SetError) -> StatusCode {
             WriteError::NotOnThisBoard(_) => StatusCode::UNPROCESSABLE_ENTITY,
             WriteError::Refused { .. } => StatusCode::CONFLICT,
             WriteError::NoConfirmation(..) => StatusCode::GATEWAY_TIMEOUT,
-            WriteError::Offline(_) | WriteError::Dropped(_) | WriteError::Stopped => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            WriteError::Offline(_)
+            | WriteError::Dropped(_)
+            | WriteError::Stopped
+            | WriteError::Busy(_)
+            | WriteError::Unanswered(_) => StatusCode::SERVICE_UNAVAILABLE,
         },
     }
 }

@@ -783,6 +783,7 @@ mod tests {
             software_version: None,
             serial_number: None,
             energy: None,
+            switch_writes: Vec::new(),
             snapshot: Some({
                 let mut s = SnapshotJson::example();
                 let c = &mut s.cell_info;

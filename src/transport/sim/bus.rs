@@ -62,6 +62,8 @@ pub struct BusStats {
     pub collision_log: Mutex<Vec<String>>,
     /// Requests jkmon sent, as (address, register).
     pub client_requests: Mutex<Vec<(u8, u16)>>,
+    /// Switch writes jkmon sent, as (address, setting) — `charging=off`.
+    pub client_writes: Mutex<Vec<(u8, String)>>,
     /// Requests the simulated master sent.
     pub master_requests: AtomicU64,
     /// Frames the packs sent (answers and broadcasts).
@@ -87,6 +89,9 @@ impl BusStats {
     }
     pub fn client_requests(&self) -> Vec<(u8, u16)> {
         self.client_requests.lock().unwrap().clone()
+    }
+    pub fn client_writes(&self) -> Vec<(u8, String)> {
+        self.client_writes.lock().unwrap().clone()
     }
     pub fn set_master(&self, on: bool) {
         self.master_enabled.store(on, Ordering::SeqCst);
@@ -303,6 +308,12 @@ impl Bus {
         self.busy_until = self.busy_until.max(Instant::now()) + wire_time(bytes.len());
         assembler.push(bytes);
         while let Some(item) = assembler.poll() {
+            if let Item::Rs485Switch { write, .. } = item {
+                if !self.hear_write(write).await {
+                    return false;
+                }
+                continue;
+            }
             let Item::Rs485Request { exchange, .. } = item else {
                 continue;
             };
@@ -325,6 +336,41 @@ impl Bus {
             }
         }
         true
+    }
+
+    /// A switch write from jkmon: the pack sets its switch (unless it refuses writes: then it
+    /// answers and changes nothing, as a BMS that did not take it) and answers with the FC
+    /// 0x10 echo. An absent or silenced pack says nothing.
+    async fn hear_write(&mut self, write: crate::protocol::control::Rs485SwitchWrite) -> bool {
+        let Some(on) = write.on else {
+            return true; // an answer: not for the packs
+        };
+        let setting = crate::protocol::control::Setting {
+            switch: write.switch,
+            on,
+        };
+        self.stats
+            .client_writes
+            .lock()
+            .unwrap()
+            .push((write.address, setting.to_string()));
+        if self.stats.silent.lock().unwrap().contains(&write.address) {
+            return true;
+        }
+        let Some(pack) = self.packs.iter_mut().find(|p| p.address == write.address) else {
+            return true;
+        };
+        if !pack.config.refuse_writes {
+            pack.battery.switches.set(write.switch, on);
+        }
+        let Ok(answer) = crate::protocol::control::rs485_write_answer(write.address, write.switch)
+        else {
+            return true;
+        };
+        let start = Instant::now().max(self.busy_until) + self.config.answer_latency;
+        self.busy_until = start;
+        sleep_until(start).await;
+        self.transmit(answer.to_vec()).await
     }
 
     /// The master's next step: its own broadcasts after a round (cell info, settings every
