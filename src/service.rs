@@ -581,9 +581,11 @@ fn start_mqtt(
         crate::mqtt::Layout::new(mqtt, batteries),
         config.store.freshness,
         mqtt.state_every,
-        feed.subscribe(),
-        feed.subscribe_inverter(),
-        controller.clone(),
+        crate::mqtt::client::Inputs {
+            feed: feed.subscribe(),
+            inverter: feed.subscribe_inverter(),
+            control: controller.clone(),
+        },
         stop.child_token(),
     );
     tokio::spawn(async move {

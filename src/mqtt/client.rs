@@ -212,6 +212,14 @@ async fn drive(
     }
 }
 
+/// What the publisher follows and serves: the batteries and the inverter as the service
+/// knows them, and the switches it may set.
+pub struct Inputs {
+    pub feed: watch::Receiver<Vec<BatteryFeed>>,
+    pub inverter: watch::Receiver<Option<InverterFeed>>,
+    pub control: Controller,
+}
+
 /// Publishes until `stop`; then tells the broker that every battery and jkmon are offline.
 /// Fails only when the TLS set-up is impossible (a bad `MQTT_CA_FILE`).
 pub async fn run(
@@ -219,11 +227,14 @@ pub async fn run(
     layout: Layout,
     freshness: Duration,
     every: Duration,
-    mut feed: watch::Receiver<Vec<BatteryFeed>>,
-    mut inverter: watch::Receiver<Option<InverterFeed>>,
-    control: Controller,
+    inputs: Inputs,
     stop: CancellationToken,
 ) -> Result<(), MqttError> {
+    let Inputs {
+        mut feed,
+        mut inverter,
+        control,
+    } = inputs;
     let layout = layout.with_control(&control);
     let commands = layout.command_filter();
     let options = options(&config, Some(&layout))?;

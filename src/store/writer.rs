@@ -197,7 +197,7 @@ impl Writer {
     pub async fn stop(mut self) -> Result<WriterStats, StoreError> {
         if let Some(tx) = self.tx.take() {
             // behind everything already handed over; waits only while the channel is full
-            let _ = tokio::task::spawn_blocking(move || tx.send(Message::Close)).await;
+            let _ = tokio::task::spawn_blocking(move || tx.send(Message::Close).is_ok()).await;
         }
         if self.maintaining.load(Ordering::SeqCst) {
             self.interrupt.interrupt();

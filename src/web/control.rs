@@ -62,12 +62,15 @@ struct Asked {
     form: bool,
 }
 
-fn bad(message: String) -> Response {
-    error(StatusCode::BAD_REQUEST, &message)
+/// Why a request is refused before anything is asked of the BMS: the status and the words.
+type Refusal = (StatusCode, String);
+
+fn bad(message: String) -> Refusal {
+    (StatusCode::BAD_REQUEST, message)
 }
 
-/// The request as a setting, or the answer that refuses it.
-fn asked(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Asked, Response> {
+/// The request as a setting, or why it is refused.
+fn asked(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Asked, Refusal> {
     let cross_site = headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
@@ -82,9 +85,9 @@ fn asked(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Asked, R
         _ => false,
     };
     if cross_site || foreign_origin {
-        return Err(error(
+        return Err((
             StatusCode::FORBIDDEN,
-            "a switch may not be set from another site's page",
+            "a switch may not be set from another site's page".into(),
         ));
     }
     let kind = headers
@@ -114,9 +117,9 @@ fn asked(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Asked, R
         let b: FormBody = serde_urlencoded::from_bytes(body)
             .map_err(|e| bad(format!("the form is incomplete: {e}")))?;
         if state.csrf.is_empty() || !same(b.csrf.as_bytes(), state.csrf.as_bytes()) {
-            return Err(error(
+            return Err((
                 StatusCode::FORBIDDEN,
-                "the form's anti-forgery token is missing or old (jkmon restarted?): reload the dashboard and try again",
+                "the form's anti-forgery token is missing or old (jkmon restarted?): reload the dashboard and try again".into(),
             ));
         }
         let setting: Setting = format!("{}={}", b.switch, b.on).parse().map_err(bad)?;
@@ -126,9 +129,9 @@ fn asked(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Asked, R
             form: true,
         });
     }
-    Err(error(
+    Err((
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "send JSON (Content-Type: application/json) such as {\"switch\": \"charging\", \"on\": false}",
+        "send JSON (Content-Type: application/json) such as {\"switch\": \"charging\", \"on\": false}".into(),
     ))
 }
 
@@ -147,7 +150,7 @@ pub async fn switch(
     }
     let asked = match asked(&state, &headers, &body) {
         Ok(a) => a,
-        Err(response) => return response,
+        Err((status, message)) => return error(status, &message),
     };
     let slot = match state.control.find(&battery) {
         Ok(s) => s.clone(),
