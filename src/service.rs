@@ -276,7 +276,7 @@ pub async fn run(
     };
     let (slots, write_receivers) = control_slots(&config, &store_batteries, components.sessions);
     let controller = Controller::new(slots, writer.as_ref().and_then(Writer::sender));
-    log_control(&controller, components.sessions);
+    log_control(&controller, components.sessions, components.demo_inverter);
     let telemetry = components
         .sessions
         .then(|| Arc::new(telemetry_for(&config, &batteries)));
@@ -291,6 +291,8 @@ pub async fn run(
         );
         state.telemetry = telemetry.clone();
         state.control = controller.clone();
+        // the demo's battery is simulated: its switches work from the open dashboard
+        state.open_switching = components.demo_inverter && config.transport == TransportKind::Sim;
         state.shutdown = stop.clone();
         tokio::spawn(web::serve(w.bind, Arc::new(state), stop.child_token()))
     });
@@ -359,7 +361,7 @@ pub async fn run(
 }
 
 /// Says at start which batteries jkmon may switch, and why the others not.
-fn log_control(controller: &Controller, sessions: bool) {
+fn log_control(controller: &Controller, sessions: bool, demo: bool) {
     if !sessions {
         return;
     }
@@ -378,6 +380,9 @@ fn log_control(controller: &Controller, sessions: bool) {
             "control: jkmon may switch {} (JK_BMS_CONTROL)",
             on.join(", ")
         );
+    }
+    if demo && !on.is_empty() {
+        tracing::info!("demo: the simulated battery's switches work from the dashboard, the API, `jkmon set`, MQTT and the bot (JK_BMS_CONTROL=off turns them off)");
     }
     for s in slots.iter().filter(|s| s.allowed && s.link.is_none()) {
         tracing::warn!("control: {} cannot be switched: {}", s.name, s.no_link_why);

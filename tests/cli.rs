@@ -503,10 +503,10 @@ fn completions_and_the_manual_page_are_printed() {
 }
 
 /// `jkmon set --dry-run` prints the exact bytes of each switch on the battery's link — the
-/// protocol reference's own examples — and sends nothing; without the dry run, a battery
-/// JK_BMS_CONTROL leaves off is refused with the variable to set.
+/// protocol reference's own examples — and sends nothing; without the dry run the write needs
+/// the running service, and its absence is named.
 #[test]
-fn set_dry_run_prints_the_references_bytes_and_control_is_off_by_default() {
+fn set_dry_run_prints_the_references_bytes_and_a_live_write_needs_the_service() {
     let ble = jkmon(
         &["set", "1", "charging=on", "--dry-run"],
         &[("JK_BMS_TRANSPORT", "sim"), ("JK_BMS_VARIANT", "jk02_32s")],
@@ -535,16 +535,17 @@ fn set_dry_run_prints_the_references_bytes_and_control_is_off_by_default() {
         out.contains("heater=on: the heater switch cannot be set on the RS485 network"),
         "{out}"
     );
-    // not a dry run: control is off unless the owner turns it on
+    // not a dry run: the write goes through the running service, which holds the link (and
+    // decides, by its JK_BMS_CONTROL); with none running, that is what is said
     let refused = jkmon(
-        &["set", "1", "charging=off"],
+        &["set", "1", "charging=off", "--url", "http://127.0.0.1:1"],
         &[("JK_BMS_TRANSPORT", "sim")],
         None,
     );
     assert!(!refused.status.success());
     let e = text(&refused.stderr);
     assert!(
-        e.contains("control is off") && e.contains("JK_BMS_CONTROL=on"),
+        e.contains("no jkmon answers at http://127.0.0.1:1") && e.contains("jkmon run"),
         "{e}"
     );
     let unknown = jkmon(

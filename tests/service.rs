@@ -78,6 +78,23 @@ fn run_demo_fills_the_database_and_stops_cleanly_on_sigterm() {
     assert_eq!(status["inverter"]["has_inverter_data"], true);
     let (code, _) = http_get(&addr, "/api/v1/health");
     assert_eq!(code, 200);
+    // the demo shows control end to end: its simulated battery is switched from the command
+    // line, through the service, with no token (nothing real is switched)
+    let mut set = common::process::jkmon(
+        dir.path(),
+        &["set", "1", "heater=on", "--url", &format!("http://{addr}")],
+    );
+    set.env("JK_BMS_TRANSPORT", "sim");
+    let out = set.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "heater=on on Simulated BMS: confirmed by the BMS"
+    );
     run.signal("TERM");
     let status = run.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "exit {status:?}: {:?}", run.stderr_seen);
@@ -888,6 +905,22 @@ fn switches_are_set_through_the_service_confirmed_by_the_bms_and_recorded() {
     ] {
         let mut run = jkmon(dir.path(), &db, &["run"], &env);
         let addr = run.web_address(Duration::from_secs(20));
+        // the command line hears the service's refusal, with the fix
+        let mut cli = common::process::jkmon(
+            dir.path(),
+            &[
+                "set",
+                "1",
+                "charging=on",
+                "--url",
+                &format!("http://{addr}"),
+            ],
+        );
+        cli.env("JK_BMS_TRANSPORT", "sim").envs(env.iter().copied());
+        let out = cli.output().unwrap();
+        assert!(!out.status.success());
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains(expect), "{e}");
         let (code, body) = http(
             &addr,
             "POST",

@@ -27,6 +27,10 @@ pub fn run(args: RunArgs, mode: Mode) -> anyhow::Result<ExitCode> {
     let mut config = Config::from_env()?;
     if args.demo {
         config.transport = TransportKind::Sim;
+        // the demo shows control end to end on its simulated battery, unless told otherwise
+        if std::env::var_os("JK_BMS_CONTROL").is_none() {
+            config.control = crate::config::control::Control::On;
+        }
     }
     if mode == Mode::BotOnly
         && config.bot.is_none()

@@ -1,6 +1,7 @@
-//! `jkmon set <battery> charging=off …`: switch a BMS. Behind `JK_BMS_CONTROL`, off unless the
-//! owner turns it on. `--dry-run` prints the exact bytes each switch would send on the
-//! battery's link, and sends nothing.
+//! `jkmon set <battery> charging=off …`: switch a BMS through the running service, which holds
+//! the BMS's only link and decides whether it may (`JK_BMS_CONTROL`, off unless the owner turns
+//! it on; `WEB_AUTH_TOKEN` for its API). `--dry-run` prints the exact bytes each switch would
+//! send on the battery's link, and sends nothing.
 
 use std::process::ExitCode;
 
@@ -20,19 +21,9 @@ pub fn run(args: SetArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if !config.control.allows(position, &battery.name) {
-        anyhow::bail!(
-            "control is off for {} (battery {position}): jkmon switches a BMS only where JK_BMS_CONTROL allows it; set JK_BMS_CONTROL=on, or to the batteries to switch ({position} or {}), and restart jkmon",
-            battery.name,
-            battery.name
-        );
-    }
-    // the running service holds the BMS's only link: the write goes through it
-    let Some(token) = config.web.auth_token.clone() else {
-        anyhow::bail!(
-            "jkmon set sends the write through the running service's API, which takes writes only with WEB_AUTH_TOKEN set: set it in .env, restart jkmon, and run this again"
-        );
-    };
+    // the running service holds the BMS's only link and decides (JK_BMS_CONTROL there): the
+    // write goes through its API, with WEB_AUTH_TOKEN where one is set
+    let token = config.web.auth_token.clone();
     let base = args.url.clone().unwrap_or_else(|| {
         let port = config.web.bind.port();
         let host = match config.web.bind.ip() {
@@ -45,7 +36,7 @@ pub fn run(args: SetArgs) -> anyhow::Result<ExitCode> {
     let runtime = super::runtime()?;
     let mut failed = false;
     for setting in &args.settings {
-        match runtime.block_on(send(&base, &token, position, *setting)) {
+        match runtime.block_on(send(&base, token.as_deref(), position, *setting)) {
             Ok(()) => println!("{setting} on {}: confirmed by the BMS", battery.name),
             Err(e) => {
                 eprintln!("{setting} on {}: {e}", battery.name);
@@ -62,7 +53,12 @@ pub fn run(args: SetArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Asks the service at `base` to set `setting` on battery `position`.
-async fn send(base: &str, token: &str, position: usize, setting: Setting) -> anyhow::Result<()> {
+async fn send(
+    base: &str,
+    token: Option<&str>,
+    position: usize,
+    setting: Setting,
+) -> anyhow::Result<()> {
     let url = format!(
         "{}/api/v1/batteries/{position}/switches",
         base.trim_end_matches('/')
@@ -71,9 +67,11 @@ async fn send(base: &str, token: &str, position: usize, setting: Setting) -> any
         // a write may be sent twice (a dropped link) and waits 5 s for its confirmation each
         .timeout(std::time::Duration::from_secs(60))
         .build()?;
-    let response = client
-        .post(&url)
-        .bearer_auth(token)
+    let mut request = client.post(&url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
         .header(crate::web::control::CLIENT_HEADER, "cli")
         .json(&serde_json::json!({ "switch": setting.switch.as_str(), "on": setting.on }))
         .send()

@@ -121,6 +121,8 @@ pub struct AppState {
     pub control: crate::control::Controller,
     /// The dashboard switch form's anti-forgery token ([`control`]).
     pub csrf: String,
+    /// Switching without `WEB_AUTH_TOKEN`: only in `run --demo`, where every BMS is simulated.
+    pub open_switching: bool,
     status: std::sync::Mutex<Option<Cached>>,
     history: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
 }
@@ -142,6 +144,7 @@ impl AppState {
             throttle: Default::default(),
             control: Default::default(),
             csrf: control::new_csrf_token(),
+            open_switching: false,
             status: Default::default(),
             history: Default::default(),
         }

@@ -120,7 +120,9 @@ fn card_control(
     status: &serde_json::Value,
     position: usize,
 ) -> Option<CardControl> {
-    state.auth_token.as_ref()?;
+    if state.auth_token.is_none() && !state.open_switching {
+        return None;
+    }
     let slot = state.control.slot(position)?;
     let snapshot = status["batteries"]
         .as_array()?
