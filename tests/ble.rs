@@ -708,47 +708,40 @@ fn switch_writes_go_out_as_the_reference_bytes_and_are_confirmed_by_the_settings
 
     // what went out on the write characteristic, switch writes with what followed each
     let writes: Vec<Vec<u8>> = fake.writes().into_iter().map(|(_, w)| w).collect();
-    let switch_writes: Vec<(String, Option<u8>)> = writes
+    let switch_writes: Vec<(usize, String)> = writes
         .iter()
         .enumerate()
         .filter(|(_, w)| matches!(w[4], 0x1D | 0x1E | 0x1F | 0x27))
-        .map(|(i, w)| {
-            (
-                jkmon::protocol::hex(w).to_uppercase(),
-                writes.get(i + 1).map(|next| next[4]),
-            )
-        })
+        .map(|(i, w)| (i, jkmon::protocol::hex(w).to_uppercase()))
         .collect();
-    let reference = |s: &str| s.to_string();
+    let sent: Vec<&str> = switch_writes.iter().map(|(_, h)| h.as_str()).collect();
     assert_eq!(
-        switch_writes,
+        sent,
         [
-            (
-                reference("AA 55 90 EB 1D 04 00 00 00 00 00 00 00 00 00 00 00 00 00 9B"),
-                Some(CMD_CELL_INFO)
-            ),
-            (
-                reference("AA 55 90 EB 1D 04 01 00 00 00 00 00 00 00 00 00 00 00 00 9C"),
-                Some(CMD_CELL_INFO)
-            ),
-            (
-                reference("AA 55 90 EB 27 04 01 00 00 00 00 00 00 00 00 00 00 00 00 A6"),
-                Some(CMD_CELL_INFO)
-            ),
-            (
-                reference("AA 55 90 EB 1E 04 00 00 00 00 00 00 00 00 00 00 00 00 00 9C"),
-                Some(CMD_CELL_INFO)
-            ),
-            // dropped before the BMS saw it: the next connection's handshake, then again
-            (
-                reference("AA 55 90 EB 1F 04 00 00 00 00 00 00 00 00 00 00 00 00 00 9D"),
-                Some(CMD_DEVICE_INFO)
-            ),
-            (
-                reference("AA 55 90 EB 1F 04 00 00 00 00 00 00 00 00 00 00 00 00 00 9D"),
-                Some(CMD_CELL_INFO)
-            ),
+            "AA 55 90 EB 1D 04 00 00 00 00 00 00 00 00 00 00 00 00 00 9B",
+            "AA 55 90 EB 1D 04 01 00 00 00 00 00 00 00 00 00 00 00 00 9C",
+            "AA 55 90 EB 27 04 01 00 00 00 00 00 00 00 00 00 00 00 00 A6",
+            "AA 55 90 EB 1E 04 00 00 00 00 00 00 00 00 00 00 00 00 00 9C",
+            // dropped before the BMS saw it, then sent again on the next connection
+            "AA 55 90 EB 1F 04 00 00 00 00 00 00 00 00 00 00 00 00 00 9D",
+            "AA 55 90 EB 1F 04 00 00 00 00 00 00 00 00 00 00 00 00 00 9D",
         ]
+    );
+    // each is followed by the request for the settings frame that confirms it
+    for (i, _) in switch_writes.iter().take(4).chain(switch_writes.last()) {
+        assert_eq!(
+            writes.get(i + 1).map(|w| w[4]),
+            Some(CMD_CELL_INFO),
+            "after #{i}"
+        );
+    }
+    // and between the dropped one and its second sending, a whole new handshake
+    let (dropped, again) = (switch_writes[4].0, switch_writes[5].0);
+    assert!(
+        writes[dropped + 1..again]
+            .iter()
+            .any(|w| w[4] == CMD_DEVICE_INFO),
+        "a reconnection between the two sendings"
     );
     // the BMS's report, as the status shows it: what took, not what was asked
     // (the records reach the database a moment after the answers: at most 5 s)

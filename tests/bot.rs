@@ -563,25 +563,9 @@ async fn switch_asks_for_confirmation_then_switches_the_bms_for_allowed_chats_on
     .await;
     jk.signal("TERM");
     assert!(jk.wait_exit(limit).success());
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let rows: Vec<(String, i64, String, Option<i64>, String)> = conn
-        .prepare("SELECT switch, turn_on, source, chat_id, outcome FROM bms_switch_writes")
-        .unwrap()
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
     assert_eq!(
-        rows,
-        [(
-            "charging".into(),
-            0,
-            "bot".into(),
-            Some(42),
-            "confirmed".into()
-        )],
+        common::switch_writes(&db),
+        ["Simulated BMS: charging=off by bot chat 42: confirmed"],
         "one write: the refused chat's press sent nothing"
     );
 

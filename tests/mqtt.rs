@@ -814,23 +814,13 @@ async fn home_assistant_switches_the_bms_only_where_control_is_on() {
     assert_eq!(reported(&after, "charging"), Some(false), "still off");
     run.signal("TERM");
     assert!(run.wait_exit(LIMIT).success());
-    let conn = rusqlite::Connection::open(dir.path().join("control.db")).unwrap();
-    let rows: Vec<(String, i64, String, String)> = conn
-        .prepare("SELECT switch, turn_on, source, outcome FROM bms_switch_writes ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mqtt = |s: &str| {
-        (
-            s.to_string(),
-            0,
-            "mqtt".to_string(),
-            "confirmed".to_string(),
-        )
-    };
-    assert_eq!(rows, [mqtt("charging"), mqtt("balancer")]);
+    assert_eq!(
+        common::switch_writes(&dir.path().join("control.db")),
+        [
+            "Simulated BMS: charging=off by mqtt: confirmed",
+            "Simulated BMS: balancer=off by mqtt: confirmed"
+        ]
+    );
 
     // control off (the default): the switches go from Home Assistant, commands do nothing
     let mut run = run_sim(dir.path(), &broker, &[]);

@@ -44,6 +44,22 @@ fn errors_in(lines: &[String]) -> Vec<&String> {
         .collect()
 }
 
+/// `jkmon set <args>` on the simulator with `env`, through the service at `addr`.
+fn set_through(
+    dir: &Path,
+    addr: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> std::process::Output {
+    let url = format!("http://{addr}");
+    let mut all = vec!["set"];
+    all.extend(args);
+    all.extend(["--url", url.as_str()]);
+    let mut cmd = common::process::jkmon(dir, &all);
+    cmd.env("JK_BMS_TRANSPORT", "sim").envs(env.iter().copied());
+    cmd.output().unwrap()
+}
+
 /// `jkmon run --demo` with `env` and its web server on a free port; the port's address.
 fn demo_with_web(dir: &Path, db: &Path, env: &[(&str, &str)]) -> (Running, String) {
     let mut env = env.to_vec();
@@ -80,12 +96,7 @@ fn run_demo_fills_the_database_and_stops_cleanly_on_sigterm() {
     assert_eq!(code, 200);
     // the demo shows control end to end: its simulated battery is switched from the command
     // line, through the service, with no token (nothing real is switched)
-    let mut set = common::process::jkmon(
-        dir.path(),
-        &["set", "1", "heater=on", "--url", &format!("http://{addr}")],
-    );
-    set.env("JK_BMS_TRANSPORT", "sim");
-    let out = set.output().unwrap();
+    let out = set_through(dir.path(), &addr, &[], &["1", "heater=on"]);
     assert!(
         out.status.success(),
         "{}",
@@ -746,18 +757,7 @@ fn switches_are_set_through_the_service_confirmed_by_the_bms_and_recorded() {
     );
 
     // the command line, through the service (its own .env: the same variables)
-    let mut cli = common::process::jkmon(
-        dir.path(),
-        &[
-            "set",
-            "simulated bms",
-            "charging=off",
-            "--url",
-            &format!("http://{addr}"),
-        ],
-    );
-    cli.env("JK_BMS_TRANSPORT", "sim").envs(env.iter().copied());
-    let out = cli.output().unwrap();
+    let out = set_through(dir.path(), &addr, &env, &["simulated bms", "charging=off"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -790,62 +790,46 @@ fn switches_are_set_through_the_service_confirmed_by_the_bms_and_recorded() {
     assert_eq!(b["switch_writes"][0]["source"], "cli", "{b}");
     assert_eq!(b["switch_writes"][0]["outcome"], "confirmed", "{b}");
 
+    let post = |battery: &str, headers: &[(&str, &str)], body: &str| {
+        let path = format!("/api/v1/batteries/{battery}/switches");
+        http(&addr, "POST", &path, headers, body)
+    };
     // the API with JSON
     let json = [
         ("Authorization", bearer.as_str()),
         ("Content-Type", "application/json"),
     ];
-    let (code, body) = http(
-        &addr,
-        "POST",
-        "/api/v1/batteries/1/switches",
-        &json,
-        r#"{"switch": "discharging", "on": false}"#,
-    );
+    let (code, body) = post("1", &json, r#"{"switch": "discharging", "on": false}"#);
     assert_eq!(code, 200, "{body}");
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["confirmed"], true, "{body}");
     let b = eventually(&|b| b["snapshot"]["switches"]["discharging"] == false);
     assert_eq!(b["snapshot"]["switches"]["discharging"], false, "{b}");
     // a switch this board has not, a battery there is not, a bad body: named, nothing sent
-    let (code, body) = http(
-        &addr,
-        "POST",
-        "/api/v1/batteries/7/switches",
-        &json,
-        r#"{"switch": "charging", "on": true}"#,
-    );
+    let (code, body) = post("7", &json, r#"{"switch": "charging", "on": true}"#);
     assert_eq!(code, 404, "{body}");
-    let (code, body) = http(
-        &addr,
-        "POST",
-        "/api/v1/batteries/1/switches",
-        &json,
-        r#"{"switch": "fan", "on": true}"#,
-    );
+    let (code, body) = post("1", &json, r#"{"switch": "fan", "on": true}"#);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("not a switch"), "{body}");
     // no token, a wrong one, a form without the page's anti-forgery token, another site
-    let (code, _) = http(
-        &addr,
-        "POST",
-        "/api/v1/batteries/1/switches",
+    let (code, _) = post(
+        "1",
         &[("Content-Type", "application/json")],
         r#"{"switch": "charging", "on": true}"#,
     );
+    assert_eq!(code, 401);
+    let wrong = [
+        ("Authorization", "Bearer not-the-token"),
+        ("Content-Type", "application/json"),
+    ];
+    let (code, _) = post("1", &wrong, r#"{"switch": "charging", "on": true}"#);
     assert_eq!(code, 401);
     let cookie = format!("jkmon_token={token}");
     let form = [
         ("Cookie", cookie.as_str()),
         ("Content-Type", "application/x-www-form-urlencoded"),
     ];
-    let (code, body) = http(
-        &addr,
-        "POST",
-        "/api/v1/batteries/1/switches",
-        &form,
-        "switch=charging&on=on&csrf=guess",
-    );
+    let (code, body) = post("1", &form, "switch=charging&on=on&csrf=guess");
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("anti-forgery"), "{body}");
     let foreign = [
@@ -853,13 +837,7 @@ fn switches_are_set_through_the_service_confirmed_by_the_bms_and_recorded() {
         ("Content-Type", "application/json"),
         ("Origin", "http://evil.example"),
     ];
-    let (code, _) = http(
-        &addr,
-        "POST",
-        "/api/v1/batteries/1/switches",
-        &foreign,
-        r#"{"switch": "charging", "on": true}"#,
-    );
+    let (code, _) = post("1", &foreign, r#"{"switch": "charging", "on": true}"#);
     assert_eq!(code, 403);
     assert_eq!(
         status()["batteries"][0]["snapshot"]["switches"]["charging"],
@@ -869,28 +847,13 @@ fn switches_are_set_through_the_service_confirmed_by_the_bms_and_recorded() {
 
     run.signal("TERM");
     assert!(run.wait_exit(Duration::from_secs(20)).success());
-    let conn = Connection::open(&db).unwrap();
-    let rows: Vec<(String, String, i64, String, String)> = conn
-        .prepare(
-            "SELECT battery, switch, turn_on, source, outcome FROM bms_switch_writes ORDER BY id",
-        )
-        .unwrap()
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let row = |switch: &str, source: &str| {
-        (
-            "Simulated BMS".to_string(),
-            switch.to_string(),
-            0,
-            source.to_string(),
-            "confirmed".to_string(),
-        )
-    };
-    assert_eq!(rows, [row("charging", "cli"), row("discharging", "api")]);
+    assert_eq!(
+        common::switch_writes(&db),
+        [
+            "Simulated BMS: charging=off by cli: confirmed",
+            "Simulated BMS: discharging=off by api: confirmed"
+        ]
+    );
 
     // control off (the default), and control on without WEB_AUTH_TOKEN: refused with the fix
     for (env, expect) in [
@@ -906,18 +869,7 @@ fn switches_are_set_through_the_service_confirmed_by_the_bms_and_recorded() {
         let mut run = jkmon(dir.path(), &db, &["run"], &env);
         let addr = run.web_address(Duration::from_secs(20));
         // the command line hears the service's refusal, with the fix
-        let mut cli = common::process::jkmon(
-            dir.path(),
-            &[
-                "set",
-                "1",
-                "charging=on",
-                "--url",
-                &format!("http://{addr}"),
-            ],
-        );
-        cli.env("JK_BMS_TRANSPORT", "sim").envs(env.iter().copied());
-        let out = cli.output().unwrap();
+        let out = set_through(dir.path(), &addr, &env, &["1", "charging=on"]);
         assert!(!out.status.success());
         let e = String::from_utf8_lossy(&out.stderr);
         assert!(e.contains(expect), "{e}");

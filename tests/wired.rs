@@ -71,6 +71,18 @@ fn bus_session(
     mode: BusMode,
     poll: Duration,
 ) -> mpsc::Receiver<SessionEvent> {
+    start_bus(pty, addresses, mode, poll, None)
+}
+
+/// The bus session on `pty` for packs at `addresses` (each its own battery, from 0), taking
+/// switch writes from `writes` where given.
+fn start_bus(
+    pty: &PtyPair,
+    addresses: &[u8],
+    mode: BusMode,
+    poll: Duration,
+    writes: Option<mpsc::Receiver<(usize, jkmon::session::control::WriteRequest)>>,
+) -> mpsc::Receiver<SessionEvent> {
     let (tx, rx) = mpsc::channel(256);
     let packs = addresses
         .iter()
@@ -90,19 +102,20 @@ fn bus_session(
         port: port(&pty.a),
         name: "RS485 bus".into(),
     };
-    tokio::spawn(
-        BusSession::new(
-            "RS485 bus",
-            packs,
-            Arc::new(connector),
-            wired_config(poll),
-            mode,
-            timing,
-            Arc::new(BmsSoc),
-            tx,
-        )
-        .run(),
+    let mut session = BusSession::new(
+        "RS485 bus",
+        packs,
+        Arc::new(connector),
+        wired_config(poll),
+        mode,
+        timing,
+        Arc::new(BmsSoc),
+        tx,
     );
+    if let Some(writes) = writes {
+        session = session.with_writes(writes);
+    }
+    tokio::spawn(session.run());
     rx
 }
 
@@ -612,39 +625,13 @@ fn writable_bus(
     mpsc::Sender<(usize, jkmon::session::control::WriteRequest)>,
     Arc<std::sync::Mutex<std::collections::HashMap<usize, Snapshot>>>,
 ) {
-    let (tx, mut rx) = mpsc::channel(256);
-    let packs = addresses
-        .iter()
-        .enumerate()
-        .map(|(i, a)| BusPack {
-            battery: i,
-            address: *a,
-            name: format!("Pack #{a}").into(),
-        })
-        .collect();
-    let timing = BusTiming {
-        listen: Duration::from_millis(600),
-        master_gone: Duration::from_secs(2),
-        ..BusTiming::default()
-    };
-    let connector = SerialConnector {
-        port: port(&pty.a),
-        name: "RS485 bus".into(),
-    };
     let (writes, taken) = mpsc::channel(4);
-    tokio::spawn(
-        BusSession::new(
-            "RS485 bus",
-            packs,
-            Arc::new(connector),
-            wired_config(Duration::from_millis(200)),
-            mode,
-            timing,
-            Arc::new(BmsSoc),
-            tx,
-        )
-        .with_writes(taken)
-        .run(),
+    let mut rx = start_bus(
+        pty,
+        addresses,
+        mode,
+        Duration::from_millis(200),
+        Some(taken),
     );
     let latest = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
     let keep = latest.clone();

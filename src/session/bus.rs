@@ -280,6 +280,15 @@ impl BusSession {
         self
     }
 
+    /// Why a write to pack `pack`, which is offline, is not sent.
+    fn pack_offline(&self, pack: usize) -> control::WriteError {
+        let p = &self.packs[pack];
+        control::WriteError::Offline(format!(
+            "{} does not answer on RS485 address {}",
+            p.name, p.address
+        ))
+    }
+
     /// Answers the write under way and logs the outcome.
     fn finish_write(&mut self, result: Result<(), control::WriteError>) {
         let Some(w) = self.write.take() else { return };
@@ -296,10 +305,7 @@ impl BusSession {
     fn take_write(&mut self, pack: usize, request: control::WriteRequest, role: Role) {
         let p = &self.packs[pack];
         let refused = match (p.state, role) {
-            (State::Disconnected, _) => Some(control::WriteError::Offline(format!(
-                "{} does not answer on RS485 address {}",
-                p.name, p.address
-            ))),
+            (State::Disconnected, _) => Some(self.pack_offline(pack)),
             (_, Role::Sniffer) => Some(busy()),
             _ => None,
         };
@@ -501,9 +507,8 @@ impl BusSession {
             }
             WritePhase::Queued if role == Role::Sniffer => self.finish_write(Err(busy())),
             WritePhase::Queued if self.packs[w.pack].state == State::Disconnected => {
-                let p = &self.packs[w.pack];
-                let why = format!("{} does not answer on RS485 address {}", p.name, p.address);
-                self.finish_write(Err(control::WriteError::Offline(why)));
+                let offline = self.pack_offline(w.pack);
+                self.finish_write(Err(offline));
             }
             _ => {}
         }

@@ -136,3 +136,32 @@ pub mod mqtt;
 pub mod process;
 pub mod prometheus;
 pub mod pty;
+
+/// Every switch write recorded in `db`, oldest first, as
+/// `"<battery>: <switch>=on|off by <source>[ chat <id>]: <outcome>"`.
+pub fn switch_writes(db: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT battery, switch, turn_on, source, chat_id, outcome FROM bms_switch_writes
+             ORDER BY id",
+        )
+        .unwrap();
+    stmt.query_map([], |r| {
+        let chat = r
+            .get::<_, Option<i64>>(4)?
+            .map(|c| format!(" chat {c}"))
+            .unwrap_or_default();
+        Ok(format!(
+            "{}: {}={} by {}{chat}: {}",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            if r.get::<_, bool>(2)? { "on" } else { "off" },
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(5)?
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
