@@ -798,3 +798,39 @@ async fn the_python_monitors_history_route_returns_every_row_of_the_range() {
     let day: Vec<Value> = serde_json::from_str(&text).unwrap();
     assert!((8_640..=8_642).contains(&day.len()), "{}", day.len());
 }
+
+/// The switch route in a process that runs no BMS session (`jkmon web` on its own): refused
+/// without a token, and with one it says where switching happens; nothing is sent anywhere.
+#[tokio::test]
+async fn the_web_alone_refuses_switch_writes_and_says_where_to_send_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    let _store = database(&path, chrono::Duration::seconds(1));
+    let post = |state: Arc<AppState>, auth: Option<&'static str>| async move {
+        let mut req = Request::builder()
+            .method("POST")
+            .uri("/api/v1/batteries/1/switches")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let body = Body::from(r#"{"switch": "charging", "on": false}"#);
+        let response = router(state)
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let text: Value = serde_json::from_slice(&bytes).unwrap();
+        (
+            status,
+            text["error"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let (code, e) = post(state(&path, None), None).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert!(e.contains("needs WEB_AUTH_TOKEN"), "{e}");
+    let (code, e) = post(state(&path, Some("t")), Some("Bearer t")).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert!(e.contains("`jkmon run` or `jkmon poll`"), "{e}");
+}

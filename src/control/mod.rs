@@ -140,6 +140,12 @@ impl Controller {
     /// The battery `asked` names: its position (`1`) or its name, case aside.
     pub fn find(&self, asked: &str) -> Result<&Slot, SetError> {
         let asked = asked.trim();
+        if self.slots.is_empty() {
+            // a process that runs no BMS session and has none configured (`jkmon web`)
+            return Err(SetError::NotHere {
+                battery: format!("battery {asked}"),
+            });
+        }
         self.slots
             .iter()
             .find(|s| s.position.to_string() == asked || s.name.eq_ignore_ascii_case(asked))
@@ -277,6 +283,9 @@ mod tests {
         );
         assert!(!c.enabled());
         assert_eq!(c.find("garage").unwrap().position, 1);
+        // `jkmon web` on its own, with no BMS configured: it says where to switch
+        let e = Controller::default().find("1").unwrap_err();
+        assert!(e.to_string().contains("`jkmon run`"), "{e}");
     }
 
     #[tokio::test]

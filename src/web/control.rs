@@ -155,7 +155,7 @@ pub async fn switch(
     };
     let slot = match state.control.find(&battery) {
         Ok(s) => s.clone(),
-        Err(e) => return error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e) => return error(status_of(&e), &e.to_string()),
     };
     let result = state
         .control
