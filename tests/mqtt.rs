@@ -773,7 +773,12 @@ async fn home_assistant_switches_the_bms_only_where_control_is_on() {
     let command = "jkmon/battery1/switch/charging/set";
     publish(&broker, command, "OFF", true);
     let mut sub = Subscriber::start(&broker);
-    let mut run = run_sim(dir.path(), &broker, &[("JK_BMS_CONTROL", "on")]);
+    // states at most once a minute: the BMS's answer to a command goes out at once all the same
+    let mut run = run_sim(
+        dir.path(),
+        &broker,
+        &[("JK_BMS_CONTROL", "on"), ("MQTT_STATE_SEC", "60")],
+    );
     run.wait_for_log(LIMIT, "a retained command is ignored");
     publish(&broker, command, "", true); // cleared
     let charging = sub
@@ -799,9 +804,15 @@ async fn home_assistant_switches_the_bms_only_where_control_is_on() {
     }
 
     publish(&broker, command, "OFF", false);
+    let asked = std::time::Instant::now();
     let off = sub.wait_for(LIMIT, "the BMS reporting charging off", |m| {
         reported(m, "charging") == Some(false)
     });
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "the answer went out with the next snapshot, not at the next MQTT_STATE_SEC: {:?}",
+        asked.elapsed()
+    );
     assert_eq!(
         off.json()["charging_enabled"],
         false,

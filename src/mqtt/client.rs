@@ -247,6 +247,9 @@ pub async fn run(
     let mut publisher = Publisher::new(layout, freshness);
     let mut connected = false;
     let mut failures = 0u32;
+    let (answered_tx, mut answered) = mpsc::unbounded_channel::<()>();
+    let mut prompt_until = Instant::now();
+    let mut prompt_tick = tokio::time::interval(PROMPT_EVERY);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -254,7 +257,7 @@ pub async fn run(
             _ = stop.cancelled() => break,
             link = link_rx.recv() => match link {
                 Some(Link::Command(p)) => {
-                    command(&publisher, &control, p);
+                    command(&publisher, &control, p, answered_tx.clone());
                     continue;
                 }
                 Some(Link::Up) => {
@@ -295,6 +298,19 @@ pub async fn run(
                     continue;
                 }
                 publisher.update(&f, Instant::now(), Cause::Change)
+            }
+            // a switch command was answered: for a moment, each new state goes out at once,
+            // so Home Assistant sees the BMS's answer rather than waiting for MQTT_STATE_SEC
+            Some(()) = answered.recv() => {
+                prompt_until = Instant::now() + PROMPT_FOR;
+                continue;
+            }
+            _ = prompt_tick.tick(), if Instant::now() < prompt_until => {
+                if !connected {
+                    continue;
+                }
+                let f = feed.borrow().clone();
+                publisher.update(&f, Instant::now(), Cause::Tick)
             }
             changed = inverter.changed() => {
                 if changed.is_err() {
@@ -337,7 +353,17 @@ pub async fn run(
 /// battery's session without holding the publisher up. A retained command is ignored: it
 /// would switch the BMS again at every reconnection. The entity's state follows the BMS's
 /// next report, whatever the outcome.
-fn command(publisher: &Publisher, control: &Controller, p: rumqttc::Publish) {
+/// After a command's answer, states that changed go out every `PROMPT_EVERY` for
+/// `PROMPT_FOR`, whatever MQTT_STATE_SEC says.
+const PROMPT_FOR: Duration = Duration::from_secs(3);
+const PROMPT_EVERY: Duration = Duration::from_millis(250);
+
+fn command(
+    publisher: &Publisher,
+    control: &Controller,
+    p: rumqttc::Publish,
+    answered: mpsc::UnboundedSender<()>,
+) {
     let Some((position, switch)) = publisher.layout().command(&p.topic) else {
         tracing::warn!("mqtt: {}: not a switch command jkmon takes", p.topic);
         return;
@@ -366,6 +392,7 @@ fn command(publisher: &Publisher, control: &Controller, p: rumqttc::Publish) {
         let _ = control
             .set(position, Setting { switch, on }, Source::Mqtt)
             .await;
+        let _ = answered.send(());
     });
 }
 
