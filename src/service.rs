@@ -103,7 +103,8 @@ pub fn write_link(transport: TransportKind) -> Result<WriteLink, &'static str> {
 }
 
 /// Control's view of the batteries, and the receiving ends of the write channels for the
-/// sessions (one per battery `JK_BMS_CONTROL` allows, where this process runs the sessions).
+/// sessions (one per battery `JK_BMS_CONTROL` allows, where this process runs the sessions; on
+/// an RS485 network one for the bus, beside the first allowed pack).
 pub fn control_slots(
     config: &Config,
     batteries: &[Battery],
@@ -113,15 +114,25 @@ pub fn control_slots(
         Ok(link) => (Some(link), ""),
         Err(why) => (None, why),
     };
+    let (bus, mut bus_rx) = match link {
+        Some(WriteLink::Rs485) => {
+            let (tx, rx) = mpsc::channel(8);
+            (Some(tx), Some(rx))
+        }
+        _ => (None, None),
+    };
     batteries
         .iter()
         .map(|b| {
             let allowed = config.control.allows(b.position, &b.name);
-            let (writes, taken) = if allowed && sessions && link.is_some() {
-                let (tx, rx) = mpsc::channel(8);
-                (Some(tx), Some(rx))
-            } else {
-                (None, None)
+            let (writes, taken) = match (allowed && sessions && link.is_some(), &bus) {
+                (false, _) => (None, None),
+                // the packs of an RS485 network share their one session's channel
+                (true, Some(tx)) => (Some(tx.clone()), bus_rx.take()),
+                (true, None) => {
+                    let (tx, rx) = mpsc::channel(8);
+                    (Some(tx), Some(rx))
+                }
             };
             let slot = Slot {
                 position: b.position,
@@ -170,21 +181,9 @@ pub async fn start_sessions_with(
             estimator,
             tx,
         );
-        // one session for every pack: each pack's writes go to it, named by the pack
-        if writes.iter().any(Option::is_some) {
-            let (bus_tx, bus_rx) = mpsc::channel(8);
-            for (pack, rx) in writes.into_iter().enumerate() {
-                let Some(mut rx) = rx else { continue };
-                let bus_tx = bus_tx.clone();
-                tokio::spawn(async move {
-                    while let Some(request) = rx.recv().await {
-                        if bus_tx.send((pack, request)).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            session = session.with_writes(bus_rx);
+        // one session for every pack, one channel for their writes (each names its battery)
+        if let Some(bus_writes) = writes.into_iter().flatten().next() {
+            session = session.with_writes(bus_writes);
         }
         tokio::spawn(session.run());
         return Ok((fleet, rx));

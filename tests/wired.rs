@@ -81,7 +81,7 @@ fn start_bus(
     addresses: &[u8],
     mode: BusMode,
     poll: Duration,
-    writes: Option<mpsc::Receiver<(usize, jkmon::session::control::WriteRequest)>>,
+    writes: Option<mpsc::Receiver<jkmon::session::control::WriteRequest>>,
 ) -> mpsc::Receiver<SessionEvent> {
     let (tx, rx) = mpsc::channel(256);
     let packs = addresses
@@ -622,7 +622,7 @@ fn writable_bus(
     addresses: &[u8],
     mode: BusMode,
 ) -> (
-    mpsc::Sender<(usize, jkmon::session::control::WriteRequest)>,
+    mpsc::Sender<jkmon::session::control::WriteRequest>,
     Arc<std::sync::Mutex<std::collections::HashMap<usize, Snapshot>>>,
 ) {
     let (writes, taken) = mpsc::channel(4);
@@ -649,16 +649,17 @@ fn writable_bus(
 
 /// Asks the bus session to set `setting` on pack `pack` (from 0); its answer.
 async fn write(
-    writes: &mpsc::Sender<(usize, jkmon::session::control::WriteRequest)>,
+    writes: &mpsc::Sender<jkmon::session::control::WriteRequest>,
     pack: usize,
     setting: &str,
 ) -> Result<(), jkmon::session::control::WriteError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let request = jkmon::session::control::WriteRequest {
+        battery: pack,
         setting: setting.parse().unwrap(),
         reply,
     };
-    writes.send((pack, request)).await.unwrap();
+    writes.send(request).await.unwrap();
     timeout(LIMIT, answer)
         .await
         .expect("an answer")

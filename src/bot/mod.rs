@@ -234,11 +234,7 @@ async fn on_switch(
         }
         switch::Press::Ask(position, setting) => {
             bot.answer_callback_query(q.id.clone()).await?;
-            let name = ctx
-                .control
-                .find(&position.to_string())
-                .map(|s| s.name.clone())
-                .unwrap_or_else(|_| position.to_string());
+            let name = ctx.control.name_of(position);
             let (text, keyboard) = switch::confirm(&name, position, setting);
             edit(text, Some(keyboard)).await?;
         }

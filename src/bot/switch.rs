@@ -128,10 +128,7 @@ pub fn confirm(battery: &str, position: usize, setting: Setting) -> (String, Inl
 
 /// Sends the write for `chat` and says what the BMS answered.
 pub async fn apply(control: &Controller, chat: i64, position: usize, setting: Setting) -> String {
-    let battery = control
-        .find(&position.to_string())
-        .map(|s| s.name.clone())
-        .unwrap_or_else(|_| position.to_string());
+    let battery = control.name_of(position);
     let what = format!(
         "{} {} on {}",
         setting.switch,

@@ -64,7 +64,7 @@ fn serial_port(args: &SimulateArgs, baud: u32) -> anyhow::Result<PortConfig> {
 
 /// The simulated BMS, or RS485 network, on its serial port.
 fn bms(args: &SimulateArgs) -> anyhow::Result<Option<std::sync::Arc<bus::BusStats>>> {
-    let port = serial_port(args, 115_200)?;
+    let port = serial_port(args, serial::DEFAULT_BAUD)?;
     let stream = serial::open(&port)?;
     let peer = serial::peer_over(stream);
     let battery = SimConfig {

@@ -81,22 +81,6 @@ pub enum SetError {
     },
 }
 
-impl SetError {
-    /// The outcome word recorded for a write that was tried.
-    fn outcome(e: &WriteError) -> &'static str {
-        match e {
-            WriteError::NotOnThisBoard(_) => "not_on_this_board",
-            WriteError::Offline(_) => "offline",
-            WriteError::Refused { .. } => "refused",
-            WriteError::NoConfirmation(..) => "not_confirmed",
-            WriteError::Dropped(_) => "dropped",
-            WriteError::Stopped => "stopped",
-            WriteError::Busy(_) => "busy",
-            WriteError::Unanswered(_) => "unanswered",
-        }
-    }
-}
-
 /// Every battery's control, shared by the interfaces. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Controller {
@@ -155,6 +139,17 @@ impl Controller {
             })
     }
 
+    /// Battery `position` (1-based).
+    fn at(&self, position: usize) -> Result<&Slot, SetError> {
+        self.find(&position.to_string())
+    }
+
+    /// Battery `position`'s name, or its position where none is known.
+    pub fn name_of(&self, position: usize) -> String {
+        self.at(position)
+            .map_or_else(|_| position.to_string(), |s| s.name.clone())
+    }
+
     fn known(&self) -> String {
         let names: Vec<String> = self
             .slots
@@ -178,7 +173,7 @@ impl Controller {
         setting: Setting,
         source: Source,
     ) -> Result<(), SetError> {
-        let slot = self.find(&position.to_string())?;
+        let slot = self.at(position)?;
         let battery = slot.name.clone();
         if !slot.allowed {
             tracing::warn!("control: {setting} on {battery} asked by {source}, refused: JK_BMS_CONTROL leaves it off");
@@ -194,7 +189,7 @@ impl Controller {
             return Err(SetError::NotHere { battery });
         };
         tracing::info!("control: {setting} on {battery} asked by {source}");
-        let result = session::set(writes, setting).await;
+        let result = session::set(writes, position - 1, setting).await;
         let (outcome, detail) = match &result {
             Ok(()) => {
                 tracing::info!("control: {setting} on {battery} ({source}): confirmed by the BMS");
@@ -202,7 +197,7 @@ impl Controller {
             }
             Err(e) => {
                 tracing::warn!("control: {setting} on {battery} ({source}): {e}");
-                (SetError::outcome(e), e.to_string())
+                (e.outcome(), e.to_string())
             }
         };
         let record = WriteRecord {
@@ -295,7 +290,10 @@ mod tests {
         assert!(c.enabled());
         tokio::spawn(async move {
             let r = rx.recv().await.unwrap();
-            assert_eq!(r.setting.to_string(), "balancer=on");
+            assert_eq!(
+                (r.battery, r.setting.to_string()),
+                (0, "balancer=on".into())
+            );
             let _ = r.reply.send(Err(WriteError::Refused {
                 switch: Switch::Balancer,
                 reported: false,

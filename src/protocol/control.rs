@@ -138,12 +138,17 @@ pub fn ble_register(variant: Variant, switch: Switch) -> Result<u8, ControlError
             board(),
             "a JK04 board (hardware 3.x, the B5A24S balancer) switches only its balancer",
         )),
-        (Variant::Serial4e57, _) => Err(not_on(
-            switch,
-            "the serial 4E 57 port",
-            "jkmon does not write over the GPS/UART port (most boards refuse it); use Bluetooth or the RS485 network",
-        )),
+        (Variant::Serial4e57, _) => Err(serial_port_refusal(switch)),
     }
+}
+
+/// Why `switch` is not written over the serial 4E 57 port.
+pub fn serial_port_refusal(switch: Switch) -> ControlError {
+    not_on(
+        switch,
+        "the serial 4E 57 port",
+        "jkmon does not write over the GPS/UART port (most boards refuse it); use Bluetooth or the RS485 network",
+    )
 }
 
 /// The 20-byte BLE command that sets `setting` on a `variant` board.

@@ -33,7 +33,7 @@ use super::control;
 use super::serial::MISSED_LIMIT;
 use super::{Backoff, EventKind, SessionConfig, SessionEvent, State};
 use crate::battery::{Snapshot, SocEstimator};
-use crate::protocol::control::{self as protocol_control, Confirmation};
+use crate::protocol::control as protocol_control;
 use crate::protocol::rs485::{self, Rs485Register};
 use crate::protocol::settings::jk02::DEVICE_ADDRESS;
 use crate::protocol::{
@@ -208,7 +208,7 @@ pub struct BusSession {
     /// Frames decoded on this port so far.
     decoded: u64,
     /// Switch writes asked of the packs (pack index, request), where control is on.
-    writes: Option<mpsc::Receiver<(usize, control::WriteRequest)>>,
+    writes: Option<mpsc::Receiver<control::WriteRequest>>,
     /// The write under way, one at a time; it outlives a port that closes (sent once more).
     write: Option<BusWrite>,
 }
@@ -271,11 +271,8 @@ impl BusSession {
         }
     }
 
-    /// Takes switch writes for the packs from `writes` (pack index from 0, request).
-    pub fn with_writes(
-        mut self,
-        writes: mpsc::Receiver<(usize, control::WriteRequest)>,
-    ) -> BusSession {
+    /// Takes switch writes for the packs from `writes` (each names its battery).
+    pub fn with_writes(mut self, writes: mpsc::Receiver<control::WriteRequest>) -> BusSession {
         self.writes = Some(writes);
         self
     }
@@ -289,20 +286,20 @@ impl BusSession {
         ))
     }
 
-    /// Answers the write under way and logs the outcome.
+    /// Answers the write under way (the controller logs the outcome, with who asked).
     fn finish_write(&mut self, result: Result<(), control::WriteError>) {
-        let Some(w) = self.write.take() else { return };
-        let name = &self.packs[w.pack].name;
-        match &result {
-            Ok(()) => tracing::info!("{name}: {} confirmed by the BMS", w.request.setting),
-            Err(e) => tracing::warn!("{name}: {}: {e}", w.request.setting),
+        if let Some(w) = self.write.take() {
+            let _ = w.request.reply.send(result);
         }
-        let _ = w.request.reply.send(result);
     }
 
-    /// A write asked: refused at once where it cannot go (the pack offline, another master on
-    /// the bus), else queued.
-    fn take_write(&mut self, pack: usize, request: control::WriteRequest, role: Role) {
+    /// A write asked: refused at once where it cannot go (no such pack, the pack offline,
+    /// another master on the bus), else queued.
+    fn take_write(&mut self, request: control::WriteRequest, role: Role) {
+        let Some(pack) = self.packs.iter().position(|p| p.battery == request.battery) else {
+            let _ = request.reply.send(Err(control::WriteError::Stopped));
+            return;
+        };
         let p = &self.packs[pack];
         let refused = match (p.state, role) {
             (State::Disconnected, _) => Some(self.pack_offline(pack)),
@@ -332,7 +329,7 @@ impl BusSession {
             tokio::select! {
                 _ = sleep_until(until) => return,
                 request = writes.recv() => match request {
-                    Some((_, r)) => {
+                    Some(r) => {
                         let _ = r.reply.send(Err(control::WriteError::Offline(why.to_string())));
                     }
                     None => self.writes = None,
@@ -416,7 +413,7 @@ impl BusSession {
                 }
                 request = async { self.writes.as_mut().unwrap().recv().await }, if takes_writes => {
                     match request {
-                        Some((pack, request)) => self.take_write(pack, request, floor.role),
+                        Some(request) => self.take_write(request, floor.role),
                         None => self.writes = None,
                     }
                 }
@@ -502,8 +499,7 @@ impl BusSession {
             }
             WritePhase::Confirming { until } if now >= until => {
                 let setting = w.request.setting;
-                let secs = control::CONFIRM_WITHIN.as_secs();
-                self.finish_write(Err(control::WriteError::NoConfirmation(setting, secs)));
+                self.finish_write(Err(control::WriteError::unconfirmed(setting)));
             }
             WritePhase::Queued if role == Role::Sniffer => self.finish_write(Err(busy())),
             WritePhase::Queued if self.packs[w.pack].state == State::Disconnected => {
@@ -537,14 +533,8 @@ impl BusSession {
         if w.pack != i || !matches!(w.phase, WritePhase::Confirming { .. }) {
             return;
         }
-        let setting = w.request.setting;
-        match protocol_control::confirmation(settings, setting) {
-            Confirmation::Confirmed => self.finish_write(Ok(())),
-            Confirmation::Refused => self.finish_write(Err(control::WriteError::Refused {
-                switch: setting.switch,
-                reported: !setting.on,
-            })),
-            Confirmation::Unknown => {}
+        if let Some(result) = control::settle(settings, w.request.setting) {
+            self.finish_write(result);
         }
     }
 

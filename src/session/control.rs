@@ -18,6 +18,8 @@ pub const CONFIRM_WITHIN: Duration = Duration::from_secs(5);
 /// A write asked of a session; the answer comes on `reply`.
 #[derive(Debug)]
 pub struct WriteRequest {
+    /// The battery, from 0 (an RS485 bus session serves several through one channel).
+    pub battery: usize,
     pub setting: Setting,
     pub reply: oneshot::Sender<Result<(), WriteError>>,
 }
@@ -49,14 +51,54 @@ pub enum WriteError {
     Unanswered(String),
 }
 
-/// The sending side, one per battery whose switches may be set.
+impl WriteError {
+    /// No settings frame showed `setting` within [`CONFIRM_WITHIN`].
+    pub fn unconfirmed(setting: Setting) -> WriteError {
+        WriteError::NoConfirmation(setting, CONFIRM_WITHIN.as_secs())
+    }
+
+    /// The word the record keeps for this outcome.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            WriteError::NotOnThisBoard(_) => "not_on_this_board",
+            WriteError::Offline(_) => "offline",
+            WriteError::Refused { .. } => "refused",
+            WriteError::NoConfirmation(..) => "not_confirmed",
+            WriteError::Dropped(_) => "dropped",
+            WriteError::Stopped => "stopped",
+            WriteError::Busy(_) => "busy",
+            WriteError::Unanswered(_) => "unanswered",
+        }
+    }
+}
+
+/// What a settings frame that arrived after the write of `setting` says: `Some(answer)` when
+/// it decides it, `None` when it does not carry the switch (wait for the deadline).
+pub fn settle(settings: &Settings, setting: Setting) -> Option<Result<(), WriteError>> {
+    match control::confirmation(settings, setting) {
+        Confirmation::Confirmed => Some(Ok(())),
+        Confirmation::Refused => Some(Err(WriteError::Refused {
+            switch: setting.switch,
+            reported: !setting.on,
+        })),
+        Confirmation::Unknown => None,
+    }
+}
+
+/// The sending side: one per battery whose switches may be set (shared by the packs of an
+/// RS485 network, whose one session serves them all).
 pub type Writes = mpsc::Sender<WriteRequest>;
 
-/// Asks the session behind `writes` to set `setting`; waits for its confirmation.
-pub async fn set(writes: &Writes, setting: Setting) -> Result<(), WriteError> {
+/// Asks the session behind `writes` to set `setting` on `battery` (from 0); waits for its
+/// confirmation.
+pub async fn set(writes: &Writes, battery: usize, setting: Setting) -> Result<(), WriteError> {
     let (reply, answer) = oneshot::channel();
     writes
-        .send(WriteRequest { setting, reply })
+        .send(WriteRequest {
+            battery,
+            setting,
+            reply,
+        })
         .await
         .map_err(|_| WriteError::Stopped)?;
     answer.await.unwrap_or(Err(WriteError::Stopped))
@@ -82,26 +124,10 @@ impl Pending {
 
     /// A settings frame arrived: `Some(answer)` when it decides the write.
     pub fn settled_by(&self, settings: &Settings) -> Option<Result<(), WriteError>> {
-        let setting = self.request.setting;
-        match control::confirmation(settings, setting) {
-            Confirmation::Confirmed => Some(Ok(())),
-            Confirmation::Refused => Some(Err(WriteError::Refused {
-                switch: setting.switch,
-                reported: !setting.on,
-            })),
-            // this frame says nothing about the switch: wait for the deadline
-            Confirmation::Unknown => None,
-        }
+        settle(settings, self.request.setting)
     }
 
     pub fn answer(self, result: Result<(), WriteError>) {
         let _ = self.request.reply.send(result);
-    }
-}
-
-/// Answers every request waiting on `writes` with `Offline(why)` (the session is not streaming).
-pub fn refuse_waiting(writes: &mut mpsc::Receiver<WriteRequest>, why: &str) {
-    while let Ok(r) = writes.try_recv() {
-        let _ = r.reply.send(Err(WriteError::Offline(why.to_string())));
     }
 }

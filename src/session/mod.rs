@@ -224,10 +224,7 @@ pub enum EventKind {
 
 /// Why the serial 4E 57 port takes no write of `setting`.
 fn serial_refusal(setting: crate::protocol::control::Setting) -> control::WriteError {
-    crate::protocol::control::ble_write(crate::protocol::Variant::Serial4e57, setting)
-        .err()
-        .map(control::WriteError::from)
-        .unwrap_or(control::WriteError::Stopped)
+    crate::protocol::control::serial_port_refusal(setting.switch).into()
 }
 
 /// One BMS, its connector and where its events go.
@@ -497,8 +494,7 @@ impl Session {
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     if let Some(p) = pending.take() {
                         let setting = p.request.setting;
-                        tracing::warn!("{}: {setting} not confirmed by a settings frame within {} s", self.name, control::CONFIRM_WITHIN.as_secs());
-                        p.answer(Err(control::WriteError::NoConfirmation(setting, control::CONFIRM_WITHIN.as_secs())));
+                        p.answer(Err(control::WriteError::unconfirmed(setting)));
                     }
                     continue;
                 }
@@ -521,18 +517,11 @@ impl Session {
                         _ => None,
                     };
                     // only a frame that decides the write ends the wait
+                    // (the controller logs the outcome, with who asked)
                     if let Some(result) = settled {
                         let p = pending
                             .take()
                             .expect("settled only while a write is pending");
-                        match &result {
-                            Ok(()) => tracing::info!(
-                                "{}: {} confirmed by the BMS",
-                                self.name,
-                                p.request.setting
-                            ),
-                            Err(e) => tracing::warn!("{}: {}: {e}", self.name, p.request.setting),
-                        }
                         p.answer(result);
                         answered = periodic;
                     }
@@ -815,7 +804,9 @@ mod tests {
         );
         while states.recv().await != Some(State::Disconnected) {}
         let asked = Instant::now();
-        control::set(&writes, set("discharging=off")).await.unwrap();
+        control::set(&writes, 0, set("discharging=off"))
+            .await
+            .unwrap();
         // not after the ten minutes to the next reading: on a connection opened for it
         assert!(
             asked.elapsed() < Duration::from_secs(30),
@@ -837,7 +828,7 @@ mod tests {
         let set = |s: &str| s.parse::<crate::protocol::control::Setting>().unwrap();
         let (writes, latest) = start_writable(SimConfig::default());
         // asked at once: it waits behind the handshake, then goes out on the session's link
-        control::set(&writes, set("charging=off")).await.unwrap();
+        control::set(&writes, 0, set("charging=off")).await.unwrap();
         let s = latest.lock().unwrap().clone();
         // the snapshots that follow carry the new settings and flags
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -845,14 +836,16 @@ mod tests {
         assert_eq!(after.settings.as_ref().unwrap().charge_switch, Some(false));
         assert_eq!(after.cell_info.charging_enabled, Some(false));
         drop(s);
-        control::set(&writes, set("heater=on")).await.unwrap();
-        control::set(&writes, set("charging=on")).await.unwrap();
+        control::set(&writes, 0, set("heater=on")).await.unwrap();
+        control::set(&writes, 0, set("charging=on")).await.unwrap();
         // a switch this board does not have: refused by name, nothing sent
         let (writes24, _) = start_writable(SimConfig {
             variant: crate::protocol::Variant::Jk02_24s,
             ..SimConfig::default()
         });
-        let e = control::set(&writes24, set("heater=on")).await.unwrap_err();
+        let e = control::set(&writes24, 0, set("heater=on"))
+            .await
+            .unwrap_err();
         assert!(matches!(e, control::WriteError::NotOnThisBoard(_)), "{e}");
     }
 
@@ -923,7 +916,7 @@ mod tests {
             }
         });
         let setting = "balancer=off".parse().unwrap();
-        control::set(&writes, setting).await.unwrap();
+        control::set(&writes, 0, setting).await.unwrap();
         assert!(
             !armed.load(std::sync::atomic::Ordering::SeqCst),
             "the link did drop"
@@ -961,7 +954,7 @@ mod tests {
         tokio::spawn(session.run());
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
         let setting = "charging=off".parse().unwrap();
-        let e = control::set(&writes, setting).await.unwrap_err();
+        let e = control::set(&writes, 0, setting).await.unwrap_err();
         assert!(matches!(e, control::WriteError::Offline(_)), "{e}");
         assert!(
             e.to_string().contains("offline: nothing was written"),
@@ -976,7 +969,7 @@ mod tests {
             refuse_writes: true,
             ..SimConfig::default()
         });
-        let e = control::set(&writes, set("discharging=off"))
+        let e = control::set(&writes, 0, set("discharging=off"))
             .await
             .unwrap_err();
         assert_eq!(
