@@ -401,6 +401,24 @@ fn api_status(web: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// The status once the poller's `state` shows there. The poller logs a change before the
+/// database writer has recorded it, and the views read the database: asked until `limit`.
+fn api_status_once(web: &str, state: &str, limit: Duration) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let status = api_status(web);
+        if status["inverter_poller"]["state"] == state {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the poller never showed {state} within {limit:?}: {}",
+            status["inverter_poller"]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn rows(db: &std::path::Path) -> Vec<(i64, String, Option<String>, Option<String>)> {
     let conn = rusqlite::Connection::open(db).unwrap();
     let mut stmt = conn
@@ -504,7 +522,7 @@ async fn jkmon_polls_the_inverter_and_writes_the_python_pollers_rows_with_the_ba
     // the inverter goes quiet behind its dongle: error rows as the Python poller stores them
     sim.inverter.set_silent(true);
     run.wait_for_log(Duration::from_secs(30), "inverter offline");
-    let status = api_status(&web);
+    let status = api_status_once(&web, "offline", Duration::from_secs(10));
     let poller = &status["inverter_poller"];
     assert_eq!(poller["state"], "offline", "{poller}");
     assert!(
