@@ -1,6 +1,6 @@
 -- Every switch write jkmon made (JK_BMS_CONTROL): who asked, what, when and what the BMS
 -- answered. Written by the process that runs the BMS sessions; read by every view (the
--- dashboard's battery card). Kept like the history: rows older than the retention go.
+-- dashboard's battery card). Kept: a few rows a day at most, and the record of what was switched.
 CREATE TABLE bms_switch_writes (
     id INTEGER PRIMARY KEY,
     at_ms INTEGER NOT NULL,

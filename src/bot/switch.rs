@@ -9,7 +9,7 @@
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
 
 use crate::control::{Controller, Source};
-use crate::protocol::control::Setting;
+use crate::protocol::control::{on_off, Setting};
 use crate::protocol::Variant;
 use crate::store::read::StatusView;
 use crate::telegram::escape;
@@ -58,14 +58,6 @@ impl Press {
     }
 }
 
-fn word(on: bool) -> &'static str {
-    if on {
-        "on"
-    } else {
-        "off"
-    }
-}
-
 /// The menu: each battery this process may switch, its switches as the BMS reports them,
 /// and a button that asks to turn each the other way. `None` (with why) where there is none.
 pub fn menu(status: &StatusView, control: &Controller) -> (String, Option<InlineKeyboardMarkup>) {
@@ -91,10 +83,10 @@ pub fn menu(status: &StatusView, control: &Controller) -> (String, Option<Inline
                 continue;
             };
             any = true;
-            text.push_str(&format!("\n  {switch}: {}", word(now)));
+            text.push_str(&format!("\n  {switch}: {}", on_off(now)));
             let turn = Setting { switch, on: !now };
             rows.push(vec![InlineKeyboardButton::callback(
-                format!("{}: turn {switch} {}", b.name, word(turn.on)),
+                format!("{}: turn {switch} {}", b.name, on_off(turn.on)),
                 Press::data("ask", b.position, turn),
             )]);
         }
@@ -113,12 +105,12 @@ pub fn confirm(battery: &str, position: usize, setting: Setting) -> (String, Inl
     let text = format!(
         "Turn <b>{}</b> {} on <b>{}</b>?",
         setting.switch,
-        word(setting.on).to_uppercase(),
+        on_off(setting.on).to_uppercase(),
         escape(battery)
     );
     let keyboard = InlineKeyboardMarkup::new([[
         InlineKeyboardButton::callback(
-            format!("✅ Yes, turn {} {}", setting.switch, word(setting.on)),
+            format!("✅ Yes, turn {} {}", setting.switch, on_off(setting.on)),
             Press::data("do", position, setting),
         ),
         InlineKeyboardButton::callback("Cancel", "sw:cancel"),
@@ -132,7 +124,7 @@ pub async fn apply(control: &Controller, chat: i64, position: usize, setting: Se
     let what = format!(
         "{} {} on {}",
         setting.switch,
-        word(setting.on),
+        on_off(setting.on),
         escape(&battery)
     );
     match control.set(position, setting, Source::Bot(chat)).await {

@@ -250,6 +250,8 @@ pub async fn run(
     let (answered_tx, mut answered) = mpsc::unbounded_channel::<()>();
     let mut prompt_until = Instant::now();
     let mut prompt_tick = tokio::time::interval(PROMPT_EVERY);
+    // idle between answers, not behind: no burst of the ticks missed meanwhile
+    prompt_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -349,15 +351,15 @@ pub async fn run(
     Ok(())
 }
 
-/// A switch command: `ON` or `OFF` on `<base>/batteryN/switch/<switch>/set`, sent to the
-/// battery's session without holding the publisher up. A retained command is ignored: it
-/// would switch the BMS again at every reconnection. The entity's state follows the BMS's
-/// next report, whatever the outcome.
 /// After a command's answer, states that changed go out every `PROMPT_EVERY` for
 /// `PROMPT_FOR`, whatever MQTT_STATE_SEC says.
 const PROMPT_FOR: Duration = Duration::from_secs(3);
 const PROMPT_EVERY: Duration = Duration::from_millis(250);
 
+/// A switch command: `ON` or `OFF` on `<base>/batteryN/switch/<switch>/set`, sent to the
+/// battery's session without holding the publisher up. A retained command is ignored: it
+/// would switch the BMS again at every reconnection. The entity's state follows the BMS's
+/// next report, whatever the outcome.
 fn command(
     publisher: &Publisher,
     control: &Controller,

@@ -95,9 +95,18 @@ impl FromStr for Setting {
     }
 }
 
+/// A switch's state in words: `on` or `off`.
+pub fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
 impl fmt::Display for Setting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}", self.switch, if self.on { "on" } else { "off" })
+        write!(f, "{}={}", self.switch, on_off(self.on))
     }
 }
 

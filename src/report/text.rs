@@ -198,7 +198,7 @@ pub fn device_info(d: &DeviceInfo, variant: Variant) -> String {
 pub fn settings(st: &Settings) -> String {
     let mv = |x: Option<u32>| opt(x.map(|m| format!("{:.3}", f64::from(m) / 1000.0)), " V");
     let a = |x: Option<u32>| opt(x.map(|m| format!("{:.1}", f64::from(m) / 1000.0)), " A");
-    let onoff = |b: Option<bool>| opt(b.map(|b| if b { "on" } else { "off" }), "");
+    let onoff = |b: Option<bool>| opt(b.map(crate::protocol::control::on_off), "");
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -269,7 +269,7 @@ pub fn decoded(d: &Decoded, rs485_address: Option<u8>) -> String {
                 "RS485 switch write to address {:#04x}: {} {}\n",
                 w.address,
                 w.switch,
-                if on { "on" } else { "off" }
+                crate::protocol::control::on_off(on)
             ),
             None => format!(
                 "RS485 switch write answered by address {:#04x} ({})\n",

@@ -322,19 +322,10 @@ impl BusSession {
     /// Waits `wait` while the port is closed, answering every write asked meanwhile.
     async fn sleep_refusing_writes(&mut self, wait: Duration, why: &str) {
         let until = Instant::now() + wait;
-        loop {
-            let Some(writes) = self.writes.as_mut() else {
-                return sleep_until(until).await;
-            };
-            tokio::select! {
-                _ = sleep_until(until) => return,
-                request = writes.recv() => match request {
-                    Some(r) => {
-                        let _ = r.reply.send(Err(control::WriteError::Offline(why.to_string())));
-                    }
-                    None => self.writes = None,
-                },
-            }
+        while let Some(r) = control::next_write_until(&mut self.writes, until).await {
+            let _ = r
+                .reply
+                .send(Err(control::WriteError::Offline(why.to_string())));
         }
     }
 

@@ -30,7 +30,7 @@ pub enum WriteError {
     NotOnThisBoard(#[from] ControlError),
     #[error("the BMS is offline: nothing was written ({0})")]
     Offline(String),
-    #[error("the BMS acknowledged the write but its settings still show {switch} {}: it did not take it", if *reported { "on" } else { "off" })]
+    #[error("the BMS acknowledged the write but its settings still show {switch} {}: it did not take it", control::on_off(*reported))]
     Refused {
         switch: control::Switch,
         reported: bool,
@@ -82,6 +82,27 @@ pub fn settle(settings: &Settings, setting: Setting) -> Option<Result<(), WriteE
             reported: !setting.on,
         })),
         Confirmation::Unknown => None,
+    }
+}
+
+/// Waits until `until` for a write asked on `writes`: `Some` as soon as one is, `None` at
+/// `until`. A channel nobody sends on any more becomes `None` and the wait goes on.
+pub async fn next_write_until(
+    writes: &mut Option<mpsc::Receiver<WriteRequest>>,
+    until: Instant,
+) -> Option<WriteRequest> {
+    loop {
+        let Some(rx) = writes.as_mut() else {
+            tokio::time::sleep_until(until).await;
+            return None;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => return None,
+            request = rx.recv() => match request {
+                Some(r) => return Some(r),
+                None => *writes = None,
+            },
+        }
     }
 }
 

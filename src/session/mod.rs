@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::{sleep, timeout_at, Instant};
+use tokio::time::{timeout_at, Instant};
 
 use crate::battery::{Snapshot, SocEstimator};
 use crate::protocol::{AssemblerConfig, VariantChoice};
@@ -358,29 +358,21 @@ impl Session {
     /// out on the next connection, opened at once.
     async fn sleep_between(&mut self, wait: std::time::Duration, why: &str, periodic: bool) {
         let until = Instant::now() + wait;
-        let Some(writes) = self.writes.as_mut() else {
-            return sleep(wait).await;
-        };
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => return,
-                request = writes.recv() => match request {
-                    Some(r) if periodic => {
-                        tracing::info!("{}: {} asked between two readings: connecting now", self.name, r.setting);
-                        let mut p = control::Pending::new(r);
-                        p.attempts = 0;
-                        self.retry = Some(p);
-                        return;
-                    }
-                    Some(r) => {
-                        let _ = r.reply.send(Err(control::WriteError::Offline(why.to_string())));
-                    }
-                    None => {
-                        self.writes = None;
-                        return tokio::time::sleep_until(until).await;
-                    }
-                },
+        while let Some(r) = control::next_write_until(&mut self.writes, until).await {
+            if periodic {
+                tracing::info!(
+                    "{}: {} asked between two readings: connecting now",
+                    self.name,
+                    r.setting
+                );
+                let mut p = control::Pending::new(r);
+                p.attempts = 0;
+                self.retry = Some(p);
+                return;
             }
+            let _ = r
+                .reply
+                .send(Err(control::WriteError::Offline(why.to_string())));
         }
     }
 

@@ -108,7 +108,7 @@ impl SwitchWriteView {
         format!(
             "{} {} by {who}: {outcome}",
             self.switch,
-            if self.on { "on" } else { "off" }
+            crate::protocol::control::on_off(self.on)
         )
     }
 }

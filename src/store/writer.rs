@@ -195,12 +195,13 @@ impl Writer {
     /// Commits what is pending, closes the database and waits for the thread. A chart
     /// catch-up read in progress is interrupted (it resumes at the next start).
     pub async fn stop(mut self) -> Result<WriterStats, StoreError> {
+        // first, since a long maintenance step is what keeps the channel full
+        if self.maintaining.load(Ordering::SeqCst) {
+            self.interrupt.interrupt();
+        }
         if let Some(tx) = self.tx.take() {
             // behind everything already handed over; waits only while the channel is full
             let _ = tokio::task::spawn_blocking(move || tx.send(Message::Close).is_ok()).await;
-        }
-        if self.maintaining.load(Ordering::SeqCst) {
-            self.interrupt.interrupt();
         }
         match self.done.take() {
             Some(done) => done.await.unwrap_or(Err(StoreError::WriterGone)),
