@@ -734,7 +734,8 @@ impl Parts {
     /// One inverter poller event to the MQTT feed and the writer (its row, its state).
     fn route_inverter(&self, event: InverterEvent) {
         if let Some(f) = &self.feed {
-            f.record_inverter(&event);
+            let energy_today = self.live.as_ref().and_then(Live::inverter_energy);
+            f.record_inverter(&event, energy_today);
         }
         let Some(w) = &self.writer else { return };
         w.send(match event {

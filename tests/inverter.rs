@@ -15,11 +15,17 @@ use jkmon::inverter::payload::{self, Mode};
 use jkmon::inverter::registers::{self, Model, Values, MODELS, SMG_II_11K, SMG_II_6K};
 use jkmon::transport::inverter::dongle::{Dongle, DongleConfig, DongleError};
 use jkmon::transport::inverter::modbus::{ModbusConfig, ModbusError, ModbusLink};
-use jkmon::transport::inverter::poll;
+use jkmon::transport::inverter::{poll as poll_decoded, LinkError, ReadRegisters};
 use jkmon::transport::serial::{self, PortConfig};
 use jkmon::transport::sim::dongle::{Event, Faults, SimDongle, SimDongleConfig};
 use jkmon::transport::sim::inverter::{SimInverter, SimInverterConfig};
 use jkmon::transport::sim::modbus as sim_modbus;
+
+/// Every block of `model` read over `link`: the plausible values and the errors.
+async fn poll(link: &mut impl ReadRegisters, model: &'static Model) -> (Values, Vec<LinkError>) {
+    let (decoded, errors) = poll_decoded(link, model).await;
+    (decoded.values, errors)
+}
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -377,6 +383,15 @@ const MERGED_OVER: [&str; 5] = [
 /// `jkmon run` with its own inverter poller on `sim`, the simulated BMS and the web server on
 /// a free port.
 fn jkmon_polling(dir: &std::path::Path, db: &std::path::Path, sim: &SimDongle) -> Running {
+    Running::spawn(polling_command(dir, db, sim))
+}
+
+/// `jkmon run` on the simulated BMS, polling `sim`'s inverter every second.
+fn polling_command(
+    dir: &std::path::Path,
+    db: &std::path::Path,
+    sim: &SimDongle,
+) -> std::process::Command {
     let mut cmd = common::process::jkmon(dir, &["run"]);
     cmd.env("JK_BMS_TRANSPORT", "sim")
         .env("JK_SIM_INTERVAL_MS", "50")
@@ -388,11 +403,160 @@ fn jkmon_polling(dir: &std::path::Path, db: &std::path::Path, sim: &SimDongle) -
         .env("LOCAL_IP", "127.0.0.1")
         .env("INVERTER_UDP_PORT", sim.udp_addr.port().to_string())
         .env("INVERTER_LISTEN_PORT", "0")
-        .env("INVERTER_MODEL", SMG_II_6K.key)
+        .env("INVERTER_MODEL", sim.inverter.model().key)
         .env("POLL_INTERVAL", "1")
         .env("WEB_BIND", "127.0.0.1:0")
         .env("RUST_LOG", "warn,jkmon=info,jkmon::store::writer=debug");
-    Running::spawn(cmd)
+    cmd
+}
+
+/// The grid as every reader of `web` tells it: the status's `grid` and the poller's, and
+/// `jkmon_inverter_grid_up` in `/metrics` (`None` where the series is absent).
+fn grid_everywhere(web: &str, model: &str) -> (String, String, Option<f64>) {
+    let status = api_status(web);
+    let (_, page) = common::process::http_get(web, "/metrics");
+    let families = common::prometheus::parse(&page).unwrap();
+    let up = common::prometheus::get(&families, "jkmon_inverter_grid_up", &[("model", model)]);
+    (
+        status["grid"].as_str().unwrap_or_default().to_string(),
+        status["inverter_poller"]["grid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        up,
+    )
+}
+
+/// The probe that told Home Assistant, `/metrics`, the status and the alerts "grid lost" for
+/// nothing: the inverter in off-grid (SBU) mode with the mains present, behind a link that
+/// answers the mode but refuses the grid block. Unknown everywhere, no alert — and a real
+/// loss afterwards still is one (so the quiet is not a dead alert path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grid_block_not_read_is_unknown_everywhere_and_never_an_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inverter.db");
+    let sim = SimDongle::start(SimDongleConfig::new(&SMG_II_11K))
+        .await
+        .unwrap();
+    // SBU by choice: battery first, the mains there
+    sim.inverter.set_value("operating_mode", 3.0);
+    sim.inverter.refuse_block(Some(338));
+    let alerts = dir.path().join("alerts.txt");
+    let mut cmd = polling_command(dir.path(), &db, &sim);
+    cmd.env(
+        "ALERT_COMMAND",
+        format!("echo \"$JKMON_ALERT_SUBJECT\" >> '{}'", alerts.display()),
+    )
+    .env("ALERT_CHECK_SEC", "0.2")
+    .env("GRID_DEBOUNCE_SEC", "1");
+    let mut run = Running::spawn(cmd);
+    let web = run.web_address(Duration::from_secs(20));
+    run.wait_for_log(Duration::from_secs(20), "inverter online");
+    // the debounce (1 s) several times over, at five checks a second
+    for _ in 0..5 {
+        run.wait_for_log(Duration::from_secs(20), "inverter: readings #");
+    }
+    let status = api_status_once(&web, "online", Duration::from_secs(10));
+    assert_eq!(status["inverter_poller"]["mode"], "off-grid (battery)");
+    assert_eq!(
+        status["inverter_poller"]["grid_lost"],
+        serde_json::Value::Null,
+        "{status}"
+    );
+    assert_eq!(
+        grid_everywhere(&web, SMG_II_11K.key),
+        ("unknown".into(), "unknown".into(), None)
+    );
+    let row: serde_json::Value =
+        serde_json::from_str(rows(&db).last().unwrap().2.as_deref().unwrap()).unwrap();
+    assert_eq!(row["grid_voltage"], "N/A");
+    assert!(
+        !alerts.exists(),
+        "{}",
+        std::fs::read_to_string(&alerts).unwrap_or_default()
+    );
+    // the block read again, the mains present: up
+    sim.inverter.refuse_block(None);
+    run.wait_for_log(Duration::from_secs(20), "inverter: readings #");
+    run.wait_for_log(Duration::from_secs(20), "inverter: readings #");
+    assert_eq!(
+        grid_everywhere(&web, SMG_II_11K.key),
+        ("up".into(), "up".into(), Some(1.0))
+    );
+    // a real loss, as the inverter reads it: down everywhere, and the alert goes out
+    sim.set_grid(false);
+    run.wait_for_log(Duration::from_secs(20), "ALERT_COMMAND for grid");
+    assert_eq!(
+        grid_everywhere(&web, SMG_II_11K.key),
+        ("down".into(), "down".into(), Some(0.0))
+    );
+    let sent = std::fs::read_to_string(&alerts).unwrap();
+    assert!(sent.to_lowercase().contains("grid"), "{sent}");
+    run.signal("TERM");
+    assert!(run.wait_exit(Duration::from_secs(20)).success());
+}
+
+/// Values no inverter can show (a confused gateway answering 0x7FFF) are unknown: left out of
+/// the row's values, `/metrics` and the energy, with one warning per poll naming them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_register_values_are_unknown_and_named_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inverter.db");
+    let sim = SimDongle::start(SimDongleConfig::new(&SMG_II_11K))
+        .await
+        .unwrap();
+    // 0x7FFF in the grid voltage, 0x8000 in the grid power, 0xFFFF in the SOC
+    sim.inverter.set_value("grid_voltage_v", 3276.7);
+    sim.inverter.set_value("grid_power_w", -32768.0);
+    sim.inverter.set_value("battery_soc_pct", 65535.0);
+    let mut run = jkmon_polling(dir.path(), &db, &sim);
+    let web = run.web_address(Duration::from_secs(20));
+    let warning = run.wait_for_log(Duration::from_secs(20), "outside what an inverter can show");
+    for name in [
+        "grid_voltage_v (register 338) raw 32767",
+        "grid_power_w (register 340) raw -32768",
+        "battery_soc_pct (register 280) raw 65535",
+    ] {
+        assert!(warning.contains(name), "{name}: {warning}");
+    }
+    for _ in 0..3 {
+        run.wait_for_log(Duration::from_secs(20), "inverter: readings #");
+    }
+    let row: serde_json::Value =
+        serde_json::from_str(rows(&db).last().unwrap().2.as_deref().unwrap()).unwrap();
+    // (the BMS's own SOC stands in `battery_soc`; the inverter's moves aside)
+    for key in ["grid_voltage", "grid_power", "inverter_battery_soc"] {
+        assert_eq!(row[key], "N/A", "{key}: {row}");
+    }
+    let status = api_status_once(&web, "online", Duration::from_secs(10));
+    let values = &status["inverter_poller"]["values"];
+    for key in ["grid_voltage_v", "grid_power_w", "battery_soc_pct"] {
+        assert!(values.get(key).is_none(), "{key}: {values}");
+    }
+    assert_eq!(status["grid"], "unknown");
+    let (_, page) = common::process::http_get(&web, "/metrics");
+    for metric in [
+        "jkmon_inverter_grid_voltage_volts",
+        "jkmon_inverter_grid_power_watts",
+        "jkmon_inverter_battery_soc_ratio",
+    ] {
+        assert!(!page.contains(metric), "{metric} in /metrics");
+    }
+    // the energy: no grid power was read, so no grid energy was counted
+    let (_, energy) = common::process::http_get(&web, "/api/v1/energy?days=1");
+    let energy: serde_json::Value = serde_json::from_str(&energy).unwrap();
+    let today = energy["days"]
+        .as_array()
+        .and_then(|d| d.last())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        today["grid_export_kwh"],
+        serde_json::Value::Null,
+        "{energy}"
+    );
+    run.signal("TERM");
+    assert!(run.wait_exit(Duration::from_secs(20)).success());
 }
 
 fn api_status(web: &str) -> serde_json::Value {

@@ -694,13 +694,48 @@ async fn the_inverter_jkmon_polls_is_a_home_assistant_device_that_follows_it() {
                 && !r.name.ends_with("_legacy_a")
         })
         .count();
-    assert_eq!(inverter_configs.len(), measured + 3);
+    // + jkmon's grid import, export and load energy, the mode, the grid and the link
+    assert_eq!(inverter_configs.len(), measured + 6);
+    // the link went out before the first values
+    let link = sub
+        .seen
+        .iter()
+        .rev()
+        .find(|m| m.topic == "jkmon/inverter/link")
+        .expect("the link's own message")
+        .json();
     for c in &inverter_configs {
         let c = c.json();
+        let read = if c["state_topic"] == "jkmon/inverter/link" {
+            &link
+        } else {
+            &state
+        };
         for path in template_paths(c["value_template"].as_str().unwrap()) {
-            assert!(lookup(&state, &path).is_some(), "{path:?} not in {state}");
+            assert!(lookup(read, &path).is_some(), "{path:?} not in {read}");
         }
     }
+    // off-grid by choice with the mains there, and the grid block refused: every key is
+    // still in the state, the grid's values are null, the grid unknown — never "OFF"
+    sim.inverter.set_value("operating_mode", 3.0);
+    sim.inverter.refuse_block(Some(338));
+    let partial = sub
+        .wait_for(LIMIT, "a poll without the grid block", |m| {
+            m.topic == "jkmon/inverter/state"
+                && m.json()["mode"] == "off-grid (battery)"
+                && m.json()["grid_voltage_v"].is_null()
+        })
+        .json();
+    assert_eq!(partial["grid"], serde_json::Value::Null, "{partial}");
+    assert_eq!(
+        partial.as_object().unwrap().keys().collect::<Vec<_>>(),
+        state.as_object().unwrap().keys().collect::<Vec<_>>()
+    );
+    assert!(!sub
+        .seen
+        .iter()
+        .any(|m| m.topic == "jkmon/inverter/state" && m.json()["grid"] == "OFF"));
+    sim.inverter.refuse_block(None);
     // the grid goes: the inverter says so itself
     sim.set_grid(false);
     let lost = sub.wait_for(LIMIT, "the grid lost", |m| {
@@ -710,13 +745,16 @@ async fn the_inverter_jkmon_polls_is_a_home_assistant_device_that_follows_it() {
     // the inverter stops answering: its link goes offline, jkmon stays online
     sim.inverter.set_silent(true);
     sub.wait_payload(LIMIT, availability, "offline");
-    let link = sub.wait_for(LIMIT, "the link offline", |m| {
-        m.topic == "jkmon/inverter/state" && m.json()["link_state"] == "offline"
-    });
-    assert!(link.json()["link_detail"]
-        .as_str()
+    // (the link goes out with the availability, just before it)
+    let link = sub
+        .seen
+        .iter()
+        .rev()
+        .find(|m| m.topic == "jkmon/inverter/link")
         .unwrap()
-        .contains("no answer"));
+        .json();
+    assert_eq!(link["state"], "offline", "{link}");
+    assert!(link["detail"].as_str().unwrap().contains("no answer"));
     sim.inverter.set_silent(false);
     sub.wait_payload(LIMIT, availability, "online");
     run.signal("TERM");

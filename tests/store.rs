@@ -908,9 +908,13 @@ fn an_odd_newest_row_passes_through_untouched_and_storage_goes_on() {
         // jkmon's own tables go on, and the views read the row as "no inverter data"
         let latest: i64 = count(&other, "SELECT COUNT(*) FROM bms_latest");
         assert_eq!(latest, 1);
-        let view = jkmon::store::read::latest_reading(&other, chrono::Utc::now())
-            .unwrap()
-            .unwrap();
+        let view = jkmon::store::read::latest_reading(
+            &other,
+            chrono::Utc::now(),
+            std::time::Duration::from_secs(30),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!((view.id, view.has_inverter_data), (id, false), "{value:?}");
     }
     // and the next good row gets the battery again

@@ -641,6 +641,7 @@ mod tests {
                 id: 1,
                 created_at: String::new(),
                 age_s: None,
+                stale: false,
                 has_inverter_data: v != "none",
                 error: None,
                 payload: Some(
@@ -811,7 +812,12 @@ mod tests {
             polled_at: None,
             mode: Some(mode_.describe()),
             mode_code: Some(mode),
-            grid_lost: Some(mode_ == crate::inverter::payload::Mode::OffGrid && grid_v < 50.0),
+            grid: if state == "online" {
+                crate::inverter::payload::grid(Some(mode_), Some(grid_v))
+            } else {
+                crate::inverter::payload::Grid::Unknown
+            },
+            grid_lost: None,
             values: [("grid_voltage_v".to_string(), grid_v)]
                 .into_iter()
                 .collect(),

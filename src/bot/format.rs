@@ -373,6 +373,7 @@ mod tests {
                 id: 1,
                 created_at: String::new(),
                 age_s: Some(2.0),
+                stale: false,
                 has_inverter_data: true,
                 error: None,
                 payload: Some(
@@ -538,6 +539,7 @@ mod tests {
             polled_at: None,
             mode: Some("off-grid (battery)".into()),
             mode_code: Some(3),
+            grid: crate::inverter::payload::Grid::Down,
             grid_lost: Some(true),
             values: Default::default(),
         };

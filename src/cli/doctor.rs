@@ -288,7 +288,7 @@ async fn inverter(r: &mut Report, config: &Config) {
     };
     match link.read(block.start, block.count).await {
         Ok(regs) => {
-            let values = registers::decode(inverter.model, &[(block, regs)]);
+            let values = registers::decode(inverter.model, &[(block, regs)]).values;
             let mode =
                 payload::mode(&values).map_or_else(|| "not in this block".into(), |m| m.describe());
             let how = match &link {

@@ -65,13 +65,60 @@ impl Mode {
     }
 }
 
-/// Grid voltage above this means the grid is there (V).
+/// Grid voltage at or above this means the grid is there (V). Power is not used: a healthy
+/// grid with 0 W drawn (SBU, battery first) is not an outage.
 pub const GRID_PRESENT_V: f64 = 50.0;
 
-/// Mains lost, as the inverter itself says: off-grid with no grid voltage (off-grid with the
-/// grid there is battery-first by choice, not a loss).
-pub fn grid_lost(mode: Mode, grid_voltage_v: Option<f64>) -> bool {
-    mode == Mode::OffGrid && grid_voltage_v.is_none_or(|v| v < GRID_PRESENT_V)
+/// Whether the mains is there: up, down, or unknown. Every reader (MQTT and Home Assistant,
+/// `/metrics`, the status, the dashboard, the bot, the alerts) takes it from [`grid`], so none
+/// of them is told of a loss the inverter did not report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Grid {
+    Up,
+    Down,
+    /// The grid voltage was not read (a lost block, an implausible value), the poll is stale,
+    /// or nothing polls the inverter: nothing is known, and nothing is concluded.
+    Unknown,
+}
+
+impl Grid {
+    /// `Some(true)` while up, `Some(false)` while down, `None` when unknown.
+    pub fn is_up(self) -> Option<bool> {
+        match self {
+            Grid::Up => Some(true),
+            Grid::Down => Some(false),
+            Grid::Unknown => None,
+        }
+    }
+}
+
+/// The one grid rule, from what one poll (or one `readings` row) read: the grid voltage decides
+/// — at least [`GRID_PRESENT_V`] is up, below it down — and a voltage not read is unknown,
+/// whatever the mode (off-grid with the grid there is battery-first by choice, not a loss). A
+/// low voltage while the inverter says it runs on mains contradicts itself: unknown too.
+pub fn grid(mode: Option<Mode>, grid_voltage_v: Option<f64>) -> Grid {
+    match grid_voltage_v {
+        None => Grid::Unknown,
+        Some(v) if v >= GRID_PRESENT_V => Grid::Up,
+        Some(_) if mode == Some(Mode::Mains) => Grid::Unknown,
+        Some(_) => Grid::Down,
+    }
+}
+
+/// The mode the Python poller's `status_text` names (`SUB`, `SBU`, …), where it names one.
+pub fn mode_of_status_text(text: &str) -> Option<Mode> {
+    [
+        Mode::PowerOn,
+        Mode::Standby,
+        Mode::Mains,
+        Mode::OffGrid,
+        Mode::Bypass,
+        Mode::Charging,
+        Mode::Fault,
+    ]
+    .into_iter()
+    .find(|m| m.status_text() == text)
 }
 
 /// The mode in `values`, if register 201 was read.
@@ -150,6 +197,33 @@ pub fn payload(values: &Values) -> Result<String, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_grid_is_down_only_when_the_inverter_read_no_voltage() {
+        // up by the voltage, whatever the mode (off-grid by choice is not a loss)
+        for mode in [None, Some(Mode::Mains), Some(Mode::OffGrid)] {
+            assert_eq!(grid(mode, Some(229.0)), Grid::Up, "{mode:?}");
+        }
+        assert_eq!(grid(Some(Mode::OffGrid), Some(0.0)), Grid::Down);
+        assert_eq!(grid(None, Some(3.0)), Grid::Down);
+        // the voltage not read: unknown, in off-grid mode too (the false "grid lost")
+        for mode in [
+            None,
+            Some(Mode::Mains),
+            Some(Mode::OffGrid),
+            Some(Mode::Fault),
+        ] {
+            assert_eq!(grid(mode, None), Grid::Unknown, "{mode:?}");
+        }
+        // "on mains" with no voltage contradicts itself
+        assert_eq!(grid(Some(Mode::Mains), Some(0.0)), Grid::Unknown);
+        assert_eq!(Grid::Unknown.is_up(), None);
+        assert_eq!(
+            mode_of_status_text(&Mode::OffGrid.status_text()),
+            Some(Mode::OffGrid)
+        );
+        assert_eq!(mode_of_status_text("UNKNOWN (9.0)"), None);
+    }
     use crate::inverter::registers::{decode, Block, SMG_II_6K};
 
     /// The protocol-11 image behind the Python poller's stored example row (a 6K on mains).
@@ -188,7 +262,7 @@ mod tests {
     }
 
     fn values(regs: Vec<u16>) -> Values {
-        decode(
+        let decoded = decode(
             &SMG_II_6K,
             &[(
                 Block {
@@ -197,7 +271,9 @@ mod tests {
                 },
                 regs,
             )],
-        )
+        );
+        assert!(decoded.implausible.is_empty(), "{:?}", decoded.implausible);
+        decoded.values
     }
 
     #[test]

@@ -24,6 +24,66 @@ pub struct Register {
     /// Multiplier on the raw integer (0.1 for a register in tenths).
     pub scale: f64,
     pub unit: &'static str,
+    /// The plausible range of the value (in `unit`, both ends included): what such an inverter
+    /// can show. A value outside it is a confused gateway or a half-booted inverter (`0x7FFF`,
+    /// `0x8000`, `0xFFFF` read as 3276.7 V or 65535 %), and is taken as not read.
+    pub plausible: (f64, f64),
+}
+
+/// The plausible range of a value by its unit and name, for the SMG-II class (one phase,
+/// 230 V, a 48 V battery, up to 11 kW, PV strings up to 500 V): the rated limits with a margin,
+/// so that no reading a working inverter gives falls outside.
+const fn plausible(name: Name, unit: &'static str) -> (f64, f64) {
+    let n = name.as_bytes();
+    match unit.as_bytes() {
+        // grid and output up to 300 V; the battery (48 V class) up to 100 V; PV up to 600 V
+        b"V" if starts_with(n, b"pv") => (0.0, 600.0),
+        b"V" if starts_with(n, b"battery") => (0.0, 100.0),
+        b"V" => (0.0, 300.0),
+        // 0 Hz where there is no grid
+        b"Hz" => (0.0, 70.0),
+        b"A" if starts_with(n, b"battery") => (-400.0, 400.0),
+        b"A" if starts_with(n, b"pv") => (0.0, 400.0),
+        b"A" => (-100.0, 100.0),
+        b"W" | b"VA" if starts_with(n, b"pv") => (0.0, 20_000.0),
+        b"W" | b"VA" => (-20_000.0, 20_000.0),
+        b"%" if starts_with(n, b"battery_soc") => (0.0, 100.0),
+        // the load may exceed 100 % briefly (the inverter's overload)
+        b"%" => (0.0, 200.0),
+        b"\xc2\xb0C" => (-40.0, 150.0),
+        // today's: 20 kW for a whole day at most; the total: 10 GWh
+        b"kWh" if ends_with(n, b"today_kwh") => (0.0, 500.0),
+        b"kWh" => (0.0, 10_000_000.0),
+        _ => (f64::MIN, f64::MAX),
+    }
+}
+
+const fn starts_with(s: &[u8], prefix: &[u8]) -> bool {
+    if s.len() < prefix.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < prefix.len() {
+        if s[i] != prefix[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn ends_with(s: &[u8], suffix: &[u8]) -> bool {
+    if s.len() < suffix.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < suffix.len() {
+        if s[s.len() - suffix.len() + i] != suffix[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 const fn u(name: Name, address: u16, scale: f64, unit: &'static str) -> Register {
@@ -34,6 +94,7 @@ const fn u(name: Name, address: u16, scale: f64, unit: &'static str) -> Register
         signed: false,
         scale,
         unit,
+        plausible: plausible(name, unit),
     }
 }
 
@@ -43,6 +104,17 @@ const fn s(name: Name, address: u16, scale: f64, unit: &'static str) -> Register
         ..u(name, address, scale, unit)
     }
 }
+
+/// A register with an explicit range (codes and clock fields).
+const fn within(register: Register, min: f64, max: f64) -> Register {
+    Register {
+        plausible: (min, max),
+        ..register
+    }
+}
+
+/// The working mode: the vendor documents codes 0 to 6.
+const MODE: Register = within(u("operating_mode", 201, 1.0, ""), 0.0, 6.0);
 
 /// A model: the key `INVERTER_MODEL` names it by (the Python monitor's), and its map.
 #[derive(Debug, PartialEq)]
@@ -54,7 +126,7 @@ pub struct Model {
 
 /// Protocol 11 (the vendor's "Protocol No. 11", SMG-II 4K/6K class): live values at 201–234.
 const PROTOCOL_11: &[Register] = &[
-    u("operating_mode", 201, 1.0, ""),
+    MODE,
     s("grid_voltage_v", 202, 0.1, "V"),
     s("grid_frequency_hz", 203, 0.01, "Hz"),
     s("grid_power_w", 204, 1.0, "W"),
@@ -84,7 +156,7 @@ const PROTOCOL_11: &[Register] = &[
 /// Protocols 3–6 (SMG-II 8/11 kW): live values spread over 201–391, clock and PV energy at
 /// 696–704.
 const PROTOCOL_3_6: &[Register] = &[
-    u("operating_mode", 201, 1.0, ""),
+    MODE,
     s("grid_frequency_hz", 203, 0.01, "Hz"),
     s("output_frequency_hz", 253, 0.01, "Hz"),
     s("battery_voltage_v", 277, 0.1, "V"),
@@ -110,12 +182,12 @@ const PROTOCOL_3_6: &[Register] = &[
     s("pv2_voltage_v", 389, 0.1, "V"),
     s("pv2_current_a", 390, 0.1, "A"),
     s("pv2_power_w", 391, 1.0, "W"),
-    u("clock_year", 696, 1.0, ""),
-    u("clock_month", 697, 1.0, ""),
-    u("clock_day", 698, 1.0, ""),
-    u("clock_hour", 699, 1.0, ""),
-    u("clock_minute", 700, 1.0, ""),
-    u("clock_second", 701, 1.0, ""),
+    within(u("clock_year", 696, 1.0, ""), 2000.0, 2099.0),
+    within(u("clock_month", 697, 1.0, ""), 1.0, 12.0),
+    within(u("clock_day", 698, 1.0, ""), 1.0, 31.0),
+    within(u("clock_hour", 699, 1.0, ""), 0.0, 23.0),
+    within(u("clock_minute", 700, 1.0, ""), 0.0, 59.0),
+    within(u("clock_second", 701, 1.0, ""), 0.0, 59.0),
     u("pv_energy_today_kwh", 702, 0.01, "kWh"),
     Register {
         words: 2,
@@ -186,13 +258,47 @@ pub fn blocks(model: &Model) -> Vec<Block> {
     out
 }
 
-/// The values of one poll, by name: only those whose block was read and checked.
+/// The values of one poll, by name: only those whose block was read and checked, and that lie
+/// in their register's plausible range.
 pub type Values = BTreeMap<Name, f64>;
 
+/// A register whose value lay outside its plausible range: taken as not read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Implausible {
+    pub register: &'static Register,
+    /// The raw integer as read (after the sign).
+    pub raw: i64,
+}
+
+impl std::fmt::Display for Implausible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.register;
+        let (min, max) = r.plausible;
+        write!(
+            f,
+            "{} (register {}) raw {} = {:.*} {} outside {min}..{max}",
+            r.name,
+            r.address,
+            self.raw,
+            r.decimals(),
+            self.raw as f64 * r.scale,
+            r.unit
+        )
+    }
+}
+
+/// What a poll's blocks hold: the plausible values, and the registers that were not.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decoded {
+    pub values: Values,
+    pub implausible: Vec<Implausible>,
+}
+
 /// The values of `model` in the blocks that were read (`(block, registers)`; a block that
-/// failed is simply absent, and so are its values).
-pub fn decode(model: &Model, read: &[(Block, Vec<u16>)]) -> Values {
-    let mut out = Values::new();
+/// failed is simply absent, and so are its values). A value outside its register's plausible
+/// range is left out too, and named in [`Decoded::implausible`].
+pub fn decode(model: &'static Model, read: &[(Block, Vec<u16>)]) -> Decoded {
+    let mut out = Decoded::default();
     for r in model.registers {
         let words: Option<Vec<u16>> = (0..u16::from(r.words))
             .map(|k| word(read, r.address + k))
@@ -206,7 +312,12 @@ pub fn decode(model: &Model, read: &[(Block, Vec<u16>)]) -> Values {
             _ => continue,
         };
         // the raw integer times the scale, as the Python client computes it (bit for bit)
-        out.insert(r.name, raw as f64 * r.scale);
+        let value = raw as f64 * r.scale;
+        if value < r.plausible.0 || value > r.plausible.1 {
+            out.implausible.push(Implausible { register: r, raw });
+        } else {
+            out.values.insert(r.name, value);
+        }
     }
     out
 }
@@ -345,7 +456,7 @@ mod tests {
                 vec![2024, 12, 20, 13, 46, 57, 150, 0x0001, 0x0002],
             ),
         ];
-        let v = decode(&SMG_II_11K, &read);
+        let v = decode(&SMG_II_11K, &read).values;
         assert_eq!(v["battery_voltage_v"], 521.0 * 0.1);
         assert_eq!(v["battery_current_a"], -98.0 * 0.1);
         assert_eq!(v["battery_power_w"], -510.0);
@@ -364,17 +475,102 @@ mod tests {
         // blocks that were not read: no value, never a zero
         assert!(!v.contains_key("operating_mode"));
         assert!(!v.contains_key("pv_power_w"));
-        // an unsigned register keeps its high values
-        let soc = decode(
+    }
+
+    #[test]
+    fn a_value_no_inverter_can_show_is_not_read() {
+        // what a confused RS485 gateway or a half-booted inverter answers: 0x7FFF or 0x8000
+        // in every register of protocol 11's block
+        for filler in [0x7FFF_u16, 0x8000] {
+            let mut regs = vec![filler; 34];
+            regs[0] = 2; // the mode is read (on mains)
+            let d = decode(
+                &SMG_II_6K,
+                &[(
+                    Block {
+                        start: 201,
+                        count: 34,
+                    },
+                    regs,
+                )],
+            );
+            assert_eq!(
+                d.values.keys().copied().collect::<Vec<_>>(),
+                ["operating_mode"],
+                "{filler:#06x}: {:?}",
+                d.values
+            );
+            let names: Vec<&str> = d.implausible.iter().map(|i| i.register.name).collect();
+            for name in [
+                "grid_voltage_v",
+                "output_frequency_hz",
+                "battery_soc_pct",
+                "grid_power_w",
+            ] {
+                assert!(names.contains(&name), "{filler:#06x}: {names:?}");
+            }
+        }
+        // 0xFFFF: 65535 % in the unsigned SOC, -0.1 V and -0.01 Hz in the signed ones are
+        // impossible; -1 W is a plausible reading of a signed power register
+        let d = decode(
             &SMG_II_6K,
             &[(
                 Block {
-                    start: 229,
-                    count: 1,
+                    start: 201,
+                    count: 34,
                 },
-                vec![0xFFFF],
+                vec![0xFFFF; 34],
             )],
         );
-        assert_eq!(soc["battery_soc_pct"], 65_535.0);
+        let names: Vec<&str> = d.implausible.iter().map(|i| i.register.name).collect();
+        for name in [
+            "operating_mode",
+            "grid_voltage_v",
+            "output_frequency_hz",
+            "battery_soc_pct",
+        ] {
+            assert!(names.contains(&name), "0xffff: {names:?}");
+        }
+        assert_eq!(d.values.get("grid_power_w"), Some(&-1.0));
+        // the warning names the register, its address and the raw value
+        let d = decode(
+            &SMG_II_6K,
+            &[(
+                Block {
+                    start: 202,
+                    count: 1,
+                },
+                vec![0x7FFF],
+            )],
+        );
+        assert_eq!(
+            d.implausible[0].to_string(),
+            "grid_voltage_v (register 202) raw 32767 = 3276.7 V outside 0..300"
+        );
+        // the edges are plausible: 0 V (no grid), a full battery, -40 °C
+        let d = decode(
+            &SMG_II_6K,
+            &[(
+                Block {
+                    start: 202,
+                    count: 28,
+                },
+                {
+                    let mut r = vec![0u16; 28];
+                    r[229 - 202] = 100;
+                    r[228 - 202] = (-40_i16) as u16;
+                    r
+                },
+            )],
+        );
+        assert!(d.implausible.is_empty(), "{:?}", d.implausible);
+        assert_eq!(d.values["battery_soc_pct"], 100.0);
+        assert_eq!(d.values["pv_temperature_c"], -40.0);
+        // every register of every model has a range that holds zero or its own floor
+        for m in MODELS {
+            for r in m.registers {
+                assert!(r.plausible.0 < r.plausible.1, "{}", r.name);
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ use super::inverter::InverterFeed;
 use crate::battery::Snapshot;
 use crate::session::inverter::InverterEvent;
 use crate::session::{EventKind, Liveness, SessionEvent};
-use crate::store::energy::Counters;
+use crate::store::energy::{Counters, InverterEnergy};
 
 /// One battery as the publisher sees it.
 #[derive(Debug, Clone, Default)]
@@ -52,8 +52,9 @@ impl Feed {
         self.inverter.subscribe()
     }
 
-    /// Takes in an event of jkmon's own inverter poller. Never waits.
-    pub fn record_inverter(&self, event: &InverterEvent) {
+    /// Takes in an event of jkmon's own inverter poller, with today's energy as counted so far.
+    /// Never waits.
+    pub fn record_inverter(&self, event: &InverterEvent, energy_today: Option<InverterEnergy>) {
         self.inverter.send_modify(|feed| match event {
             InverterEvent::State {
                 state,
@@ -69,6 +70,7 @@ impl Feed {
                     detail: detail.clone(),
                     poll: None,
                     seq: 0,
+                    energy_today: None,
                 });
                 f.state = *state;
                 f.detail = detail.clone();
@@ -77,6 +79,7 @@ impl Feed {
             InverterEvent::Poll(poll) => {
                 if let Some(f) = feed.as_mut() {
                     f.poll = Some(Arc::clone(poll));
+                    f.energy_today = energy_today;
                     f.seq += 1;
                 }
             }

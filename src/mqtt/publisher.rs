@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::inverter::{self, InverterFeed};
@@ -98,6 +99,8 @@ struct ToldInverter {
     online: Option<bool>,
     seq: u64,
     discovery: bool,
+    /// The link JSON last sent.
+    link: Option<Value>,
 }
 
 /// How long discovery waits for a battery's device info (its serial number keys the device)
@@ -289,8 +292,8 @@ impl Publisher {
     }
 
     /// The messages that bring the broker up to date with jkmon's own inverter poller: the
-    /// inverter's device once per connection, its state at each poll and each change of the
-    /// link, its availability when that changes.
+    /// inverter's device once per connection, its values at each poll (never before the
+    /// first), its link when that changes, its availability when that changes.
     pub fn update_inverter(&mut self, feed: Option<&InverterFeed>) -> Vec<Message> {
         let Some(feed) = feed else {
             return Vec::new();
@@ -306,12 +309,23 @@ impl Publisher {
             told.discovery = true;
         }
         let online = feed.online();
-        if feed.seq != told.seq || told.online != Some(online) {
+        let link = inverter::link(feed);
+        if told.link.as_ref() != Some(&link) {
             out.push(Message::json(
-                inverter::state_topic(&self.layout),
-                &inverter::state(feed),
+                inverter::link_topic(&self.layout),
+                &link,
                 true,
             ));
+            told.link = Some(link);
+        }
+        if feed.seq != told.seq {
+            if let Some(state) = inverter::state(feed) {
+                out.push(Message::json(
+                    inverter::state_topic(&self.layout),
+                    &state,
+                    true,
+                ));
+            }
             told.seq = feed.seq;
         }
         if told.online != Some(online) {

@@ -24,7 +24,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::inverter::payload::{self, Mode};
-use crate::inverter::registers::{Model, Values};
+use crate::inverter::registers::{Decoded, Model, Values};
 use crate::transport::inverter::{self, InverterConfig, Link, LinkConfig};
 
 /// Polls in a row that read nothing before the inverter counts as offline (30 s at 10 s).
@@ -165,7 +165,7 @@ struct Poller {
 impl Poller {
     async fn poll(&mut self) -> InverterPoll {
         let started = Instant::now();
-        let (values, errors) = match self.link.as_mut() {
+        let (decoded, errors) = match self.link.as_mut() {
             Some(link) => inverter::poll(link, self.model).await,
             None => match Link::open(&self.link_config).await {
                 Ok(link) => {
@@ -173,9 +173,21 @@ impl Poller {
                     let link = self.link.insert(link);
                     inverter::poll(link, self.model).await
                 }
-                Err(e) => (Values::new(), vec![e]),
+                Err(e) => (Decoded::default(), vec![e]),
             },
         };
+        let Decoded {
+            values,
+            implausible,
+        } = decoded;
+        if !implausible.is_empty() {
+            let named: Vec<String> = implausible.iter().map(ToString::to_string).collect();
+            tracing::warn!(
+                "inverter: {} value(s) outside what an inverter can show, taken as not read this poll: {}",
+                named.len(),
+                named.join("; ")
+            );
+        }
         let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
         let row = payload::payload(&values).map_err(|no_values| {
             let mut text = no_values.to_string();

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 
-use super::energy::Counters;
+use super::energy::{Counters, InverterEnergy};
 use crate::battery::Snapshot;
 use crate::session::inverter::{InverterPoll, InverterState};
 
@@ -26,6 +26,8 @@ pub struct Live {
     energy: Arc<RwLock<BTreeMap<usize, Counters>>>,
     /// jkmon's own inverter poller, where it runs.
     inverter: Arc<RwLock<Option<InverterLive>>>,
+    /// The inverter's energy today as the writer counted it after its newest row.
+    inverter_energy: Arc<RwLock<Option<InverterEnergy>>>,
 }
 
 /// The inverter as jkmon's own poller sees it.
@@ -89,6 +91,18 @@ impl Live {
                 }
             }
         }
+    }
+
+    /// The inverter's energy today, counted from the rows up to the newest.
+    pub fn record_inverter_energy(&self, today: InverterEnergy) {
+        if let Ok(mut e) = self.inverter_energy.write() {
+            *e = Some(today);
+        }
+    }
+
+    /// The inverter's energy today, as of the newest row the writer committed.
+    pub fn inverter_energy(&self) -> Option<InverterEnergy> {
+        *self.inverter_energy.read().ok()?
     }
 
     /// The inverter as jkmon's own poller sees it; `None` where another program polls it.

@@ -485,6 +485,22 @@ impl Store {
         Ok(action)
     }
 
+    /// The inverter's energy on `now`'s local day so far, counted from its rows as
+    /// `/api/v1/energy` counts it (zero-free: a value never seen today stays `None`).
+    pub fn inverter_energy_today(
+        &self,
+        now: DateTime<Local>,
+    ) -> Result<energy::InverterEnergy, StoreError> {
+        let today = now.date_naive();
+        let days = energy::inverter_days(
+            &self.conn,
+            today,
+            now.timestamp_millis(),
+            self.config.inverter_max_gap(),
+        )?;
+        Ok(days.get(&today).copied().unwrap_or_default())
+    }
+
     /// Inserts the rows of jkmon's own inverter poller's `polls`, in one immediate transaction
     /// that first brings each fresh battery's keys in `bms_merge` up to its newest snapshot
     /// (`fresh`: position, snapshot, when it was taken). Each row therefore carries the battery

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{named_params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use crate::inverter::payload::Mode;
+use crate::inverter::payload::{Grid, Mode};
 use crate::session::inverter::{InverterPoll, InverterState};
 
 /// Polls a reader may miss before it stops believing the stored state (the poller's process
@@ -90,7 +90,11 @@ pub struct PollerView {
     /// The working mode in words (`on mains`, `off-grid (battery)`, …) and its code.
     pub mode: Option<String>,
     pub mode_code: Option<u16>,
-    /// Mains lost, as the inverter itself says: off-grid with no grid voltage.
+    /// The grid by the one rule ([`crate::inverter::payload::grid`]) on the last poll's
+    /// values; unknown while the poller is not online.
+    pub grid: Grid,
+    /// `true` only when the grid is down, `null` when it is unknown (for readers of the
+    /// older field).
     pub grid_lost: Option<bool>,
     /// Every value the last poll read, by jkmon's names (with their units: `_v`, `_w`, …).
     pub values: BTreeMap<String, f64>,
@@ -138,23 +142,27 @@ pub fn view(conn: &Connection, now: DateTime<Utc>) -> rusqlite::Result<Option<Po
         .and_then(|v| serde_json::from_str(&v).ok())
         .unwrap_or_default();
     let mode_code = mode.and_then(|m| u16::try_from(m).ok());
-    let grid_lost = mode_code.map(|code| {
-        crate::inverter::payload::grid_lost(
-            Mode::from_code(code),
+    let online = state == "online";
+    let grid = if online {
+        crate::inverter::payload::grid(
+            mode_code.map(Mode::from_code),
             values.get("grid_voltage_v").copied(),
         )
-    });
+    } else {
+        Grid::Unknown
+    };
     Ok(Some(PollerView {
         model,
         link,
-        online: state == "online",
+        online,
         state,
         detail,
         since: ms(since_ms),
         polled_at: polled_ms.map(ms),
         mode: mode_code.map(|c| Mode::from_code(c).describe()),
         mode_code,
-        grid_lost,
+        grid,
+        grid_lost: grid.is_up().map(|up| !up),
         values,
     }))
 }
@@ -212,12 +220,19 @@ mod tests {
         // off-grid by choice (battery first) with the grid there is no grid loss
         set_poll(conn, &poll(3.0, 229.0, t1)).unwrap();
         assert_eq!(view(conn, t1).unwrap().unwrap().grid_lost, Some(false));
+        // off-grid, and the poll could not read the grid voltage: unknown, never a loss
+        let mut partial = poll(3.0, 0.0, t1);
+        partial.values.remove("grid_voltage_v");
+        set_poll(conn, &partial).unwrap();
+        let v = view(conn, t1).unwrap().unwrap();
+        assert_eq!((v.grid, v.grid_lost), (Grid::Unknown, None));
         // three polls missed: the stored "online" is not believed
         let late = view(conn, t1 + chrono::Duration::seconds(31))
             .unwrap()
             .unwrap();
         assert_eq!((late.state.as_str(), late.online), ("offline", false));
         assert!(late.detail.contains("is jkmon"), "{}", late.detail);
+        assert_eq!((late.grid, late.grid_lost), (Grid::Unknown, None));
         stopped(conn, t1.timestamp_millis()).unwrap();
         let v = view(conn, t1 + chrono::Duration::hours(1))
             .unwrap()

@@ -236,6 +236,9 @@ pub struct InverterView {
     /// `false` for jkmon's own rows and rows with no inverter key: "no inverter data", never
     /// an outage.
     pub has_inverter_data: bool,
+    /// Older than three `POLL_INTERVAL`s: the program that writes the rows has stopped, and
+    /// the row says nothing of now.
+    pub stale: bool,
     pub error: Option<String>,
     /// The keys as the inverter's poller wrote them (any program may write this table, so
     /// its payload stays a JSON object; [`InverterView::text`] and [`InverterView::number`]
@@ -243,19 +246,7 @@ pub struct InverterView {
     pub payload: Option<Map<String, Value>>,
 }
 
-/// Grid voltage above this means the grid is there (V). Power is not used: a healthy grid
-/// with 0 W drawn (SBU, battery first) is not an outage.
-pub use crate::inverter::payload::GRID_PRESENT_V;
-
-/// Whether the grid is there, as the latest `readings` row tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Grid {
-    Up,
-    Down,
-    /// No inverter data, an error row, or no readable grid voltage.
-    Unknown,
-}
+pub use crate::inverter::payload::{Grid, GRID_PRESENT_V};
 
 impl InverterView {
     /// A key's text, `None` where it is missing, not text, or the poller's `N/A`.
@@ -275,17 +266,17 @@ impl InverterView {
         }
     }
 
-    /// The grid's state: [`Grid::Unknown`] for a row without inverter data or an error row,
+    /// The grid's state by the one rule ([`crate::inverter::payload::grid`]): unknown for a
+    /// row without inverter data, an error row, a stale row or one without a grid voltage,
     /// never an outage.
     pub fn grid(&self) -> Grid {
-        if !self.has_inverter_data || self.error.is_some() {
+        if !self.has_inverter_data || self.error.is_some() || self.stale {
             return Grid::Unknown;
         }
-        match self.number("grid_voltage") {
-            Some(v) if v > GRID_PRESENT_V => Grid::Up,
-            Some(_) => Grid::Down,
-            None => Grid::Unknown,
-        }
+        let mode = self
+            .text("status_text")
+            .and_then(crate::inverter::payload::mode_of_status_text);
+        crate::inverter::payload::grid(mode, self.number("grid_voltage"))
     }
 }
 
@@ -329,21 +320,17 @@ impl Serialize for StatusView {
 }
 
 impl StatusView {
-    /// The grid as jkmon's own poller heard it from the inverter (its working mode and grid
-    /// voltage at the last poll, while it is online), else as the latest `readings` row tells;
-    /// unknown without either.
+    /// The grid as jkmon's own poller heard it from the inverter at its last poll (unknown
+    /// while it is not online, or where that poll did not read the grid voltage), else as
+    /// the latest `readings` row tells; unknown without either.
     pub fn grid(&self) -> Grid {
-        if let Some(lost) = self
-            .poller
-            .as_ref()
-            .filter(|p| p.online)
-            .and_then(|p| p.grid_lost)
-        {
-            return if lost { Grid::Down } else { Grid::Up };
+        match &self.poller {
+            Some(p) => p.grid,
+            None => self
+                .inverter
+                .as_ref()
+                .map_or(Grid::Unknown, InverterView::grid),
         }
-        self.inverter
-            .as_ref()
-            .map_or(Grid::Unknown, InverterView::grid)
     }
 }
 
@@ -407,7 +394,7 @@ pub fn status(
         generated_at: now,
         batteries: views,
         bank,
-        inverter: latest_reading(conn, now)?,
+        inverter: latest_reading(conn, now, config.inverter_max_gap)?,
         poller: super::poller::view(conn, now)?,
     })
 }
@@ -545,6 +532,7 @@ fn bank(batteries: &[BatteryView]) -> BankView {
 pub fn latest_reading(
     conn: &Connection,
     now: DateTime<Utc>,
+    stale_after: Duration,
 ) -> Result<Option<InverterView>, StoreError> {
     // payload and error as any writer left them: a BLOB or text that is not UTF-8 is no JSON
     let text = |v: rusqlite::types::ValueRef| match v {
@@ -576,9 +564,11 @@ pub fn latest_reading(
             m.get("source").and_then(Value::as_str) != Some(OWN_ROW_SOURCE)
                 && INVERTER_KEYS.iter().any(|k| m.contains_key(*k))
         });
+        let age_s = parse_created_at(&created_at).map(|t| age_s(t.timestamp_millis(), now));
         InverterView {
             id,
-            age_s: parse_created_at(&created_at).map(|t| age_s(t.timestamp_millis(), now)),
+            stale: age_s.is_none_or(|a| a > stale_after.as_secs_f64()),
+            age_s,
             created_at,
             has_inverter_data,
             error,

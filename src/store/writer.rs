@@ -402,6 +402,7 @@ impl Writing<'_> {
                     );
                 }
                 self.rows.clear();
+                self.count_inverter_energy();
             }
             Err(e) => {
                 if self.rows.len() > MAX_PENDING_ROWS {
@@ -413,6 +414,17 @@ impl Writing<'_> {
                     self.rows.len()
                 );
             }
+        }
+    }
+
+    /// Today's inverter energy after a row, for the views of this process (Home Assistant's
+    /// Energy dashboard reads it over MQTT): the same count `/api/v1/energy` makes.
+    fn count_inverter_energy(&mut self) {
+        let Some(live) = &self.live else { return };
+        let now = Local::now();
+        match self.store.inverter_energy_today(now) {
+            Ok(today) => live.record_inverter_energy(today),
+            Err(e) => tracing::warn!("could not count the inverter's energy today: {e}"),
         }
     }
 

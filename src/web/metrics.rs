@@ -383,16 +383,17 @@ fn inverter(out: &mut Out, p: &crate::store::poller::PollerView) {
         );
         out.sample("jkmon_inverter_mode", &labels, f64::from(code));
     }
-    if let Some(lost) = p.grid_lost {
+    // absent while unknown (the grid voltage not read this poll): no series says "down"
+    if let Some(up) = p.grid.is_up() {
         out.family(
             "jkmon_inverter_grid_up",
             "gauge",
-            "1 while the inverter has mains, 0 when it runs off-grid with no grid voltage.",
+            "1 while the inverter reads a grid voltage, 0 when it reads none; absent when unknown.",
         );
         out.sample(
             "jkmon_inverter_grid_up",
             &labels,
-            if lost { 0.0 } else { 1.0 },
+            if up { 1.0 } else { 0.0 },
         );
     }
     for (name, value) in &p.values {

@@ -10,7 +10,7 @@ pub mod modbus;
 
 use thiserror::Error;
 
-use crate::inverter::registers::{self, Model, Values};
+use crate::inverter::registers::{self, Decoded, Model};
 use dongle::{Dongle, DongleConfig, DongleError};
 use modbus::{ModbusConfig, ModbusError, ModbusLink};
 
@@ -140,9 +140,13 @@ impl ReadRegisters for ModbusLink {
     }
 }
 
-/// Every block of `model`: the values of those that were read, and the errors of those that
-/// failed (a failed block gives no value, never a guess).
-pub async fn poll(link: &mut impl ReadRegisters, model: &Model) -> (Values, Vec<LinkError>) {
+/// Every block of `model`: the plausible values of those that were read (and the registers
+/// that were not plausible), and the errors of those that failed (a failed block gives no
+/// value, never a guess).
+pub async fn poll(
+    link: &mut impl ReadRegisters,
+    model: &'static Model,
+) -> (Decoded, Vec<LinkError>) {
     let mut read = Vec::new();
     let mut errors = Vec::new();
     for block in registers::blocks(model) {

@@ -76,6 +76,9 @@ struct State {
     grid: bool,
     /// Answers nothing (the inverter is off while its dongle stays up).
     silent: bool,
+    /// The start of a block answered with an exception every time (a gateway that refuses
+    /// part of the map).
+    refused: Option<u16>,
     requests: u32,
     events: Vec<Event>,
     rng: Option<Rng>,
@@ -96,6 +99,7 @@ impl SimInverter {
             values,
             grid: true,
             silent: false,
+            refused: None,
             requests: 0,
             events: Vec::new(),
             rng,
@@ -127,6 +131,17 @@ impl SimInverter {
         s.follow_the_day();
     }
 
+    /// Sets one value as the registers hold it (until the grid changes or the day moves on).
+    pub fn set_value(&self, name: &'static str, value: f64) {
+        self.lock().values.insert(name, value);
+    }
+
+    /// Answers reads of the block starting at `start` with an exception (illegal address), as
+    /// a Modbus gateway that refuses part of the map does; `None` answers them again.
+    pub fn refuse_block(&self, start: Option<u16>) {
+        self.lock().refused = start;
+    }
+
     pub fn events(&self) -> Vec<Event> {
         self.lock().events.clone()
     }
@@ -155,7 +170,7 @@ impl SimInverter {
             s.events.push(Event::Dropped(*read));
             return Reply::Silent;
         }
-        let exception = if every(f.exception_every) {
+        let exception = if every(f.exception_every) || s.refused == Some(read.start) {
             Some(0x02)
         } else if (read.function == Function::Holding) == s.config.input_registers_only {
             Some(0x01)
