@@ -1,8 +1,10 @@
 // Shared helpers of jkmon's pages. Values are always set with textContent, never as HTML.
 "use strict";
 window.jk = (function () {
+  // a value the hardware did not report is "no data": never a 0, never the last value
+  var NO_DATA = "no data";
   function fmt(v, digits, unit) {
-    if (v === null || v === undefined || Number.isNaN(v)) return "–";
+    if (v === null || v === undefined || v === "" || v === "N/A" || Number.isNaN(Number(v))) return NO_DATA;
     return Number(v).toFixed(digits) + (unit ? "\u202f" + unit : "");
   }
   function set(root, field, text, cls) {
@@ -26,5 +28,5 @@ window.jk = (function () {
     el.textContent = text;
     el.className = "pill " + ({ live: "good", lost: "bad", stale: "warn" }[state] || "muted");
   }
-  return { fmt: fmt, set: set, age: age, connection: connection };
+  return { fmt: fmt, set: set, age: age, connection: connection, NO_DATA: NO_DATA };
 })();

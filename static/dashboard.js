@@ -11,13 +11,13 @@
   window.jkmonPageId = Math.random().toString(36).slice(2);
 
   function direction(a) {
-    if (a === null || a === undefined) return ["–", "badge"];
+    if (a === null || a === undefined) return [jk.NO_DATA, "badge"];
     if (a > 0.05) return ["charging", "charging"];
     if (a < -0.05) return ["discharging", "discharging"];
     return ["idle", ""];
   }
   function flag(root, field, label, on) {
-    set(root, field, label + (on === null || on === undefined ? " –" : on ? " on" : " off"),
+    set(root, field, label + (on === null || on === undefined ? " " + jk.NO_DATA : on ? " on" : " off"),
       on ? "good" : on === false ? "muted" : "");
   }
   function pills(container, items, cls) {
@@ -54,17 +54,17 @@
     set(card, "state", b.online ? "online" : (b.snapshot ? "offline" : b.state), b.online ? "good" : "bad");
     set(card, "age", b.online ? "updated " + jk.age(b.age_s) : "last data " + jk.age(b.age_s) +
       (b.state_detail ? " · " + b.state_detail : ""));
-    set(card, "soc", s.soc_effective_pct === undefined || s.soc_effective_pct === null ? "–" : Math.round(s.soc_effective_pct) + "%");
+    set(card, "soc", s.soc_effective_pct === undefined || s.soc_effective_pct === null ? jk.NO_DATA : Math.round(s.soc_effective_pct) + "%");
     set(card, "soc_source", s.soc_source ? "SOC from " + (s.soc_source === "bms" ? "the BMS" : "the voltage curve") : "");
     set(card, "voltage", fmt(s.total_voltage_v, 2, "V"));
     var dir = direction(s.current_a);
     set(card, "current", fmt(s.current_a, 2, "A"));
     set(card, "direction", dir[0], dir[1]);
     set(card, "power", fmt(s.power_w, 0, "W"));
-    set(card, "capacity", s.remaining_capacity_ah === undefined || s.remaining_capacity_ah === null ? "–"
+    set(card, "capacity", s.remaining_capacity_ah === undefined || s.remaining_capacity_ah === null ? jk.NO_DATA
       : fmt(s.remaining_capacity_ah, 0) + " / " + fmt(s.nominal_capacity_ah, 0, "Ah"));
-    set(card, "cycles", s.cycle_count === undefined || s.cycle_count === null ? "–" : String(s.cycle_count));
-    set(card, "soh", s.soh_pct === undefined || s.soh_pct === null ? "–" : s.soh_pct + "%");
+    set(card, "cycles", s.cycle_count === undefined || s.cycle_count === null ? jk.NO_DATA : String(s.cycle_count));
+    set(card, "soh", s.soh_pct === undefined || s.soh_pct === null ? jk.NO_DATA : s.soh_pct + "%");
     var temps = s.temperatures_c || {};
     pills(card.querySelector('[data-f="temps"]'), Object.keys(temps).map(function (k) {
       return (k === "mos" ? "MOS" : k.toUpperCase()) + " " + fmt(temps[k], 1, "°C");
@@ -199,14 +199,15 @@
     s.querySelector('[data-f="flow.pv"]').textContent = watts(pv);
     s.querySelector('[data-f="flow.grid"]').textContent = grid === null ? "no data" : watts(grid);
     s.querySelector('[data-f="flow.load"]').textContent = watts(load);
-    s.querySelector('[data-f="inv.mode"]').textContent = has ? (p.status_text || "–") : "–";
+    s.querySelector('[data-f="inv.mode"]').textContent = has && p.status_text && p.status_text !== "UNKNOWN" ? p.status_text : jk.NO_DATA;
     var gridState = status.grid || "unknown";
     var gv = num(p, "grid_voltage");
     s.querySelector('[data-f="flow.grid.sub"]').textContent = gridState === "up" ? "online" + (gv !== null ? " · " + gv.toFixed(0) + "\u202fV" : "")
       : gridState === "down" ? "OFFLINE" : "unknown";
     s.querySelector('[data-node="grid"]').setAttribute("class", "node n-grid " + gridState);
     s.querySelector('[data-f="flow.pv.sub"]').textContent = pv === null ? "" : dir(pv, true) === "in" ? "producing" : "idle";
-    s.querySelector('[data-f="flow.load.sub"]').textContent = has ? (p.ac_output_voltage ? p.ac_output_voltage + "\u202fV" : "") : "";
+    var outV = num(p, "ac_output_voltage");
+    s.querySelector('[data-f="flow.load.sub"]').textContent = outV === null ? "" : outV.toFixed(0) + "\u202fV";
     // the battery: the bank (or the one battery) as its BMS reports it
     var online = (status.batteries || []).filter(function (b) { return b.online && b.snapshot; });
     var bp = status.bank ? (status.bank.batteries_online ? status.bank.power_w : null)
@@ -217,11 +218,11 @@
     s.querySelector('[data-f="flow.battery"]').textContent = bp === null || bp === undefined ? "offline" : watts(bp);
     s.querySelector('[data-f="flow.battery.sub"]').textContent = (soc === null || soc === undefined ? "" : Math.round(soc) + "% · ") +
       (bp === null || bp === undefined ? "" : Math.abs(bp) < IDLE_W ? "idle" : bp > 0 ? "charging" : "discharging");
-    set(root, "inv.out", has ? "output " + (p.ac_output_voltage || "–") + "\u202fV · " + (p.ac_output_freq || "–") + "\u202fHz" : "no inverter data");
+    set(root, "inv.out", has ? "output " + fmt(num(p, "ac_output_voltage"), 1, "V") + " · " + fmt(num(p, "ac_output_freq"), 2, "Hz") : "no inverter data");
     var bv = p.inverter_battery_voltage !== undefined ? "inverter_battery_voltage" : "battery_voltage";
     var bs = p.inverter_battery_soc !== undefined ? "inverter_battery_soc" : "battery_soc";
-    set(root, "inv.batt", has && p[bv] !== undefined ? p[bv] + "\u202fV" : "–");
-    set(root, "inv.batt_soc", has && p[bs] !== undefined ? "SOC " + p[bs] + "%" : "–");
+    set(root, "inv.batt", fmt(has ? num(p, bv) : null, 1, "V"));
+    set(root, "inv.batt_soc", has && num(p, bs) !== null ? "SOC " + fmt(num(p, bs), 0, "%") : jk.NO_DATA);
     var list = root.querySelector('[data-f="per_battery"]');
     while (list.firstChild) list.removeChild(list.firstChild);
     (status.batteries || []).forEach(function (b) {
@@ -248,14 +249,14 @@
     var e = status.bank ? status.bank.energy : ((status.batteries || [])[0] || {}).energy;
     root.hidden = false;
     set(root, "today.date", inverterToday.date);
-    set(root, "today.charged", e ? fmt(e.today_charged_kwh, 2, "kWh") : "–");
-    set(root, "today.discharged", e ? fmt(e.today_discharged_kwh, 2, "kWh") : "–");
+    set(root, "today.charged", e ? fmt(e.today_charged_kwh, 2, "kWh") : jk.NO_DATA);
+    set(root, "today.discharged", e ? fmt(e.today_discharged_kwh, 2, "kWh") : jk.NO_DATA);
     set(root, "today.pv", fmt(inverterToday.pv_kwh, 2, "kWh"));
     set(root, "today.load", fmt(inverterToday.load_kwh, 2, "kWh"));
     var grid = fmt(inverterToday.grid_import_kwh, 2, "kWh");
     if (inverterToday.grid_export_kwh > 0) grid += " in · " + fmt(inverterToday.grid_export_kwh, 2, "kWh") + " out";
     set(root, "today.grid", grid);
-    set(root, "today.stored", e ? fmt(e.stored_kwh, 1, "kWh") : "–");
+    set(root, "today.stored", e ? fmt(e.stored_kwh, 1, "kWh") : jk.NO_DATA);
     var empty = e && e.time_to_empty_s !== null && e.time_to_empty_s !== undefined;
     var full = e && e.time_to_full_s !== null && e.time_to_full_s !== undefined;
     set(root, "today.left_label", empty ? "Time to empty" : full ? "Time to full" : "Time left");
@@ -283,7 +284,7 @@
     var bank = status.bank;
     if (bank && document.getElementById("bank")) {
       var root = document.getElementById("bank");
-      set(root, "bank.soc", bank.soc_pct === null ? "–" : Math.round(bank.soc_pct) + "%");
+      set(root, "bank.soc", bank.soc_pct === null ? jk.NO_DATA : Math.round(bank.soc_pct) + "%");
       set(root, "bank.current", fmt(bank.current_a, 1, "A"));
       set(root, "bank.power", fmt(bank.power_w, 0, "W"));
       set(root, "bank.online", bank.batteries_online + " / " + status.batteries.length);

@@ -863,6 +863,14 @@ async fn home_assistant_switches_the_bms_only_where_control_is_on() {
     assert_eq!(reported(&after, "charging"), Some(false), "still off");
     run.signal("TERM");
     assert!(run.wait_exit(LIMIT).success());
+    // clearing the retained command (an empty payload) is no command, and no warning
+    run.drain_stderr();
+    let warned: Vec<&String> = run
+        .stderr_seen
+        .iter()
+        .filter(|l| l.contains("neither ON nor OFF") || l.contains("WARN") && l.contains("\"\""))
+        .collect();
+    assert!(warned.is_empty(), "{warned:?}");
     assert_eq!(
         common::switch_writes(&dir.path().join("control.db")),
         [

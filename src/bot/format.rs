@@ -11,10 +11,13 @@ fn cell<T>(s: Option<&SnapshotJson>, f: impl Fn(&CellInfoJson) -> Option<T>) -> 
     s.and_then(|s| f(&s.cell_info))
 }
 
+/// What the bot says for a value the hardware did not report: never a 0, never the last value.
+const NO_DATA: &str = "no data";
+
 fn fmt(v: Option<f64>, digits: usize, unit: &str) -> String {
     match v {
         Some(v) => format!("{v:.digits$} {unit}"),
-        None => "–".into(),
+        None => NO_DATA.into(),
     }
 }
 
@@ -85,12 +88,20 @@ pub fn status(view: &StatusView) -> String {
             .as_ref()
             .and_then(|i| i.text(k))
             .map(|v| format!("{} {unit}", escape(v)))
-            .unwrap_or_else(|| "–".into())
+            .unwrap_or_else(|| NO_DATA.into())
     };
     match view.grid() {
         Grid::Up => out += &format!("Grid: <b>online</b> ({})\n", inv("grid_voltage", "V")),
         Grid::Down => out += "Grid: <b>OFFLINE</b>\n",
-        Grid::Unknown => out += "Grid: unknown (no inverter data)\n",
+        Grid::Unknown => {
+            let polled = view.poller.as_ref().is_some_and(|p| p.online)
+                || view.inverter.as_ref().is_some_and(|i| i.has_inverter_data);
+            out += if polled {
+                "Grid: unknown (the inverter's grid voltage was not read)\n"
+            } else {
+                "Grid: unknown (no inverter data)\n"
+            };
+        }
     }
     if let Some(p) = &view.poller {
         out += &match (p.online, &p.mode) {
@@ -189,7 +200,7 @@ pub fn battery(view: &StatusView) -> String {
         if !temps.is_empty() {
             out += &format!("Temperatures: {}\n", escape(&temps.join(", ")));
         }
-        let index = |i: Option<usize>| i.map_or("–".into(), |i| i.to_string());
+        let index = |i: Option<usize>| i.map_or(NO_DATA.into(), |i| i.to_string());
         out += &format!(
             "Cells: min {} (#{}) · max {} (#{}) · delta {}\n",
             fmt(c.cell_min_v, 3, "V"),
@@ -200,7 +211,7 @@ pub fn battery(view: &StatusView) -> String {
         );
         out += &format!(
             "Cycles: {} · SOH: {}\n",
-            c.cycle_count.map_or("–".into(), |n| n.to_string()),
+            c.cycle_count.map_or(NO_DATA.into(), |n| n.to_string()),
             fmt(c.soh_pct.map(f64::from), 0, "%")
         );
         out += &format!(
@@ -553,6 +564,16 @@ mod tests {
             text.contains("Grid: <b>OFFLINE</b>"),
             "the inverter's own word: {text}"
         );
+        // a poll that did not read the grid voltage: unknown, never OFFLINE
+        p.grid = crate::inverter::payload::Grid::Unknown;
+        p.grid_lost = None;
+        v.poller = Some(p.clone());
+        let text = status(&v);
+        assert!(
+            text.contains("Grid: unknown (the inverter's grid voltage was not read)"),
+            "{text}"
+        );
+        assert!(!text.contains("OFFLINE"), "{text}");
         p.state = "offline".into();
         p.online = false;
         p.detail = "no answer <from> the dongle".into();

@@ -370,6 +370,11 @@ fn command(
         tracing::warn!("mqtt: {}: not a switch command jkmon takes", p.topic);
         return;
     };
+    // an empty payload is how owners clear a retained command: nothing was asked
+    if p.payload.iter().all(u8::is_ascii_whitespace) {
+        tracing::debug!("mqtt: {}: an empty command, nothing to do", p.topic);
+        return;
+    }
     if p.retain {
         tracing::warn!(
             "mqtt: {}: a retained command is ignored (it would be set again at every reconnection); publish it without retain",

@@ -19,6 +19,8 @@ struct Spec {
     state_class: Option<&'static str>,
     precision: Option<u8>,
     diagnostic: bool,
+    /// For a sensor without a device class (Home Assistant draws the class's icon otherwise).
+    icon: Option<&'static str>,
 }
 
 const fn spec(
@@ -37,6 +39,15 @@ const fn spec(
         state_class,
         precision,
         diagnostic: false,
+        icon: None,
+    }
+}
+
+/// `spec` with an icon.
+const fn with_icon(spec: Spec, icon: &'static str) -> Spec {
+    Spec {
+        icon: Some(icon),
+        ..spec
     }
 }
 
@@ -87,45 +98,67 @@ const SENSORS: [Spec; 22] = [
         M,
         Some(0),
     ),
-    spec("soh_pct", "State of health", None, Some("%"), M, Some(0)),
-    spec(
-        "remaining_capacity_ah",
-        "Remaining capacity",
-        None,
-        Some("Ah"),
-        M,
-        Some(1),
+    with_icon(
+        spec("soh_pct", "State of health", None, Some("%"), M, Some(0)),
+        "mdi:heart-pulse",
     ),
-    spec(
-        "nominal_capacity_ah",
-        "Nominal capacity",
-        None,
-        Some("Ah"),
-        None,
-        Some(0),
+    with_icon(
+        spec(
+            "remaining_capacity_ah",
+            "Remaining capacity",
+            None,
+            Some("Ah"),
+            M,
+            Some(1),
+        ),
+        "mdi:battery-50",
     ),
-    spec(
-        "cycle_capacity_ah",
-        "Cycle capacity",
-        None,
-        Some("Ah"),
-        Some("total_increasing"),
-        Some(0),
+    with_icon(
+        spec(
+            "nominal_capacity_ah",
+            "Nominal capacity",
+            None,
+            Some("Ah"),
+            None,
+            Some(0),
+        ),
+        "mdi:battery-high",
     ),
-    spec(
-        "cycle_count",
-        "Cycles",
-        None,
-        None,
-        Some("total_increasing"),
-        Some(0),
+    with_icon(
+        spec(
+            "cycle_capacity_ah",
+            "Cycle capacity",
+            None,
+            Some("Ah"),
+            Some("total_increasing"),
+            Some(0),
+        ),
+        "mdi:battery-sync",
+    ),
+    with_icon(
+        spec(
+            "cycle_count",
+            "Cycles",
+            None,
+            None,
+            Some("total_increasing"),
+            Some(0),
+        ),
+        "mdi:counter",
     ),
     spec("cell_delta_v", "Cell delta", V, VOLT, M, Some(3)),
     spec("cell_min_v", "Cell minimum", V, VOLT, M, Some(3)),
     spec("cell_max_v", "Cell maximum", V, VOLT, M, Some(3)),
     spec("cell_avg_v", "Cell average", V, VOLT, M, Some(3)),
-    spec("cell_min_index", "Lowest cell", None, None, None, None),
-    spec("cell_max_index", "Highest cell", None, None, None, None),
+    // a precision makes them numbers to Home Assistant, so a missing value reads as unknown
+    with_icon(
+        spec("cell_min_index", "Lowest cell", None, None, None, Some(0)),
+        "mdi:arrow-down-bold",
+    ),
+    with_icon(
+        spec("cell_max_index", "Highest cell", None, None, None, Some(0)),
+        "mdi:arrow-up-bold",
+    ),
     spec(
         "balance_current_a",
         "Balance current",
@@ -148,11 +181,17 @@ const SENSORS: [Spec; 22] = [
     },
     Spec {
         diagnostic: true,
-        ..spec("cell_count", "Cells", None, None, None, None)
+        ..with_icon(
+            spec("cell_count", "Cells", None, None, None, Some(0)),
+            "mdi:numeric",
+        )
     },
     Spec {
         diagnostic: true,
-        ..spec("soc_source", "SOC source", None, None, None, None)
+        ..with_icon(
+            spec("soc_source", "SOC source", None, None, None, None),
+            "mdi:information-outline",
+        )
     },
 ];
 
@@ -227,13 +266,14 @@ const ENERGY_LEVELS: [Spec; 3] = [
     ),
 ];
 
-/// A binary sensor: its object id, name, device class, the field it needs and its template.
+/// A binary sensor: its object id, name, device class, the field it needs and the test that
+/// makes it on (of the field's value `v`).
 struct Binary {
     id: &'static str,
     name: &'static str,
     device_class: Option<&'static str>,
     needs: &'static str,
-    template: &'static str,
+    on_when: &'static str,
 }
 
 const BINARIES: [Binary; 6] = [
@@ -242,44 +282,66 @@ const BINARIES: [Binary; 6] = [
         name: "Charging",
         device_class: Some("battery_charging"),
         needs: "current_a",
-        template: "{{ 'ON' if value_json.current_a > 0 else 'OFF' }}",
+        on_when: "v > 0",
     },
     Binary {
         id: "discharging",
         name: "Discharging",
         device_class: None,
         needs: "current_a",
-        template: "{{ 'ON' if value_json.current_a < 0 else 'OFF' }}",
+        on_when: "v < 0",
     },
+    // the MOSFETs as the BMS reports them (its cell-info frame), which protection may open
+    // while the switch (the settings frame's, a `switch` entity where control is on) is on
     Binary {
         id: "charging_enabled",
-        name: "Charge switch",
+        name: "Charge MOSFET",
         device_class: Some("power"),
         needs: "charging_enabled",
-        template: "{{ 'ON' if value_json.charging_enabled else 'OFF' }}",
+        on_when: "v",
     },
     Binary {
         id: "discharging_enabled",
-        name: "Discharge switch",
+        name: "Discharge MOSFET",
         device_class: Some("power"),
         needs: "discharging_enabled",
-        template: "{{ 'ON' if value_json.discharging_enabled else 'OFF' }}",
+        on_when: "v",
     },
     Binary {
         id: "balancing",
         name: "Balancing",
         device_class: Some("running"),
         needs: "balancing",
-        template: "{{ 'ON' if value_json.balancing else 'OFF' }}",
+        on_when: "v",
     },
     Binary {
         id: "heating",
         name: "Heating",
         device_class: Some("heat"),
         needs: "heating",
-        template: "{{ 'ON' if value_json.heating else 'OFF' }}",
+        on_when: "v",
     },
 ];
+
+/// A template that gives `ON` where `on_when` holds for the value at `path`, `OFF` where it
+/// does not, and `None` — unknown to Home Assistant — where the value is null (not reported
+/// this time).
+pub fn on_off(path: &str, on_when: &str) -> String {
+    format!(
+        "{{% set v = value_json.{path} %}}{{{{ none if v is none else ('ON' if {on_when} else 'OFF') }}}}"
+    )
+}
+
+/// Where the value at `path` is null the entity is unavailable: for a sensor Home Assistant
+/// takes as text, a timestamp or an option (it reads `None` as a word there, not as unknown).
+fn available_when_reported(state_topic: &str, path: &str) -> Value {
+    json!({
+        "topic": state_topic,
+        "value_template": format!(
+            "{{{{ 'online' if value_json.{path} is not none else 'offline' }}}}"
+        ),
+    })
+}
 
 fn temperature_name(key: &str) -> String {
     match key {
@@ -443,10 +505,18 @@ pub fn configs(
     }
     // in words and within Home Assistant's 255 characters (`payload::alarms_text`)
     let alarms = "{{ value_json.alarms_text }}";
-    let plain = spec("", "", None, None, None, None);
+    let plain = with_icon(
+        spec("", "", None, None, None, None),
+        "mdi:alert-circle-outline",
+    );
     c.sensor("alarms".into(), "Alarms", alarms.into(), &plain);
     for b in BINARIES.iter().filter(|b| present(b.needs)) {
-        c.binary(b.id.into(), b.name, b.device_class, b.template.into());
+        c.binary(
+            b.id.into(),
+            b.name,
+            b.device_class,
+            on_off(b.needs, b.on_when),
+        );
     }
     // switches jkmon may set: their state is what the BMS's settings frame reports
     if let (Some(link), Some(reported)) = (
@@ -467,7 +537,7 @@ pub fn configs(
             format!("alarm_{group}"),
             &format!("{} alarm", label(group)),
             Some("problem"),
-            format!("{{{{ 'ON' if value_json.alarm_groups.{group} else 'OFF' }}}}"),
+            on_off(&format!("alarm_groups.{group}"), "v"),
         );
     }
     c.out
@@ -516,6 +586,7 @@ impl Configs<'_> {
 
     /// A sensor with the class, unit, state class, precision and category of `shape`.
     fn sensor(&mut self, object: String, name: &str, template: String, shape: &Spec) {
+        let path = template_paths(&template);
         let mut c = self.common(name, &object, template);
         for (key, v) in [
             ("device_class", shape.device_class),
@@ -532,21 +603,39 @@ impl Configs<'_> {
         if shape.diagnostic {
             c.insert("entity_category".into(), json!("diagnostic"));
         }
+        if let Some(icon) = shape.icon {
+            c.insert("icon".into(), json!(icon));
+        }
+        // a sensor Home Assistant takes as text or a timestamp: unavailable while not reported
+        let numeric =
+            shape.unit.is_some() || shape.state_class.is_some() || shape.precision.is_some();
+        if let (false, Some(path), Some(Value::Array(a))) =
+            (numeric, path.first(), c.get_mut("availability"))
+        {
+            a.push(available_when_reported(
+                &self.topics.state(),
+                &path.join("."),
+            ));
+        }
         let topic = format!("{}/sensor/{}/{object}/config", self.prefix, self.node);
         self.out.push((topic, Value::Object(c)));
     }
 
-    /// A switch jkmon sets through its command topic; its state is the BMS's report.
+    /// A switch jkmon sets through its command topic; its state is the BMS's report. No entity
+    /// category: control is the owner's choice per battery (`JK_BMS_CONTROL`), and an owner who
+    /// made it wants the switches where Home Assistant puts controls — on the generated
+    /// dashboard and for voice assistants — not among the configuration entities.
     fn switch(&mut self, switch: Switch) {
         let object = format!("switch_{switch}");
-        let name = match switch {
-            Switch::Charging => "Charging switch",
-            Switch::Discharging => "Discharging switch",
-            Switch::Balancer => "Balancer switch",
-            Switch::Heater => "Heater switch",
+        let (name, icon) = match switch {
+            Switch::Charging => ("Charge", "mdi:battery-arrow-up"),
+            Switch::Discharging => ("Discharge", "mdi:battery-arrow-down"),
+            Switch::Balancer => ("Balancer", "mdi:scale-balance"),
+            Switch::Heater => ("Heater", "mdi:heat-wave"),
         };
-        let template = format!("{{{{ 'ON' if value_json.switches.{switch} else 'OFF' }}}}");
+        let template = on_off(&format!("switches.{switch}"), "v");
         let mut c = self.common(name, &object, template);
+        c.insert("icon".into(), json!(icon));
         c.insert(
             "command_topic".into(),
             json!(self.topics.switch_command(switch)),
@@ -556,7 +645,6 @@ impl Configs<'_> {
         c.insert("state_on".into(), json!("ON"));
         c.insert("state_off".into(), json!("OFF"));
         c.insert("optimistic".into(), json!(false));
-        c.insert("entity_category".into(), json!("config"));
         let topic = switch_topic(self.prefix, &self.node, switch);
         self.out.push((topic, Value::Object(c)));
     }
@@ -676,6 +764,63 @@ mod tests {
             && ["total", "total_increasing"].contains(&config["state_class"].as_str().unwrap_or(""))
             && ["Wh", "kWh", "MWh", "GJ", "MJ"]
                 .contains(&config["unit_of_measurement"].as_str().unwrap_or(""))
+    }
+
+    #[test]
+    fn names_places_and_unknowns_as_home_assistant_expects() {
+        let mut l = layout();
+        l.batteries[0].control = Some(crate::control::WriteLink::Bluetooth);
+        let (_, mut state) = example();
+        state["switches"] = json!({"charging": true, "discharging": true, "balancer": true});
+        let c = configs_of(&l, "homeassistant", &state, None);
+        let names: Vec<&str> = c.iter().filter_map(|(_, v)| v["name"].as_str()).collect();
+        // one word for one thing: the MOSFETs the cell-info frame reports, the switches the
+        // settings frame reports; no domain word in a name; abbreviations in capitals
+        for name in [
+            "Charge MOSFET",
+            "Discharge MOSFET",
+            "Charge",
+            "Discharge",
+            "MOSFET alarm",
+        ] {
+            assert!(names.contains(&name), "{name} in {names:?}");
+        }
+        for name in &names {
+            assert!(!name.to_lowercase().contains("switch"), "{name}");
+            assert!(!name.contains("Mosfet") && !name.contains("soc "), "{name}");
+        }
+        // switches where an owner finds them: no entity category, an icon each
+        let charge = find(&c, "switch_charging");
+        assert!(charge.get("entity_category").is_none(), "{charge}");
+        assert_eq!(charge["icon"], "mdi:battery-arrow-up");
+        // a sensor without a device class has an icon
+        for (topic, v) in &c {
+            if topic.contains("/sensor/") && v.get("device_class").is_none() {
+                assert!(v.get("icon").is_some(), "{topic}");
+            }
+        }
+        // null-safe: every on/off template says None (unknown) for a null value
+        assert_eq!(
+            find(&c, "charging")["value_template"],
+            "{% set v = value_json.current_a %}{{ none if v is none else ('ON' if v > 0 else 'OFF') }}"
+        );
+        // a number without a unit still reads a null as unknown: it has a precision
+        assert_eq!(find(&c, "cell_min_index")["suggested_display_precision"], 0);
+        // text and timestamps are unavailable while not reported (None is a word to them)
+        let started = find(&c, "bms_started_at");
+        let availability = started["availability"].as_array().unwrap();
+        assert_eq!(availability.len(), 3, "{started}");
+        assert_eq!(
+            availability[2]["value_template"],
+            "{{ 'online' if value_json.bms_started_at is not none else 'offline' }}"
+        );
+        assert_eq!(
+            find(&c, "total_voltage_v")["availability"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]

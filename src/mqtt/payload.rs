@@ -51,6 +51,58 @@ pub fn state(
     state
 }
 
+/// Adds what `state` reports to `reported`, the union of every state of a battery so far: each
+/// key with its newest value that was not null (objects key by key; an array at its longest).
+/// Discovery is built from it, so an entity once announced stays when a later frame lacks its
+/// value — and [`fill_unreported`] makes that value `null`, which Home Assistant shows as
+/// unknown.
+pub fn remember(reported: &mut Value, state: &Value) {
+    let (Some(known), Some(now)) = (reported.as_object_mut(), state.as_object()) else {
+        if !state.is_null() {
+            *reported = state.clone();
+        }
+        return;
+    };
+    for (key, v) in now {
+        match (known.get_mut(key), v) {
+            (Some(old @ Value::Object(_)), Value::Object(_)) => remember(old, v),
+            (Some(Value::Array(old)), Value::Array(new)) if new.len() < old.len() => {
+                old[..new.len()].clone_from_slice(new);
+            }
+            (Some(_), Value::Null) => {}
+            _ => _ = known.insert(key.clone(), v.clone()),
+        }
+    }
+}
+
+/// `state` with every key `reported` has: a key this state lacks is `null` (an object's keys
+/// each null, an array's missing elements null), so every template finds its key and shows
+/// unknown rather than the previous value.
+pub fn fill_unreported(state: &mut Value, reported: &Value) {
+    let (Some(out), Some(known)) = (state.as_object_mut(), reported.as_object()) else {
+        return;
+    };
+    for (key, shape) in known {
+        match (out.get_mut(key), shape) {
+            (Some(v @ Value::Object(_)), Value::Object(_)) => fill_unreported(v, shape),
+            (Some(Value::Array(a)), Value::Array(all)) => {
+                a.resize(a.len().max(all.len()), Value::Null);
+            }
+            (Some(_), _) => {}
+            (None, _) => _ = out.insert(key.clone(), nulls(shape)),
+        }
+    }
+}
+
+/// `shape` with every leaf null.
+fn nulls(shape: &Value) -> Value {
+    match shape {
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), nulls(v))).collect()),
+        Value::Array(a) => Value::Array(vec![Value::Null; a.len()]),
+        _ => Value::Null,
+    }
+}
+
 /// `cell undervoltage, charge overcurrent`, or `none`; alarms that do not fit in
 /// [`HA_STATE_MAX`] characters are counted at the end (`… (+3 more)`).
 pub fn alarms_text(alarms: &[String]) -> String {
@@ -231,6 +283,30 @@ pub fn nodejkbms_cells(snapshot: &Snapshot) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_once_reported_and_now_missing_is_null_not_gone() {
+        let mut reported = Value::Null;
+        let first = json!({"soc_pct": 50, "temperatures_c": {"mos": 20.0, "t1": 18.5},
+                           "cell_voltages_v": [3.3, 3.31, 3.29], "switches": {"charging": true}});
+        remember(&mut reported, &first);
+        // a frame without T1, with two cells, without the settings frame's switches, and
+        // without a SOC
+        let mut later = json!({"soc_pct": null, "temperatures_c": {"mos": 21.0},
+                               "cell_voltages_v": [3.3, 3.32]});
+        remember(&mut reported, &later);
+        fill_unreported(&mut later, &reported);
+        assert_eq!(
+            later,
+            json!({"soc_pct": null, "temperatures_c": {"mos": 21.0, "t1": null},
+                   "cell_voltages_v": [3.3, 3.32, null], "switches": {"charging": null}})
+        );
+        // what discovery is built from keeps the newest value reported of each
+        assert_eq!(reported["soc_pct"], 50);
+        assert_eq!(reported["temperatures_c"]["mos"], 21.0);
+        assert_eq!(reported["temperatures_c"]["t1"], 18.5);
+        assert_eq!(reported["cell_voltages_v"].as_array().unwrap().len(), 3);
+    }
     use crate::battery::SocSource;
     use crate::protocol::alarms::{AlarmTable, Alarms};
     use crate::protocol::CellInfo;

@@ -90,6 +90,9 @@ pub struct Publisher {
     /// life (a reconnection keeps it), and when its first snapshot came.
     nodes: Vec<Option<String>>,
     first_snapshot: Vec<Option<Instant>>,
+    /// Each battery's states so far as one ([`payload::remember`]), for this process's life:
+    /// its entities, and the keys every state carries (null where not reported).
+    reported: Vec<Value>,
     /// What the broker was told about jkmon's own inverter poller on this connection.
     told_inverter: ToldInverter,
 }
@@ -116,6 +119,7 @@ impl Publisher {
             told: vec![Told::default(); n],
             nodes: vec![None; n],
             first_snapshot: vec![None; n],
+            reported: vec![Value::Null; n],
             told_inverter: ToldInverter::default(),
         }
     }
@@ -152,8 +156,11 @@ impl Publisher {
             if let Some(snapshot) = &b.snapshot {
                 let fresh = b.seq != self.told[i].seq;
                 if fresh && (cause == Cause::Tick || came_online) {
-                    let state = payload::state(snapshot, b.energy.as_ref(), now_local, online);
-                    self.discovery(i, &state, snapshot, now, &mut out);
+                    let mut state = payload::state(snapshot, b.energy.as_ref(), now_local, online);
+                    payload::remember(&mut self.reported[i], &state);
+                    payload::fill_unreported(&mut state, &self.reported[i]);
+                    let reported = self.reported[i].clone();
+                    self.discovery(i, &reported, snapshot, now, &mut out);
                     if let Some(device) = payload::device(snapshot) {
                         let bytes = serde_json::to_vec(&device).unwrap_or_default();
                         if self.told[i].device.as_ref() != Some(&bytes) {
@@ -598,18 +605,25 @@ mod tests {
     }
 
     #[test]
-    fn fewer_cells_remove_the_entities_that_went_away() {
+    fn a_cell_not_reported_is_unknown_not_removed() {
         let now = Instant::now();
         let mut p = Publisher::new(layout(1, false), Duration::from_secs(60));
         p.connected(&[feed(1, now, 4)], now);
+        // a frame with three cells: no entity goes, none is announced again, and the fourth
+        // cell's value is null (unknown in Home Assistant, never its last value)
         let out = p.update(&[feed(2, now, 3)], now, Cause::Tick);
-        let removed: Vec<&Message> = out.iter().filter(|m| m.payload.is_empty()).collect();
-        assert_eq!(removed.len(), 1);
         assert!(
-            removed[0].topic.ends_with("/cell_4/config"),
-            "{}",
-            removed[0].topic
+            !out.iter().any(|m| m.payload.is_empty()),
+            "{:?}",
+            topics(&out)
         );
+        assert!(!out.iter().any(|m| m.topic.ends_with("/config")));
+        let state = out.iter().find(|m| m.topic == "jk/battery1/state").unwrap();
+        let state: Value = serde_json::from_slice(&state.payload).unwrap();
+        let cells = state["cell_voltages_v"].as_array().unwrap();
+        assert_eq!(cells.len(), 4);
+        assert_eq!(cells[3], Value::Null);
+        assert!(cells[2].is_number());
     }
 
     #[test]

@@ -148,12 +148,23 @@ impl Alarms {
 /// The key with underscores as spaces and the first letter capitalised: `cell_overvoltage` →
 /// `Cell overvoltage`.
 pub fn label(key: &str) -> String {
-    let text = key.replace('_', " ");
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().collect::<String>() + chars.as_str(),
-        None => text,
-    }
+    let words: Vec<String> = key
+        .split('_')
+        .enumerate()
+        .map(|(i, w)| match w {
+            "mosfet" => "MOSFET".into(),
+            "gps" => "GPS".into(),
+            w if i == 0 => {
+                let mut chars = w.chars();
+                chars
+                    .next()
+                    .map(|f| f.to_uppercase().collect::<String>() + chars.as_str())
+                    .unwrap_or_default()
+            }
+            w => w.into(),
+        })
+        .collect();
+    words.join(" ")
 }
 
 #[cfg(test)]
@@ -225,5 +236,7 @@ mod tests {
         };
         assert_eq!(serial.names(), ["cell_voltage_difference"]);
         assert_eq!(label("cell_overvoltage"), "Cell overvoltage");
+        assert_eq!(label("mosfet"), "MOSFET");
+        assert_eq!(label("charge_mosfet_abnormal"), "Charge MOSFET abnormal");
     }
 }
