@@ -38,11 +38,30 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
+
 if ! rustup target list --installed | grep -qx "$ARM64"; then
   rustup target add "$ARM64"
 fi
 
 stage() { echo "== [$((SECONDS / 60))m$((SECONDS % 60))s] $*"; }
+# A real Home Assistant for tests/home_assistant.rs: 2024.3.3, the last release that runs on
+# Python 3.11, in a virtual environment under the user's cache directory (about 430 MB, two
+# minutes the first time; kept between runs, and made again when an install was cut short).
+# tests/home_assistant/constraints.txt pins every package that worked (Home Assistant's
+# dependencies float otherwise; josepy 2 breaks it).
+HA_VERSION=2024.3.3
+HA_VENV="${JKMON_HA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/jkmon/home-assistant-$HA_VERSION}"
+if [ ! -f "$HA_VENV/.installed" ]; then
+  stage "installing Home Assistant $HA_VERSION into $HA_VENV"
+  rm -rf "$HA_VENV"
+  python3 -m venv "$HA_VENV"
+  "$HA_VENV/bin/pip" install --quiet --disable-pip-version-check \
+    -c tests/home_assistant/constraints.txt "homeassistant==$HA_VERSION" paho-mqtt SQLAlchemy \
+    fnv-hash-fast psutil-home-assistant janus josepy
+  touch "$HA_VENV/.installed"
+fi
+export JKMON_HA_VENV="$HA_VENV"
+
 stage "cargo fmt --check"
 cargo fmt --all -- --check
 stage "cargo clippy --all-targets -- -D warnings"

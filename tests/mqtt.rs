@@ -16,7 +16,7 @@ use common::{clean_serial_responses, corpus};
 use jkmon::mqtt::discovery::{lookup, template_paths};
 use jkmon::protocol::serial as serial_protocol;
 use jkmon::report::json::CellInfoJson;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -905,4 +905,265 @@ async fn home_assistant_switches_the_bms_only_where_control_is_on() {
     );
     run.signal("TERM");
     assert!(run.wait_exit(LIMIT).success());
+}
+
+/// `jkmon run --demo` publishing to `broker`, the inverter polled every second (so the demo
+/// dongle's dropped requests make partial polls within seconds).
+fn run_demo(dir: &std::path::Path, broker: &Broker) -> Running {
+    let mut cmd = jkmon(dir, &["run", "--demo"]);
+    cmd.envs([
+        ("WEB_BIND", "127.0.0.1:0"),
+        ("DB_PATH", dir.join("demo.db").to_str().unwrap()),
+        ("MQTT_URL", &broker.url()),
+        ("MQTT_STATE_SEC", "1"),
+        ("JK_SIM_INVERTER_SEC", "1"),
+    ]);
+    let mut run = Running::spawn(cmd);
+    run.wait_for_log(LIMIT, "mqtt: connected to mqtt://127.0.0.1:");
+    run
+}
+
+/// What Home Assistant itself makes of jkmon, with a real Home Assistant (2024.3, its MQTT
+/// integration, recorder, history and Energy) beside `jkmon run --demo`: the entities and
+/// their classes; a value a poll did not read shows unknown (never the previous value); the
+/// grid never `off` while the demo's mains is there; the Energy dashboard's validation takes
+/// the battery, solar and grid sensors; a switch turned in Home Assistant is confirmed by the
+/// BMS; the same entity ids after a restart; and not one template or recorder warning about
+/// jkmon's entities in Home Assistant's log over all of it.
+#[test]
+fn a_real_home_assistant_is_told_only_what_the_hardware_said() {
+    use common::home_assistant::HomeAssistant;
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path()) else {
+        return;
+    };
+    let Some(ha) = HomeAssistant::start(dir.path(), broker.port) else {
+        return;
+    };
+    let since = chrono::Utc::now().to_rfc3339();
+    let mut sub = Subscriber::start(&broker);
+    let mut run = run_demo(dir.path(), &broker);
+    // every entity jkmon announces, by its unique id
+    let limit = Duration::from_secs(60);
+    let configs: BTreeMap<String, Value> = {
+        let deadline = std::time::Instant::now() + limit;
+        let mut configs = BTreeMap::new();
+        // the inverter's and the battery's (with its switches, control being on in the demo)
+        while !(configs.keys().any(|u: &String| u.contains("_inverter_"))
+            && configs
+                .keys()
+                .any(|u: &String| u.ends_with("_switch_charging")))
+        {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let m = sub.wait_for(left, "the discovery configs", |m| {
+                m.topic.starts_with("homeassistant/") && m.topic.ends_with("/config")
+            });
+            if !m.payload.is_empty() {
+                let c = m.json();
+                configs.insert(c["unique_id"].as_str().unwrap().to_string(), c);
+            }
+        }
+        configs
+    };
+    let by_unique = |entities: &[Value]| -> BTreeMap<String, String> {
+        entities
+            .iter()
+            .map(|e| {
+                (
+                    e["unique_id"].as_str().unwrap().to_string(),
+                    e["entity_id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let mut ids = BTreeMap::new();
+    for _ in 0..300 {
+        ids = by_unique(&ha.jkmon_entities());
+        if configs.keys().all(|u| ids.contains_key(u)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let missing: Vec<&String> = configs.keys().filter(|u| !ids.contains_key(*u)).collect();
+    assert!(missing.is_empty(), "not in Home Assistant: {missing:?}");
+    let entity = |unique_suffix: &str| -> String {
+        ids.iter()
+            .find(|(u, _)| u.ends_with(unique_suffix))
+            .map(|(_, e)| e.clone())
+            .unwrap_or_else(|| panic!("no entity for {unique_suffix}"))
+    };
+    // the classes and units Home Assistant took are the ones jkmon announced
+    let states = ha.wait_states(limit, "the inverter's grid voltage", |s| {
+        s.get(&entity("_inverter_grid_voltage_v")).is_some_and(|v| {
+            v["state"]
+                .as_str()
+                .is_some_and(|t| t.parse::<f64>().is_ok())
+        })
+    });
+    for (unique, c) in &configs {
+        let state = &states[&ids[unique]];
+        for (ours, theirs) in [
+            ("device_class", "device_class"),
+            ("unit_of_measurement", "unit_of_measurement"),
+            ("state_class", "state_class"),
+        ] {
+            if let Some(want) = c.get(ours) {
+                assert_eq!(&state["attributes"][theirs], want, "{unique}: {ours}");
+            }
+        }
+    }
+    // a poll that did not read a value: jkmon says null, Home Assistant shows unknown
+    let partial = sub
+        .wait_for(Duration::from_secs(90), "a partial inverter poll", |m| {
+            m.topic == "jkmon/inverter/state"
+                && m.json()
+                    .as_object()
+                    .is_some_and(|o| o.iter().any(|(k, v)| v.is_null() && k.ends_with("_v")))
+        })
+        .json();
+    let key = partial
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, v)| v.is_null() && k.ends_with("_v"))
+        .map(|(k, _)| k.clone())
+        .unwrap();
+    let unread = entity(&format!("_inverter_{key}"));
+    let mut shown_unknown = false;
+    for _ in 0..100 {
+        let history = ha.history(&unread, &since);
+        if history.iter().any(|s| s["state"] == "unknown") {
+            shown_unknown = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        shown_unknown,
+        "{unread} never showed unknown: {:?}",
+        ha.history(&unread, &since)
+    );
+
+    // Energy: the battery, solar and grid sensors as the owner would pick them
+    let numeric = |s: &BTreeMap<String, Value>, e: &str| {
+        s.get(e).is_some_and(|v| {
+            v["state"]
+                .as_str()
+                .is_some_and(|t| t.parse::<f64>().is_ok())
+        })
+    };
+    let energy = [
+        entity("_energy_charged_kwh"),
+        entity("_energy_discharged_kwh"),
+        entity("_inverter_pv_energy_today_kwh"),
+        entity("_inverter_grid_import_today_kwh"),
+        entity("_inverter_grid_export_today_kwh"),
+        entity("_inverter_load_energy_today_kwh"),
+    ];
+    ha.wait_states(limit, "every energy sensor with a number", |s| {
+        energy.iter().all(|e| numeric(s, e))
+    });
+    let prefs = json!({
+        "type": "energy/save_prefs",
+        "energy_sources": [
+            {"type": "grid",
+             "flow_from": [{"stat_energy_from": energy[3], "stat_cost": null,
+                            "entity_energy_price": null, "number_energy_price": null}],
+             "flow_to": [{"stat_energy_to": energy[4], "stat_compensation": null,
+                          "entity_energy_price": null, "number_energy_price": null}],
+             "cost_adjustment_day": 0.0},
+            {"type": "solar", "stat_energy_from": energy[2], "config_entry_solar_forecast": null},
+            {"type": "battery", "stat_energy_from": energy[1], "stat_energy_to": energy[0]},
+        ],
+        "device_consumption": [{"stat_consumption": energy[5]}],
+    });
+    let validation = ha
+        .ws(&[prefs, json!({"type": "energy/validate"})])
+        .remove(1);
+    // statistics are compiled every five minutes on the clock; until then Home Assistant
+    // says only that none is defined yet — every other finding is a fault of jkmon's
+    let mut findings = Vec::new();
+    for group in validation["energy_sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(validation["device_consumption"].as_array().unwrap())
+    {
+        for issue in group.as_array().unwrap() {
+            if issue["type"] != "statistics_not_defined" {
+                findings.push(issue.clone());
+            }
+        }
+    }
+    assert!(findings.is_empty(), "energy/validate: {findings:?}");
+
+    // a switch turned in Home Assistant, confirmed by the BMS's own report
+    let charge = entity("_switch_charging");
+    for (service, want) in [("turn_off", "off"), ("turn_on", "on")] {
+        ha.post(
+            &format!("/api/services/switch/{service}"),
+            &json!({"entity_id": charge}),
+        );
+        ha.wait_states(limit, &format!("{charge} {want}"), |s| {
+            s.get(&charge).is_some_and(|v| v["state"] == want)
+        });
+    }
+
+    // a restart: unavailable while jkmon is gone, the same entity ids when it is back
+    run.signal("TERM");
+    assert!(run.wait_exit(LIMIT).success());
+    let grid_voltage = entity("_inverter_grid_voltage_v");
+    ha.wait_states(limit, "the entities unavailable", |s| {
+        s.get(&grid_voltage)
+            .is_some_and(|v| v["state"] == "unavailable")
+    });
+    let mut run = run_demo(dir.path(), &broker);
+    ha.wait_states(limit, "the entities back", |s| {
+        numeric(s, &grid_voltage) && numeric(s, &energy[0])
+    });
+    let after = by_unique(&ha.jkmon_entities());
+    assert_eq!(
+        after, ids,
+        "the same entities, with the same ids, after a restart"
+    );
+    // one more partial poll after the restart
+    sub.wait_for(
+        Duration::from_secs(90),
+        "a partial poll after the restart",
+        |m| {
+            m.topic == "jkmon/inverter/state"
+                && m.json()
+                    .as_object()
+                    .is_some_and(|o| o.iter().any(|(k, v)| v.is_null() && k.ends_with("_v")))
+        },
+    );
+    run.signal("TERM");
+    assert!(run.wait_exit(LIMIT).success());
+
+    // the grid was never "off": the demo's mains is there all along
+    let grid = entity("_inverter_grid");
+    let history = ha.history(&grid, &since);
+    assert!(
+        !history.iter().any(|s| s["state"] == "off"),
+        "{grid}: {history:?}"
+    );
+    // not one warning or error in Home Assistant's log about jkmon's entities
+    let log = ha.log();
+    let complaints: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARNING ") || l.contains(" ERROR "))
+        .filter(|l| {
+            l.contains("Template variable")
+                || l.contains("not strictly increasing")
+                || l.contains("jkmon")
+                || l.contains("mqtt")
+                || ids.values().any(|e| l.contains(e.as_str()))
+        })
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "Home Assistant's log:\n{}",
+        complaints.join("\n")
+    );
 }

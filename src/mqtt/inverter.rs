@@ -265,6 +265,14 @@ pub fn configs(layout: &Layout, prefix: &str, feed: &InverterFeed) -> Vec<(Strin
         ));
     }
     let mut mode = common("Mode", "mode", "{{ value_json.mode }}".into(), true);
+    // Home Assistant reads a None into an enum as a word, not as unknown: unavailable while
+    // the mode was not read (and Home Assistant 2024.5 and later check the options)
+    if let Some(Value::Array(a)) = mode.get_mut("availability") {
+        a.push(json!({
+            "topic": state_topic(layout),
+            "value_template": "{{ 'online' if value_json.mode is not none else 'offline' }}",
+        }));
+    }
     mode.insert("device_class".into(), json!("enum"));
     mode.insert("options".into(), json!(mode_options()));
     mode.insert("icon".into(), json!("mdi:sine-wave"));

@@ -132,6 +132,7 @@ pub fn field<'a>(entry: &'a serde_json::Value, key: &str) -> &'a str {
 pub mod bluez;
 pub mod browser;
 pub mod fake_telegram;
+pub mod home_assistant;
 pub mod mqtt;
 pub mod process;
 pub mod prometheus;
