@@ -258,6 +258,14 @@ pub async fn run(
         config.store.own_rows = crate::store::OwnRows::OwnPoller;
     }
     let batteries = configured_batteries(&config, &components)?;
+    // the demo: the simulated inverter and the simulated batteries share one physics, so the
+    // numbers it shows agree with each other
+    if components.demo_inverter && config.transport == TransportKind::Sim {
+        config.sim.plant = Some(crate::transport::sim::plant::Plant::new(
+            config.sim.seed,
+            batteries.len(),
+        ));
+    }
     let store_batteries = store_batteries(&batteries);
     // the views (web, bot, alerts) read the store through one pool and one view of the config;
     // where this process runs the sessions, they see each battery's newest snapshot
@@ -491,6 +499,8 @@ async fn demo_inverter(
     use crate::transport::sim::inverter::Faults;
     let mut sim = SimDongleConfig::new(&SMG_II_11K);
     sim.inverter.day = Some(config.sim.seed);
+    // the simulated BMSs' physics, where the demo simulates them (else the day's alone)
+    sim.inverter.plant = config.sim.plant.clone();
     sim.inverter.faults = Faults {
         drop_every: 97,
         bad_crc_every: 89,

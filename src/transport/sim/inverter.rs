@@ -32,8 +32,11 @@ pub struct SimInverterConfig {
     pub faults: Faults,
     /// Answer function 04 only (a firmware that refuses 03).
     pub input_registers_only: bool,
-    /// `Some(seed)`: values that follow the local time of day (the demo); `None`: fixed values.
+    /// `Some(seed)`: values that follow the local time of day; `None`: fixed values.
     pub day: Option<u64>,
+    /// The demo's shared physics (before `day`): the flow the simulated BMS also follows, and
+    /// energy registers that integrate the PV power ([`super::plant`]).
+    pub plant: Option<super::plant::Plant>,
 }
 
 impl SimInverterConfig {
@@ -43,6 +46,7 @@ impl SimInverterConfig {
             faults: Faults::default(),
             input_registers_only: false,
             day: None,
+            plant: None,
         }
     }
 }
@@ -92,7 +96,10 @@ pub struct SimInverter {
 
 impl SimInverter {
     pub fn new(config: SimInverterConfig) -> SimInverter {
-        let rng = config.day.map(|seed| Rng::new(seed ^ 0x1a7e_47e2));
+        let rng = config
+            .day
+            .or(config.plant.as_ref().map(|_| 0))
+            .map(|seed| Rng::new(seed ^ 0x1a7e_47e2));
         let values = image_values(config.model, true);
         let mut s = State {
             config,
@@ -204,8 +211,20 @@ impl SimInverter {
 }
 
 impl State {
-    /// With `day` set, the values of this moment of the local day.
+    /// With a plant or `day` set, the values of this moment of the local day.
     fn follow_the_day(&mut self) {
+        if let (Some(plant), Some(rng)) = (&self.config.plant, self.rng.as_mut()) {
+            let now = Local::now();
+            let model = self.config.model;
+            let mut values = image_values(model, self.grid);
+            for (name, v) in plant_values(plant, now, rng) {
+                if let Some(slot) = values.get_mut(name) {
+                    *slot = v;
+                }
+            }
+            self.values = values;
+            return;
+        }
         let Some(rng) = self.rng.as_mut() else {
             return;
         };
@@ -314,6 +333,65 @@ fn day_values(hour: f64, grid: bool, rng: &mut Rng) -> Vec<(&'static str, f64)> 
         ("pv_power_w", pv_w),
         ("inverter_temperature_c", (27.0 + 5.0 * sun).round()),
         ("dcdc_temperature_c", (25.0 + 5.0 * sun).round()),
+    ]
+}
+
+/// The registers at `now` as the plant's flow makes them: the same PV, load, grid and battery
+/// the simulated BMS follows, the energy registers integrating the PV power, the clock.
+fn plant_values(
+    plant: &super::plant::Plant,
+    now: chrono::DateTime<Local>,
+    rng: &mut Rng,
+) -> Vec<(&'static str, f64)> {
+    use chrono::Datelike;
+    let f = plant.flow_at(now);
+    let grid_v = 228.0 + 4.0 * rng.unit();
+    let out_v = 230.0 + rng.unit();
+    let pv_v = if f.pv_w > 0.0 {
+        380.0 + 20.0 * (f.pv_w / 3_000.0)
+    } else {
+        0.0
+    };
+    let battery_a = f.battery_w / f.battery_v.max(1.0);
+    vec![
+        ("operating_mode", f64::from(f.mode)),
+        ("grid_voltage_v", grid_v),
+        ("grid_frequency_hz", 50.0),
+        ("grid_power_w", f.grid_w()),
+        ("grid_current_a", f.grid_w() / grid_v),
+        ("output_voltage_v", out_v),
+        ("output_frequency_hz", 50.0 + 0.02 * rng.unit()),
+        ("output_power_w", f.load_w),
+        ("output_apparent_power_va", (f.load_w * 1.05).round()),
+        ("output_current_a", f.load_w / out_v),
+        ("load_pct", (f.load_w / 110.0).round()),
+        ("battery_voltage_v", f.battery_v),
+        ("battery_current_a", battery_a),
+        ("battery_current_legacy_a", battery_a),
+        ("battery_power_w", f.battery_w),
+        ("battery_soc_pct", (f.soc * 100.0).round()),
+        ("pv1_voltage_v", pv_v),
+        ("pv1_power_w", f.pv_w),
+        (
+            "pv1_current_a",
+            if pv_v > 0.0 { f.pv_w / pv_v } else { 0.0 },
+        ),
+        ("pv_power_w", f.pv_w),
+        ("pv_charging_power_w", f.battery_w.max(0.0).min(f.pv_w)),
+        (
+            "pv_charging_current_a",
+            f.battery_w.max(0.0).min(f.pv_w) / f.battery_v.max(1.0),
+        ),
+        ("inverter_temperature_c", (27.0 + f.pv_w / 600.0).round()),
+        ("dcdc_temperature_c", (25.0 + f.pv_w / 600.0).round()),
+        ("pv_energy_today_kwh", plant.pv_today_kwh(now)),
+        ("pv_energy_total_kwh", plant.pv_total_kwh(now)),
+        ("clock_year", f64::from(now.year())),
+        ("clock_month", f64::from(now.month())),
+        ("clock_day", f64::from(now.day())),
+        ("clock_hour", f64::from(now.hour())),
+        ("clock_minute", f64::from(now.minute())),
+        ("clock_second", f64::from(now.second())),
     ]
 }
 

@@ -10,6 +10,7 @@ pub mod dongle;
 pub mod inverter;
 pub mod modbus;
 pub mod model;
+pub mod plant;
 pub mod serial;
 
 use std::time::Duration;
@@ -76,6 +77,9 @@ pub struct SimConfig {
     pub corrupt_every: u32,
     /// Acknowledge switch writes and change nothing (a BMS that refuses them).
     pub refuse_writes: bool,
+    /// The demo's shared physics: the current follows the inverter's flow rather than the
+    /// profile ([`plant`]).
+    pub plant: Option<plant::Plant>,
 }
 
 impl Default for SimConfig {
@@ -91,6 +95,7 @@ impl Default for SimConfig {
             at_noise: true,
             corrupt_every: 0,
             refuse_writes: false,
+            plant: None,
         }
     }
 }

@@ -111,7 +111,29 @@ pub struct SimBattery {
     uptime_s: f64,
     balancing: bool,
     mos_c: f64,
+    /// The demo's shared physics, where the current comes from.
+    plant: Option<super::plant::Plant>,
+    /// What the cycle capacity counted before this start (Ah).
+    cycle_base_ah: f64,
 }
+
+/// The most current a simulated pack carries (A): the plant's 3 kW of PV less the base load,
+/// at the lowest voltage. Used as the rate of the cycle-capacity base, so that a restart never
+/// counts less than the run before it could have.
+const MAX_CURRENT_A: f64 = 60.0;
+
+/// The cycle capacity a simulated pack of the demo had counted when it starts at `now`: the
+/// most it could have counted since [`CYCLE_EPOCH`], so it never goes back across restarts.
+fn cycle_base_ah(now: chrono::DateTime<chrono::Local>) -> f64 {
+    let epoch = chrono::NaiveDate::from_ymd_opt(CYCLE_EPOCH.0, CYCLE_EPOCH.1, CYCLE_EPOCH.2)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .unwrap_or_default();
+    let hours = (now.naive_local() - epoch).num_seconds().max(0) as f64 / 3600.0;
+    MAX_CURRENT_A * hours
+}
+
+/// Where the demo's cycle counters start (the u32 mAh field holds 8 years from here).
+const CYCLE_EPOCH: (i32, u32, u32) = (2026, 1, 1);
 
 impl SimBattery {
     pub fn new(config: &SimConfig, rng: &mut Rng) -> SimBattery {
@@ -130,7 +152,22 @@ impl SimBattery {
             uptime_s: 3_600.0 * 24.0 * 30.0,
             balancing: false,
             mos_c: 22.0,
+            cycle_base_ah: if config.plant.is_some() {
+                cycle_base_ah(chrono::Local::now())
+            } else {
+                6_720.0
+            },
+            plant: config.plant.clone(),
         }
+    }
+
+    /// The pack's voltage without noise (V).
+    fn pack_v(&self) -> f64 {
+        self.cell_offsets
+            .iter()
+            .map(|o| ocv_mv(self.soc + o) + self.current_a * CELL_IR_OHM * 1000.0)
+            .sum::<f64>()
+            / 1000.0
     }
 
     pub fn uptime_s(&self) -> u32 {
@@ -142,15 +179,22 @@ impl SimBattery {
         let dt = (now_s - self.last_s).clamp(0.0, 60.0);
         self.last_s = now_s;
         self.uptime_s += dt;
-        // 0.2 C charging in one half of the period, discharging in the other, plus noise
-        let amplitude = 0.2 * self.capacity_ah;
-        let mut i = amplitude * (TAU * now_s / self.period_s).sin() + rng.unit() * 0.3;
-        if self.soc > 0.97 && i > 0.0 {
-            i *= (1.0 - self.soc) / 0.03; // absorption: the charger tapers off
-        }
-        if self.soc < 0.08 && i < 0.0 {
-            i *= self.soc / 0.08; // the inverter cuts the load near empty
-        }
+        let mut i = match &self.plant {
+            // the demo: what the inverter's flow puts into the battery (or takes out)
+            Some(plant) => plant.battery_current_a(chrono::Local::now(), self.pack_v()),
+            None => {
+                // 0.2 C charging in one half of the period, discharging in the other, plus noise
+                let amplitude = 0.2 * self.capacity_ah;
+                let mut i = amplitude * (TAU * now_s / self.period_s).sin() + rng.unit() * 0.3;
+                if self.soc > 0.97 && i > 0.0 {
+                    i *= (1.0 - self.soc) / 0.03; // absorption: the charger tapers off
+                }
+                if self.soc < 0.08 && i < 0.0 {
+                    i *= self.soc / 0.08; // the inverter cuts the load near empty
+                }
+                i
+            }
+        };
         // a switched-off MOSFET lets no current through that way
         if (i > 0.0 && !self.switches.charging) || (i < 0.0 && !self.switches.discharging) {
             i = 0.0;
@@ -177,6 +221,14 @@ impl SimBattery {
             }
         }
         self.mos_c += (22.0 + 0.04 * i.abs() - self.mos_c) * (dt / 120.0).min(1.0);
+        if let Some(plant) = &self.plant {
+            plant.report_battery(
+                self.soc,
+                self.pack_v(),
+                self.switches.charging,
+                self.switches.discharging,
+            );
+        }
     }
 
     fn cell_mv(&self, rng: &mut Rng) -> Vec<f64> {
@@ -214,8 +266,12 @@ impl SimBattery {
             soc_pct: Some((self.soc * 100.0).round() as u8),
             remaining_capacity_mah: Some((self.soc * self.capacity_ah * 1000.0) as u32),
             nominal_capacity_mah: Some((self.capacity_ah * 1000.0) as u32),
-            cycle_count: Some((self.throughput_ah / (2.0 * self.capacity_ah)) as u32 + 12),
-            cycle_capacity_mah: Some((self.throughput_ah * 1000.0) as u32 + 6_720_000),
+            cycle_count: Some(
+                ((self.cycle_base_ah - 6_720.0).max(0.0) + self.throughput_ah) as u32
+                    / (2 * self.capacity_ah as u32).max(1)
+                    + 12,
+            ),
+            cycle_capacity_mah: Some(((self.cycle_base_ah + self.throughput_ah) * 1000.0) as u32),
             soh_pct: Some(100),
             temperatures: Temperatures {
                 mos_dc: temp(self.mos_c),
