@@ -90,6 +90,10 @@ fn every_valid_frame_decodes_with_its_variant_detected() {
             let cells = v["cell_voltages_v"].as_array().unwrap();
             assert_eq!(cells.len() as u64, v["cell_count"].as_u64().unwrap());
         }
+        // the plausibility rules clear nothing a real BMS sent
+        if let (Decoded::CellInfo(mut c), _) = decode_entry(e) {
+            assert_eq!(c.drop_implausible(), [], "entry {}", e["id"]);
+        }
         checked += 1;
     }
     assert!(checked >= 150, "only {checked} frames checked");

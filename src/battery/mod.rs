@@ -21,13 +21,49 @@ pub struct Snapshot {
     pub soc_source: SocSource,
 }
 
+/// Whether to warn of `cleared` now: once a minute for each field, so a BMS that keeps
+/// reporting an impossible value (two frames a second) is named without flooding the log.
+fn warn_now(cleared: &[crate::protocol::cell_info::Implausible]) -> bool {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    static LAST: Mutex<Option<HashMap<&'static str, Instant>>> = Mutex::new(None);
+    let Ok(mut last) = LAST.lock() else {
+        return true;
+    };
+    let last = last.get_or_insert_with(HashMap::new);
+    let now = Instant::now();
+    let mut any = false;
+    for c in cleared {
+        let due = last
+            .get(c.field)
+            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60));
+        if due {
+            last.insert(c.field, now);
+            any = true;
+        }
+    }
+    any
+}
+
 impl Snapshot {
+    /// The snapshot of a decoded frame; values no JK BMS can report are unknown in it (and
+    /// named in a warning, at most once a minute per value).
     pub fn new(
-        cell_info: CellInfo,
+        mut cell_info: CellInfo,
         device_info: Option<DeviceInfo>,
         settings: Option<Settings>,
         estimator: &dyn SocEstimator,
     ) -> Snapshot {
+        let cleared = cell_info.drop_implausible();
+        if !cleared.is_empty() && warn_now(&cleared) {
+            let named: Vec<String> = cleared.iter().map(ToString::to_string).collect();
+            tracing::warn!(
+                "BMS: {} value(s) outside what a JK BMS can report, taken as not reported: {}",
+                named.len(),
+                named.join(", ")
+            );
+        }
         Snapshot {
             soc_effective_pct: estimator.estimate_pct(&cell_info),
             soc_source: estimator.source(),

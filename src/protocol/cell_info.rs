@@ -239,6 +239,78 @@ pub struct CellInfo {
     pub bms_cell_delta_uv: Option<u32>,
 }
 
+/// The ranges a JK BMS's values can take: a state of charge or of health is a percentage; an
+/// NTC probe reads −40…+120 °C (the boards' protection settings stop at −40 and +100);
+/// no JK board carries more than 2000 A.
+pub const SOC_MAX_PCT: u8 = 100;
+pub const TEMP_RANGE_DC: std::ops::RangeInclusive<i16> = -500..=1500;
+pub const CURRENT_MAX_MA: i32 = 2_000_000;
+
+/// A value outside what a JK BMS can report, taken as not reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Implausible {
+    pub field: &'static str,
+    pub raw: i64,
+}
+
+impl std::fmt::Display for Implausible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} = {}", self.field, self.raw)
+    }
+}
+
+impl CellInfo {
+    /// Clears the values no JK BMS can report (a state of charge of 255 %, a probe at
+    /// +3276.7 °C, a current of 2 MA): they are unknown, never facts. Returns what it cleared.
+    pub fn drop_implausible(&mut self) -> Vec<Implausible> {
+        let mut out = Vec::new();
+        let mut check_pct = |field: &'static str, v: &mut Option<u8>| {
+            if let Some(raw) = v.filter(|p| *p > SOC_MAX_PCT) {
+                out.push(Implausible {
+                    field,
+                    raw: i64::from(raw),
+                });
+                *v = None;
+            }
+        };
+        check_pct("soc_pct", &mut self.soc_pct);
+        check_pct("soh_pct", &mut self.soh_pct);
+        if let Some(raw) = self
+            .current_ma
+            .filter(|i| i.unsigned_abs() > CURRENT_MAX_MA as u32)
+        {
+            out.push(Implausible {
+                field: "current_ma",
+                raw: i64::from(raw),
+            });
+            self.current_ma = None;
+            self.bms_power_mw = None;
+        }
+        let names = [
+            "temperature_t1",
+            "temperature_t2",
+            "temperature_t3",
+            "temperature_t4",
+            "temperature_t5",
+        ];
+        let probes = std::iter::once(("temperature_mos", &mut self.temperatures.mos_dc)).chain(
+            names
+                .into_iter()
+                .zip(self.temperatures.sensors_dc.iter_mut()),
+        );
+        for (field, t) in probes {
+            if let Some(raw) = t.filter(|dc| !TEMP_RANGE_DC.contains(dc)) {
+                out.push(Implausible {
+                    field,
+                    raw: i64::from(raw),
+                });
+                *t = None;
+            }
+        }
+        out
+    }
+}
+
 /// Min / max / average / delta over the present cells, computed from the cell voltages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CellStats {
@@ -627,6 +699,40 @@ mod tests {
     fn power_has_the_sign_of_the_current() {
         let info = sample();
         assert_eq!(info.power_mw(), Some(-9_822)); // 13.511 V × −0.727 A
+    }
+
+    #[test]
+    fn values_no_bms_can_report_are_unknown() {
+        let mut c = CellInfo::example();
+        assert!(
+            c.clone().drop_implausible().is_empty(),
+            "the example is plausible"
+        );
+        c.soc_pct = Some(255);
+        c.soh_pct = Some(100);
+        c.current_ma = Some(i32::MAX);
+        c.temperatures.mos_dc = Some(32_767);
+        c.temperatures.sensors_dc[1] = Some(-400);
+        let cleared = c.drop_implausible();
+        assert_eq!(
+            cleared.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "soc_pct = 255",
+                "current_ma = 2147483647",
+                "temperature_mos = 32767"
+            ]
+        );
+        assert_eq!(
+            (c.soc_pct, c.soh_pct, c.current_ma),
+            (None, Some(100), None)
+        );
+        assert_eq!(c.bms_power_mw, None, "no power without its current");
+        assert_eq!(c.temperatures.mos_dc, None);
+        assert_eq!(
+            c.temperatures.sensors_dc[1],
+            Some(-400),
+            "−40 °C is cold, not impossible"
+        );
     }
 
     #[test]
