@@ -10,10 +10,16 @@
 //! Layer 6: uses `session` and `store`; the views (`web`, `mqtt`, `bot`) use it, and `service`
 //! builds it.
 
-use std::sync::Arc;
+pub mod lane;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use thiserror::Error;
+use tokio::sync::oneshot;
+
+use lane::{Ask, Lane, Next};
 
 use crate::protocol::control::{self as protocol, Setting, Switch};
 use crate::protocol::Variant;
@@ -33,6 +39,13 @@ pub enum WriteLink {
 }
 
 impl WriteLink {
+    /// Whether `switch` can be set over this link on some board.
+    pub fn can_set_somewhere(self, switch: Switch) -> bool {
+        [Variant::Jk02_24s, Variant::Jk02_32s, Variant::Jk04]
+            .into_iter()
+            .any(|v| self.can_set(Some(v), switch))
+    }
+
     /// Whether `switch` can be set on a `variant` board over this link.
     pub fn can_set(self, variant: Option<Variant>, switch: Switch) -> bool {
         match self {
@@ -73,6 +86,13 @@ pub enum SetError {
     NoWriteLink { battery: String, why: &'static str },
     #[error("this jkmon does not run {battery}'s BMS session: switch it where `jkmon run` or `jkmon poll` runs")]
     NotHere { battery: String },
+    #[error("{battery}: a newer command for {switch} ({}) took this one's place", protocol::on_off(*on))]
+    Superseded {
+        battery: String,
+        switch: Switch,
+        /// What the newer command asks.
+        on: bool,
+    },
     #[error("{battery}: {source}")]
     Write {
         battery: String,
@@ -86,6 +106,8 @@ pub enum SetError {
 pub struct Controller {
     slots: Arc<Vec<Slot>>,
     records: Option<WriterSender>,
+    /// Per battery (position) and switch: the commands waiting, the write in flight, the pace.
+    lanes: Arc<Mutex<HashMap<(usize, Switch), Lane>>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -102,6 +124,7 @@ impl Controller {
         Controller {
             slots: Arc::new(slots),
             records,
+            lanes: Arc::default(),
         }
     }
 
@@ -163,16 +186,36 @@ impl Controller {
         }
     }
 
-    /// Sets `setting` on battery `position` for `source`: refused at once where control is
-    /// off or the link takes no writes; otherwise sent through the battery's session and
-    /// answered by the BMS's own next settings frame. Every write that reached a session is
-    /// logged and recorded, whatever its outcome.
+    /// Sets `setting` on battery `position` for `source` and waits for the outcome: see
+    /// [`Controller::ask`].
     pub async fn set(
         &self,
         position: usize,
         setting: Setting,
         source: Source,
     ) -> Result<(), SetError> {
+        let answer = self.ask(position, setting, source)?;
+        let battery = self.name_of(position);
+        answer.await.unwrap_or(Err(SetError::Write {
+            battery,
+            source: WriteError::Stopped,
+        }))
+    }
+
+    /// Takes `setting` on battery `position` for `source` as the newest wish for that switch,
+    /// at once and in the order callers ask (the MQTT client asks from its event loop):
+    /// refused at once where control is off or the link takes no writes; otherwise the write
+    /// in flight finishes, and then the newest wish — if the BMS has not just confirmed it —
+    /// goes through the battery's session, [`lane::WRITE_SPACING`] after the last, answered by
+    /// the BMS's own next settings frame. A wish a newer one replaced is answered
+    /// [`SetError::Superseded`]; the replaced ones are summed up in the log once a minute.
+    /// Every write that reached a session is logged and recorded, whatever its outcome.
+    pub fn ask(
+        &self,
+        position: usize,
+        setting: Setting,
+        source: Source,
+    ) -> Result<oneshot::Receiver<Result<(), SetError>>, SetError> {
         let slot = self.at(position)?;
         let battery = slot.name.clone();
         if !slot.allowed {
@@ -185,9 +228,77 @@ impl Controller {
                 why: slot.no_link_why,
             });
         }
+        if slot.writes.is_none() {
+            return Err(SetError::NotHere { battery });
+        }
+        tracing::debug!("control: {setting} on {battery} asked by {source}");
+        let (reply, answer) = oneshot::channel();
+        let switch = setting.switch;
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        let lane = lanes.entry((position, switch)).or_default();
+        lane.ask(setting.on, source, reply, |on| SetError::Superseded {
+            battery: battery.clone(),
+            switch,
+            on,
+        });
+        if !lane.busy {
+            lane.busy = true;
+            tokio::spawn(self.clone().work(position, switch));
+        }
+        Ok(answer)
+    }
+
+    /// Works through one switch's wishes until none is left.
+    async fn work(self, position: usize, switch: Switch) {
+        loop {
+            let now = tokio::time::Instant::now();
+            let (next, summary) = {
+                let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+                let lane = lanes.entry((position, switch)).or_default();
+                let next = lane.next(now.into_std());
+                let summary = lane.summary(now.into_std(), next == Next::Idle);
+                (next, summary)
+            };
+            if let Some(n) = summary {
+                tracing::info!(
+                    "control: {n} command(s) for {switch} on {} were replaced by newer ones before they were written",
+                    self.name_of(position)
+                );
+            }
+            let (ask, result) = match next {
+                Next::Idle => {
+                    tracing::debug!(
+                        "control: {switch} on {}: no command waiting",
+                        self.name_of(position)
+                    );
+                    return;
+                }
+                Next::WaitUntil(due) => {
+                    tokio::time::sleep_until(due.into()).await;
+                    continue;
+                }
+                Next::Already(ask) => (ask, Ok(())),
+                Next::Write(ask) => {
+                    let result = self.write(position, switch, ask).await;
+                    (ask, result)
+                }
+            };
+            let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(lane) = lanes.get_mut(&(position, switch)) {
+                lane.answer(ask, &result);
+            }
+        }
+    }
+
+    /// One write through the battery's session, logged and recorded.
+    async fn write(&self, position: usize, switch: Switch, ask: Ask) -> Result<(), SetError> {
+        let slot = self.at(position)?;
+        let battery = slot.name.clone();
         let Some(writes) = &slot.writes else {
             return Err(SetError::NotHere { battery });
         };
+        let setting = Setting { switch, on: ask.on };
+        let source = ask.source;
         tracing::info!("control: {setting} on {battery} asked by {source}");
         let result = session::set(writes, position - 1, setting).await;
         let (outcome, detail) = match &result {

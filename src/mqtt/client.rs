@@ -1,15 +1,22 @@
-//! The thin shell around rumqttc: connects (plain or TLS), leaves a last will, reconnects with
-//! a capped, jittered backoff, and sends what the [`Publisher`] decides. Runs beside the BMS
-//! sessions and never holds them up: it only reads the [`super::Feed`].
+//! The thin shell around rumqttc: connects (plain or TLS) with MQTT 5, leaves a last will,
+//! reconnects with a capped, jittered backoff, and sends what the [`Publisher`] decides. Runs
+//! beside the BMS sessions and never holds them up: it only reads the [`super::Feed`].
+//!
+//! Switch commands cannot cost the connection: jkmon subscribes only to the command topics of
+//! the batteries it may switch, asks the broker (MQTT 5) never to send it a retained message
+//! there and never a packet over [`MAX_INCOMING`] (the broker drops such a message, not the
+//! link), and hands each command to the [`Controller`] in the order the broker delivers them.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, Outgoing,
-    Packet, QoS, TlsConfiguration, Transport,
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectReturnCode, Filter, LastWill, Packet, Publish, RetainForwardRule,
 };
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
+use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -18,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::inverter::InverterFeed;
 use super::publisher::{Cause, Message, Publisher, OFFLINE};
 use super::{BatteryFeed, Layout, MqttConfig};
-use crate::control::{Controller, Source};
+use crate::control::{Controller, SetError, Source};
 use crate::protocol::control::Setting;
 use crate::session::backoff::Backoff;
 
@@ -27,6 +34,13 @@ const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// How long a stopping jkmon waits for its "offline" to reach the broker.
 const FLUSH: Duration = Duration::from_secs(3);
+/// The largest packet jkmon takes from the broker (MQTT 5's Maximum Packet Size): it takes
+/// only switch commands, a word each. The broker drops a larger message for jkmon (a 100 KB
+/// retained payload a script left on a command topic) instead of jkmon dropping the link.
+pub const MAX_INCOMING: u32 = 4 * 1024;
+/// A connection that ends sooner than this after the broker accepted it does not reset the
+/// back-off: a broker that accepts and drops jkmon again and again is retried ever more slowly.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum MqttError {
@@ -41,12 +55,7 @@ pub enum MqttError {
 /// What the connection task reports.
 enum Link {
     Up,
-    Down {
-        reason: String,
-        retry_in: Duration,
-    },
-    /// A message on a topic jkmon subscribed to (a switch command).
-    Command(rumqttc::Publish),
+    Down { reason: String, retry_in: Duration },
 }
 
 /// The rustls configuration for `mqtts://`: the CA in `ca_file`, else the system's CAs.
@@ -102,15 +111,15 @@ fn options(config: &MqttConfig, will: Option<&Layout>) -> Result<MqttOptions, Mq
     };
     let mut o = MqttOptions::new(id, b.host.clone(), b.port);
     o.set_keep_alive(Duration::from_secs(30));
-    o.set_clean_session(true);
-    // a 24-cell state is about 2 KiB; discovery configs are under 1 KiB each
-    o.set_max_packet_size(64 * 1024, 64 * 1024);
+    o.set_clean_start(true);
+    o.set_max_packet_size(Some(MAX_INCOMING));
     if let Some(layout) = will {
         o.set_last_will(LastWill::new(
             layout.status(),
             OFFLINE,
             QoS::AtLeastOnce,
             true,
+            None,
         ));
     }
     if let Some(user) = &b.user {
@@ -131,9 +140,12 @@ fn explain(e: &ConnectionError) -> String {
         ConnectionError::ConnectionRefused(
             ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
         ) => "the broker refused the user name or password: check them in MQTT_URL".into(),
-        ConnectionError::ConnectionRefused(ConnectReturnCode::BadClientId) => {
-            "the broker refused the client id: set another MQTT_CLIENT_ID".into()
-        }
+        ConnectionError::ConnectionRefused(
+            ConnectReturnCode::BadClientId | ConnectReturnCode::ClientIdentifierNotValid,
+        ) => "the broker refused the client id: set another MQTT_CLIENT_ID".into(),
+        ConnectionError::ConnectionRefused(
+            ConnectReturnCode::UnsupportedProtocolVersion | ConnectReturnCode::RefusedProtocolVersion,
+        ) => "the broker does not speak MQTT 5: jkmon needs mosquitto 1.6 or later (or another MQTT 5 broker)".into(),
         ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             "connection refused: is the broker running, and is the port in MQTT_URL right?".into()
         }
@@ -165,15 +177,26 @@ pub async fn probe(config: &MqttConfig, within: Duration) -> Result<(), String> 
     result
 }
 
+/// Where switch commands go: the layout names the battery and the switch, the controller
+/// takes them in order, `answered` hears of each answer from the BMS.
+struct Commands {
+    layout: Layout,
+    control: Controller,
+    answered: mpsc::UnboundedSender<()>,
+}
+
 /// Drives the connection (rumqttc's event loop) until `stop`: tells `links` when the broker
-/// accepted jkmon and when the connection failed, and reconnects after a backoff.
+/// accepted jkmon and when the connection failed, reconnects after a backoff, and hands each
+/// command to the controller right here, in the order the broker delivered them.
 async fn drive(
-    mut eventloop: rumqttc::EventLoop,
+    mut eventloop: rumqttc::v5::EventLoop,
     links: mpsc::Sender<Link>,
+    commands: Commands,
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX, u64::from(std::process::id()));
     let mut leaving = false;
+    let mut accepted_at: Option<Instant> = None;
     loop {
         let event = tokio::select! {
             e = eventloop.poll() => e,
@@ -181,23 +204,25 @@ async fn drive(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff.reset();
+                accepted_at = Some(Instant::now());
                 if links.send(Link::Up).await.is_err() {
                     return;
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                // a full queue drops the command (logged by nobody asked): jkmon never waits here
-                if links.try_send(Link::Command(p)).is_err() {
-                    tracing::warn!("mqtt: a command arrived while jkmon was busy; it was dropped");
-                }
-            }
+            Ok(Event::Incoming(Packet::Publish(p))) => command(&commands, p),
             // the farewell is queued after everything else; the broker closes the connection
             // once it has read it (closing first would fire the last will)
             Ok(Event::Outgoing(Outgoing::Disconnect)) => leaving = true,
             Ok(_) => {}
             Err(_) if leaving => return,
             Err(e) => {
+                // only a connection that held a while starts the back-off again
+                if accepted_at
+                    .take()
+                    .is_some_and(|t| t.elapsed() >= STABLE_AFTER)
+                {
+                    backoff.reset();
+                }
                 let retry_in = backoff.next_delay();
                 let _ = links.try_send(Link::Down {
                     reason: explain(&e),
@@ -236,18 +261,23 @@ pub async fn run(
         control,
     } = inputs;
     let layout = layout.with_control(&control);
-    let commands = layout.command_filter();
+    let command_topics = layout.command_topics();
     let options = options(&config, Some(&layout))?;
     let broker = config.broker.to_string();
     let (client, eventloop) = AsyncClient::new(options, 64);
     let (link_tx, mut link_rx) = mpsc::channel::<Link>(16);
+    let (answered_tx, mut answered) = mpsc::unbounded_channel::<()>();
+    let commands = Commands {
+        layout: layout.clone(),
+        control,
+        answered: answered_tx,
+    };
     let connection_stop = CancellationToken::new();
-    let connection = tokio::spawn(drive(eventloop, link_tx, connection_stop.clone()));
+    let connection = tokio::spawn(drive(eventloop, link_tx, commands, connection_stop.clone()));
     tracing::info!("mqtt: connecting to {broker} as {}", config.client_id);
     let mut publisher = Publisher::new(layout, freshness);
     let mut connected = false;
     let mut failures = 0u32;
-    let (answered_tx, mut answered) = mpsc::unbounded_channel::<()>();
     let mut prompt_until = Instant::now();
     let mut prompt_tick = tokio::time::interval(PROMPT_EVERY);
     // idle between answers, not behind: no burst of the ticks missed meanwhile
@@ -258,19 +288,27 @@ pub async fn run(
         let messages = tokio::select! {
             _ = stop.cancelled() => break,
             link = link_rx.recv() => match link {
-                Some(Link::Command(p)) => {
-                    command(&publisher, &control, p, answered_tx.clone());
-                    continue;
-                }
                 Some(Link::Up) => {
                     connected = true;
                     failures = 0;
-                    if let Some(filter) = &commands {
-                        // a clean session forgets subscriptions: asked again on each connection
-                        if let Err(e) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
-                            tracing::warn!("mqtt: could not subscribe to {filter}: {e}");
+                    if !command_topics.is_empty() {
+                        // a clean start forgets subscriptions: asked again on each connection;
+                        // never a retained command (it would switch the BMS again each time)
+                        let filters = command_topics.iter().map(|t| Filter {
+                            path: t.clone(),
+                            qos: QoS::AtLeastOnce,
+                            nolocal: true,
+                            preserve_retain: false,
+                            retain_forward_rule: RetainForwardRule::Never,
+                        });
+                        if let Err(e) = client.subscribe_many(filters).await {
+                            tracing::warn!("mqtt: could not subscribe to the switch commands: {e}");
                         } else {
-                            tracing::info!("mqtt: switch commands taken on {filter} (JK_BMS_CONTROL)");
+                            tracing::info!(
+                                "mqtt: switch commands taken on {} topic(s) like {} (JK_BMS_CONTROL)",
+                                command_topics.len(),
+                                command_topics[0]
+                            );
                         }
                     }
                     tracing::info!("mqtt: connected to {broker}; publishing under {}/", publisher.layout().base);
@@ -356,29 +394,25 @@ pub async fn run(
 const PROMPT_FOR: Duration = Duration::from_secs(3);
 const PROMPT_EVERY: Duration = Duration::from_millis(250);
 
-/// A switch command: `ON` or `OFF` on `<base>/batteryN/switch/<switch>/set`, sent to the
-/// battery's session without holding the publisher up. A retained command is ignored: it
-/// would switch the BMS again at every reconnection. The entity's state follows the BMS's
-/// next report, whatever the outcome.
-fn command(
-    publisher: &Publisher,
-    control: &Controller,
-    p: rumqttc::Publish,
-    answered: mpsc::UnboundedSender<()>,
-) {
-    let Some((position, switch)) = publisher.layout().command(&p.topic) else {
-        tracing::warn!("mqtt: {}: not a switch command jkmon takes", p.topic);
+/// A switch command: `ON` or `OFF` on `<base>/batteryN/switch/<switch>/set`, taken by the
+/// controller at once (the newest command for a switch wins) without holding the connection
+/// up. A retained command is ignored: it would switch the BMS again at every reconnection
+/// (jkmon asks the broker not to send those; this is for a broker that sends them all the
+/// same). The entity's state follows the BMS's next report, whatever the outcome.
+fn command(c: &Commands, p: Publish) {
+    let topic = String::from_utf8_lossy(&p.topic);
+    let Some((position, switch)) = c.layout.command(&topic) else {
+        tracing::debug!("mqtt: {topic}: not a switch command jkmon takes");
         return;
     };
     // an empty payload is how owners clear a retained command: nothing was asked
     if p.payload.iter().all(u8::is_ascii_whitespace) {
-        tracing::debug!("mqtt: {}: an empty command, nothing to do", p.topic);
+        tracing::debug!("mqtt: {topic}: an empty command, nothing to do");
         return;
     }
     if p.retain {
         tracing::warn!(
-            "mqtt: {}: a retained command is ignored (it would be set again at every reconnection); publish it without retain",
-            p.topic
+            "mqtt: {topic}: a retained command is ignored (it would be set again at every reconnection); publish it without retain"
         );
         return;
     }
@@ -389,17 +423,28 @@ fn command(
         "on" | "1" | "true" => true,
         "off" | "0" | "false" => false,
         _ => {
-            tracing::warn!("mqtt: {}: {word:?} is neither ON nor OFF", p.topic);
+            tracing::warn!("mqtt: {topic}: {word:?} is neither ON nor OFF");
             return;
         }
     };
-    let control = control.clone();
+    // asked here, in the order the broker delivered the commands: the newest wins
+    let answer = match c
+        .control
+        .ask(position, Setting { switch, on }, Source::Mqtt)
+    {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::warn!("mqtt: {topic}: {e}");
+            return;
+        }
+    };
+    let answered = c.answered.clone();
     tokio::spawn(async move {
-        // the controller logs and records the outcome
-        let _ = control
-            .set(position, Setting { switch, on }, Source::Mqtt)
-            .await;
-        let _ = answered.send(());
+        // the controller logs and records the outcome; a command a newer one replaced needs
+        // no prompt state
+        if let Ok(Ok(())) | Ok(Err(SetError::Write { .. })) = answer.await {
+            let _ = answered.send(());
+        }
     });
 }
 

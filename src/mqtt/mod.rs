@@ -176,12 +176,19 @@ impl Layout {
         self
     }
 
-    /// The filter that takes every switch command, where any battery has them.
-    pub fn command_filter(&self) -> Option<String> {
+    /// The command topics jkmon subscribes to: each switch of each battery it may switch,
+    /// and no other (a wildcard would bring it every message on every topic below).
+    pub fn command_topics(&self) -> Vec<String> {
         self.batteries
             .iter()
-            .any(|b| b.control.is_some())
-            .then(|| format!("{}/+/switch/+/set", self.base))
+            .filter(|b| b.control.is_some())
+            .flat_map(|b| {
+                crate::protocol::control::Switch::ALL
+                    .into_iter()
+                    .filter(move |s| b.control.is_some_and(|l| l.can_set_somewhere(*s)))
+                    .map(move |s| b.switch_command(s))
+            })
+            .collect()
     }
 
     /// The battery and switch a command topic names, and whether that battery takes them.

@@ -190,6 +190,8 @@ fn status_of(e: &SetError) -> StatusCode {
         SetError::UnknownBattery { .. } => StatusCode::NOT_FOUND,
         SetError::ControlOff { .. } | SetError::NotHere { .. } => StatusCode::FORBIDDEN,
         SetError::NoWriteLink { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        // a newer command for the same switch took its place: the switch follows that one
+        SetError::Superseded { .. } => StatusCode::CONFLICT,
         SetError::Write { source, .. } => match source {
             WriteError::NotOnThisBoard(_) => StatusCode::UNPROCESSABLE_ENTITY,
             WriteError::Refused { .. } => StatusCode::CONFLICT,
