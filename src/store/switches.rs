@@ -81,8 +81,19 @@ pub fn insert(conn: &Connection, r: &WriteRecord) -> rusqlite::Result<()> {
         ":source": r.source.as_str(), ":chat": r.source.chat_id(), ":outcome": r.outcome,
         ":detail": r.detail,
     })?;
+    // the retention: the newest KEEP_PER_BATTERY writes of each battery
+    conn.prepare_cached(
+        "DELETE FROM bms_switch_writes WHERE device_key = :key AND id <= (
+             SELECT id FROM bms_switch_writes WHERE device_key = :key
+             ORDER BY id DESC LIMIT 1 OFFSET :keep)",
+    )?
+    .execute(named_params! {":key": r.device_key, ":keep": KEEP_PER_BATTERY as i64})?;
     Ok(())
 }
+
+/// The switch writes kept per battery: years of a few a day, and a bound on what a looping
+/// automation can leave (the controller makes two writes a second to one switch at most).
+pub const KEEP_PER_BATTERY: usize = 2_000;
 
 /// A write as the views show it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -184,5 +195,28 @@ mod tests {
         // a database from before the table
         let old = Connection::open_in_memory().unwrap();
         assert!(recent(&old, "A", 5).unwrap().is_empty());
+        // the retention: each battery keeps its newest KEEP_PER_BATTERY, the other's stay
+        for i in 0..KEEP_PER_BATTERY as i64 + 10 {
+            insert(
+                &conn,
+                &record(10_000 + i, "A", "charging=on", Source::Mqtt, "confirmed"),
+            )
+            .unwrap();
+        }
+        let count = |key: &str| -> i64 {
+            conn.query_row(
+                "SELECT COUNT(*) FROM bms_switch_writes WHERE device_key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(count("A"), KEEP_PER_BATTERY as i64);
+        assert_eq!(count("B"), 1);
+        let newest = recent(&conn, "A", 1).unwrap();
+        assert_eq!(
+            newest[0].at.timestamp_millis(),
+            10_000 + KEEP_PER_BATTERY as i64 + 9
+        );
     }
 }
