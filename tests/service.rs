@@ -993,3 +993,98 @@ fn the_demo_balances_and_its_counters_only_grow_across_a_restart() {
     run.signal("TERM");
     assert!(run.wait_exit(Duration::from_secs(20)).success());
 }
+
+/// The open sockets of process `pid`.
+fn sockets_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Its resident memory, kB.
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Clients that ask for a long `/history` and then stop reading cannot stall the service:
+/// at most a few streams hold a reader (the others are told to come back), health and status
+/// keep answering at once, the readers hold no read transaction while they wait (the WAL
+/// checkpoints past them), memory stays small, and the server closes the stalled connections.
+/// Before, each held a blocking thread, a database connection and an open read transaction
+/// until the client read on: 512 of them made 516 threads and 555 MB, and health timed out.
+#[test]
+fn clients_that_stop_reading_cannot_stall_the_service() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    // two days of rows: a /history?days=30 answer of about 20 MB
+    let fill = common::process::jkmon(dir.path(), &["fill-demo", "--days", "2"])
+        .env("DB_PATH", &db)
+        .output()
+        .unwrap();
+    assert!(
+        fill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fill.stderr)
+    );
+    let (mut run, addr) = demo_with_web(dir.path(), &db, &[("JK_BMS_POLL_INTERVAL", "1")]);
+    let pid = run.pid();
+    // (the demo's own dongle link is up by then)
+    run.wait_for_log(Duration::from_secs(20), "merged into readings #");
+    run.wait_for_log(Duration::from_secs(20), "merged into readings #");
+    let idle_sockets = sockets_of(pid);
+    // 20 clients ask, and never read
+    let stalled: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /history?days=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // the service goes on: health and status answer, every time
+    for _ in 0..20 {
+        run.wait_for_log(Duration::from_secs(20), "merged into readings #");
+        let (code, _) = http_get(&addr, "/api/v1/health");
+        assert_eq!(code, 200);
+        let (code, _) = http_get(&addr, "/api/v1/status");
+        assert_eq!(code, 200);
+    }
+    // no reader holds a read transaction while its client does not read: a checkpoint goes
+    // through the whole WAL
+    let conn = Connection::open(&db).unwrap();
+    let (busy, log, done): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!((busy, done), (0, log), "the WAL could not be checkpointed");
+    let rss = rss_kb(pid);
+    assert!(rss < 60_000, "{rss} kB with 20 stalled clients");
+    // the server closes them once a write has waited 20 s (WRITE_TIMEOUT)
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sockets_of(pid) > idle_sockets {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} sockets open, {idle_sockets} before the clients",
+            sockets_of(pid)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(stalled);
+    run.signal("TERM");
+    assert!(run.wait_exit(Duration::from_secs(20)).success());
+}

@@ -31,6 +31,9 @@ pub struct Readers {
     path: PathBuf,
     busy_timeout: Duration,
     pool: Arc<Mutex<Vec<Connection>>>,
+    /// [`POOL_SIZE`] places: a reader waits for one, so no more connections are ever open
+    /// than the pool holds, however many requests come at once.
+    places: Arc<tokio::sync::Semaphore>,
     /// The file the pooled connections have open.
     identity: Arc<Mutex<Option<(u64, u64)>>>,
     /// In the process that runs the sessions: the newest snapshots, newer than the file's.
@@ -43,6 +46,7 @@ impl Readers {
             path: path.to_path_buf(),
             busy_timeout,
             pool: Arc::new(Mutex::new(Vec::new())),
+            places: Arc::new(tokio::sync::Semaphore::new(POOL_SIZE)),
             identity: Arc::new(Mutex::new(None)),
             live: None,
         }
@@ -91,29 +95,51 @@ impl Readers {
         Ok(conn)
     }
 
+    /// Waits for a place in the pool.
+    async fn place(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+        self.places
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
     /// Runs `f` on a pooled connection in the blocking thread pool without waiting for it (a
-    /// response streamed as `f` reads).
-    pub fn spawn(&self, f: impl FnOnce(Result<&Connection, StoreError>) + Send + 'static) {
+    /// response streamed as `f` reads), once a place in the pool is free; `hold` is kept until
+    /// `f` ends (the caller's cap on long streams).
+    pub async fn stream<H: Send + 'static>(
+        &self,
+        hold: H,
+        f: impl FnOnce(Result<&Connection, StoreError>) + Send + 'static,
+    ) {
+        let place = self.place().await;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || match this.take() {
-            Ok(conn) => {
-                f(Ok(&conn));
-                // a long stream is done: its connection closes rather than keep what it
-                // gathered, and the heap gives the memory back
-                drop(conn);
-                super::trim_heap();
+        tokio::task::spawn_blocking(move || {
+            let _hold = hold;
+            let _place = place;
+            match this.take() {
+                Ok(conn) => {
+                    f(Ok(&conn));
+                    // a long stream is done: its connection closes rather than keep what it
+                    // gathered, and the heap gives the memory back
+                    drop(conn);
+                    super::trim_heap();
+                }
+                Err(e) => f(Err(e)),
             }
-            Err(e) => f(Err(e)),
         });
     }
 
-    /// Runs `f` on a pooled connection in the blocking thread pool.
+    /// Runs `f` on a pooled connection in the blocking thread pool, once a place in the pool
+    /// is free.
     pub async fn run<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
+        let place = self.place().await?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
+            let _place = place;
             let conn = this.take()?;
             let result = f(&conn);
             let mut pool = this.pool.lock().expect("pool lock");
@@ -766,8 +792,10 @@ fn round(v: f64) -> f64 {
 /// days; `None`: the newest 200, as the Python route does without a valid `days`.
 ///
 /// Rows are read backwards through the index on `created_at` (no sort, no growing memory),
-/// from the lower end of `inverter::text_range`, and each row's time is then checked
-/// exactly.
+/// from the lower end of `inverter::text_range`, and each row's time is then checked exactly.
+/// They are read [`HISTORY_PAGE`] rows at a time, each page a read transaction of its own,
+/// and handed to `out` only between pages: a client that reads slowly never holds a read
+/// transaction open, so the writer's WAL checkpoints go on.
 pub fn legacy_history(
     conn: &Connection,
     days: Option<f64>,
@@ -775,59 +803,85 @@ pub fn legacy_history(
     mut out: impl FnMut(Vec<u8>) -> bool,
 ) -> Result<usize, StoreError> {
     let from_ms = days.map(|d| now.timestamp_millis() - (d * 86_400_000.0) as i64);
-    let mut stmt;
-    let mut rows = match from_ms {
-        Some(from_ms) => {
-            stmt = conn.prepare_cached(
-                "SELECT created_at, payload, error FROM readings WHERE created_at >= ?1
-                 ORDER BY created_at DESC, id DESC",
-            )?;
-            stmt.query([super::inverter::text_range(from_ms, i64::MAX).0])?
-        }
-        None => {
-            stmt = conn.prepare_cached(
-                "SELECT created_at, payload, error FROM readings ORDER BY id DESC LIMIT 200",
-            )?;
-            stmt.query([])?
-        }
-    };
+    let lower = from_ms.map(|ms| super::inverter::text_range(ms, i64::MAX).0);
     let mut buf = Vec::with_capacity(HISTORY_CHUNK + 4_096);
     buf.push(b'[');
     let mut written = 0usize;
-    while let Some(r) = rows.next()? {
-        let text = |i| match r.get_ref(i) {
-            Ok(rusqlite::types::ValueRef::Text(t)) => std::str::from_utf8(t).ok(),
-            _ => None,
-        };
-        let created_at = text(0).unwrap_or_default();
-        if let Some(from_ms) = from_ms {
-            match parse_created_at(created_at) {
-                Some(t) if t.timestamp_millis() >= from_ms => {}
-                _ => continue,
+    // the last row handed out: the next page starts below it
+    let mut after: Option<(String, i64)> = None;
+    loop {
+        // each a range of the index on created_at (whose entries end with the id)
+        let mut stmt;
+        let mut rows = match (&lower, &after) {
+            (Some(lower), None) => {
+                stmt = conn.prepare_cached(
+                    "SELECT id, created_at, payload, error FROM readings WHERE created_at >= ?1
+                     ORDER BY created_at DESC, id DESC LIMIT ?2",
+                )?;
+                stmt.query(rusqlite::params![lower, HISTORY_PAGE as i64])?
             }
+            (Some(lower), Some((at, id))) => {
+                stmt = conn.prepare_cached(
+                    "SELECT id, created_at, payload, error FROM readings
+                     WHERE created_at >= ?1 AND (created_at, id) < (?2, ?3)
+                     ORDER BY created_at DESC, id DESC LIMIT ?4",
+                )?;
+                stmt.query(rusqlite::params![lower, at, id, HISTORY_PAGE as i64])?
+            }
+            (None, _) => {
+                stmt = conn.prepare_cached(
+                    "SELECT id, created_at, payload, error FROM readings ORDER BY id DESC LIMIT 200",
+                )?;
+                stmt.query([])?
+            }
+        };
+        let mut in_page = 0usize;
+        while let Some(r) = rows.next()? {
+            in_page += 1;
+            let text = |i| match r.get_ref(i) {
+                Ok(rusqlite::types::ValueRef::Text(t)) => std::str::from_utf8(t).ok(),
+                _ => None,
+            };
+            let created_at = text(1).unwrap_or_default();
+            after = Some((created_at.to_string(), r.get(0)?));
+            if let Some(from_ms) = from_ms {
+                match parse_created_at(created_at) {
+                    Some(t) if t.timestamp_millis() >= from_ms => {}
+                    _ => continue,
+                }
+            }
+            if written > 0 {
+                buf.push(b',');
+            }
+            // the payload as the JSON it holds (not re-parsed into a tree), or null
+            let payload =
+                text(2).and_then(|p| serde_json::from_str::<&serde_json::value::RawValue>(p).ok());
+            #[derive(Serialize)]
+            struct Row<'a> {
+                created_at: &'a str,
+                payload: Option<&'a serde_json::value::RawValue>,
+                error: Option<&'a str>,
+            }
+            serde_json::to_writer(
+                &mut buf,
+                &Row {
+                    created_at,
+                    payload,
+                    error: text(3),
+                },
+            )
+            .map_err(|e| {
+                StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+            })?;
+            written += 1;
         }
-        if written > 0 {
-            buf.push(b',');
+        drop(rows);
+        drop(stmt);
+        // the page's read transaction has ended: now the client may take its time
+        let done = from_ms.is_none() || in_page < HISTORY_PAGE;
+        if done {
+            break;
         }
-        // the payload as the JSON it holds (not re-parsed into a tree), or null
-        let payload =
-            text(1).and_then(|p| serde_json::from_str::<&serde_json::value::RawValue>(p).ok());
-        #[derive(Serialize)]
-        struct Row<'a> {
-            created_at: &'a str,
-            payload: Option<&'a serde_json::value::RawValue>,
-            error: Option<&'a str>,
-        }
-        serde_json::to_writer(
-            &mut buf,
-            &Row {
-                created_at,
-                payload,
-                error: text(2),
-            },
-        )
-        .map_err(|e| StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-        written += 1;
         if buf.len() >= HISTORY_CHUNK
             && !out(std::mem::replace(
                 &mut buf,
@@ -841,6 +895,9 @@ pub fn legacy_history(
     out(buf);
     Ok(written)
 }
+
+/// Rows read per read transaction in [`legacy_history`].
+pub const HISTORY_PAGE: usize = 200;
 
 /// The size of the pieces [`legacy_history`] hands out.
 pub const HISTORY_CHUNK: usize = 64 * 1024;

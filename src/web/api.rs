@@ -59,8 +59,9 @@ pub async fn batteries(State(state): State<Arc<AppState>>) -> Result<Response, S
 }
 
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
-    let view = match state.readers.status(&state.read).await     {
-        Ok(v) => v,
+    // the status every request shares: health answers as cheaply as a page
+    let view = match state.status().await {
+        Ok(s) => s.view,
         Err(e) => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -251,18 +252,28 @@ pub async fn legacy_history(
         .and_then(|d| d.parse::<f64>().ok())
         .filter(|d| d.is_finite() && *d > 0.0)
         .map(|d| d.min(MAX_RANGE_DAYS as f64));
+    // a few at once: a month of rows is a long answer, and each holds a reader
+    let Ok(stream) = state.streams.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many history downloads at once: try again in a minute",
+        );
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(2);
-    state.readers.spawn(move |conn| {
-        let result = conn.and_then(|c| {
-            read::legacy_history(c, days, Utc::now(), |chunk| {
-                tx.blocking_send(Ok(chunk.into())).is_ok()
-            })
-        });
-        if let Err(e) = result {
-            tracing::warn!("web: /history: {e}");
-            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-        }
-    });
+    state
+        .readers
+        .stream(stream, move |conn| {
+            let result = conn.and_then(|c| {
+                read::legacy_history(c, days, Utc::now(), |chunk| {
+                    tx.blocking_send(Ok(chunk.into())).is_ok()
+                })
+            });
+            if let Err(e) = result {
+                tracing::warn!("web: /history: {e}");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        })
+        .await;
     let body = axum::body::Body::from_stream(tokio_stream_of(rx));
     (
         [(

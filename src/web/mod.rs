@@ -98,10 +98,24 @@ const HISTORY_CACHE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Distinct history queries kept at once.
 const HISTORY_CACHE_ENTRIES: usize = 32;
 
+/// Long streamed answers at once (the Python monitor's `/history`): each holds one of the
+/// readers' eight database connections while it streams, so the pages, the status and the
+/// health check always keep most of them.
+pub const MAX_STREAMS: usize = 3;
+
 /// A JSON answer computed at `at`.
 #[derive(Clone)]
 pub struct Cached {
     at: std::time::Instant,
+    pub body: axum::body::Bytes,
+}
+
+/// The status as the pages, the API, the event streams and the health check share it: read
+/// at most once per [`STATUS_CACHE`] however many ask, typed and as JSON.
+#[derive(Clone)]
+pub struct Status {
+    at: std::time::Instant,
+    pub view: Arc<crate::store::read::StatusView>,
     pub body: axum::body::Bytes,
 }
 
@@ -123,7 +137,11 @@ pub struct AppState {
     pub csrf: String,
     /// Switching without `WEB_AUTH_TOKEN`: only in `run --demo`, where every BMS is simulated.
     pub open_switching: bool,
-    status: std::sync::Mutex<Option<Cached>>,
+    /// Long streamed answers (`/history`) at once: [`MAX_STREAMS`].
+    pub streams: Arc<tokio::sync::Semaphore>,
+    status: std::sync::Mutex<Option<Status>>,
+    /// One status read at a time: the others wait for it rather than read the file too.
+    status_read: tokio::sync::Mutex<()>,
     history: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
 }
 
@@ -145,25 +163,45 @@ impl AppState {
             control: Default::default(),
             csrf: control::new_csrf_token(),
             open_switching: false,
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
             status: Default::default(),
+            status_read: Default::default(),
             history: Default::default(),
         }
     }
 
-    /// The status as JSON, at most `STATUS_CACHE` old.
-    pub async fn status_json(&self) -> Result<axum::body::Bytes, crate::store::StoreError> {
-        if let Some(c) = self.status.lock().expect("cache lock").as_ref() {
-            if c.at.elapsed() < STATUS_CACHE {
-                return Ok(c.body.clone());
-            }
+    /// The status, at most `STATUS_CACHE` old: one read of the file serves every request
+    /// meanwhile, and requests that find it expired wait for one read rather than each read.
+    pub async fn status(&self) -> Result<Status, crate::store::StoreError> {
+        let fresh = || {
+            self.status
+                .lock()
+                .expect("cache lock")
+                .as_ref()
+                .filter(|c| c.at.elapsed() < STATUS_CACHE)
+                .cloned()
+        };
+        if let Some(c) = fresh() {
+            return Ok(c);
+        }
+        let _one_read = self.status_read.lock().await;
+        if let Some(c) = fresh() {
+            return Ok(c);
         }
         let view = self.readers.status(&self.read).await?;
         let body = axum::body::Bytes::from(serde_json::to_vec(&view).unwrap_or_default());
-        *self.status.lock().expect("cache lock") = Some(Cached {
+        let status = Status {
             at: std::time::Instant::now(),
-            body: body.clone(),
-        });
-        Ok(body)
+            view: Arc::new(view),
+            body,
+        };
+        *self.status.lock().expect("cache lock") = Some(status.clone());
+        Ok(status)
+    }
+
+    /// The status as JSON ([`AppState::status`]).
+    pub async fn status_json(&self) -> Result<axum::body::Bytes, crate::store::StoreError> {
+        Ok(self.status().await?.body)
     }
 
     /// The next status is read afresh (a switch was just set).

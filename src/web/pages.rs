@@ -117,21 +117,21 @@ struct CardControl {
 /// reports; none before the BMS answered once).
 fn card_control(
     state: &AppState,
-    status: &serde_json::Value,
+    status: &crate::store::read::StatusView,
     position: usize,
 ) -> Option<CardControl> {
     if state.auth_token.is_none() && !state.open_switching {
         return None;
     }
     let slot = state.control.slot(position)?;
-    let snapshot = status["batteries"]
-        .as_array()?
+    let snapshot = status
+        .batteries
         .iter()
-        .find(|b| b["position"] == position)?
-        .get("snapshot")?;
-    let variant = serde_json::from_value(snapshot["variant"].clone()).ok();
+        .find(|b| b.position == position)?
+        .snapshot
+        .as_ref()?;
     let switches = slot
-        .switches(variant)
+        .switches(Some(snapshot.cell_info.variant))
         .into_iter()
         .map(|s| s.as_str())
         .collect::<Vec<_>>();
@@ -141,21 +141,31 @@ fn card_control(
     })
 }
 
+/// The batteries the status shows, as the pages list them.
+fn batteries_of(status: &crate::store::read::StatusView) -> Vec<Battery> {
+    status
+        .batteries
+        .iter()
+        .map(|b| Battery {
+            position: b.position,
+            name: b.name.clone(),
+            address: b.address.clone(),
+        })
+        .collect()
+}
+
+/// `/`: from the status every request shares (no read of the file of its own).
 pub async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
-    let status = match state.status_json().await {
+    let status = match state.status().await {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    let batteries = match state.readers.batteries(&state.read).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let parsed: serde_json::Value = serde_json::from_slice(&status).unwrap_or_default();
+    let batteries = batteries_of(&status.view);
     let cards = batteries
         .iter()
         .map(|battery| Card {
             battery,
-            control: card_control(&state, &parsed, battery.position),
+            control: card_control(&state, &status.view, battery.position),
         })
         .collect();
     render(Dashboard {
@@ -163,7 +173,7 @@ pub async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
         page: "dashboard",
         batteries: &batteries,
         cards,
-        status_json: String::from_utf8_lossy(&status).into_owned(),
+        status_json: String::from_utf8_lossy(&status.body).into_owned(),
         live_ms: state.page.live.as_millis(),
         delta_warn_mv: state.page.delta_warn_mv,
         delta_alarm_mv: state.page.delta_alarm_mv,
@@ -171,8 +181,8 @@ pub async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub async fn charts(State(state): State<Arc<AppState>>) -> Response {
-    let batteries = match state.readers.batteries(&state.read).await {
-        Ok(b) => b,
+    let batteries = match state.status().await {
+        Ok(s) => batteries_of(&s.view),
         Err(e) => return e.into_response(),
     };
     render(Charts {

@@ -5,6 +5,9 @@
 //!   waiting for one), so idle or one-byte-a-second connections are closed.
 //! - A client (an IP address) holds at most [`PER_CLIENT`] connections at once; more are closed
 //!   at once, with a log line (once a minute per client).
+//! - A write that waits [`WRITE_TIMEOUT`] for the client to read closes the connection: a
+//!   client that stops reading a streamed answer holds no reader, thread or database
+//!   connection of the service's.
 //! - On stop every connection is asked to finish (open event streams end, see
 //!   [`super::AppState::shutdown`]); whatever is still open after [`STOP_GRACE`] — a client
 //!   that stopped reading — is dropped, so the service exits within seconds whatever the
@@ -99,6 +102,98 @@ fn admit(clients: &Arc<Mutex<Clients>>, ip: IpAddr) -> Option<Place> {
     })
 }
 
+/// How long a write to a client may wait for it to read before the server closes the
+/// connection. A client that stops reading a streamed answer (`/history`, an event stream)
+/// holds nothing of the service's for longer: the reader behind it stops, its database
+/// connection and blocking thread come back.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A connection whose writes fail with `TimedOut` after [`WRITE_TIMEOUT`] without progress.
+struct WriteTimeout<S> {
+    inner: S,
+    /// Set while a write waits for the client.
+    waiting: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    fn new(inner: S) -> Self {
+        WriteTimeout {
+            inner,
+            waiting: None,
+        }
+    }
+
+    /// `Pending` from the inner write: pending too, unless it has waited too long.
+    fn stalled(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let sleep = self
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_TIMEOUT)));
+        match std::future::Future::poll(sleep.as_mut(), cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Pending => match this.stalled(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Pending,
+            },
+            ready => {
+                this.waiting = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending => match this.stalled(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Pending,
+            },
+            ready => {
+                this.waiting = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 /// Serves `app` on `listener` until `stop` fires, then ends every connection within
 /// [`STOP_GRACE`].
 pub async fn run(
@@ -140,7 +235,7 @@ pub async fn run(
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
                 .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = builder.serve_connection(TokioIo::new(WriteTimeout::new(stream)), service);
             tokio::pin!(conn);
             let ended = tokio::select! {
                 ended = conn.as_mut() => ended,

@@ -111,6 +111,11 @@ impl Running {
     }
 
     /// Sends `signal` (`TERM`, `KILL`, …) to the process.
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, signal: &str) {
         let sent = Command::new("kill")
             .args([format!("-{signal}"), self.child.id().to_string()])
