@@ -3,6 +3,7 @@
 (function () {
   var days = 1, loadedAt = 0;
   var select = document.getElementById("battery");
+  select.hidden = select.options.length === 0;
   function ranges(points, key, scale) {
     return points.map(function (p) {
       var r = p[key];
@@ -47,8 +48,10 @@
   }
   function load() {
     var to = new Date(), from = new Date(to.getTime() - days * 86400000);
-    var url = "/api/v1/history?battery=" + encodeURIComponent(select.value || "1") +
-      "&from=" + encodeURIComponent(from.toISOString()) + "&to=" + encodeURIComponent(to.toISOString());
+    // a file with the inverter's rows only (no battery yet): the inverter's chart alone
+    var battery = select.value ? "battery=" + encodeURIComponent(select.value) + "&" : "";
+    var url = "/api/v1/history?" + battery +
+      "from=" + encodeURIComponent(from.toISOString()) + "&to=" + encodeURIComponent(to.toISOString());
     jk.connection("", "loading…");
     fetch(url, { credentials: "same-origin" }).then(function (r) {
       if (!r.ok) throw new Error("HTTP " + r.status);

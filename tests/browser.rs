@@ -423,3 +423,71 @@ fn the_card_switches_the_bms_after_asking_and_shows_the_write() {
     );
     page.screenshot(&artifacts().join("dashboard-switches.png"));
 }
+
+/// Right after an upgrade, before any BMS data, the file holds only the inverter's rows: the
+/// history page draws the inverter's chart (before, it asked for battery 1 and showed
+/// "HTTP 400").
+#[test]
+fn the_history_page_of_a_file_without_batteries_draws_the_inverter() {
+    if !common::have_program("chromium", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inverter.db");
+    // the Python monitor's table and an hour of its poller's rows, one a minute
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE readings (id INTEGER PRIMARY KEY AUTOINCREMENT,
+             created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, payload TEXT, error TEXT);",
+    )
+    .unwrap();
+    let now = chrono::Utc::now();
+    for m in (0..60).rev() {
+        let at = (now - chrono::Duration::minutes(m))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string();
+        let payload = format!(
+            r#"{{"grid_voltage": "230.1", "grid_power": "{}", "ac_output_power": "{}", "pv_input_power": "{}", "status_text": "SUB"}}"#,
+            300 + m,
+            450 + m,
+            100 + m
+        );
+        conn.execute(
+            "INSERT INTO readings (created_at, payload) VALUES (?1, ?2)",
+            [at, payload],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let mut cmd = common::process::jkmon(dir.path(), &["web"]);
+    cmd.envs([
+        ("WEB_BIND", "127.0.0.1:0"),
+        ("DB_PATH", db.to_str().unwrap()),
+    ]);
+    let mut web = Running::spawn(cmd);
+    let base = format!("http://{}", web.web_address(Duration::from_secs(20)));
+    let browser = common::browser::Browser::start();
+    let mut page = browser.page();
+    page.navigate(&format!("{base}/charts"));
+    let drawn = page.eval(
+        r##"(document.body.dataset.historyLoaded ? Promise.resolve() :
+             new Promise(r => document.addEventListener("jkmon:history", r, { once: true })))
+           .then(() => ({
+             inverter: document.querySelectorAll("#c-inverter polyline").length,
+             status: (document.querySelector("[data-f=conn]") || document.body).textContent,
+             select: document.getElementById("battery").hidden,
+           }))"##,
+    );
+    assert!(
+        drawn["inverter"].as_u64().unwrap() >= 3,
+        "grid, load and PV: {drawn}"
+    );
+    assert!(
+        !drawn["status"].as_str().unwrap().contains("HTTP 400"),
+        "{drawn}"
+    );
+    assert_eq!(drawn["select"], true, "no battery to choose: {drawn}");
+    page.screenshot(&artifacts().join("history-inverter-only.png"));
+    web.signal("TERM");
+    assert!(web.wait_exit(Duration::from_secs(20)).success());
+}

@@ -1088,3 +1088,57 @@ fn clients_that_stop_reading_cannot_stall_the_service() {
     run.signal("TERM");
     assert!(run.wait_exit(Duration::from_secs(20)).success());
 }
+
+/// A database file jkmon may not write, at start: the first write (the migration table) gets
+/// the store's advice — the file, the user jkmon runs as, the `chown` that fixes it — not
+/// SQLite's bare "attempt to write a readonly database". As root the file is not read-only,
+/// so the test runs jkmon as `nobody` there (setpriv).
+#[test]
+fn a_read_only_database_at_start_is_named_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inverter.db");
+    written_by_a_poller(dir.path(), &db);
+    // a file from before jkmon's migration table: the first write at start fails
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch("DROP TABLE jkmon_schema").unwrap();
+    drop(conn);
+    for f in [
+        db.clone(),
+        dir.path().join("inverter.db-wal"),
+        dir.path().join("inverter.db-shm"),
+    ] {
+        if f.exists() {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o444)).unwrap();
+        }
+    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let mut cmd = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_jkmon"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_jkmon"))
+    };
+    let out = cmd
+        .args(["poll"])
+        .current_dir(dir.path())
+        .env("JK_BMS_TRANSPORT", "sim")
+        .env("DB_PATH", &db)
+        .env_remove("JK_BMS_ADDRESS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(db.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("is read-only for the user jkmon runs as"),
+        "{err}"
+    );
+    assert!(err.contains("chown"), "{err}");
+}

@@ -329,7 +329,14 @@ impl Store {
         }
         conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(open_err)?;
-        let applied = migrate::apply(&mut conn, now_ms())?;
+        // the first write at start: a read-only file is named here, with its fix
+        let applied = migrate::apply(&mut conn, now_ms()).map_err(|e| match e {
+            StoreError::Sqlite(error) => StoreError::Write {
+                path: path.display().to_string(),
+                error,
+            },
+            other => other,
+        })?;
         if !applied.is_empty() {
             tracing::info!("{}: applied {}", path.display(), applied.join(", "));
         }
