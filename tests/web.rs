@@ -842,3 +842,36 @@ async fn the_web_alone_refuses_switch_writes_and_says_where_to_send_them() {
     assert_eq!(code, StatusCode::FORBIDDEN);
     assert!(e.contains("`jkmon run` or `jkmon poll`"), "{e}");
 }
+
+/// A burst of page loads reads the file about once, not once or twice per page: `/`, the
+/// health check and the status share one status read per half second, and requests that find
+/// it expired wait for that one read (before, `/` read the battery list from the file on
+/// every request, and above eight at once each opened a connection of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_pages_shares_one_read_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverter.db");
+    database(&path, chrono::Duration::seconds(5));
+    let state = state(&path, None);
+    let before = state.readers.reads();
+    let app = router(state.clone());
+    let requests = (0..60).map(|i| {
+        let app = app.clone();
+        let uri = ["/", "/api/v1/health", "/api/v1/status"][i % 3];
+        async move {
+            let response = app
+                .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            (uri, response.status())
+        }
+    });
+    for (uri, status) in futures_util::future::join_all(requests).await {
+        assert!(
+            status == StatusCode::OK || (uri == "/api/v1/health" && status.is_server_error()),
+            "{uri}: {status}"
+        );
+    }
+    let reads = state.readers.reads() - before;
+    assert!(reads <= 2, "{reads} reads of the file for 60 requests");
+}

@@ -34,6 +34,8 @@ pub struct Readers {
     /// [`POOL_SIZE`] places: a reader waits for one, so no more connections are ever open
     /// than the pool holds, however many requests come at once.
     places: Arc<tokio::sync::Semaphore>,
+    /// Reads of the file so far (the pages' tests count them).
+    reads: Arc<std::sync::atomic::AtomicU64>,
     /// The file the pooled connections have open.
     identity: Arc<Mutex<Option<(u64, u64)>>>,
     /// In the process that runs the sessions: the newest snapshots, newer than the file's.
@@ -47,6 +49,7 @@ impl Readers {
             busy_timeout,
             pool: Arc::new(Mutex::new(Vec::new())),
             places: Arc::new(tokio::sync::Semaphore::new(POOL_SIZE)),
+            reads: Arc::default(),
             identity: Arc::new(Mutex::new(None)),
             live: None,
         }
@@ -95,8 +98,15 @@ impl Readers {
         Ok(conn)
     }
 
+    /// How many times the file has been read through these readers.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Waits for a place in the pool.
     async fn place(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.places
             .clone()
             .acquire_owned()
