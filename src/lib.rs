@@ -28,6 +28,8 @@
 //! - [`config`]: the one typed configuration, read from the environment and `.env`.
 //! - [`cli`]: the command line and its subcommands.
 #![forbid(unsafe_code)]
+// functions over 80 lines need a reason (clippy.toml); tests may be long
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
 
 pub mod alerts;
 pub mod battery;

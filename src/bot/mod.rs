@@ -8,7 +8,7 @@
 //! with it cut out. The bot reads the store like the web pages do, off the async runtime, and
 //! never waits on the BMS sessions or the database writer.
 //!
-//! Layer 5 (a view): may use `store`, `report`, `session`, `control` and `telegram`; never
+//! Layer 6 (a view): may use `store`, `report`, `session`, `control` and `telegram`; never
 //! another view.
 
 pub mod format;

@@ -1,7 +1,7 @@
 //! The command line: `decode`, `scan`, `read`, `watch`, `run`, `poll` and `web`. Every option can also come from an
 //! environment variable (shown in `--help`), and `.env` is loaded before anything is read.
 //!
-//! Layer 8 (the top): may use every module.
+//! Layer 9 (the top): may use every module.
 
 pub mod decode;
 pub mod doctor;

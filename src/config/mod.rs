@@ -1,7 +1,7 @@
 //! The one typed configuration, read once from the environment (after `.env` is loaded) and
 //! validated at start-up. A bad value names its variable, the value, and the expected form.
 //!
-//! Layer 6: describes every module's settings with that module's own types (so it may use
+//! Layer 7: describes every module's settings with that module's own types (so it may use
 //! any layer below); only `service` and `cli` use it.
 
 mod alerts;

@@ -7,7 +7,7 @@
 //! settings frame to confirm it, then logs and records the outcome (who asked, what, when) in
 //! the database. Nothing here talks to a BMS itself.
 //!
-//! Layer 6: uses `session` and `store`; the views (`web`, `mqtt`, `bot`) use it, and `service`
+//! Layer 5: uses `session` and `store`, below it; the views (`web`, `mqtt`, `bot`) use it, and `service`
 //! builds it.
 
 pub mod lane;

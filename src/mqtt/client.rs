@@ -247,6 +247,10 @@ pub struct Inputs {
 
 /// Publishes until `stop`; then tells the broker that every battery and jkmon are offline.
 /// Fails only when the TLS set-up is impossible (a bad `MQTT_CA_FILE`).
+#[expect(
+    clippy::too_many_lines,
+    reason = "the connection's select! loop, an arm per input (the link, the feed, the inverter, answers, two ticks); its arms become methods with the loop refactor of issue 32"
+)]
 pub async fn run(
     config: MqttConfig,
     layout: Layout,
@@ -291,26 +295,7 @@ pub async fn run(
                 Some(Link::Up) => {
                     connected = true;
                     failures = 0;
-                    if !command_topics.is_empty() {
-                        // a clean start forgets subscriptions: asked again on each connection;
-                        // never a retained command (it would switch the BMS again each time)
-                        let filters = command_topics.iter().map(|t| Filter {
-                            path: t.clone(),
-                            qos: QoS::AtLeastOnce,
-                            nolocal: true,
-                            preserve_retain: false,
-                            retain_forward_rule: RetainForwardRule::Never,
-                        });
-                        if let Err(e) = client.subscribe_many(filters).await {
-                            tracing::warn!("mqtt: could not subscribe to the switch commands: {e}");
-                        } else {
-                            tracing::info!(
-                                "mqtt: switch commands taken on {} topic(s) like {} (JK_BMS_CONTROL)",
-                                command_topics.len(),
-                                command_topics[0]
-                            );
-                        }
-                    }
+                    subscribe_commands(&client, &command_topics).await;
                     tracing::info!("mqtt: connected to {broker}; publishing under {}/", publisher.layout().base);
                     let now = Instant::now();
                     let f = feed.borrow_and_update().clone();
@@ -387,6 +372,29 @@ pub async fn run(
     }
     connection_stop.cancel();
     Ok(())
+}
+
+/// Subscribes to the switch command topics (a clean start forgets subscriptions: asked again
+/// on each connection), never to their retained messages (they would switch the BMS again
+/// each time).
+async fn subscribe_commands(client: &AsyncClient, topics: &[String]) {
+    let Some(first) = topics.first() else {
+        return;
+    };
+    let filters = topics.iter().map(|t| Filter {
+        path: t.clone(),
+        qos: QoS::AtLeastOnce,
+        nolocal: true,
+        preserve_retain: false,
+        retain_forward_rule: RetainForwardRule::Never,
+    });
+    match client.subscribe_many(filters).await {
+        Err(e) => tracing::warn!("mqtt: could not subscribe to the switch commands: {e}"),
+        Ok(()) => tracing::info!(
+            "mqtt: switch commands taken on {} topic(s) like {first} (JK_BMS_CONTROL)",
+            topics.len()
+        ),
+    }
 }
 
 /// After a command's answer, states that changed go out every `PROMPT_EVERY` for

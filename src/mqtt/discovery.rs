@@ -442,6 +442,10 @@ pub fn shape(state: &Value, info: Option<&DeviceInfo>) -> String {
 
 /// Every discovery config of one battery: `(topic, payload)`, sensors first. `state` is the
 /// battery's state JSON ([`super::payload::state`]); `node` its [`node_id`].
+#[expect(
+    clippy::too_many_lines,
+    reason = "every entity of a battery in one place, in the order Home Assistant lists them: sensors, energy, probes, cells, alarms, binaries, switches"
+)]
 pub fn configs(
     layout: &Layout,
     prefix: &str,

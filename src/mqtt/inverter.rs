@@ -249,8 +249,24 @@ pub fn configs(layout: &Layout, prefix: &str, feed: &InverterFeed) -> Vec<(Strin
         let topic = format!("{prefix}/sensor/{node}/{}/config", r.name);
         out.push((topic, Value::Object(c)));
     }
-    // jkmon's own counters, for the Energy dashboard's grid (and solar where the inverter
-    // does not count it)
+    out.extend(energy_configs(model, prefix, &node, &common));
+    out.extend(state_configs(layout, prefix, &node, &common));
+    out
+}
+
+/// What every inverter entity has, made by [`configs`]: name, object id, template, whether it
+/// follows the inverter's availability.
+type Common<'a> = dyn Fn(&str, &str, String, bool) -> Map<String, Value> + 'a;
+
+/// jkmon's own counters, for the Energy dashboard's grid (and solar where the inverter does
+/// not count it).
+fn energy_configs(
+    model: &Model,
+    prefix: &str,
+    node: &str,
+    common: &Common,
+) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
     for counter in energy_counters(model) {
         let key = counter.key;
         let template = format!("{{{{ value_json.{key} }}}}");
@@ -264,6 +280,17 @@ pub fn configs(layout: &Layout, prefix: &str, feed: &InverterFeed) -> Vec<(Strin
             Value::Object(c),
         ));
     }
+    out
+}
+
+/// The mode, the grid and the link.
+fn state_configs(
+    layout: &Layout,
+    prefix: &str,
+    node: &str,
+    common: &Common,
+) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
     let mut mode = common("Mode", "mode", "{{ value_json.mode }}".into(), true);
     // Home Assistant reads a None into an enum as a word, not as unknown: unavailable while
     // the mode was not read (and Home Assistant 2024.5 and later check the options)

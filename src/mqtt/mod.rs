@@ -18,7 +18,7 @@
 //! what to send when (pure, an explicit state), and [`client`] is the thin rumqttc shell that
 //! connects, reconnects with backoff and sends.
 //!
-//! Layer 5 (a view): may use `session` (its events), `store` (the battery list), `report`,
+//! Layer 6 (a view): may use `control` (switch commands), `session` (its events), `store` (the battery list), `report`,
 //! `battery` and `protocol`; never another view.
 
 pub mod client;

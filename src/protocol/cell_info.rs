@@ -558,6 +558,10 @@ fn decode_jk04(f: &[u8]) -> CellInfo {
 /// Cells beyond the layout's slots are dropped; fields that are `None` are written as 0.
 /// Long on purpose: every field is written at its layout offset in frame order, one
 /// statement each, mirroring the decoder; the list is the frame.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the JK02 frame written field by field in byte order, beside the layout it mirrors"
+)]
 pub fn encode_jk02(info: &CellInfo, layout: &Jk02Layout) -> [u8; FRAME_LEN] {
     let l = layout;
     let mut f = [0u8; FRAME_LEN];

@@ -242,6 +242,10 @@ fn settings_of(tags: &Tags, capacity_setting_mah: Option<u32>, cells: usize) -> 
 /// Decodes a response frame (the envelope is checked first).
 /// Long on purpose: every tag is mapped onto its typed field here, one line each, beside the
 /// tag walk (`Tags`) and the settings (`settings_of`); the list is the decoder.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the 4E 57 tags read in the order of the protocol reference, one line each"
+)]
 pub fn decode_response(bytes: &[u8]) -> Result<SerialResponse, DecodeError> {
     let total = check_envelope(bytes)?;
     if bytes[10] != 0x01 && bytes[10] != 0x02 {
@@ -335,6 +339,10 @@ pub fn decode_response(bytes: &[u8]) -> Result<SerialResponse, DecodeError> {
 /// [`decode_response`] reads back what it wrote.
 /// Long on purpose: one statement per tag, in the order the BMS sends them, so the function
 /// reads as the frame does; split, that order would live in several places.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the 4E 57 tags written in the order of the protocol reference, one line each"
+)]
 pub fn encode_response(cells: &CellInfo, device: &DeviceInfo, settings: &Settings) -> Vec<u8> {
     let mut data: Vec<u8> = Vec::with_capacity(320);
     let n = cells.cell_voltages_uv.len().min(84);

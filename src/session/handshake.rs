@@ -5,35 +5,14 @@
 
 use std::time::Duration;
 
-use thiserror::Error;
 use tokio::time::{timeout_at, Instant};
 
+pub use super::read_error::ReadError;
 use super::stream::{FrameStream, StreamEvent};
 use crate::battery::{Snapshot, SocEstimator};
 use crate::protocol::command::{self, CMD_CELL_INFO, CMD_DEVICE_INFO};
 use crate::protocol::{CellInfo, Variant, VariantChoice};
-use crate::transport::{Link, TransportError};
-
-#[derive(Debug, Error)]
-pub enum ReadError {
-    #[error("no answer from {name} within {secs} s ({progress}); usual causes: the BMS is out of range or asleep, the JK phone app is connected (a JK BMS accepts one connection at a time: force-close the app), or the Bluetooth adapter is off")]
-    Timeout {
-        name: String,
-        secs: u64,
-        progress: String,
-    },
-    #[error("no answer from {name} to {tries} request(s) in {secs} s ({rejected} corrupt frame(s)); check the wiring (the adapter's TX to the BMS's RX, RX to TX, GND to GND), the speed (115200 baud), and on newer boards that the port's protocol is \"4G-GPS\" (000) in the JK app")]
-    NoAnswer {
-        name: String,
-        secs: u64,
-        tries: u32,
-        rejected: u64,
-    },
-    #[error("{name} disconnected before a complete reading ({progress})")]
-    Disconnected { name: String, progress: String },
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-}
+use crate::transport::Link;
 
 /// What one read collected.
 #[derive(Debug, Clone)]
@@ -154,6 +133,7 @@ mod tests {
     use super::*;
     use crate::battery::soc::BmsSoc;
     use crate::transport::sim::{self, SimConfig};
+    use crate::transport::TransportError;
 
     #[tokio::test(start_paused = true)]
     async fn reads_the_simulated_bms() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::{timeout_at, Instant};
 
-use super::handshake::ReadError;
+use super::read_error::ReadError;
 use super::stream::{FrameStream, StreamEvent};
 use crate::protocol::serial::request_read_all;
 use crate::protocol::CellInfo;

@@ -16,7 +16,7 @@ use chrono::{DateTime, Local, NaiveDate, TimeZone};
 use rusqlite::{named_params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
-use super::inverter::{job_progress, set_job_progress, text_range};
+use super::jobs::{job_progress, set_job_progress, text_range};
 use crate::battery::energy::{start_of, Energy, Meter, Outlook, Step};
 use crate::report::json::SnapshotJson;
 

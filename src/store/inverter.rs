@@ -9,6 +9,7 @@
 //! busy timeout. Charts read the buckets, plus the few rows since the last complete bucket
 //! straight from `readings`, with the same SQL.
 
+use super::jobs::{job_progress, set_job_progress, text_range};
 use chrono::{DateTime, Utc};
 use rusqlite::{named_params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
@@ -24,9 +25,6 @@ const CHUNK_MS: i64 = 7 * 86_400_000;
 const GRACE_MS: i64 = 60_000;
 /// Rows a chart reads straight from `readings` at most (more: an even sample of them).
 const RAW_ROWS_READ: i64 = 12_000;
-/// `created_at` strings with an offset sort by local time, up to 14 h away from UTC; the text
-/// range read through the index is widened by this much on each side.
-const OFFSET_MARGIN_MS: i64 = 15 * 3_600_000;
 
 /// `created_at` strings carry different offsets (or none), so the index on them narrows the
 /// scan with [`text_range`]'s margin and `strftime` decides. "N/A" and other non-numbers are left out.
@@ -54,25 +52,6 @@ const BUCKETS_SQL: &str = "
                       ELSE 0 END))
     WHERE t >= :from AND t < :to
     GROUP BY b";
-
-/// `ms` as a `created_at` string to compare with: `separator` ' ' sorts before every time of
-/// that date written with 'T', so a lower bound with ' ' and an upper bound with 'T' take in
-/// both ways of writing a date and time.
-fn text_bound(ms: i64, separator: char) -> String {
-    DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .format(&format!("%Y-%m-%d{separator}%H:%M:%S"))
-        .to_string()
-}
-
-/// The `created_at` text range `[lo, hi)` that holds every row of `[from_ms, to_ms)`, whatever
-/// mix of offsets, naive UTC, 'T' or ' ' its writers used (a superset: check each row's time).
-pub(super) fn text_range(from_ms: i64, to_ms: i64) -> (String, String) {
-    (
-        text_bound(from_ms - OFFSET_MARGIN_MS, ' '),
-        text_bound(to_ms.saturating_add(OFFSET_MARGIN_MS), 'T'),
-    )
-}
 
 /// Runs [`BUCKETS_SQL`] for `[from_ms, to_ms)` (whole seconds) on every `stride`-th row (by
 /// id; 1 = every row) and hands each bucket to `f`.
@@ -229,30 +208,6 @@ fn write_buckets(
 /// How far a tier is aggregated (`None`: not begun).
 fn progress(conn: &Connection, bucket_s: i64) -> rusqlite::Result<Option<i64>> {
     job_progress(conn, &job(bucket_s))
-}
-
-/// How far background job `job` got (unix ms; `None`: not begun).
-pub(super) fn job_progress(conn: &Connection, job: &str) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(
-        "SELECT upto_ms FROM jkmon_progress WHERE job = ?1",
-        [job],
-        |r| r.get(0),
-    )
-    .optional()
-}
-
-/// Records that background job `job` got up to `upto_ms`.
-pub(super) fn set_job_progress(
-    tx: &rusqlite::Transaction,
-    job: &str,
-    upto_ms: i64,
-) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO jkmon_progress (job, upto_ms) VALUES (?1, ?2)
-         ON CONFLICT (job) DO UPDATE SET upto_ms = excluded.upto_ms",
-        rusqlite::params![job, upto_ms],
-    )?;
-    Ok(())
 }
 
 /// One chart bucket of the inverter's rows.

@@ -21,6 +21,7 @@ pub mod energy;
 pub mod fields;
 pub mod history;
 pub mod inverter;
+mod jobs;
 pub mod live;
 pub mod migrate;
 pub mod poller;

@@ -802,7 +802,7 @@ fn round(v: f64) -> f64 {
 /// days; `None`: the newest 200, as the Python route does without a valid `days`.
 ///
 /// Rows are read backwards through the index on `created_at` (no sort, no growing memory),
-/// from the lower end of `inverter::text_range`, and each row's time is then checked exactly.
+/// from the lower end of `jobs::text_range`, and each row's time is then checked exactly.
 /// They are read [`HISTORY_PAGE`] rows at a time, each page a read transaction of its own,
 /// and handed to `out` only between pages: a client that reads slowly never holds a read
 /// transaction open, so the writer's WAL checkpoints go on.
@@ -813,7 +813,7 @@ pub fn legacy_history(
     mut out: impl FnMut(Vec<u8>) -> bool,
 ) -> Result<usize, StoreError> {
     let from_ms = days.map(|d| now.timestamp_millis() - (d * 86_400_000.0) as i64);
-    let lower = from_ms.map(|ms| super::inverter::text_range(ms, i64::MAX).0);
+    let lower = from_ms.map(|ms| super::jobs::text_range(ms, i64::MAX).0);
     let mut buf = Vec::with_capacity(HISTORY_CHUNK + 4_096);
     buf.push(b'[');
     let mut written = 0usize;
@@ -848,42 +848,9 @@ pub fn legacy_history(
         let mut in_page = 0usize;
         while let Some(r) = rows.next()? {
             in_page += 1;
-            let text = |i| match r.get_ref(i) {
-                Ok(rusqlite::types::ValueRef::Text(t)) => std::str::from_utf8(t).ok(),
-                _ => None,
-            };
-            let created_at = text(1).unwrap_or_default();
-            after = Some((created_at.to_string(), r.get(0)?));
-            if let Some(from_ms) = from_ms {
-                match parse_created_at(created_at) {
-                    Some(t) if t.timestamp_millis() >= from_ms => {}
-                    _ => continue,
-                }
+            if history_row(r, from_ms, &mut after, &mut buf, written > 0)? {
+                written += 1;
             }
-            if written > 0 {
-                buf.push(b',');
-            }
-            // the payload as the JSON it holds (not re-parsed into a tree), or null
-            let payload =
-                text(2).and_then(|p| serde_json::from_str::<&serde_json::value::RawValue>(p).ok());
-            #[derive(Serialize)]
-            struct Row<'a> {
-                created_at: &'a str,
-                payload: Option<&'a serde_json::value::RawValue>,
-                error: Option<&'a str>,
-            }
-            serde_json::to_writer(
-                &mut buf,
-                &Row {
-                    created_at,
-                    payload,
-                    error: text(3),
-                },
-            )
-            .map_err(|e| {
-                StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-            })?;
-            written += 1;
         }
         drop(rows);
         drop(stmt);
@@ -904,6 +871,51 @@ pub fn legacy_history(
     buf.push(b']');
     out(buf);
     Ok(written)
+}
+
+/// One `/history` row into `buf` (after a comma where `comma`): `false` for a row outside the
+/// range (its text range is a superset). `after` becomes this row, where the next page starts.
+fn history_row(
+    r: &rusqlite::Row,
+    from_ms: Option<i64>,
+    after: &mut Option<(String, i64)>,
+    buf: &mut Vec<u8>,
+    comma: bool,
+) -> Result<bool, StoreError> {
+    let text = |i| match r.get_ref(i) {
+        Ok(rusqlite::types::ValueRef::Text(t)) => std::str::from_utf8(t).ok(),
+        _ => None,
+    };
+    let created_at = text(1).unwrap_or_default();
+    *after = Some((created_at.to_string(), r.get(0)?));
+    if let Some(from_ms) = from_ms {
+        match parse_created_at(created_at) {
+            Some(t) if t.timestamp_millis() >= from_ms => {}
+            _ => return Ok(false),
+        }
+    }
+    if comma {
+        buf.push(b',');
+    }
+    // the payload as the JSON it holds (not re-parsed into a tree), or null
+    let payload =
+        text(2).and_then(|p| serde_json::from_str::<&serde_json::value::RawValue>(p).ok());
+    #[derive(Serialize)]
+    struct Row<'a> {
+        created_at: &'a str,
+        payload: Option<&'a serde_json::value::RawValue>,
+        error: Option<&'a str>,
+    }
+    serde_json::to_writer(
+        &mut *buf,
+        &Row {
+            created_at,
+            payload,
+            error: text(3),
+        },
+    )
+    .map_err(|e| StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+    Ok(true)
 }
 
 /// Rows read per read transaction in [`legacy_history`].

@@ -102,6 +102,9 @@ fn admit(clients: &Arc<Mutex<Clients>>, ip: IpAddr) -> Option<Place> {
     })
 }
 
+/// How often, at most, the memory of a burst of requests goes back to the system.
+pub const TRIM_EVERY: Duration = Duration::from_secs(20);
+
 /// How long a write to a client may wait for it to read before the server closes the
 /// connection. A client that stops reading a streamed answer (`/history`, an event stream)
 /// holds nothing of the service's for longer: the reader behind it stops, its database
@@ -203,9 +206,20 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let clients = Arc::new(Mutex::new(Clients::default()));
     let mut connections = tokio::task::JoinSet::new();
+    // after a burst, the memory its requests used goes back to the system (glibc keeps freed
+    // memory otherwise): at most every TRIM_EVERY, only when connections came meanwhile
+    let mut trim = tokio::time::interval(TRIM_EVERY);
+    trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut accepted_since_trim = false;
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
+            _ = trim.tick() => {
+                if std::mem::take(&mut accepted_since_trim) {
+                    tokio::task::spawn_blocking(crate::store::trim_heap);
+                }
+                continue;
+            }
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -217,6 +231,7 @@ pub async fn run(
                 }
             },
         };
+        accepted_since_trim = true;
         let Some(place) = admit(&clients, peer.ip()) else {
             drop(stream);
             continue;
