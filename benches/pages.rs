@@ -10,7 +10,8 @@
 //! <commit> && (cd /tmp/jk-before && cargo build --release)`). Without `JKMON_BEFORE` only this
 //! build is measured. Needs chromium.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
+#[allow(dead_code)] // the bench uses the browser and the process helpers only
 mod common;
 
 use std::path::Path;

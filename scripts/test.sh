@@ -8,19 +8,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the tests use:
-# - dbus-daemon, python3-dbusmock, libglib2.0-bin (gdbus): the fake BlueZ of tests/ble.rs;
-#   its python3 also plays the Python inverter poller of tests/store.rs and tests/service.rs.
-# - chromium: the real browser of tests/browser.rs.
+# - dbus-daemon, python3-dbusmock, libglib2.0-bin (gdbus): the fake BlueZ of tests/it/ble.rs;
+#   its python3 also plays the Python inverter poller of tests/it/store.rs and tests/it/service.rs.
+# - chromium: the real browser of tests/it/browser.rs.
 # - python3-yaml, systemd (systemd-analyze), python3-seccomp: the deployment checks of
-#   tests/deploy.rs (the units' exposure score, and jkmon on every transport under their
+#   tests/it/deploy.rs (the units' exposure score, and jkmon on every transport under their
 #   system-call filter).
-# - socat: the pty pairs that stand in for serial and RS485 adapters in tests/wired.rs,
-#   tests/mqtt.rs and tests/metrics.rs.
+# - socat: the pty pairs that stand in for serial and RS485 adapters in tests/it/wired.rs,
+#   tests/it/mqtt.rs and tests/it/metrics.rs.
 # - mosquitto, mosquitto-clients (mosquitto_sub), openssl: the real broker and subscriber of
-#   tests/mqtt.rs, and the test CA and certificate of its mqtts:// broker.
-# - prometheus (promtool): `promtool check metrics` on /metrics in tests/metrics.rs.
+#   tests/it/mqtt.rs, and the test CA and certificate of its mqtts:// broker.
+# - prometheus (promtool): `promtool check metrics` on /metrics in tests/it/metrics.rs.
 # - docker-compose (1.29, Debian's and Raspberry Pi OS's): `docker-compose config` on the
-#   compose file in tests/deploy.rs (no Docker engine needed).
+#   compose file in tests/it/deploy.rs (no Docker engine needed).
 # - gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user: the arm64 (Raspberry Pi) build,
 #   cross-compiled here and run under qemu-aarch64.
 # Building for this machine needs none: libdbus and SQLite are compiled in.
@@ -44,7 +44,7 @@ if ! rustup target list --installed | grep -qx "$ARM64"; then
 fi
 
 stage() { echo "== [$((SECONDS / 60))m$((SECONDS % 60))s] $*"; }
-# A real Home Assistant for tests/home_assistant.rs: 2024.3.3, the last release that runs on
+# A real Home Assistant for tests/it/mqtt.rs (a real Home Assistant): 2024.3.3, the last release that runs on
 # Python 3.11, in a virtual environment under the user's cache directory (about 430 MB, two
 # minutes the first time; kept between runs, and made again when an install was cut short).
 # tests/home_assistant/constraints.txt pins every package that worked (Home Assistant's

@@ -1,7 +1,7 @@
 //! The JK BMS protocols, pure: bytes in, typed values or a [`DecodeError`] out.
 //!
 //! No async, no I/O, no logging set-up, no clock. Everything here is a function of its input, so
-//! it is tested with byte arrays and thrown random input at (see `tests/decode_never_panics.rs`).
+//! it is tested with byte arrays and thrown random input at (see `tests/it/decode_never_panics.rs`).
 //!
 //! - [`assembler`]: chunks from any transport → whole, checked frames (BLE, RS485, serial).
 //! - [`command`]: the 20-byte BLE commands (0x97 device info, 0x96 cell info / settings).

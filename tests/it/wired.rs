@@ -2,8 +2,7 @@
 //! ends, jkmon's sessions on one, the simulated BMS or RS485 bus (or the corpus' captured bytes)
 //! on the other.
 
-mod common;
-
+use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 

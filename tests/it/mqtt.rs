@@ -3,8 +3,7 @@
 //! `4E 57` response from the corpus — so every value published can be checked against the
 //! decoder's reading of real bytes.
 
-mod common;
-
+use crate::common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

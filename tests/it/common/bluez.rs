@@ -4,7 +4,7 @@
 //! every test gets its own bus and its own jkmon process).
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
@@ -194,9 +194,4 @@ pub fn fragments(entry: &Value) -> Vec<String> {
             .collect(),
         _ => vec![entry["hex"].as_str().unwrap().to_string()],
     }
-}
-
-/// A fresh path inside the fake's directory.
-pub fn path_in(fake: &FakeBluez, name: &str) -> PathBuf {
-    fake.dir().join(name)
 }

@@ -3,8 +3,7 @@
 //! value changes without a reload, then the history page; it saves both as PNG screenshots in
 //! `target/test-artifacts/`.
 
-mod common;
-
+use crate::common;
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -3,8 +3,7 @@
 //! service says READY=1 and feeds the watchdog only while a BMS delivers; a misspelt variable
 //! is named; the README's first command brings the dashboard up.
 
-mod common;
-
+use crate::common;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;

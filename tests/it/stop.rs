@@ -3,8 +3,7 @@
 //! service's own exits (the watchdog, the database writer giving up) in the same situation. Each
 //! must end within 5 s — Docker kills after 10 — with the last snapshot committed.
 
-mod common;
-
+use crate::common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

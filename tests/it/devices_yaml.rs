@@ -2,8 +2,7 @@
 //! monitor that writes it: the same devices with the same names, on the Python monitor's own
 //! format and on what owners write by hand (comments after values, quotes, flow maps).
 
-mod common;
-
+use crate::common;
 use std::collections::BTreeMap;
 use std::process::Command;
 

@@ -2,8 +2,7 @@
 //! checksum repaired, so the decoders see the damage rather than stopping at the checksum) are
 //! thrown at the assembler and every decoder. Deterministic: the same seed every run.
 
-mod common;
-
+use crate::common;
 use jkmon::protocol::assembler::{Assembler, AssemblerConfig};
 use jkmon::protocol::cell_info::{self, CellInfo, JK02_24S, JK02_32S};
 use jkmon::protocol::checksum::{sum32, sum8};

@@ -1,7 +1,6 @@
 //! `.env.example` documents exactly the variables jkmon reads, and works as it is.
 
-mod common;
-
+use crate::common;
 use std::collections::BTreeSet;
 
 #[test]

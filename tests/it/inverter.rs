@@ -5,8 +5,7 @@
 //! back, a grid loss, and the `readings` row the Python poller would write. Then the same
 //! registers over Modbus RTU on a socat pty pair and Modbus TCP, read with `tokio-modbus`.
 
-mod common;
-
+use crate::common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 

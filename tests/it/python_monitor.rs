@@ -4,8 +4,7 @@
 //! `tests/support/python_monitor.py` exactly as they do it — next to the real `jkmon poll` on
 //! the simulated BMS, in `TZ=Europe/Kyiv` (so a local offset would show).
 
-mod common;
-
+use crate::common;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

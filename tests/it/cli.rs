@@ -1,7 +1,6 @@
 //! The real `jkmon` binary: `decode` and `read`, their output, their errors and exit codes.
 
-mod common;
-
+use crate::common;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 

@@ -3,8 +3,7 @@
 //! reassembled, corrupt entries rejected with the right error, commands and RS485 requests
 //! reproduced byte for byte.
 
-mod common;
-
+use crate::common;
 use jkmon::protocol::assembler::{Assembler, AssemblerConfig, Item};
 use jkmon::protocol::checksum::sum8;
 use jkmon::protocol::command::{self, CMD_CELL_INFO, CMD_DEVICE_INFO};

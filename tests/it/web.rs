@@ -1,8 +1,7 @@
 //! The web router driven with `oneshot` over a real SQLite file the store wrote: every route,
 //! status codes, the access token, security headers and the history buckets.
 
-mod common;
-
+use crate::common;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,8 +2,7 @@
 //! the real writer (restarted halfway), and the inverter's daily energy from `readings` rows
 //! with gaps, error rows and rows without inverter data.
 
-mod common;
-
+use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,8 +1,7 @@
 //! Bluetooth end to end: the real jkmon binary, through btleplug and bluez-async, against a fake
 //! BlueZ on a private D-Bus playing JK BMSs with frames from the real capture corpus.
 
-mod common;
-
+use crate::common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

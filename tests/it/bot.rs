@@ -3,8 +3,7 @@
 //! hostile battery name, alerts sent once (Telegram, webhook, command) and not again after a
 //! restart, and a slow Bot API that does not slow the BMS side down.
 
-mod common;
-
+use crate::common;
 use std::path::Path;
 use std::time::Duration;
 

@@ -2,8 +2,7 @@
 //! serves rows other programs insert, BMS-only rows, staleness, and history downsampling and
 //! retention with injected time.
 
-mod common;
-
+use crate::common;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

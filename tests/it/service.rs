@@ -2,8 +2,7 @@
 //! real SQLite file, beside a separate writer process (Python's sqlite3, like the inverter
 //! poller), stopped by SIGTERM, or killed with SIGKILL in the middle of its commits.
 
-mod common;
-
+use crate::common;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;

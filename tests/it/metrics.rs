@@ -3,8 +3,7 @@
 //! format and Prometheus' own `promtool check metrics` check the page, and its values are
 //! checked against the decoder's reading of the bytes.
 
-mod common;
-
+use crate::common;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
