@@ -1251,7 +1251,12 @@ async fn switch_commands_are_applied_in_order_and_a_flood_is_coalesced() {
             assert_eq!(reported(&m, "charging"), Some(want), "{}", m.payload);
         }
     };
-    for round in 0..10 {
+    // JKMON_SWITCH_PAIRS: more rounds (the 100)
+    let rounds: usize = std::env::var("JKMON_SWITCH_PAIRS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    for round in 0..rounds {
         // a pair back to back, as an automation sends it; then the other way round
         let (first, last) = if round % 2 == 0 {
             ("ON", "OFF")
