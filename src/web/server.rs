@@ -126,17 +126,28 @@ impl<S> WriteTimeout<S> {
         }
     }
 
-    /// `Pending` from the inner write: pending too, unless it has waited too long.
-    fn stalled(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    /// What a write or a flush of the inner stream gave, as this connection answers it:
+    /// progress ends the wait; `Pending` stays pending until it has waited [`WRITE_TIMEOUT`],
+    /// then fails with `TimedOut`.
+    fn guard<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        polled: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::task::Poll;
+        if !polled.is_pending() {
+            self.waiting = None;
+            return polled;
+        }
         let sleep = self
             .waiting
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_TIMEOUT)));
         match std::future::Future::poll(sleep.as_mut(), cx) {
-            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "the client stopped reading",
             ))),
-            std::task::Poll::Pending => std::task::Poll::Pending,
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -157,36 +168,18 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteTimeout<S>
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        use std::task::Poll;
         let this = self.get_mut();
-        match std::pin::Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Pending => match this.stalled(cx) {
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                _ => Poll::Pending,
-            },
-            ready => {
-                this.waiting = None;
-                ready
-            }
-        }
+        let polled = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.guard(cx, polled)
     }
 
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        use std::task::Poll;
         let this = self.get_mut();
-        match std::pin::Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Pending => match this.stalled(cx) {
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                _ => Poll::Pending,
-            },
-            ready => {
-                this.waiting = None;
-                ready
-            }
-        }
+        let polled = std::pin::Pin::new(&mut this.inner).poll_flush(cx);
+        this.guard(cx, polled)
     }
 
     fn poll_shutdown(

@@ -900,11 +900,7 @@ async fn doctor_reads_the_inverter_through_its_dongle_or_names_what_to_fix() {
 #[test]
 fn doctor_reads_a_wired_inverter_through_a_modbus_tcp_gateway() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let doctor = || {
         jkmon(
             dir.path(),

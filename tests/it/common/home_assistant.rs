@@ -54,11 +54,7 @@ impl HomeAssistant {
         ) {
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let config = dir.join("home-assistant");
         run_helper(&["config", config.to_str().unwrap(), &port.to_string()]);
         let log = std::fs::File::create(dir.join("hass.out")).unwrap();

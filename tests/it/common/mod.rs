@@ -43,6 +43,15 @@ pub fn have_program(program: &str, args: &[&str]) -> bool {
     )
 }
 
+/// A TCP port on the loopback that was free a moment ago (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// `found`, after a loud skip (or, in CI, a failure) naming `missing` when it is false.
 pub fn require(found: bool, missing: &str) -> bool {
     if !found {

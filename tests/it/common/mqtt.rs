@@ -52,11 +52,7 @@ impl Broker {
         ) {
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let mut broker = Broker {
             port,
             extra: extra.to_string(),
