@@ -319,6 +319,17 @@ impl Store {
         )
         .map_err(open_err)?;
         conn.busy_timeout(config.busy_timeout).map_err(open_err)?;
+        // SQLite opens a file it may not write read-only without a word: say so here, with
+        // the fix, rather than at the first write
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            return Err(StoreError::Write {
+                path: path.display().to_string(),
+                error: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                    None,
+                ),
+            });
+        }
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(open_err)?;

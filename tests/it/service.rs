@@ -1088,7 +1088,7 @@ fn clients_that_stop_reading_cannot_stall_the_service() {
     assert!(run.wait_exit(Duration::from_secs(20)).success());
 }
 
-/// A database file jkmon may not write, at start: the first write (the migration table) gets
+/// A database file jkmon may not write, in a directory it may: jkmon says so at start with
 /// the store's advice — the file, the user jkmon runs as, the `chown` that fixes it — not
 /// SQLite's bare "attempt to write a readonly database". As root the file is not read-only,
 /// so the test runs jkmon as `nobody` there (setpriv).
@@ -1098,10 +1098,6 @@ fn a_read_only_database_at_start_is_named_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("inverter.db");
     written_by_a_poller(dir.path(), &db);
-    // a file from before jkmon's migration table: the first write at start fails
-    let conn = Connection::open(&db).unwrap();
-    conn.execute_batch("DROP TABLE jkmon_schema").unwrap();
-    drop(conn);
     for f in [
         db.clone(),
         dir.path().join("inverter.db-wal"),
@@ -1111,7 +1107,9 @@ fn a_read_only_database_at_start_is_named_with_the_fix() {
             std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o444)).unwrap();
         }
     }
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // the directory stays writable (SQLite makes its -wal and -shm files there): only the file
+    // itself is read-only, so opening it works and the first write fails
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let root = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
