@@ -50,7 +50,7 @@ stage() { echo "== [$((SECONDS / 60))m$((SECONDS % 60))s] $*"; }
 # tests/home_assistant/constraints.txt pins every package that worked (Home Assistant's
 # dependencies float otherwise; josepy 2 breaks it).
 HA_VERSION=2024.3.3
-HA_VENV="${JKMON_HA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/jkmon/home-assistant-$HA_VERSION}"
+HA_VENV="${TEST_HA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/jkmon/home-assistant-$HA_VERSION}"
 if [ ! -f "$HA_VENV/.installed" ]; then
   stage "installing Home Assistant $HA_VERSION into $HA_VENV"
   rm -rf "$HA_VENV"
@@ -60,7 +60,7 @@ if [ ! -f "$HA_VENV/.installed" ]; then
     fnv-hash-fast psutil-home-assistant janus josepy
   touch "$HA_VENV/.installed"
 fi
-export JKMON_HA_VENV="$HA_VENV"
+# (the tests find it at the same default path, or where TEST_HA_VENV says)
 
 stage "cargo fmt --check"
 cargo fmt --all -- --check

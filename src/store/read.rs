@@ -98,6 +98,18 @@ impl Readers {
         Ok(conn)
     }
 
+    /// Whether the file is still there (a `stat`, no read): deleted, it says so at once,
+    /// whatever is cached. (A replaced file is read afresh by the next read.)
+    pub fn check_file(&self) -> Result<(), StoreError> {
+        match super::file_id(&self.path) {
+            None => Err(StoreError::Gone {
+                path: self.path.display().to_string(),
+                what: "deleted",
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// How many times the file has been read through these readers.
     pub fn reads(&self) -> u64 {
         self.reads.load(std::sync::atomic::Ordering::Relaxed)

@@ -59,9 +59,14 @@ pub async fn batteries(State(state): State<Arc<AppState>>) -> Result<Response, S
 }
 
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
-    // the status every request shares: health answers as cheaply as a page
-    let view = match state.status().await {
-        Ok(s) => s.view,
+    // the status every request shares: health answers as cheaply as a page; a deleted or
+    // replaced file is seen at once (a stat), not when the cached status expires
+    let view = match state.readers.check_file() {
+        Err(e) => Err(e),
+        Ok(()) => state.status().await.map(|s| s.view),
+    };
+    let view = match view {
+        Ok(v) => v,
         Err(e) => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,

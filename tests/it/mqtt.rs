@@ -1127,9 +1127,9 @@ fn a_real_home_assistant_is_told_only_what_the_hardware_said() {
         after, ids,
         "the same entities, with the same ids, after a restart"
     );
-    // JKMON_HA_SOAK_SEC: a longer run before the checks (the 15-minute soak: Home
+    // TEST_HA_SOAK_SEC: a longer run before the checks (the 15-minute soak: Home
     // Assistant compiles statistics every five minutes, which is when the recorder warns)
-    let soak = std::env::var("JKMON_HA_SOAK_SEC")
+    let soak = std::env::var("TEST_HA_SOAK_SEC")
         .ok()
         .and_then(|s| s.parse().ok())
         .map(Duration::from_secs);
@@ -1251,8 +1251,8 @@ async fn switch_commands_are_applied_in_order_and_a_flood_is_coalesced() {
             assert_eq!(reported(&m, "charging"), Some(want), "{}", m.payload);
         }
     };
-    // JKMON_SWITCH_PAIRS: more rounds (the 100)
-    let rounds: usize = std::env::var("JKMON_SWITCH_PAIRS")
+    // TEST_SWITCH_PAIRS: more rounds (the 100)
+    let rounds: usize = std::env::var("TEST_SWITCH_PAIRS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);

@@ -13,10 +13,10 @@ use serde_json::{json, Value};
 /// rest).
 pub const VERSION: &str = "2024.3.3";
 
-/// Where `scripts/test.sh` installs it: `$JKMON_HA_VENV`, else
+/// Where `scripts/test.sh` installs it: `$TEST_HA_VENV`, else
 /// `${XDG_CACHE_HOME:-~/.cache}/jkmon/home-assistant-<VERSION>`.
 pub fn venv() -> PathBuf {
-    if let Some(dir) = std::env::var_os("JKMON_HA_VENV") {
+    if let Some(dir) = std::env::var_os("TEST_HA_VENV") {
         return PathBuf::from(dir);
     }
     let cache = std::env::var_os("XDG_CACHE_HOME")
