@@ -9,7 +9,7 @@
 
 use std::sync::Mutex;
 
-use crate::session::{EventKind, SessionEvent, State};
+use crate::battery::link::{EventKind, SessionEvent, State};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LinkCounters {

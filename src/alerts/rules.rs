@@ -596,7 +596,7 @@ impl Evaluation<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::State;
+    use crate::battery::link::State;
     use crate::store::read::InverterView;
 
     fn battery(online: bool, cells: (f64, f64), soc: f64, alarms: &[&str]) -> BatteryView {

@@ -4,6 +4,7 @@
 //! Layer 2: may use `protocol`.
 
 pub mod energy;
+pub mod link;
 pub mod soc;
 
 use crate::protocol::{CellInfo, DeviceInfo, Settings};

@@ -333,8 +333,8 @@ pub fn help() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::battery::link::State;
     use crate::report::json::TemperaturesC;
-    use crate::session::State;
     use crate::store::read::InverterView;
     use serde_json::json;
 

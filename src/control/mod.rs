@@ -23,7 +23,8 @@ use lane::{Ask, Lane, Next};
 
 use crate::protocol::control::{self as protocol, Setting, Switch};
 use crate::protocol::Variant;
-use crate::session::control::{self as session, WriteError, Writes};
+pub use crate::session::control::WriteError;
+use crate::session::control::{self as session, Writes};
 use crate::store::switches::WriteRecord;
 use crate::store::writer::{Message, WriterSender};
 

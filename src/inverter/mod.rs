@@ -6,10 +6,12 @@
 //!   check an answer must pass;
 //! - [`registers`]: the register map of each model as data, the blocks a poll reads, the values
 //!   of their answers;
-//! - [`payload`]: the working mode and the Python poller's `payload` JSON.
+//! - [`payload`]: the working mode and the Python poller's `payload` JSON;
+//! - [`poll`]: one poll and the poller's state, as the store and the views read them.
 //!
 //! Layer 1: pure; uses only the checksums of [`crate::protocol`] (the same CRC-16).
 
 pub mod modbus;
 pub mod payload;
+pub mod poll;
 pub mod registers;

@@ -27,7 +27,7 @@ use super::publisher::{Cause, Message, Publisher, OFFLINE};
 use super::{BatteryFeed, Layout, MqttConfig};
 use crate::control::{Controller, SetError, Source};
 use crate::protocol::control::Setting;
-use crate::session::backoff::Backoff;
+use crate::transport::backoff::Backoff;
 
 /// Reconnection delays: the first retry within a second, then at most one a minute.
 const RETRY_MIN: Duration = Duration::from_secs(1);

@@ -8,9 +8,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::inverter::InverterFeed;
+use crate::battery::link::{EventKind, Liveness, SessionEvent};
 use crate::battery::Snapshot;
-use crate::session::inverter::InverterEvent;
-use crate::session::{EventKind, Liveness, SessionEvent};
+use crate::inverter::poll::InverterEvent;
 use crate::store::energy::{Counters, InverterEnergy};
 
 /// One battery as the publisher sees it.

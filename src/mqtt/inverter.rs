@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 
 use super::Layout;
 use crate::inverter::payload::{self, Mode};
+use crate::inverter::poll::{InverterPoll, InverterState};
 use crate::inverter::registers::{self, Model, Register};
-use crate::session::inverter::{InverterPoll, InverterState};
 use crate::store::energy::InverterEnergy;
 
 /// The inverter as the publisher sees it (the service records each poller event).

@@ -18,71 +18,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::inverter::payload::{self, Mode};
-use crate::inverter::registers::{Decoded, Model, Values};
+use crate::inverter::payload;
+pub use crate::inverter::poll::{InverterEvent, InverterPoll, InverterState};
+use crate::inverter::registers::{Decoded, Model};
 use crate::transport::inverter::{self, InverterConfig, Link, LinkConfig};
 
 /// Polls in a row that read nothing before the inverter counts as offline (30 s at 10 s).
 pub const OFFLINE_AFTER: u32 = 3;
 /// Polls in a row with a block not read before it is a warning rather than a note.
 pub const PARTIAL_BEFORE_WARNING: u32 = 3;
-
-/// Where the poller is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InverterState {
-    Connecting,
-    Online,
-    Offline,
-}
-
-impl InverterState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InverterState::Connecting => "connecting",
-            InverterState::Online => "online",
-            InverterState::Offline => "offline",
-        }
-    }
-}
-
-/// One poll.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InverterPoll {
-    pub model: &'static Model,
-    /// When the poll ended (the row's `created_at`).
-    pub at: DateTime<Utc>,
-    /// The values of the blocks that were read (none from a failed block).
-    pub values: Values,
-    pub mode: Option<Mode>,
-    /// The `readings` payload, or the error row's text.
-    pub row: Result<String, String>,
-    /// What failed, block by block (empty when all was read).
-    pub errors: Vec<String>,
-    /// How long the poll took.
-    pub took: Duration,
-    /// The state after this poll.
-    pub state: InverterState,
-}
-
-/// What the poller tells the service.
-#[derive(Debug, Clone)]
-pub enum InverterEvent {
-    Poll(Arc<InverterPoll>),
-    /// The state changed, and why (the first is `Connecting`, at the start).
-    State {
-        state: InverterState,
-        detail: String,
-        /// The model's key and the link in words.
-        model: &'static str,
-        link: String,
-        interval: Duration,
-    },
-}
 
 /// The poller's settings.
 #[derive(Debug, Clone)]

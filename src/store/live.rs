@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::energy::{Counters, InverterEnergy};
 use crate::battery::Snapshot;
-use crate::session::inverter::{InverterPoll, InverterState};
+use crate::inverter::poll::{InverterPoll, InverterState};
 
 /// A snapshot and when it was taken.
 pub type Taken = (Arc<Snapshot>, DateTime<Utc>);

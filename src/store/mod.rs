@@ -39,8 +39,8 @@ use rusqlite::{named_params, Connection, OpenFlags, TransactionBehavior};
 use thiserror::Error;
 
 use crate::battery::Snapshot;
+use crate::inverter::poll::{InverterPoll, InverterState};
 use crate::report::json::{DeviceInfoJson, SnapshotJson};
-use crate::session::inverter::{InverterPoll, InverterState};
 pub use history::{Bucket, HistoryRow, Maintenance, Retention};
 use readings::Verdict;
 pub use readings::{CreatedAtFormat, OwnRows};
@@ -418,7 +418,7 @@ impl Store {
     pub fn set_state(
         &mut self,
         position: usize,
-        state: crate::session::State,
+        state: crate::battery::link::State,
         detail: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {

@@ -10,7 +10,7 @@ use rusqlite::{named_params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::inverter::payload::{Grid, Mode};
-use crate::session::inverter::{InverterPoll, InverterState};
+use crate::inverter::poll::{InverterPoll, InverterState};
 
 /// Polls a reader may miss before it stops believing the stored state (the poller's process
 /// was killed, or the machine stopped).

@@ -19,8 +19,8 @@ pub use super::inverter::InverterPoint;
 use super::live::Live;
 use super::poller::PollerView;
 use super::{Battery, StoreError, OWN_ROW_SOURCE};
+use crate::battery::link::{Liveness, State};
 use crate::report::json::{SnapshotJson, TemperaturesC};
-use crate::session::{Liveness, State};
 
 /// At most this many connections are kept for reuse.
 const POOL_SIZE: usize = 8;

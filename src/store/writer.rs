@@ -26,9 +26,9 @@ use super::energy::{self, Counters};
 use super::live::Live;
 use super::{Battery, Bucket, ReadingsAction, Store, StoreError, Update};
 use crate::battery::energy::Meter;
+use crate::battery::link::State;
 use crate::battery::Snapshot;
-use crate::session::inverter::{InverterPoll, InverterState};
-use crate::session::State;
+use crate::inverter::poll::{InverterPoll, InverterState};
 
 /// Snapshots waiting for the writer; at 2 frames/s per BMS this is minutes of slack.
 const CHANNEL_CAPACITY: usize = 4_096;

@@ -12,6 +12,7 @@
 //! Layer 2: may use `protocol` and `inverter`; takes its own settings ([`Plan`], [`BatteryConfig`]), never
 //! the whole configuration.
 
+pub mod backoff;
 pub mod ble;
 pub mod inverter;
 pub mod serial;

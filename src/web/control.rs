@@ -24,9 +24,9 @@ use serde_json::json;
 
 use super::api::error;
 use super::{same, AppState};
+use crate::control::WriteError;
 use crate::control::{SetError, Source};
 use crate::protocol::control::{Setting, Switch};
-use crate::session::control::WriteError;
 
 /// The header `jkmon set` sends, so its writes are recorded as the command line's.
 pub const CLIENT_HEADER: &str = "x-jkmon-client";

@@ -766,8 +766,8 @@ impl Process {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::battery::link::State;
     use crate::report::json::TemperaturesC;
-    use crate::session::State;
 
     fn battery(position: usize, name: &str, online: bool) -> BatteryView {
         BatteryView {
