@@ -23,8 +23,9 @@ cd "$(dirname "$0")/.."
 #   compose file in tests/it/deploy.rs (no Docker engine needed).
 # - gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user: the arm64 (Raspberry Pi) build,
 #   cross-compiled here and run under qemu-aarch64.
+# - python3-venv: the virtual environment of the real Home Assistant (below).
 # Building for this machine needs none: libdbus and SQLite are compiled in.
-PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd python3-seccomp socat mosquitto mosquitto-clients openssl prometheus docker-compose gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd python3-seccomp socat mosquitto mosquitto-clients openssl prometheus docker-compose gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user python3-venv)
 ARM64=aarch64-unknown-linux-gnu
 
 missing=()
