@@ -5,7 +5,7 @@
 //! Sessions report running totals per connection; this turns them into counters that only
 //! grow, across reconnections.
 //!
-//! Layer 4: may use `session`.
+//! Layer 4: may use `battery` (the sessions' events, `battery::link`); not `session`.
 
 use std::sync::Mutex;
 

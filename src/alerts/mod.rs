@@ -1,7 +1,8 @@
 //! Alerts: [`rules`] decide (pure, with injected time), [`notify`] tells (Telegram, a webhook,
 //! a command), [`run`] ties them to the store on an interval, off the poller's path.
 //!
-//! Layer 6 (a view): may use `store`, `report`, `session` and `telegram`; never another view.
+//! Layer 6 (a view): may use `store`, `report` and `telegram` (not `session`); never another
+//! view.
 
 pub mod notify;
 pub mod rules;

@@ -8,8 +8,8 @@
 //! with it cut out. The bot reads the store like the web pages do, off the async runtime, and
 //! never waits on the BMS sessions or the database writer.
 //!
-//! Layer 6 (a view): may use `store`, `report`, `session`, `control` and `telegram`; never
-//! another view.
+//! Layer 6 (a view): may use `store`, `report`, `control` and `telegram` (not `session`);
+//! never another view.
 
 pub mod format;
 pub mod switch;

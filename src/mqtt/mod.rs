@@ -18,8 +18,9 @@
 //! what to send when (pure, an explicit state), and [`client`] is the thin rumqttc shell that
 //! connects, reconnects with backoff and sends.
 //!
-//! Layer 6 (a view): may use `control` (switch commands), `session` (its events), `store` (the battery list), `report`,
-//! `battery` and `protocol`; never another view.
+//! Layer 6 (a view): may use `control` (switch commands), `battery` (the sessions' events,
+//! `battery::link`), `inverter`, `store` (the battery list), `report` and `protocol`; not
+//! `session`, never another view.
 
 pub mod client;
 pub mod discovery;

@@ -13,8 +13,9 @@
 //! Every call here blocks: only the writer thread ([`writer`]) and tests call them, never the
 //! async runtime. All SQL of jkmon lives in this module.
 //!
-//! Layer 4: may use `session` (the state and the online rule), `report` (the snapshot's
-//! JSON), `battery`, `protocol`, and `transport::sim` (the demo's simulated batteries).
+//! Layer 4: may use `battery` (its link state and the online rule, `battery::link`), `inverter`
+//! (its polls, `inverter::poll`), `report` (the snapshot's JSON), `protocol`, and
+//! `transport::sim` (the demo's simulated batteries); not `session`.
 
 pub mod demo;
 pub mod energy;

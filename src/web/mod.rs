@@ -12,7 +12,8 @@
 //! (which `/login` sets); pages send a browser without it to `/login`, the API and `/metrics`
 //! answer 401.
 //!
-//! Layer 6 (a view): may use `control`, `store`, `report`, `session` and `telemetry`; never another view.
+//! Layer 6 (a view): may use `control`, `store`, `report`, `telemetry` and below (not `session`);
+//! never another view.
 
 pub mod api;
 pub mod control;
