@@ -264,7 +264,11 @@ pub async fn run(
     let batteries = configured_batteries(&config, &components)?;
     // the demo: the simulated inverter and the simulated batteries share one physics, so the
     // numbers it shows agree with each other
-    if components.demo_inverter && config.transport == TransportKind::Sim {
+    // (unless JK_SIM_PERIOD_SEC asks for the simulated battery's own cycle)
+    if components.demo_inverter
+        && config.transport == TransportKind::Sim
+        && !config.sim.profile_chosen
+    {
         config.sim.plant = Some(crate::transport::sim::plant::Plant::new(
             config.sim.seed,
             batteries.len(),

@@ -40,6 +40,7 @@ pub fn sim(env: &Env) -> Result<SimConfig, ConfigError> {
     }
     if let Some(d) = env.whole_seconds("JK_SIM_PERIOD_SEC", 10..=604_800, "600")? {
         sim.profile_period = d;
+        sim.profile_chosen = true;
     }
     if let Some(f) = env.parse::<Fragmentation>("JK_SIM_FRAGMENTATION")? {
         sim.fragmentation = f;

@@ -70,6 +70,9 @@ pub struct SimConfig {
     pub frame_interval: Duration,
     /// One charge / discharge cycle of the current profile.
     pub profile_period: Duration,
+    /// `JK_SIM_PERIOD_SEC` was set: the owner wants this cycle, in `run --demo` too (where the
+    /// battery otherwise follows the simulated inverter's flow, [`plant`]).
+    pub profile_chosen: bool,
     pub fragmentation: Fragmentation,
     /// Send `AT\r\n` noise now and then.
     pub at_noise: bool,
@@ -91,6 +94,7 @@ impl Default for SimConfig {
             seed: 1,
             frame_interval: Duration::from_millis(500),
             profile_period: Duration::from_secs(600),
+            profile_chosen: false,
             fragmentation: Fragmentation::Mixed,
             at_noise: true,
             corrupt_every: 0,

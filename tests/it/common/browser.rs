@@ -105,13 +105,22 @@ pub struct Page {
 
 impl Page {
     pub fn read(&mut self) -> Value {
-        loop {
-            match self.socket.read().expect("DevTools message (60 s at most)") {
+        // bounded: a signal may interrupt a read now and then (other tests' children exit
+        // in the same process); the read timeout bounds each wait
+        for _ in 0..10_000 {
+            let message = match self.socket.read() {
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    continue
+                }
+                other => other.expect("DevTools message (60 s at most)"),
+            };
+            match message {
                 Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
                 Message::Close(_) => panic!("DevTools closed the connection"),
                 _ => continue,
             }
         }
+        panic!("no DevTools message after 10,000 tries")
     }
 
     pub fn call(&mut self, method: &str, params: Value) -> Value {
