@@ -229,40 +229,14 @@ pub async fn run(
             drop(stream);
             continue;
         };
-        let app = app.clone();
-        let stop = stop.clone();
-        let clients = clients.clone();
-        connections.spawn(async move {
-            let _place = place;
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                tower::ServiceExt::oneshot(app.clone(), req)
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT)
-                .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(WriteTimeout::new(stream)), service);
-            tokio::pin!(conn);
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    match tokio::time::timeout(STOP_GRACE, conn.as_mut()).await {
-                        Ok(ended) => ended,
-                        Err(_) => return, // a client that stopped reading: dropped
-                    }
-                }
-            };
-            if let Err(e) = ended {
-                if e.is_timeout() {
-                    note_timeout(&clients, peer.ip());
-                } else {
-                    tracing::debug!("web: connection from {peer}: {e}");
-                }
-            }
-        });
+        connections.spawn(serve(
+            stream,
+            peer,
+            place,
+            app.clone(),
+            stop.clone(),
+            clients.clone(),
+        ));
     }
     drop(listener);
     let drained = tokio::time::timeout(STOP_GRACE + Duration::from_millis(500), async {
@@ -273,6 +247,47 @@ pub async fn run(
         connections.abort_all();
     }
     Ok(())
+}
+
+/// Serves one connection until it ends, or until `stop` and then [`STOP_GRACE`]; `place` is
+/// its client's place among [`PER_CLIENT`], given back when it ends.
+async fn serve(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    place: Place,
+    app: Router,
+    stop: CancellationToken,
+    clients: Arc<Mutex<Clients>>,
+) {
+    let _place = place;
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        tower::ServiceExt::oneshot(app.clone(), req)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(WriteTimeout::new(stream)), service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(STOP_GRACE, conn.as_mut()).await {
+                Ok(ended) => ended,
+                Err(_) => return, // a client that stopped reading: dropped
+            }
+        }
+    };
+    if let Err(e) = ended {
+        if e.is_timeout() {
+            note_timeout(&clients, peer.ip());
+        } else {
+            tracing::debug!("web: connection from {peer}: {e}");
+        }
+    }
 }
 
 #[cfg(test)]
