@@ -251,18 +251,16 @@ async fn on_switch(
     Ok(())
 }
 
-/// Runs the bot until `stop` fires.
-pub async fn run(
-    config: TelegramConfig,
-    readers: Readers,
-    read: ReadConfig,
-    control: Controller,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let bot = config.bot().map_err(anyhow::Error::msg)?;
-    let me = loop {
+/// The bot's own account, asked until the Bot API answers (every 30 s); `None` when `stop`
+/// fires first.
+async fn who_am_i(
+    bot: &Bot,
+    config: &TelegramConfig,
+    stop: &CancellationToken,
+) -> Option<teloxide::types::Me> {
+    loop {
         match bot.get_me().await {
-            Ok(me) => break me,
+            Ok(me) => return Some(me),
             Err(e) => {
                 tracing::warn!(
                     "bot: the Bot API did not answer getMe: {}; retrying in 30 s",
@@ -270,13 +268,16 @@ pub async fn run(
                 );
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-                    _ = stop.cancelled() => return Ok(()),
+                    _ = stop.cancelled() => return None,
                 }
             }
         }
-    };
-    // the menu Telegram shows under "/" (a failure costs only the menu)
-    // Telegram's rule for a command's name is 1-32 of a-z, 0-9 and _: no leading "/"
+    }
+}
+
+/// The menu Telegram shows under "/" (a failure costs only the menu). Telegram's rule for a
+/// command's name is 1-32 of a-z, 0-9 and _: no leading "/".
+async fn set_menu(bot: &Bot, config: &TelegramConfig) {
     let menu = Command::bot_commands().into_iter().map(|mut c| {
         c.command = c.command.trim_start_matches('/').to_string();
         c
@@ -287,6 +288,21 @@ pub async fn run(
             config.redact(&e.to_string())
         );
     }
+}
+
+/// Runs the bot until `stop` fires.
+pub async fn run(
+    config: TelegramConfig,
+    readers: Readers,
+    read: ReadConfig,
+    control: Controller,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let bot = config.bot().map_err(anyhow::Error::msg)?;
+    let Some(me) = who_am_i(&bot, &config, &stop).await else {
+        return Ok(());
+    };
+    set_menu(&bot, &config).await;
     tracing::info!("bot: @{} answers chats {:?}", me.username(), {
         let mut chats = config.allowed.clone();
         chats.extend(config.chat_id);

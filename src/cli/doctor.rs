@@ -32,8 +32,7 @@ impl Report {
     }
 }
 
-/// Long on purpose: the checks in the order `jkmon doctor` prints them, a few lines each;
-/// the sequence is the report.
+/// The checks in the order `jkmon doctor` prints them: the sequence is the report.
 pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let mut r = Report { failed: 0 };
     let config = match Config::from_env() {
@@ -44,7 +43,43 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let batteries = match config.batteries() {
+    let batteries = batteries(&mut r, &config);
+    database(&mut r, &config);
+    let runtime = super::runtime()?;
+    runtime.block_on(async {
+        link(
+            &mut r,
+            &config,
+            &batteries,
+            Duration::from_secs(args.scan_timeout),
+        )
+        .await;
+        inverter(&mut r, &config).await;
+        telegram(&mut r, &config).await;
+        mqtt(&mut r, &config).await;
+    });
+    match std::net::TcpListener::bind(config.web.bind) {
+        Ok(_) => r.ok("web port", format!("{} is free", config.web.bind)),
+        Err(e) => r.fail(
+            "web port",
+            format!(
+                "{} cannot be used ({e}): is jkmon already running (`systemctl status jkmon`)? Otherwise set WEB_BIND to a free port",
+                config.web.bind
+            ),
+        ),
+    }
+    if r.failed == 0 {
+        println!("\nAll checks passed.");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("\n{} problem(s), each with its fix above.", r.failed);
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The batteries the configuration names (with where it found them), or none.
+fn batteries(r: &mut Report, config: &Config) -> Vec<crate::config::BatteryConfig> {
+    match config.batteries() {
         Ok(b) => {
             r.ok(
                 "configuration",
@@ -70,51 +105,36 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             r.fail("configuration", e.to_string());
             Vec::new()
         }
-    };
-    database(&mut r, &config);
-    let runtime = super::runtime()?;
-    runtime.block_on(async {
-        if config.transport == TransportKind::Ble {
-            bluetooth(&mut r, &batteries, Duration::from_secs(args.scan_timeout)).await;
-        } else if let Some(port) = &config.wire.port {
-            // the wired transports: the port must open (answers are `jkmon read`'s business)
-            match crate::transport::serial::open(port) {
-                Ok(_) => r.ok(
-                    "serial port",
-                    format!(
-                        "{} opens at {} baud; `jkmon read` shows whether the BMS answers",
-                        port.path.display(),
-                        port.baud
-                    ),
-                ),
-                Err(e) => r.fail("serial port", e.to_string()),
-            }
-        } else {
-            r.skip(
-                "Bluetooth",
-                &format!("not used (JK_BMS_TRANSPORT={})", config.transport.as_str()),
-            );
-        }
-        inverter(&mut r, &config).await;
-        telegram(&mut r, &config).await;
-        mqtt(&mut r, &config).await;
-    });
-    match std::net::TcpListener::bind(config.web.bind) {
-        Ok(_) => r.ok("web port", format!("{} is free", config.web.bind)),
-        Err(e) => r.fail(
-            "web port",
-            format!(
-                "{} cannot be used ({e}): is jkmon already running (`systemctl status jkmon`)? Otherwise set WEB_BIND to a free port",
-                config.web.bind
-            ),
-        ),
     }
-    if r.failed == 0 {
-        println!("\nAll checks passed.");
-        Ok(ExitCode::SUCCESS)
+}
+
+/// The link to the BMSs: Bluetooth (a scan), the serial port (it opens), or none to check.
+async fn link(
+    r: &mut Report,
+    config: &Config,
+    batteries: &[crate::config::BatteryConfig],
+    scan_timeout: Duration,
+) {
+    if config.transport == TransportKind::Ble {
+        bluetooth(r, batteries, scan_timeout).await;
+    } else if let Some(port) = &config.wire.port {
+        // the wired transports: the port must open (answers are `jkmon read`'s business)
+        match crate::transport::serial::open(port) {
+            Ok(_) => r.ok(
+                "serial port",
+                format!(
+                    "{} opens at {} baud; `jkmon read` shows whether the BMS answers",
+                    port.path.display(),
+                    port.baud
+                ),
+            ),
+            Err(e) => r.fail("serial port", e.to_string()),
+        }
     } else {
-        println!("\n{} problem(s), each with its fix above.", r.failed);
-        Ok(ExitCode::FAILURE)
+        r.skip(
+            "Bluetooth",
+            &format!("not used (JK_BMS_TRANSPORT={})", config.transport.as_str()),
+        );
     }
 }
 
