@@ -125,30 +125,166 @@ pub async fn set(writes: &Writes, battery: usize, setting: Setting) -> Result<()
     answer.await.unwrap_or(Err(WriteError::Stopped))
 }
 
-/// A write sent and waiting for its settings frame.
-#[derive(Debug)]
-pub struct Pending {
-    pub request: WriteRequest,
-    pub deadline: Instant,
-    /// Connections it was sent on (a second drop gives up).
-    pub attempts: u32,
+/// Where a write is on its way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Asked, or to go out once more after the link dropped: not on the wire yet.
+    Queued,
+    /// On the wire, waiting for the link's own echo of it (RS485's FC 0x10 answer).
+    Sent,
+    /// Waiting until then for a settings frame that shows it.
+    Confirming { until: Instant },
 }
 
-impl Pending {
-    pub fn new(request: WriteRequest) -> Pending {
-        Pending {
+/// One switch write on its way, the same on every link (BLE stream, serial poll, RS485 bus):
+/// queued → sent → confirming → answered. A write whose link drops (or whose echo never comes)
+/// goes out once more; the second loss gives up. The time is always the caller's.
+#[derive(Debug)]
+pub struct Write {
+    request: WriteRequest,
+    phase: Phase,
+    /// Times it went out.
+    attempts: u32,
+}
+
+impl Write {
+    pub fn new(request: WriteRequest) -> Write {
+        Write {
             request,
-            deadline: Instant::now() + CONFIRM_WITHIN,
-            attempts: 1,
+            phase: Phase::Queued,
+            attempts: 0,
         }
     }
 
-    /// A settings frame arrived: `Some(answer)` when it decides the write.
-    pub fn settled_by(&self, settings: &Settings) -> Option<Result<(), WriteError>> {
-        settle(settings, self.request.setting)
+    pub fn setting(&self) -> Setting {
+        self.request.setting
     }
 
+    pub fn battery(&self) -> usize {
+        self.request.battery
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// It went out at `now`. A link that echoes writes (`awaits_echo`) waits for that first;
+    /// otherwise the wait for the settings frame starts now.
+    pub fn sent(&mut self, now: Instant, awaits_echo: bool) {
+        self.attempts += 1;
+        self.phase = if awaits_echo {
+            Phase::Sent
+        } else {
+            Phase::Confirming {
+                until: now + CONFIRM_WITHIN,
+            }
+        };
+    }
+
+    /// The link echoed it at `now`: the wait for the settings frame starts.
+    pub fn echoed(&mut self, now: Instant) {
+        if self.phase == Phase::Sent {
+            self.phase = Phase::Confirming {
+                until: now + CONFIRM_WITHIN,
+            };
+        }
+    }
+
+    /// A settings frame arrived: `Some(answer)` when it decides the write (only once the write
+    /// is out and waiting for it).
+    pub fn settled_by(&self, settings: &Settings) -> Option<Result<(), WriteError>> {
+        match self.phase {
+            Phase::Confirming { .. } => settle(settings, self.request.setting),
+            _ => None,
+        }
+    }
+
+    /// The settings frame did not come in time.
+    pub fn expired(&self, now: Instant) -> bool {
+        matches!(self.phase, Phase::Confirming { until } if now >= until)
+    }
+
+    /// When it stops waiting, if it waits for the clock.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Confirming { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// The link dropped, or the echo never came: `true` when it goes out once more (queued
+    /// again), `false` when this was its second try. A write not yet out stays queued.
+    pub fn lost(&mut self) -> bool {
+        if self.phase == Phase::Queued {
+            return true;
+        }
+        if self.attempts < 2 {
+            self.phase = Phase::Queued;
+            return true;
+        }
+        false
+    }
+
+    /// Answers whoever asked (the controller logs the outcome, with who asked).
     pub fn answer(self, result: Result<(), WriteError>) {
         let _ = self.request.reply.send(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::control::Switch;
+    use crate::protocol::Settings;
+
+    fn write() -> (Write, oneshot::Receiver<Result<(), WriteError>>) {
+        let (reply, answer) = oneshot::channel();
+        let setting = Setting {
+            switch: Switch::Charging,
+            on: false,
+        };
+        let request = WriteRequest {
+            battery: 0,
+            setting,
+            reply,
+        };
+        (Write::new(request), answer)
+    }
+
+    #[test]
+    fn a_write_waits_for_its_echo_then_for_the_settings_frame_until_its_deadline() {
+        let t0 = Instant::now();
+        let (mut w, _answer) = write();
+        w.sent(t0, true);
+        assert_eq!(w.phase(), Phase::Sent);
+        assert_eq!(w.deadline(), None, "no clock runs before the echo");
+        assert!(
+            w.settled_by(&Settings::default()).is_none(),
+            "a frame before the echo decides nothing"
+        );
+        w.echoed(t0 + Duration::from_millis(80));
+        let until = t0 + Duration::from_millis(80) + CONFIRM_WITHIN;
+        assert_eq!(w.deadline(), Some(until));
+        assert!(!w.expired(until - Duration::from_millis(1)));
+        assert!(w.expired(until));
+    }
+
+    #[test]
+    fn a_lost_write_goes_out_once_more_then_gives_up() {
+        let t0 = Instant::now();
+        let (mut w, _answer) = write();
+        assert!(w.lost(), "a queued write waits for the next link");
+        w.sent(t0, false);
+        assert!(w.lost());
+        assert_eq!(w.phase(), Phase::Queued);
+        w.sent(t0 + Duration::from_secs(3), false);
+        assert!(!w.lost(), "the second loss gives up");
+    }
+
+    #[tokio::test]
+    async fn the_answer_reaches_whoever_asked() {
+        let (w, answer) = write();
+        w.answer(Err(WriteError::Stopped));
+        assert_eq!(answer.await.unwrap(), Err(WriteError::Stopped));
     }
 }

@@ -105,6 +105,10 @@ fn serial_refusal(setting: crate::protocol::control::Setting) -> control::WriteE
     crate::protocol::control::serial_port_refusal(setting.switch).into()
 }
 
+/// The receiver of a session's events is gone: nobody listens any more, so the session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
 /// One BMS, its connector and where its events go.
 pub struct Session {
     battery: usize,
@@ -117,8 +121,9 @@ pub struct Session {
     backoff: Backoff,
     /// Switch writes asked of this battery (only where control is on).
     writes: Option<mpsc::Receiver<control::WriteRequest>>,
-    /// A write whose link dropped before the BMS confirmed it: sent again once reconnected.
-    retry: Option<control::Pending>,
+    /// A write for the next connection: asked between two periodic readings, or whose link
+    /// dropped before the BMS confirmed it.
+    retry: Option<control::Write>,
 }
 
 /// What one chunk brought.
@@ -132,16 +137,24 @@ struct Took {
     cells: bool,
 }
 
-/// How one connection ended.
+/// How one connection ended (a session nobody listens to any more ends with [`Stopped`]).
 enum Outcome {
-    /// Nobody listens any more.
-    Stop,
     /// Never got to streaming.
     Failed(String),
     /// Was streaming, then lost it.
     Lost(String),
     /// Periodic mode: the one snapshot is out.
     Done,
+}
+
+/// What the BLE stream loop keeps between two events.
+struct Following {
+    stream: FrameStream,
+    last_valid: Instant,
+    /// The write under way, waiting for the settings frame that shows it.
+    write: Option<control::Write>,
+    /// Periodic mode: its write was answered; the connection ends after the next snapshot.
+    answered: bool,
 }
 
 impl Session {
@@ -180,10 +193,13 @@ impl Session {
 
     /// Runs until the receiver of the events is dropped.
     pub async fn run(mut self) {
+        let Err(Stopped) = self.serve().await;
+    }
+
+    async fn serve(&mut self) -> Result<std::convert::Infallible, Stopped> {
         loop {
-            if !self.set_state(State::Connecting, String::new(), None).await {
-                return;
-            }
+            self.set_state(State::Connecting, String::new(), None)
+                .await?;
             let deadline = Instant::now() + self.config.connect_timeout;
             let outcome = match connect_by(self.connector.as_ref(), deadline).await {
                 None => Outcome::Failed(format!(
@@ -191,12 +207,11 @@ impl Session {
                     self.config.connect_timeout.as_secs_f64()
                 )),
                 Some(Err(e)) => Outcome::Failed(e.to_string()),
-                Some(Ok(mut link)) => self.connected(&mut link, deadline).await,
+                Some(Ok(mut link)) => self.connected(&mut link, deadline).await?,
             };
             let failed = matches!(outcome, Outcome::Failed(_));
             let periodic = matches!(outcome, Outcome::Done);
             let (detail, wait) = match outcome {
-                Outcome::Stop => return,
                 Outcome::Done => (
                     format!(
                         "periodic mode: next reading in {} s",
@@ -210,24 +225,24 @@ impl Session {
                     (why, self.backoff.next_delay())
                 }
             };
-            // a write whose link dropped twice, or that found no BMS to go to again, is
-            // answered: never sent to a BMS that is offline
-            if failed {
-                if let Some(p) = self.retry.take() {
-                    p.answer(Err(control::WriteError::Offline(detail.clone())));
-                }
-            }
-            if let Some(p) = self.retry.take_if(|p| p.attempts >= 2) {
-                let setting = p.request.setting;
-                p.answer(Err(control::WriteError::Dropped(setting)));
-            }
-            if !self
-                .set_state(State::Disconnected, detail.clone(), Some(wait))
-                .await
-            {
-                return;
-            }
+            self.settle_retry(failed, &detail);
+            self.set_state(State::Disconnected, detail.clone(), Some(wait))
+                .await?;
             self.sleep_between(wait, &detail, periodic).await;
+        }
+    }
+
+    /// A write for the next connection after this one ended: answered where it found no BMS
+    /// to go to again, or where its link dropped twice — never sent to a BMS that is offline.
+    fn settle_retry(&mut self, failed: bool, why: &str) {
+        if failed {
+            if let Some(w) = self.retry.take() {
+                w.answer(Err(control::WriteError::Offline(why.to_string())));
+            }
+        }
+        if let Some(w) = self.retry.take_if(|w| !w.lost()) {
+            let setting = w.setting();
+            w.answer(Err(control::WriteError::Dropped(setting)));
         }
     }
 
@@ -243,9 +258,7 @@ impl Session {
                     self.name,
                     r.setting
                 );
-                let mut p = control::Pending::new(r);
-                p.attempts = 0;
-                self.retry = Some(p);
+                self.retry = Some(control::Write::new(r));
                 return;
             }
             let _ = r
@@ -254,10 +267,9 @@ impl Session {
         }
     }
 
-    async fn connected(&mut self, link: &mut Link, deadline: Instant) -> Outcome {
-        if !self.set_state(State::Handshake, String::new(), None).await {
-            return Outcome::Stop;
-        }
+    async fn connected(&mut self, link: &mut Link, deadline: Instant) -> Result<Outcome, Stopped> {
+        self.set_state(State::Handshake, String::new(), None)
+            .await?;
         let dialogue = self.config.dialogue;
         let mut stream =
             FrameStream::with_framing(&self.name, self.config.variant, dialogue.framing());
@@ -270,31 +282,28 @@ impl Session {
         };
         let cells = match first {
             Ok(cells) => cells,
-            Err(e) => return Outcome::Failed(e.to_string()),
+            Err(e) => return Ok(Outcome::Failed(e.to_string())),
         };
         self.backoff.reset();
-        if self.config.mode == ConnectMode::Persistent
-            && !self.set_state(State::Streaming, String::new(), None).await
-        {
-            return Outcome::Stop;
+        if self.config.mode == ConnectMode::Persistent {
+            self.set_state(State::Streaming, String::new(), None)
+                .await?;
         }
-        if !self.snapshot(cells, &stream).await {
-            return Outcome::Stop;
-        }
+        self.snapshot(cells, &stream).await?;
         if self.config.mode == ConnectMode::Periodic {
             // a write asked since the last reading goes out on this connection first
             match self.retry.take() {
-                Some(p) if dialogue == Dialogue::Ble => {
-                    self.retry = Some(p);
+                Some(w) if dialogue == Dialogue::Ble => {
+                    self.retry = Some(w);
                     return self.follow_stream(link, stream).await;
                 }
-                Some(p) => {
-                    let refused = serial_refusal(p.request.setting);
-                    p.answer(Err(refused));
+                Some(w) => {
+                    let refused = serial_refusal(w.setting());
+                    w.answer(Err(refused));
                 }
                 None => {}
             }
-            return Outcome::Done;
+            return Ok(Outcome::Done);
         }
         match dialogue {
             Dialogue::Ble => self.follow_stream(link, stream).await,
@@ -304,108 +313,110 @@ impl Session {
 
     /// BLE: the BMS pushes cell info; silence for `stale` means it is gone. Switch writes go
     /// out on this link, one at a time, each answered by the next settings frame.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "the streaming session's select! loop, an arm per event; its arms become methods with issue 32"
-    )]
-    async fn follow_stream(&mut self, link: &mut Link, mut stream: FrameStream) -> Outcome {
-        let mut last_valid = Instant::now();
-        // a write whose link dropped goes out again first
-        let mut pending = match self.retry.take() {
-            Some(mut p) => {
-                p.attempts += 1;
-                p.deadline = Instant::now() + control::CONFIRM_WITHIN;
-                match self.send_write(link, &stream, p.request.setting).await {
-                    Ok(()) => Some(p),
-                    Err(e) => {
-                        p.answer(Err(e));
-                        None
+    async fn follow_stream(
+        &mut self,
+        link: &mut Link,
+        stream: FrameStream,
+    ) -> Result<Outcome, Stopped> {
+        let mut f = Following {
+            stream,
+            last_valid: Instant::now(),
+            write: None,
+            answered: false,
+        };
+        // a write for this connection (its link dropped, or asked between readings) goes first
+        if let Some(w) = self.retry.take() {
+            self.send_write(link, &mut f, w).await;
+        }
+        let periodic = self.config.mode == ConnectMode::Periodic;
+        loop {
+            // periodic mode stays only until its write is answered and a snapshot shows it
+            if periodic && f.write.is_none() && !f.answered {
+                return Ok(Outcome::Done);
+            }
+            let deadline = f.write.as_ref().and_then(control::Write::deadline);
+            let takes_writes = f.write.is_none() && self.writes.is_some();
+            tokio::select! {
+                got = timeout_at(f.last_valid + self.config.stale, link.recv()) => {
+                    if let Some(end) = self.on_chunk(got.ok(), &mut f).await? {
+                        return Ok(end);
                     }
                 }
-            }
-            None => None,
-        };
-        let periodic = self.config.mode == ConnectMode::Periodic;
-        // periodic mode stays only until its write is answered and a snapshot shows the result
-        let mut answered = false;
-        loop {
-            if periodic && pending.is_none() && !answered {
-                return Outcome::Done;
-            }
-            let deadline = pending.as_ref().map(|p| p.deadline);
-            let takes_writes = pending.is_none() && self.writes.is_some();
-            let chunk = tokio::select! {
-                got = timeout_at(last_valid + self.config.stale, link.recv()) => match got {
-                    Err(_) => {
-                        self.retry = pending;
-                        return Outcome::Lost(format!(
-                            "offline: no valid frame for {} s",
-                            self.config.stale.as_secs_f64()
-                        ));
-                    }
-                    Ok(None) => {
-                        self.retry = pending;
-                        return Outcome::Lost(
-                            "the link closed (out of range, switched off, or taken by another client)"
-                                .into(),
-                        );
-                    }
-                    Ok(Some(chunk)) => chunk,
-                },
                 request = async { self.writes.as_mut().unwrap().recv().await }, if takes_writes => {
-                    let Some(request) = request else {
-                        self.writes = None;
-                        continue;
-                    };
-                    match self.send_write(link, &stream, request.setting).await {
-                        Ok(()) => pending = Some(control::Pending::new(request)),
-                        Err(e) => {
-                            let _ = request.reply.send(Err(e));
-                        }
+                    match request {
+                        Some(request) => self.send_write(link, &mut f, control::Write::new(request)).await,
+                        None => self.writes = None,
                     }
-                    continue;
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    if let Some(p) = pending.take() {
-                        let setting = p.request.setting;
-                        p.answer(Err(control::WriteError::unconfirmed(setting)));
-                    }
-                    continue;
-                }
-            };
-            match self.take(&mut stream, &chunk).await {
-                None => return Outcome::Stop,
-                Some(Took {
-                    any,
-                    settings,
-                    cells,
-                }) => {
-                    if any {
-                        last_valid = Instant::now();
-                    }
-                    if answered && cells {
-                        return Outcome::Done;
-                    }
-                    let settled = match (&pending, settings, &stream.settings) {
-                        (Some(p), true, Some(s)) => p.settled_by(s),
-                        _ => None,
-                    };
-                    // only a frame that decides the write ends the wait
-                    // (the controller logs the outcome, with who asked)
-                    if let Some(result) = settled {
-                        let p = pending
-                            .take()
-                            .expect("settled only while a write is pending");
-                        p.answer(result);
-                        answered = periodic;
+                    if let Some(w) = f.write.take() {
+                        let setting = w.setting();
+                        w.answer(Err(control::WriteError::unconfirmed(setting)));
                     }
                 }
             }
         }
     }
 
-    /// Sends `setting`'s write and asks for the settings frame that will show it.
-    async fn send_write(
+    /// What the link brought while following the stream (`None`: silence for `stale`):
+    /// `Some(outcome)` when the connection ends.
+    async fn on_chunk(
+        &mut self,
+        got: Option<Option<Vec<u8>>>,
+        f: &mut Following,
+    ) -> Result<Option<Outcome>, Stopped> {
+        let chunk = match got {
+            Some(Some(chunk)) => chunk,
+            lost => {
+                // the write under way goes out once more on the next connection
+                self.retry = f.write.take();
+                let why = match lost {
+                    None => format!(
+                        "offline: no valid frame for {} s",
+                        self.config.stale.as_secs_f64()
+                    ),
+                    _ => "the link closed (out of range, switched off, or taken by another client)"
+                        .into(),
+                };
+                return Ok(Some(Outcome::Lost(why)));
+            }
+        };
+        let took = self.take(&mut f.stream, &chunk).await?;
+        if took.any {
+            f.last_valid = Instant::now();
+        }
+        if f.answered && took.cells {
+            return Ok(Some(Outcome::Done));
+        }
+        let settled = match (&f.write, took.settings, &f.stream.settings) {
+            (Some(w), true, Some(s)) => w.settled_by(s),
+            _ => None,
+        };
+        // only a frame that decides the write ends the wait
+        if let Some(result) = settled {
+            let w = f
+                .write
+                .take()
+                .expect("settled only while a write is under way");
+            w.answer(result);
+            f.answered = self.config.mode == ConnectMode::Periodic;
+        }
+        Ok(None)
+    }
+
+    /// Sends `w` and asks for the settings frame that will show it; a write that cannot go
+    /// is answered at once.
+    async fn send_write(&self, link: &mut Link, f: &mut Following, mut w: control::Write) {
+        match self.write_bytes(link, &f.stream, w.setting()).await {
+            Ok(()) => {
+                w.sent(Instant::now(), false);
+                f.write = Some(w);
+            }
+            Err(e) => w.answer(Err(e)),
+        }
+    }
+
+    async fn write_bytes(
         &self,
         link: &mut Link,
         stream: &FrameStream,
@@ -434,7 +445,11 @@ impl Session {
 
     /// Serial: one request every `poll_interval`; [`serial::MISSED_LIMIT`] unanswered requests
     /// in a row mean the BMS is gone.
-    async fn poll_serial(&mut self, link: &mut Link, mut stream: FrameStream) -> Outcome {
+    async fn poll_serial(
+        &mut self,
+        link: &mut Link,
+        mut stream: FrameStream,
+    ) -> Result<Outcome, Stopped> {
         let every = self.config.poll_interval;
         let mut next = Instant::now() + every;
         let mut missed = 0u32;
@@ -450,12 +465,12 @@ impl Session {
                 match timeout_at(next, link.recv()).await {
                     Err(_) => break,
                     Ok(None) => {
-                        return Outcome::Lost("the serial port closed (adapter unplugged?)".into())
+                        return Ok(Outcome::Lost(
+                            "the serial port closed (adapter unplugged?)".into(),
+                        ))
                     }
                     Ok(Some(chunk)) => {
-                        if self.take(&mut stream, &chunk).await.is_none() {
-                            return Outcome::Stop;
-                        }
+                        self.take(&mut stream, &chunk).await?;
                     }
                 }
             }
@@ -463,9 +478,7 @@ impl Session {
             match serial::ask(link, &mut stream, self.config.response_timeout).await {
                 Ok(Some(cells)) => {
                     missed = 0;
-                    if !self.snapshot(cells, &stream).await {
-                        return Outcome::Stop;
-                    }
+                    self.snapshot(cells, &stream).await?;
                 }
                 Ok(None) => {
                     missed += 1;
@@ -476,37 +489,40 @@ impl Session {
                         stream.rejected
                     );
                     if missed >= serial::MISSED_LIMIT {
-                        return Outcome::Lost(format!(
+                        return Ok(Outcome::Lost(format!(
                             "offline: no answer to {missed} requests in a row"
-                        ));
+                        )));
                     }
                 }
                 Err(ReadError::Disconnected { .. }) => {
-                    return Outcome::Lost("the serial port closed (adapter unplugged?)".into())
+                    return Ok(Outcome::Lost(
+                        "the serial port closed (adapter unplugged?)".into(),
+                    ))
                 }
-                Err(e) => return Outcome::Lost(e.to_string()),
+                Err(e) => return Ok(Outcome::Lost(e.to_string())),
             }
         }
     }
 
     /// Pushes a chunk through the stream and sends a snapshot for every cell reading in it.
-    /// `Some(what arrived)`, or `None` when nobody listens any more.
-    async fn take(&self, stream: &mut FrameStream, chunk: &[u8]) -> Option<Took> {
+    async fn take(&self, stream: &mut FrameStream, chunk: &[u8]) -> Result<Took, Stopped> {
         let mut took = Took::default();
         for event in stream.push(chunk) {
             took.any = true;
             took.settings |= matches!(event, StreamEvent::Settings);
             if let StreamEvent::Cells(cells) = event {
                 took.cells = true;
-                if !self.snapshot(*cells, stream).await {
-                    return None;
-                }
+                self.snapshot(*cells, stream).await?;
             }
         }
-        Some(took)
+        Ok(took)
     }
 
-    async fn snapshot(&self, cells: crate::protocol::CellInfo, stream: &FrameStream) -> bool {
+    async fn snapshot(
+        &self,
+        cells: crate::protocol::CellInfo,
+        stream: &FrameStream,
+    ) -> Result<(), Stopped> {
         let snapshot = Snapshot::new(
             cells,
             stream.device_info.clone(),
@@ -526,7 +542,7 @@ impl Session {
         state: State,
         detail: String,
         retry_in: Option<Duration>,
-    ) -> bool {
+    ) -> Result<(), Stopped> {
         let from = std::mem::replace(&mut self.state, state);
         let attempt = self.backoff.attempt();
         let name = &self.name;
@@ -547,7 +563,7 @@ impl Session {
         .await
     }
 
-    async fn emit(&self, kind: EventKind) -> bool {
+    async fn emit(&self, kind: EventKind) -> Result<(), Stopped> {
         self.events
             .send(SessionEvent {
                 battery: self.battery,
@@ -555,7 +571,7 @@ impl Session {
                 kind,
             })
             .await
-            .is_ok()
+            .map_err(|_| Stopped)
     }
 }
 

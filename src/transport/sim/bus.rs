@@ -164,6 +164,12 @@ impl Pack {
     }
 }
 
+/// What pack `address` of a simulated bus answers to `register`: the frame and its tail (for
+/// tests that drive the bus logic without a port).
+pub fn pack_answer(address: u8, register: Rs485Register) -> Vec<u8> {
+    Pack::new(address, &SimConfig::default()).answer(register, 0.0)
+}
+
 struct Bus {
     config: BusSimConfig,
     packs: Vec<Pack>,
