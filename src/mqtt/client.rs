@@ -245,12 +245,110 @@ pub struct Inputs {
     pub control: Controller,
 }
 
+/// One input of the publishing loop.
+enum Input {
+    Stop,
+    Link(Option<Link>),
+    /// The batteries changed (`false`: the service is gone).
+    Feed(bool),
+    Inverter(bool),
+    /// A switch command was answered.
+    Answered,
+    Tick,
+}
+
+/// What the loop does next.
+enum Step {
+    Publish(Vec<Message>),
+    Nothing,
+    End,
+}
+
+/// The publishing side of one MQTT client: what it follows, what it published, and whether
+/// the broker is there.
+struct Publishing {
+    client: AsyncClient,
+    publisher: Publisher,
+    feed: watch::Receiver<Vec<BatteryFeed>>,
+    inverter: watch::Receiver<Option<InverterFeed>>,
+    broker: String,
+    command_topics: Vec<String>,
+    connected: bool,
+    failures: u32,
+    /// Until then, each new state goes out at once (a command was just answered).
+    prompt_until: Instant,
+}
+
+impl Publishing {
+    async fn handle(&mut self, input: Input) -> Step {
+        match input {
+            Input::Stop | Input::Link(None) | Input::Feed(false) | Input::Inverter(false) => {
+                Step::End
+            }
+            Input::Link(Some(Link::Up)) => Step::Publish(self.up().await),
+            Input::Link(Some(Link::Down { reason, retry_in })) => {
+                self.connected = false;
+                self.failures += 1;
+                tracing::warn!(
+                    "mqtt: {}: {reason}; trying again in {:.1} s (failed attempts in a row: {})",
+                    self.broker,
+                    retry_in.as_secs_f64(),
+                    self.failures
+                );
+                Step::Nothing
+            }
+            Input::Feed(true) => {
+                let f = self.feed.borrow_and_update().clone();
+                self.publish(|p| p.update(&f, Instant::now(), Cause::Change))
+            }
+            Input::Inverter(true) => {
+                let f = self.inverter.borrow_and_update().clone();
+                self.publish(|p| p.update_inverter(f.as_ref()))
+            }
+            // for a moment, each new state goes out at once, so Home Assistant sees the BMS's
+            // answer rather than waiting for MQTT_STATE_SEC
+            Input::Answered => {
+                self.prompt_until = Instant::now() + PROMPT_FOR;
+                Step::Nothing
+            }
+            Input::Tick => {
+                let f = self.feed.borrow().clone();
+                self.publish(|p| p.update(&f, Instant::now(), Cause::Tick))
+            }
+        }
+    }
+
+    /// What goes out while connected (nothing while not: the next connection sends all).
+    fn publish(&mut self, what: impl FnOnce(&mut Publisher) -> Vec<Message>) -> Step {
+        if self.connected {
+            Step::Publish(what(&mut self.publisher))
+        } else {
+            Step::Nothing
+        }
+    }
+
+    /// Connected: the commands subscribed, and everything known published.
+    async fn up(&mut self) -> Vec<Message> {
+        self.connected = true;
+        self.failures = 0;
+        subscribe_commands(&self.client, &self.command_topics).await;
+        tracing::info!(
+            "mqtt: connected to {}; publishing under {}/",
+            self.broker,
+            self.publisher.layout().base
+        );
+        let f = self.feed.borrow_and_update().clone();
+        let mut out = self.publisher.connected(&f, Instant::now());
+        out.extend(
+            self.publisher
+                .update_inverter(self.inverter.borrow_and_update().as_ref()),
+        );
+        out
+    }
+}
+
 /// Publishes until `stop`; then tells the broker that every battery and jkmon are offline.
 /// Fails only when the TLS set-up is impossible (a bad `MQTT_CA_FILE`).
-#[expect(
-    clippy::too_many_lines,
-    reason = "the connection's select! loop, an arm per input (the link, the feed, the inverter, answers, two ticks); its arms become methods with the loop refactor of issue 32"
-)]
 pub async fn run(
     config: MqttConfig,
     layout: Layout,
@@ -260,8 +358,8 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), MqttError> {
     let Inputs {
-        mut feed,
-        mut inverter,
+        feed,
+        inverter,
         control,
     } = inputs;
     let layout = layout.with_control(&control);
@@ -279,91 +377,47 @@ pub async fn run(
     let connection_stop = CancellationToken::new();
     let connection = tokio::spawn(drive(eventloop, link_tx, commands, connection_stop.clone()));
     tracing::info!("mqtt: connecting to {broker} as {}", config.client_id);
-    let mut publisher = Publisher::new(layout, freshness);
-    let mut connected = false;
-    let mut failures = 0u32;
-    let mut prompt_until = Instant::now();
+    let mut p = Publishing {
+        client,
+        publisher: Publisher::new(layout, freshness),
+        feed,
+        inverter,
+        broker,
+        command_topics,
+        connected: false,
+        failures: 0,
+        prompt_until: Instant::now(),
+    };
     let mut prompt_tick = tokio::time::interval(PROMPT_EVERY);
     // idle between answers, not behind: no burst of the ticks missed meanwhile
     prompt_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let messages = tokio::select! {
-            _ = stop.cancelled() => break,
-            link = link_rx.recv() => match link {
-                Some(Link::Up) => {
-                    connected = true;
-                    failures = 0;
-                    subscribe_commands(&client, &command_topics).await;
-                    tracing::info!("mqtt: connected to {broker}; publishing under {}/", publisher.layout().base);
-                    let now = Instant::now();
-                    let f = feed.borrow_and_update().clone();
-                    let mut out = publisher.connected(&f, now);
-                    out.extend(publisher.update_inverter(inverter.borrow_and_update().as_ref()));
-                    out
-                }
-                Some(Link::Down { reason, retry_in }) => {
-                    connected = false;
-                    failures += 1;
-                    tracing::warn!(
-                        "mqtt: {broker}: {reason}; trying again in {:.1} s (failed attempts in a row: {failures})",
-                        retry_in.as_secs_f64()
-                    );
-                    continue;
-                }
-                None => break,
-            },
-            changed = feed.changed() => {
-                if changed.is_err() {
-                    break; // the service is gone
-                }
-                let f = feed.borrow_and_update().clone();
-                if !connected {
-                    continue;
-                }
-                publisher.update(&f, Instant::now(), Cause::Change)
-            }
-            // a switch command was answered: for a moment, each new state goes out at once,
-            // so Home Assistant sees the BMS's answer rather than waiting for MQTT_STATE_SEC
-            Some(()) = answered.recv() => {
-                prompt_until = Instant::now() + PROMPT_FOR;
-                continue;
-            }
-            _ = prompt_tick.tick(), if Instant::now() < prompt_until => {
-                if !connected {
-                    continue;
-                }
-                let f = feed.borrow().clone();
-                publisher.update(&f, Instant::now(), Cause::Tick)
-            }
-            changed = inverter.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let f = inverter.borrow_and_update().clone();
-                if !connected {
-                    continue;
-                }
-                publisher.update_inverter(f.as_ref())
-            }
-            _ = tick.tick() => {
-                if !connected {
-                    continue;
-                }
-                let f = feed.borrow().clone();
-                publisher.update(&f, Instant::now(), Cause::Tick)
-            }
+        let prompt = Instant::now() < p.prompt_until;
+        let input = tokio::select! {
+            _ = stop.cancelled() => Input::Stop,
+            link = link_rx.recv() => Input::Link(link),
+            changed = p.feed.changed() => Input::Feed(changed.is_ok()),
+            Some(()) = answered.recv() => Input::Answered,
+            _ = prompt_tick.tick(), if prompt => Input::Tick,
+            changed = p.inverter.changed() => Input::Inverter(changed.is_ok()),
+            _ = tick.tick() => Input::Tick,
+        };
+        let messages = match p.handle(input).await {
+            Step::End => break,
+            Step::Nothing => continue,
+            Step::Publish(messages) => messages,
         };
         tokio::select! {
-            _ = send(&client, messages) => {}
+            _ = send(&p.client, messages) => {}
             _ = stop.cancelled() => break,
         }
     }
-    if connected {
+    if p.connected {
         let farewell = async {
-            send(&client, publisher.stopping()).await;
-            let _ = client.disconnect().await;
+            send(&p.client, p.publisher.stopping()).await;
+            let _ = p.client.disconnect().await;
             let _ = connection.await;
         };
         if tokio::time::timeout(FLUSH, farewell).await.is_err() {

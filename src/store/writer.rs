@@ -210,10 +210,6 @@ impl Writer {
     }
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "the writer thread's receive loop, an arm per message; its arms become methods with issue 32"
-)]
 fn run(
     store: &mut Store,
     batteries: &[Battery],
@@ -254,52 +250,9 @@ fn run(
             .min(next_maintenance)
             .saturating_duration_since(Instant::now());
         let (closing, commit_now) = match rx.recv_timeout(wait) {
-            Ok(Message::Close) => (true, false),
-            Ok(Message::Snapshot {
-                position,
-                snapshot,
-                taken_at,
-            }) => (false, w.snapshot(position, snapshot, taken_at)),
-            Ok(Message::State {
-                position,
-                state,
-                detail,
-                offline,
-            }) => {
-                w.state(position, state, &detail, offline);
-                continue;
-            }
-            Ok(Message::Reading(poll)) => {
-                w.reading(poll);
-                continue;
-            }
-            Ok(Message::SwitchWrite(record)) => {
-                if let Err(e) = w.store.record_switch_write(&record) {
-                    tracing::warn!(
-                        "could not record the write {} to {}: {e}",
-                        record.setting,
-                        record.battery
-                    );
-                }
-                continue;
-            }
-            Ok(Message::InverterState {
-                state,
-                detail,
-                model,
-                link,
-                interval,
-            }) => {
-                if let Err(e) = w
-                    .store
-                    .set_poller_state(state, &detail, model, &link, interval)
-                {
-                    tracing::warn!("could not record the inverter poller's state: {e}");
-                }
-                continue;
-            }
+            Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => (true, false),
+            Ok(message) => (false, w.take(message)),
             Err(RecvTimeoutError::Timeout) => (false, false),
-            Err(RecvTimeoutError::Disconnected) => (true, false),
         };
         if closing || commit_now || Instant::now() >= next_commit {
             w.flush_rows();
@@ -320,6 +273,51 @@ fn run(
             // catching up on the inverter's rows: the next chunk right away
             next_maintenance = if more { now } else { now + MAINTENANCE_EVERY };
         }
+    }
+}
+
+impl Writing<'_> {
+    /// One message other than `Close`; `true` when it asks for a commit now.
+    fn take(&mut self, message: Message) -> bool {
+        match message {
+            Message::Close => return true,
+            Message::Snapshot {
+                position,
+                snapshot,
+                taken_at,
+            } => return self.snapshot(position, snapshot, taken_at),
+            Message::State {
+                position,
+                state,
+                detail,
+                offline,
+            } => self.state(position, state, &detail, offline),
+            Message::Reading(poll) => self.reading(poll),
+            Message::SwitchWrite(record) => {
+                if let Err(e) = self.store.record_switch_write(&record) {
+                    tracing::warn!(
+                        "could not record the write {} to {}: {e}",
+                        record.setting,
+                        record.battery
+                    );
+                }
+            }
+            Message::InverterState {
+                state,
+                detail,
+                model,
+                link,
+                interval,
+            } => {
+                let set = self
+                    .store
+                    .set_poller_state(state, &detail, model, &link, interval);
+                if let Err(e) = set {
+                    tracing::warn!("could not record the inverter poller's state: {e}");
+                }
+            }
+        }
+        false
     }
 }
 
