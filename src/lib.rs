@@ -37,6 +37,7 @@ pub mod bot;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod inverter;
 pub mod mqtt;
 pub mod protocol;

@@ -64,18 +64,20 @@ pub fn run(args: RunArgs, mode: Mode) -> anyhow::Result<ExitCode> {
 
 /// `jkmon fill-demo`: simulated history into a new database, with a line per day done.
 pub fn fill_demo(args: FillDemoArgs) -> anyhow::Result<ExitCode> {
-    use crate::store::{demo, Store};
+    use crate::store::{backfill, Store};
     let mut config = Config::from_env()?;
     config.transport = TransportKind::Sim;
     let path = service::database_path(&config, true);
     let batteries = service::store_batteries(&config.batteries()?);
     let mut store = Store::open(&path, config.store.clone())?;
     let started = std::time::Instant::now();
-    demo::fill(
+    let mut simulated = crate::demo::SimulatedHistory::new(batteries.len());
+    backfill::fill(
         &mut store,
         &batteries,
         args.days,
         crate::store::now_ms(),
+        &mut simulated,
         |day, days| eprintln!("fill-demo: day {day} of {days} written"),
     )?;
     store.close()?;

@@ -14,10 +14,10 @@
 //! async runtime. All SQL of jkmon lives in this module.
 //!
 //! Layer 4: may use `battery` (its link state and the online rule, `battery::link`), `inverter`
-//! (its polls, `inverter::poll`), `report` (the snapshot's JSON), `protocol`, and
-//! `transport::sim` (the demo's simulated batteries); not `session`.
+//! (its polls, `inverter::poll`), `report` (the snapshot's JSON), and `protocol`; not
+//! `session`, and not the simulator (the demo's history comes through [`backfill::Invented`]).
 
-pub mod demo;
+pub mod backfill;
 pub mod energy;
 pub mod fields;
 pub mod history;

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["transport", "battery", "report"],
     &["session"],
     &["store", "telemetry"],
-    &["control"],
+    &["control", "demo"],
     &["web", "bot", "alerts", "mqtt"],
     &["config"],
     &["service"],
@@ -243,6 +243,43 @@ fn every_use_points_down_the_layer_table() {
             assert!(layer_of(&name).is_some(), "src/{name} is in no layer");
         }
     }
+}
+
+/// The simulator (`transport::sim`) serves the demo, `jkmon simulate` and the tests: the store
+/// and the views never import it (the demo's history reaches the store through
+/// `store::backfill::Invented`).
+const SIMULATOR_NEVER_IN: &[&str] = &[
+    "store",
+    "telemetry",
+    "control",
+    "web",
+    "bot",
+    "alerts",
+    "mqtt",
+];
+
+#[test]
+fn the_simulator_stays_out_of_the_store_and_the_views() {
+    let mut files = Vec::new();
+    sources(&root().join("src"), &mut files);
+    let mut wrong = Vec::new();
+    for f in &files {
+        let m = module_of(f);
+        if !m
+            .first()
+            .is_some_and(|t| SIMULATOR_NEVER_IN.contains(&t.as_str()))
+        {
+            continue;
+        }
+        let code = code(&std::fs::read_to_string(f).unwrap());
+        if paths(f, &code)
+            .iter()
+            .any(|p| p.len() >= 2 && p[0] == "transport" && p[1] == "sim")
+        {
+            wrong.push(f.strip_prefix(root()).unwrap().display().to_string());
+        }
+    }
+    assert!(wrong.is_empty(), "the simulator imported by: {wrong:?}");
 }
 
 /// Tarjan's strongly connected components of the file graph.

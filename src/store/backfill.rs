@@ -1,29 +1,40 @@
-//! `jkmon fill-demo`: days of simulated history in an empty database, as if jkmon had run
-//! beside the inverter poller all along: an inverter row every 10 s with the battery keys
-//! merged in, a BMS history row every 30 s with its energy counted, then the same downsampling
-//! and chart aggregation as in production. For trying the history charts, and for the web load benchmark.
+//! Days of made-up history in an empty database (`jkmon fill-demo`), as if jkmon had run beside
+//! the inverter poller all along: an inverter row every 10 s with the battery keys merged in, a
+//! BMS history row every 30 s with its energy counted, then the same downsampling and chart
+//! aggregation as in production. What the installation did comes from an [`Invented`] source
+//! (the simulator's, in `crate::demo`); the store only writes it.
 
-use chrono::{DateTime, Local, Timelike};
+use chrono::{DateTime, Local};
 use rusqlite::TransactionBehavior;
 
 use super::{fields, Battery, Bucket, Store, StoreError};
+use serde_json::{Map, Value};
+
 use crate::battery::energy::Meter;
-use crate::battery::soc::{estimator, SocSource, VoltageCurve};
 use crate::battery::Snapshot;
-use crate::inverter::{payload, registers::SMG_II_11K};
-use crate::transport::sim::inverter::values_at;
-use crate::transport::sim::{Rng, SimBattery, SimConfig};
 
 const INVERTER_EVERY_S: i64 = 10;
 const BMS_EVERY_S: i64 = 30;
 
-/// Fills `days` days up to `now_ms` for `batteries`; `progress(day, days)` after each day.
+/// A made-up installation, moment by moment.
+pub trait Invented {
+    /// Each battery's snapshot at unix second `t`, `elapsed_s` after the first moment, in the
+    /// order of the batteries.
+    fn batteries_at(&mut self, t: i64, elapsed_s: f64) -> Vec<Snapshot>;
+    /// The inverter's row at `when`, as jkmon's own poller writes it (without the batteries'
+    /// keys, which the store merges in).
+    fn inverter_at(&mut self, when: DateTime<Local>) -> Map<String, Value>;
+}
+
+/// Fills `days` days up to `now_ms` for `batteries` from `source`; `progress(day, days)` after
+/// each day.
 /// Refuses a database that already holds readings: it never mixes invented rows into real ones.
 pub fn fill(
     store: &mut Store,
     batteries: &[Battery],
     days: u32,
     now_ms: i64,
+    source: &mut dyn Invented,
     mut progress: impl FnMut(u32, u32),
 ) -> Result<(), StoreError> {
     let existing: i64 = store
@@ -42,18 +53,7 @@ pub fn fill(
     let mut demo = Demo {
         batteries,
         ids,
-        models: (0..batteries.len())
-            .map(|i| {
-                let config = SimConfig {
-                    profile_period: std::time::Duration::from_secs(86_400),
-                    ..SimConfig::default()
-                };
-                let mut rng = Rng::new(7 + i as u64);
-                (SimBattery::new(&config, &mut rng), rng)
-            })
-            .collect(),
-        estimator: estimator(SocSource::Curve, &VoltageCurve::default()),
-        inverter_rng: Rng::new(99),
+        source,
         latest: vec![None; batteries.len()],
         meters: batteries
             .iter()
@@ -90,9 +90,7 @@ struct Demo<'a> {
     batteries: &'a [Battery],
     /// `bms_devices.id` of each battery.
     ids: Vec<i64>,
-    models: Vec<(SimBattery, Rng)>,
-    estimator: Box<dyn crate::battery::SocEstimator>,
-    inverter_rng: Rng,
+    source: &'a mut dyn Invented,
     /// Each battery's newest snapshot so far.
     latest: Vec<Option<Snapshot>>,
     /// Each battery's energy, counted as the writer counts it, and what the day brought.
@@ -104,14 +102,8 @@ struct Demo<'a> {
 impl Demo<'_> {
     /// Every battery's reading at unix second `t`, as a history row.
     fn batteries_at(&mut self, tx: &rusqlite::Transaction, t: i64) -> Result<(), StoreError> {
-        for (i, (model, rng)) in self.models.iter_mut().enumerate() {
-            model.step((t - self.start_s) as f64, rng);
-            let snapshot = Snapshot::new(
-                model.cell_info((t / BMS_EVERY_S) as u8),
-                None,
-                None,
-                self.estimator.as_ref(),
-            );
+        let snapshots = self.source.batteries_at(t, (t - self.start_s) as f64);
+        for (i, snapshot) in snapshots.into_iter().enumerate().take(self.ids.len()) {
             let mut bucket = Bucket::default();
             bucket.add(&snapshot);
             bucket.to_row(self.ids[i], 0, t * 1000).insert(tx)?;
@@ -134,26 +126,19 @@ impl Demo<'_> {
         let when: DateTime<Local> = DateTime::from_timestamp(t, 0)
             .unwrap_or_default()
             .with_timezone(&Local);
-        let hour = f64::from(when.num_seconds_from_midnight()) / 3600.0;
-        // the row jkmon's own poller writes for the simulated inverter's registers
-        let values = values_at(&SMG_II_11K, hour, true, &mut self.inverter_rng);
-        let mut payload: serde_json::Value = payload::payload(&values)
-            .ok()
-            .and_then(|p| serde_json::from_str(&p).ok())
-            .unwrap_or_default();
-        if let Some(map) = payload.as_object_mut() {
-            for (b, snapshot) in self.batteries.iter().zip(&self.latest) {
-                if let Some(s) = snapshot {
-                    map.extend(fields::readings_fields(
-                        b.position,
-                        &b.name,
-                        b.address.as_deref(),
-                        s,
-                        when,
-                    ));
-                }
+        let mut map = self.source.inverter_at(when);
+        for (b, snapshot) in self.batteries.iter().zip(&self.latest) {
+            if let Some(s) = snapshot {
+                map.extend(fields::readings_fields(
+                    b.position,
+                    &b.name,
+                    b.address.as_deref(),
+                    s,
+                    when,
+                ));
             }
         }
+        let payload = Value::Object(map);
         tx.prepare_cached("INSERT INTO readings (created_at, payload) VALUES (?1, ?2)")?
             .execute(rusqlite::params![
                 super::CreatedAtFormat::default().format(when.to_utc()),
