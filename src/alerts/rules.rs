@@ -601,24 +601,13 @@ mod tests {
 
     fn battery(online: bool, cells: (f64, f64), soc: f64, alarms: &[&str]) -> BatteryView {
         BatteryView {
-            position: 1,
-            name: "Main".into(),
-            address: None,
             state: if online {
                 State::Streaming
             } else {
                 State::Disconnected
             },
-            state_detail: None,
             online,
             taken_at: None,
-            age_s: Some(1.0),
-            model: None,
-            hardware_version: None,
-            software_version: None,
-            serial_number: None,
-            energy: None,
-            switch_writes: Vec::new(),
             snapshot: Some({
                 let mut s = SnapshotJson::example();
                 s.soc_effective_pct = Some(soc);
@@ -629,6 +618,7 @@ mod tests {
                 c.alarms = alarms.iter().map(|a| a.to_string()).collect();
                 s
             }),
+            ..BatteryView::example(1, "Main")
         }
     }
 

@@ -333,7 +333,6 @@ pub fn help() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::battery::link::State;
     use crate::report::json::TemperaturesC;
     use crate::store::read::InverterView;
     use serde_json::json;
@@ -363,21 +362,10 @@ mod tests {
         StatusView {
             generated_at: chrono::Utc::now(),
             batteries: vec![BatteryView {
-                position: 1,
-                name: name.into(),
-                address: None,
-                state: State::Streaming,
-                state_detail: None,
-                online: true,
                 taken_at: None,
                 age_s: Some(3.0),
-                model: None,
-                hardware_version: None,
-                software_version: None,
-                serial_number: None,
-                energy: None,
-                switch_writes: Vec::new(),
                 snapshot: Some(snapshot()),
+                ..BatteryView::example(1, name)
             }],
             bank: None,
             inverter: Some(InverterView {

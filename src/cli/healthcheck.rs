@@ -2,6 +2,7 @@
 //! 127.0.0.1 when it listens on every interface) and exits 0 when every BMS is fresh, 1 with
 //! the reasons otherwise — for Docker's `HEALTHCHECK` and for monitoring scripts.
 
+use crate::web::messages::Health;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
@@ -44,17 +45,10 @@ pub fn run(args: HealthcheckArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let problems = serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("problems").cloned())
-        .and_then(|p| p.as_array().cloned())
-        .map(|p| {
-            p.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .unwrap_or_else(|| body.trim().to_string());
+    let problems = match serde_json::from_str::<Health>(body) {
+        Ok(Health::Unhealthy { problems }) => problems.join("; "),
+        _ => body.trim().to_string(),
+    };
     eprintln!("unhealthy (HTTP {code}): {problems}");
     Ok(ExitCode::FAILURE)
 }

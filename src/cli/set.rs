@@ -3,6 +3,7 @@
 //! it on; `WEB_AUTH_TOKEN` for its API). `--dry-run` prints the exact bytes each switch would
 //! send on the battery's link, and sends nothing.
 
+use crate::web::messages::{ApiError, SwitchAnswer, SwitchRequest};
 use std::process::ExitCode;
 
 use super::SetArgs;
@@ -73,7 +74,10 @@ async fn send(
     }
     let response = request
         .header(crate::web::control::CLIENT_HEADER, "cli")
-        .json(&serde_json::json!({ "switch": setting.switch.as_str(), "on": setting.on }))
+        .json(&SwitchRequest {
+            switch: setting.switch.as_str().to_string(),
+            on: setting.on,
+        })
         .send()
         .await
         .map_err(|e| {
@@ -84,11 +88,20 @@ async fn send(
             }
         })?;
     let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let body = response.bytes().await.unwrap_or_default();
     if status.is_success() {
         return Ok(());
     }
-    let why = body["error"].as_str().unwrap_or("no reason given");
+    // a refused write answers with its SwitchAnswer; a refused request with an ApiError
+    let why = serde_json::from_slice::<SwitchAnswer>(&body)
+        .ok()
+        .and_then(|a| a.error)
+        .or_else(|| {
+            serde_json::from_slice::<ApiError>(&body)
+                .ok()
+                .map(|e| e.error)
+        })
+        .unwrap_or_else(|| "no reason given".into());
     anyhow::bail!("{why} (HTTP {})", status.as_u16())
 }
 

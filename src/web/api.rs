@@ -11,7 +11,6 @@
 //! | `POST /api/v1/batteries/{n}/switches` | sets a switch (JK_BMS_CONTROL, `WEB_AUTH_TOKEN` only; see [`super::control`]) |
 //! | `GET /history?days=N` | the Python monitor's rows, newest first (its scripts keep working) |
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -19,8 +18,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
+use super::messages::{ApiError, DaysQuery, EnergyAnswer, Health, HistoryQuery};
 use super::AppState;
 use crate::store::read::{self, bucket_for, BUCKETS_S};
 use crate::store::StoreError;
@@ -29,7 +28,10 @@ use crate::store::StoreError;
 const MAX_RANGE_DAYS: i64 = 400;
 
 pub fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
+    let body = ApiError {
+        error: message.to_string(),
+    };
+    (status, Json(body)).into_response()
 }
 
 /// What is wrong with a query parameter, for a 400.
@@ -68,11 +70,9 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     let view = match view {
         Ok(v) => v,
         Err(e) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unhealthy", "problems": [format!("the database cannot be read: {e}")]})),
-            )
-                .into_response()
+            let problems = vec![format!("the database cannot be read: {e}")];
+            let body = Health::Unhealthy { problems };
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
         }
     };
     let limit = state.read.liveness.freshness.as_secs_f64();
@@ -89,11 +89,12 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
         })
         .collect();
     if problems.is_empty() {
-        Json(json!({"status": "ok", "batteries": view.batteries.len()})).into_response()
+        let batteries = view.batteries.len();
+        Json(Health::Ok { batteries }).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unhealthy", "problems": problems})),
+            Json(Health::Unhealthy { problems }),
         )
             .into_response()
     }
@@ -104,9 +105,9 @@ const ENERGY_DAYS: u32 = 7;
 
 pub async fn energy(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<DaysQuery>,
 ) -> Result<Response, StoreError> {
-    let days = match q.get("days") {
+    let days = match &q.days {
         None => ENERGY_DAYS,
         Some(v) => match v.parse::<u32>() {
             Ok(d) if (1..=MAX_RANGE_DAYS as u32).contains(&d) => d,
@@ -123,7 +124,11 @@ pub async fn energy(
         },
     };
     let list = state.readers.energy(&state.read, days).await?;
-    Ok(Json(json!({ "generated_at": Utc::now(), "days": list })).into_response())
+    let answer = EnergyAnswer {
+        generated_at: Utc::now(),
+        days: list,
+    };
+    Ok(Json(answer).into_response())
 }
 
 /// `2026-01-16T21:32:00+02:00`, `2026-01-16` (midnight UTC) or unix seconds, from the year
@@ -148,7 +153,7 @@ const LATEST_S: i64 = 7_258_118_400;
 
 pub async fn history(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<HistoryQuery>,
 ) -> Result<Response, StoreError> {
     let now = Utc::now();
     let refused = |message: String| Ok(error(StatusCode::BAD_REQUEST, &message));
@@ -192,19 +197,18 @@ pub async fn history(
 
 /// `from` and `to` (default: the day up to now), at most [`MAX_RANGE_DAYS`] apart; else what
 /// is wrong.
-fn range(
-    q: &HashMap<String, String>,
-    now: DateTime<Utc>,
-) -> Result<(DateTime<Utc>, DateTime<Utc>), String> {
+fn range(q: &HistoryQuery, now: DateTime<Utc>) -> Result<(DateTime<Utc>, DateTime<Utc>), String> {
     const TIME: &str =
         "a time like 2026-01-16T21:32:00+02:00, a date like 2026-01-16, or unix seconds, between 2000 and 2199";
-    let time =
-        |key: &'static str, default: DateTime<Utc>| match q.get(key).filter(|v| !v.is_empty()) {
-            None => Ok(default),
-            Some(v) => parse_time(v).ok_or_else(|| invalid(key, v, TIME)),
-        };
-    let to = time("to", now)?;
-    let from = time("from", to - chrono::Duration::days(1))?;
+    let time = |key: &'static str, value: &Option<String>, default: DateTime<Utc>| match value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+    {
+        None => Ok(default),
+        Some(v) => parse_time(v).ok_or_else(|| invalid(key, v, TIME)),
+    };
+    let to = time("to", &q.to, now)?;
+    let from = time("from", &q.from, to - chrono::Duration::days(1))?;
     if from >= to || to - from > chrono::Duration::days(MAX_RANGE_DAYS) {
         return Err(format!(
             "from must be before to, and the range at most {MAX_RANGE_DAYS} days"
@@ -214,8 +218,8 @@ fn range(
 }
 
 /// `bucket`: one of [`BUCKETS_S`] giving at most 20,000 points, or the one for the range.
-fn bucket(q: &HashMap<String, String>, range_s: i64) -> Result<i64, String> {
-    let Some(v) = q.get("bucket").filter(|v| !v.is_empty()) else {
+fn bucket(q: &HistoryQuery, range_s: i64) -> Result<i64, String> {
+    let Some(v) = q.bucket.as_deref().filter(|v| !v.is_empty()) else {
         return Ok(bucket_for(range_s));
     };
     match v.parse::<i64>() {
@@ -229,8 +233,8 @@ fn bucket(q: &HashMap<String, String>, range_s: i64) -> Result<i64, String> {
 }
 
 /// `battery`: battery numbers from `known`, separated by commas; empty means all.
-fn positions(q: &HashMap<String, String>, known: &[usize]) -> Result<Vec<usize>, String> {
-    let Some(v) = q.get("battery").filter(|v| !v.is_empty()) else {
+fn positions(q: &HistoryQuery, known: &[usize]) -> Result<Vec<usize>, String> {
+    let Some(v) = q.battery.as_deref().filter(|v| !v.is_empty()) else {
         return Ok(Vec::new());
     };
     v.split(',')
@@ -250,10 +254,10 @@ fn positions(q: &HashMap<String, String>, known: &[usize]) -> Result<Vec<usize>,
 /// to the socket a piece at a time, so a month of rows costs no more memory than a minute's.
 pub async fn legacy_history(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<DaysQuery>,
 ) -> Response {
     let days = q
-        .get("days")
+        .days
         .and_then(|d| d.parse::<f64>().ok())
         .filter(|d| d.is_finite() && *d > 0.0)
         .map(|d| d.min(MAX_RANGE_DAYS as f64));

@@ -14,13 +14,13 @@
 
 use std::sync::Arc;
 
+use super::messages::{SwitchAnswer, SwitchRequest};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::api::error;
 use super::{same, AppState};
@@ -39,12 +39,6 @@ pub fn new_csrf_token() -> String {
         return String::new();
     }
     hex::encode(bytes)
-}
-
-#[derive(Deserialize)]
-struct JsonBody {
-    switch: String,
-    on: bool,
 }
 
 #[derive(Deserialize)]
@@ -97,7 +91,7 @@ fn asked(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Asked, R
         .unwrap_or("");
     let switch = |name: &str| name.parse::<Switch>().map_err(bad);
     if kind.starts_with("application/json") {
-        let b: JsonBody = serde_json::from_slice(body).map_err(|e| {
+        let b: SwitchRequest = serde_json::from_slice(body).map_err(|e| {
             bad(format!(
                 "the body is not {{\"switch\": \"charging|discharging|balancer|heater\", \"on\": true|false}}: {e}"
             ))
@@ -171,16 +165,14 @@ pub async fn switch(
         Ok(()) => StatusCode::OK,
         Err(e) => status_of(e),
     };
-    let mut body = json!({
-        "battery": slot.name,
-        "position": slot.position,
-        "switch": asked.setting.switch.as_str(),
-        "on": asked.setting.on,
-        "confirmed": result.is_ok(),
-    });
-    if let Err(e) = &result {
-        body["error"] = json!(e.to_string());
-    }
+    let body = SwitchAnswer {
+        battery: slot.name.clone(),
+        position: slot.position,
+        switch: asked.setting.switch.as_str().to_string(),
+        on: asked.setting.on,
+        confirmed: result.is_ok(),
+        error: result.err().map(|e| e.to_string()),
+    };
     (status, Json(body)).into_response()
 }
 

@@ -766,25 +766,11 @@ impl Process {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::battery::link::State;
     use crate::report::json::TemperaturesC;
 
     fn battery(position: usize, name: &str, online: bool) -> BatteryView {
         BatteryView {
-            position,
-            name: name.into(),
-            address: None,
-            state: State::Streaming,
-            state_detail: None,
             online,
-            taken_at: Some(chrono::Utc::now()),
-            age_s: Some(1.0),
-            model: None,
-            hardware_version: None,
-            software_version: None,
-            serial_number: None,
-            energy: None,
-            switch_writes: Vec::new(),
             snapshot: Some({
                 let mut s = SnapshotJson::example();
                 let c = &mut s.cell_info;
@@ -802,6 +788,7 @@ mod tests {
                 s.alarm_groups = [("cell".into(), false), ("temperature".into(), true)].into();
                 s
             }),
+            ..BatteryView::example(position, name)
         }
     }
 

@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod control;
+pub mod messages;
 pub mod metrics;
 pub mod pages;
 pub mod server;

@@ -33,6 +33,30 @@ pub struct BatteryView {
     pub switch_writes: Vec<crate::store::switches::SwitchWriteView>,
 }
 
+impl BatteryView {
+    /// Battery `position` called `name`, online with [`SnapshotJson::example`]'s reading taken
+    /// a second ago: the start of every test's battery (set what the test is about).
+    pub fn example(position: usize, name: &str) -> BatteryView {
+        BatteryView {
+            position,
+            name: name.into(),
+            address: None,
+            state: State::Streaming,
+            state_detail: None,
+            online: true,
+            taken_at: Some(Utc::now()),
+            age_s: Some(1.0),
+            model: None,
+            hardware_version: None,
+            software_version: None,
+            serial_number: None,
+            snapshot: Some(SnapshotJson::example()),
+            energy: None,
+            switch_writes: Vec::new(),
+        }
+    }
+}
+
 /// Switch writes a battery card shows.
 pub const SWITCH_WRITES_SHOWN: usize = 5;
 
