@@ -49,7 +49,9 @@ fn main() -> ExitCode {
         Ok(_) => {}
         Err(e) if e.not_found() => {}
         Err(e) => {
-            eprintln!("error: could not read .env: {e} (each line must look like NAME=value)");
+            jkmon::cli::logging::error_line(format_args!(
+                "could not read .env: {e} (each line must look like NAME=value)"
+            ));
             return ExitCode::from(jkmon::cli::EX_CONFIG);
         }
     }

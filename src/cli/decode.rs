@@ -75,7 +75,7 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
             }
             Err(e) => {
                 failures += 1;
-                eprintln!("error: frame at byte {offset}: {e}");
+                super::logging::error_line(format_args!("frame at byte {offset}: {e}"));
             }
         }
         Ok(())

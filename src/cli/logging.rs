@@ -29,6 +29,18 @@ pub fn init(service: bool) {
     }
 }
 
+/// Prints the line that says why a command failed: `error: …`, with the error priority in
+/// front (`<3>`) where stderr is the journal's stream, so `journalctl -p err -u jkmon` shows
+/// why jkmon stopped.
+pub fn error_line(message: impl std::fmt::Display) {
+    let priority = if stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref()) {
+        "<3>"
+    } else {
+        ""
+    };
+    eprintln!("{priority}error: {message}");
+}
+
 /// Colour only on a terminal, and not when the owner asks for none (<https://no-color.org>).
 fn colour() -> bool {
     std::io::IsTerminal::is_terminal(&std::io::stderr())

@@ -33,7 +33,8 @@ pub const VARIABLES: &[&str] = &[
 #[command(
     name = "jkmon",
     version,
-    about = "Reads JK (Jikong) BMSs and shows everything they report"
+    about = "Reads JK (Jikong) BMSs and shows everything they report",
+    after_help = EXIT_STATUS_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -91,9 +92,33 @@ pub enum Command {
     /// Print a completion script for a shell: `jkmon completions bash >
     /// /etc/bash_completion.d/jkmon` (also zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
-    /// Print the manual page (roff): `jkmon man > /usr/local/share/man/man1/jkmon.1`.
-    Man,
+    /// Print the manual page (roff): `jkmon man > /usr/local/share/man/man1/jkmon.1`; with
+    /// `--dir`, write it and a page per subcommand (jkmon-run.1, …) there.
+    Man(ManArgs),
 }
+
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Write jkmon.1 and one page per subcommand into this directory (made if missing).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+/// The exit codes, as `--help` and the manual page's EXIT STATUS give them.
+pub const EXIT_STATUS: [(u8, &str); 4] = [
+    (0, "success (a service stopped by SIGTERM or Ctrl-C included)"),
+    (1, "failure: the error line says what failed and how to fix it"),
+    (
+        crate::service::EXIT_WATCHDOG,
+        "the watchdog tripped: no BMS delivered a frame for BMS_TIMEOUT_SEC (systemd or Docker restarts jkmon)",
+    ),
+    (
+        EX_CONFIG,
+        "configuration error (EX_CONFIG): a bad variable, .env line or devices file; fix what the error names (systemd does not restart on it)",
+    ),
+];
+
+const EXIT_STATUS_HELP: &str = "Exit status: 0 success; 1 failure; 3 the watchdog tripped (no BMS data for BMS_TIMEOUT_SEC); 78 configuration error (fix the variable named). `jkmon man` has the details.";
 
 #[derive(Debug, clap::Args)]
 pub struct SetArgs {
@@ -305,12 +330,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Doctor(args) => doctor::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Completions(args) => completions(args),
-        Command::Man => man(),
+        Command::Man(args) => man(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            logging::error_line(format_args!("{e:#}"));
             // a configuration error gets its own code, so systemd's RestartPreventExitStatus=
             // and Docker's restart policy do not retry it every 10 s for ever
             if e.chain().any(|c| c.is::<crate::config::ConfigError>()) {
@@ -330,12 +355,43 @@ fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `jkmon man`: the manual page, with the environment section of `--help`.
-fn man() -> anyhow::Result<ExitCode> {
+/// `jkmon man`: the manual page, with the environment section of `--help` and the exit
+/// status; with `--dir`, also a page for every subcommand the main page names.
+fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
     use clap::CommandFactory;
-    let command = Cli::command().after_long_help(environment_help());
-    clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+    let mut command = Cli::command().after_long_help(environment_help());
+    command.build();
+    let Some(dir) = args.dir else {
+        main_page(&command, &mut std::io::stdout())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    let write = |name: &str, page: Vec<u8>| {
+        let path = dir.join(name);
+        std::fs::write(&path, page).with_context(|| format!("could not write {}", path.display()))
+    };
+    let mut page = Vec::new();
+    main_page(&command, &mut page)?;
+    write("jkmon.1", page)?;
+    for sub in command.get_subcommands() {
+        let name = format!("jkmon-{}", sub.get_name());
+        let sub = sub.clone().display_name(name.clone());
+        let mut page = Vec::new();
+        clap_mangen::Man::new(sub).render(&mut page)?;
+        write(&format!("{name}.1"), page)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// jkmon(1): clap's page and an EXIT STATUS section.
+fn main_page(command: &clap::Command, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(command.clone()).render(out)?;
+    writeln!(out, ".SH \"EXIT STATUS\"")?;
+    for (code, meaning) in EXIT_STATUS {
+        writeln!(out, ".TP\n{code}\n{}", meaning.replace('-', "\\-"))?;
+    }
+    Ok(())
 }
 
 /// sysexits.h's EX_CONFIG: the configuration is wrong (a bad variable, a malformed `.env` or

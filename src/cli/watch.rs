@@ -29,10 +29,14 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
                     if matches!(event.kind, EventKind::Snapshot { .. }) {
                         watchdog.feed(Instant::now());
                     }
-                    print_event(&event, args.json);
+                    // a reader that went away (`jkmon watch | head -2`) ends the watch quietly,
+                    // with the code a shell gives a program SIGPIPE stopped (128 + 13)
+                    if print_event(&event, args.json).is_err() {
+                        break ExitCode::from(141);
+                    }
                 }
                 _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
-                    eprintln!("error: {}", watchdog.explain());
+                    super::logging::error_line(watchdog.explain());
                     break ExitCode::from(EXIT_WATCHDOG);
                 }
                 _ = &mut stop => break ExitCode::SUCCESS,
@@ -44,7 +48,10 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print_event(event: &SessionEvent, as_json: bool) {
+/// One event on stdout; an error when stdout is closed.
+fn print_event(event: &SessionEvent, as_json: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     match &event.kind {
         EventKind::State {
             state,
@@ -53,7 +60,8 @@ fn print_event(event: &SessionEvent, as_json: bool) {
             attempt,
         } => {
             if as_json {
-                println!(
+                writeln!(
+                    out,
                     "{}",
                     json!({
                         "event": "state",
@@ -64,7 +72,7 @@ fn print_event(event: &SessionEvent, as_json: bool) {
                         "retry_in_ms": retry_in.map(|d| d.as_millis() as u64),
                         "attempt": attempt,
                     })
-                );
+                )?;
             }
             // In text mode the session's own log line (INFO) reports the change.
         }
@@ -72,7 +80,8 @@ fn print_event(event: &SessionEvent, as_json: bool) {
             snapshot, rejected, ..
         } => {
             if as_json {
-                println!(
+                writeln!(
+                    out,
                     "{}",
                     json!({
                         "event": "snapshot",
@@ -81,7 +90,7 @@ fn print_event(event: &SessionEvent, as_json: bool) {
                         "rejected": rejected,
                         "snapshot": SnapshotJson::new(snapshot),
                     })
-                );
+                )?;
             } else {
                 let c = &snapshot.cell_info;
                 let stats = c
@@ -95,7 +104,8 @@ fn print_event(event: &SessionEvent, as_json: bool) {
                         )
                     })
                     .unwrap_or_default();
-                println!(
+                writeln!(
+                    out,
                     "[{}] {:.2} V  {}  SOC {} ({})  {}",
                     event.name,
                     f64::from(c.total_voltage_mv) / 1e3,
@@ -108,8 +118,9 @@ fn print_event(event: &SessionEvent, as_json: bool) {
                         .unwrap_or_else(|| "n/a".into()),
                     snapshot.soc_source,
                     stats
-                );
+                )?;
             }
         }
     }
+    out.flush()
 }

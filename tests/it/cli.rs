@@ -501,6 +501,71 @@ fn completions_and_the_manual_page_are_printed() {
     );
 }
 
+/// `jkmon man --dir` writes every page the main page names (`jkmon-run(1)`, …), and the exit
+/// codes jkmon uses are in the main page's EXIT STATUS and in `--help`.
+#[test]
+fn every_manual_page_the_manual_names_exists_and_the_exit_codes_are_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = jkmon(&["man", "--dir", dir.path().to_str().unwrap()], &[], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let main = std::fs::read_to_string(dir.path().join("jkmon.1")).unwrap();
+    let named: Vec<String> = main
+        .split("jkmon\\-")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("(1)").map(|(n, _)| n.replace("\\-", "-")))
+        .filter(|n| !n.contains(char::is_whitespace))
+        .collect();
+    assert!(named.len() >= 15, "{named:?}");
+    for name in &named {
+        let page = dir.path().join(format!("jkmon-{name}.1"));
+        let body = std::fs::read_to_string(&page)
+            .unwrap_or_else(|_| panic!("jkmon(1) names jkmon-{name}(1), which is missing"));
+        assert!(body.contains(&format!(".TH jkmon-{name} 1")), "{body}");
+    }
+    let status = main
+        .split(".SH \"EXIT STATUS\"")
+        .nth(1)
+        .expect("an EXIT STATUS section");
+    for code in ["0", "1", "3", "78"] {
+        assert!(status.contains(&format!(".TP\n{code}\n")), "{status}");
+    }
+    let help = text(&jkmon(&["--help"], &[], None).stdout);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains("Exit status:") && help.contains("78 configuration error"),
+        "{help}"
+    );
+}
+
+/// A reader that stops reading (`jkmon watch | head -2`) ends the watch quietly, with the
+/// exit code of a program SIGPIPE stopped, not a panic.
+#[test]
+fn watch_into_a_closed_pipe_exits_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jkmon"))
+        .arg("watch")
+        .current_dir(dir.path())
+        .env("JK_BMS_TRANSPORT", "sim")
+        .env_remove("JK_BMS_ADDRESS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // read the first line, then close the pipe as `head -1` would
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = Vec::new();
+    let mut byte = [0u8; 1];
+    while std::io::Read::read(&mut stdout, &mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        first.push(byte[0]);
+    }
+    assert!(text(&first).contains("Simulated BMS"), "{}", text(&first));
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// `jkmon set --dry-run` prints the exact bytes of each switch on the battery's link — the
 /// protocol reference's own examples — and sends nothing; without the dry run the write needs
 /// the running service, and its absence is named.

@@ -544,6 +544,12 @@ fn log_lines_carry_their_priority_for_the_journal() {
         .find(|l| l.contains("JK_BMS_ADRESS"))
         .expect("the misspelt variable is named");
     assert!(warning.starts_with("<4> WARN "), "{journal}");
+    // the fatal line that says why the command failed is an error to the journal
+    let fatal = journal
+        .lines()
+        .find(|l| l.contains("error:"))
+        .expect("the failure is named");
+    assert!(fatal.starts_with("<3>error: "), "{journal}");
     let plain = run(&|_| "1:1".into());
     let warning = plain.lines().find(|l| l.contains("JK_BMS_ADRESS")).unwrap();
     assert!(!warning.starts_with('<'), "{plain}");
