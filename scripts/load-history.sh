@@ -12,7 +12,10 @@ cd "$(dirname "$0")/.."
 . scripts/month-db.sh
 JK_BMS_TRANSPORT=sim DB_PATH="$DB" WEB_BIND=127.0.0.1:18555 RUST_LOG=warn,jkmon=info "$BIN" web 2> "$DIR/web.log" &
 pid=$!
-for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18555/api/v1/health && break || sleep 0.1; done
+for _ in $(seq 100); do
+  if curl -s -o /dev/null http://127.0.0.1:18555/api/v1/health; then break; fi
+  sleep 0.1
+done
 kib() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$pid/status"; }
 chart() { # label
   local from; from=$(( $(date +%s) - 30 * 86400 ))
@@ -46,7 +49,8 @@ echo "/history?days=30 alone: $n rows; peak RSS $(( $(kib VmHWM) / 1024 )) MiB"
 for i in 1 2 3 4 5 6 7 8; do
   curl -s "http://127.0.0.1:18555/history?days=30" | count > "$DIR/n$i" &
 done
-wait $(jobs -p | grep -v "^$pid$") 2>/dev/null || true
+mapfile -t readers < <(jobs -p | grep -v "^$pid$")
+wait "${readers[@]}" 2>/dev/null || true
 echo "/history?days=30 eight at once: $(cat "$DIR"/n* | paste -sd' ') rows; peak RSS $(( $(kib VmHWM) / 1024 )) MiB ($(echo "scale=1; $(kib VmHWM) / $idle" | bc)x idle)"
 sleep 60
 echo "a minute later: RSS $(( $(kib VmRSS) / 1024 )) MiB"

@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Sourced by the load scripts: checks the release binary ($BIN) and makes a month of the Python
 # poller's rows in a temporary database ($DB, in $DIR, removed on exit with any background job).
 BIN=target/release/jkmon

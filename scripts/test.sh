@@ -21,12 +21,17 @@ cd "$(dirname "$0")/.."
 # - prometheus (promtool): `promtool check metrics` on /metrics in tests/it/metrics.rs.
 # - docker-compose (1.29, Debian's and Raspberry Pi OS's): `docker-compose config` on the
 #   compose file in tests/it/deploy.rs (no Docker engine needed).
-# - gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user: the arm64 (Raspberry Pi) build,
-#   cross-compiled here and run under qemu-aarch64.
+# - gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, gcc-arm-linux-gnueabihf,
+#   libc6-dev-armhf-cross, qemu-user: the arm64 and armhf (Raspberry Pi) builds, cross-compiled
+#   here, run under qemu-aarch64 and qemu-arm, and packaged.
+# - debootstrap, lintian: the Debian package, installed into a minimal Debian root (cached
+#   below) by tests/it/package.rs, and checked against Debian policy.
+# - shellcheck: every shell script of the repository (tests/it/deploy.rs).
 # - python3-venv: the virtual environment of the real Home Assistant (below).
 # Building for this machine needs none: libdbus and SQLite are compiled in.
-PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd python3-seccomp socat mosquitto mosquitto-clients openssl prometheus docker-compose gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user python3-venv)
+PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd python3-seccomp socat mosquitto mosquitto-clients openssl prometheus docker-compose gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user python3-venv debootstrap lintian shellcheck)
 ARM64=aarch64-unknown-linux-gnu
+ARMHF=armv7-unknown-linux-gnueabihf
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -40,9 +45,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 
-if ! rustup target list --installed | grep -qx "$ARM64"; then
-  rustup target add "$ARM64"
-fi
+for target in "$ARM64" "$ARMHF"; do
+  if ! rustup target list --installed | grep -qx "$target"; then
+    rustup target add "$target"
+  fi
+done
 
 stage() { echo "== [$((SECONDS / 60))m$((SECONDS % 60))s] $*"; }
 # A real Home Assistant for tests/it/mqtt.rs (a real Home Assistant): 2024.3.3, the last release that runs on
@@ -63,6 +70,21 @@ if [ ! -f "$HA_VENV/.installed" ]; then
 fi
 # (the tests find it at the same default path, or where TEST_HA_VENV says)
 
+# A minimal Debian 12 root for tests/it/package.rs (dpkg -i of jkmon's package): debootstrap's
+# minbase with adduser and systemd (systemd-analyze verify runs inside), from the package
+# registry, about 25 s and 230 MB the first time; kept as a tarball between runs (each test
+# unpacks a fresh copy). It needs root, as chroot does.
+DEBIAN_ROOT="${TEST_DEBIAN_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/jkmon/debian-bookworm-root.tar}"
+if [ ! -f "$DEBIAN_ROOT" ] && [ "$(id -u)" -eq 0 ]; then
+  stage "making a minimal Debian root for the package test ($DEBIAN_ROOT)"
+  made=$(mktemp -d)
+  debootstrap --variant=minbase --include=adduser,systemd bookworm "$made/root" > "$made/log" 2>&1 \
+    || { tail -20 "$made/log"; echo "debootstrap failed" >&2; exit 1; }
+  mkdir -p "$(dirname "$DEBIAN_ROOT")"
+  tar -C "$made/root" -cf "$DEBIAN_ROOT.part" . && mv "$DEBIAN_ROOT.part" "$DEBIAN_ROOT"
+  rm -rf "$made"
+fi
+
 stage "cargo fmt --check"
 cargo fmt --all -- --check
 stage "cargo clippy --all-targets -- -D warnings"
@@ -70,24 +92,42 @@ cargo clippy --all-targets --quiet -- -D warnings
 stage "cargo test --all-targets --no-run (compile)"
 cargo test --all-targets --no-run --quiet
 
-# A Raspberry Pi's binary, cross-compiled on this machine as the README and the Dockerfile do
-# (no debug info: it is run, not debugged). It builds while the tests run, at the lowest CPU
-# priority (the tests mostly wait on processes and sockets, so it takes their idle time and
-# never their time), in a target directory of its own (cargo locks the one the tests use).
+# The Raspberry Pi's binaries (64- and 32-bit), cross-compiled on this machine as the README,
+# the Dockerfile and scripts/release.sh do (no debug info: they are run, not debugged). They
+# build while the tests run, at the lowest CPU priority (the tests mostly wait on processes and
+# sockets, so the builds take their idle time and never their time), in a target directory of
+# their own (cargo locks the one the tests use).
 CROSS_DIR=target/cross
 mkdir -p "$CROSS_DIR"
-CARGO_TARGET_DIR="$CROSS_DIR" CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-  CARGO_PROFILE_DEV_DEBUG=0 nice -n 19 cargo build --quiet --target "$ARM64" --bin jkmon \
-  > "$CROSS_DIR/build.log" 2>&1 &
+(
+  export CARGO_TARGET_DIR="$CROSS_DIR" CARGO_PROFILE_DEV_DEBUG=0 \
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+    CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc
+  nice -n 19 cargo build --quiet --target "$ARM64" --bin jkmon
+  nice -n 19 cargo build --quiet --target "$ARMHF" --bin jkmon
+) > "$CROSS_DIR/build.log" 2>&1 &
 cross=$!
 trap 'kill "$cross" 2>/dev/null || true' EXIT
 
 stage "cargo test --all-targets (run; the arm64 build goes on beside it)"
 cargo test --all-targets
 
-# Then run under qemu-aarch64: it decodes a captured frame exactly as this machine's build
-# does and writes a SQLite database.
-stage "cargo build --target $ARM64 (cross-compiled for a Raspberry Pi): waiting for it"
-wait "$cross" || { cat "$CROSS_DIR/build.log"; echo "the arm64 cross build failed" >&2; exit 1; }
-scripts/check-arm64.sh "$CROSS_DIR/$ARM64/debug/jkmon" target/debug/jkmon
+# Then each runs under qemu-user: it decodes a captured frame exactly as this machine's build
+# does and writes a SQLite database; and each is packaged as the release packages it, and
+# checked by lintian.
+stage "cargo build --target $ARM64 and $ARMHF (cross-compiled for a Raspberry Pi): waiting for them"
+wait "$cross" || { cat "$CROSS_DIR/build.log"; echo "a Raspberry Pi cross build failed" >&2; exit 1; }
+packages=$(mktemp -d)
+for arch in arm64 armhf; do
+  case "$arch" in arm64) target=$ARM64 ;; armhf) target=$ARMHF ;; esac
+  scripts/check-cross.sh "$arch" "$CROSS_DIR/$target/debug/jkmon" target/debug/jkmon
+  deb=$(HOST_JKMON=target/debug/jkmon scripts/package.sh --arch "$arch" \
+    --binary "$CROSS_DIR/$target/debug/jkmon" --out "$packages")
+  [ "$(dpkg-deb -f "$deb" Architecture)" = "$arch" ] || { echo "$deb: wrong Architecture" >&2; exit 1; }
+  lintian --fail-on error,warning --info "$deb"
+  echo "$arch: $(basename "$deb") built and lintian-clean"
+done
+rm -rf "$packages"
+stage "scripts/release.sh, up to publishing, in a scratch clone"
+scripts/check-release.sh target/debug/jkmon "$CROSS_DIR/$ARM64/debug/jkmon" "$CROSS_DIR/$ARMHF/debug/jkmon"
 stage "all passed"

@@ -37,6 +37,35 @@ fn few_arenas() {
     }
 }
 
+/// Where the Debian package keeps the configuration (`/etc/jkmon/jkmon.env`, the systemd
+/// units' EnvironmentFile): read when the working directory has no `.env`, so `jkmon doctor`
+/// and `jkmon set` on an installed system see what the service sees.
+const SYSTEM_ENV: &str = "/etc/jkmon/jkmon.env";
+
+/// Loads `.env` from the working directory, else [`SYSTEM_ENV`]; variables already set win.
+fn load_env() -> Result<(), ExitCode> {
+    let malformed = |path: &str, e: dotenvy::Error| {
+        jkmon::cli::logging::error_line(format_args!(
+            "could not read {path}: {e} (each line must look like NAME=value)"
+        ));
+        Err(ExitCode::from(jkmon::cli::EX_CONFIG))
+    };
+    match dotenvy::dotenv() {
+        Ok(_) => return Ok(()),
+        Err(e) if e.not_found() => {}
+        Err(e) => return malformed(".env", e),
+    }
+    match dotenvy::from_path(SYSTEM_ENV) {
+        Ok(()) => Ok(()),
+        Err(e) if e.not_found() => Ok(()),
+        Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            eprintln!("note: {SYSTEM_ENV} is not readable by this user, so its settings are not used here (run as its group: sudo -u jkmon jkmon …)");
+            Ok(())
+        }
+        Err(e) => malformed(SYSTEM_ENV, e),
+    }
+}
+
 fn main() -> ExitCode {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -45,15 +74,8 @@ fn main() -> ExitCode {
     }
     // .env first, so that its values feed both clap's `env` options and the typed config.
     // A missing .env is normal; a malformed one is an error that names the line.
-    match dotenvy::dotenv() {
-        Ok(_) => {}
-        Err(e) if e.not_found() => {}
-        Err(e) => {
-            jkmon::cli::logging::error_line(format_args!(
-                "could not read .env: {e} (each line must look like NAME=value)"
-            ));
-            return ExitCode::from(jkmon::cli::EX_CONFIG);
-        }
+    if let Err(code) = load_env() {
+        return code;
     }
     // "blank means the default", as for every other variable: clap would parse "" and name a
     // flag the owner never typed

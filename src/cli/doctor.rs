@@ -117,8 +117,10 @@ async fn link(
 ) {
     if config.transport == TransportKind::Ble {
         bluetooth(r, batteries, scan_timeout).await;
-    } else if let Some(port) = &config.wire.port {
-        // the wired transports: the port must open (answers are `jkmon read`'s business)
+    } else if let (TransportKind::Serial | TransportKind::Rs485, Some(port)) =
+        (config.transport, &config.wire.port)
+    {
+        // the wired transports (a port set for them is not checked while they are not used): the port must open (answers are `jkmon read`'s business)
         match crate::transport::serial::open(port) {
             Ok(_) => r.ok(
                 "serial port",

@@ -957,3 +957,35 @@ fn doctor_reads_a_wired_inverter_through_a_modbus_tcp_gateway() {
     gateway.signal("TERM");
     assert!(gateway.wait_exit(Duration::from_secs(10)).success());
 }
+
+/// Every shell script of the repository (the scripts, the package's maintainer scripts, CI's
+/// entry) passes shellcheck.
+#[test]
+fn every_shell_script_passes_shellcheck() {
+    if !common::have_program("shellcheck", &["--version"]) {
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut scripts: Vec<std::path::PathBuf> = Vec::new();
+    for dir in ["scripts", "packaging/debian", ".ci"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = e.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.starts_with("#!")
+                && (text.contains("sh\n") || path.extension().is_some_and(|x| x == "sh"))
+            {
+                scripts.push(path);
+            }
+        }
+    }
+    assert!(scripts.len() >= 15, "{scripts:?}");
+    let out = std::process::Command::new("shellcheck")
+        .args(&scripts)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

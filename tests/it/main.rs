@@ -18,6 +18,7 @@ mod inverter;
 mod layers;
 mod metrics;
 mod mqtt;
+mod package;
 mod python_monitor;
 mod service;
 mod stop;
