@@ -59,6 +59,9 @@ FROM debian:12.11-slim AS runtime
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build --chown=10001:10001 /out/home /var/lib/jkmon
 COPY --from=build /out/jkmon /usr/local/bin/jkmon
+# Time zone: the base image has tzdata and counts in UTC; docker-compose.yml mounts the host's
+# /etc/localtime so "today" (energy, the bot) is the owner's day, and TZ=Area/City in .env
+# chooses another zone. `jkmon doctor` shows the zone it counts in.
 # uid 10001: in group 'bluetooth' by gid only if the host's gid matches; see the README for the
 # D-Bus policy that lets it talk to BlueZ.
 USER 10001:10001

@@ -45,6 +45,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     };
     let batteries = batteries(&mut r, &config);
     database(&mut r, &config);
+    time_zone(&mut r);
     let runtime = super::runtime()?;
     runtime.block_on(async {
         link(
@@ -106,6 +107,37 @@ fn batteries(r: &mut Report, config: &Config) -> Vec<crate::config::BatteryConfi
             Vec::new()
         }
     }
+}
+
+/// The time zone "today" counts in (the energy of a day, the bot's /energy): its name where
+/// one is known (`TZ`, `/etc/timezone`, the `/etc/localtime` link) and its offset now. A
+/// container without the host's zone counts in UTC, which the line then says.
+fn time_zone(r: &mut Report) {
+    let name = std::env::var("TZ")
+        .ok()
+        .filter(|z| !z.is_empty())
+        .map(|z| z.trim_start_matches(':').to_string())
+        .or_else(|| {
+            std::fs::read_link("/etc/localtime").ok().and_then(|p| {
+                let p = p.to_string_lossy().into_owned();
+                p.split_once("zoneinfo/").map(|(_, z)| z.to_string())
+            })
+        })
+        .or_else(|| {
+            std::fs::read_to_string("/etc/timezone")
+                .ok()
+                .map(|z| z.trim().to_string())
+        })
+        .unwrap_or_else(|| "the system's".into());
+    let now = chrono::Local::now();
+    let offset = now.format("%:z");
+    let mut detail = format!("{name} (UTC{offset} now; days count from local midnight)");
+    if offset.to_string() == "+00:00" {
+        detail.push_str(
+            "; if that is not the battery's zone, set TZ (e.g. TZ=Europe/Berlin) or, in Docker, mount /etc/localtime",
+        );
+    }
+    r.ok("time zone", detail);
 }
 
 /// The link to the BMSs: Bluetooth (a scan), the serial port (it opens), or none to check.

@@ -56,6 +56,10 @@ fn the_compose_file_reaches_the_hosts_bluez_keeps_the_database_and_restarts() {
         "{volumes:?}"
     );
     assert!(compose["volumes"].get("jkmon-data").is_some());
+    assert!(
+        volumes.contains(&"/etc/localtime:/etc/localtime:ro"),
+        "the host's time zone: {volumes:?}"
+    );
     assert_eq!(s["restart"], "unless-stopped");
     assert_eq!(s["environment"]["DB_PATH"], "/var/lib/jkmon/inverter.db");
     let test: Vec<&str> = s["healthcheck"]["test"]
@@ -987,5 +991,73 @@ fn every_shell_script_passes_shellcheck() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// The runtime image, emulated in a minimal Debian 12 root (what `debian:12-slim` is: tzdata in
+/// UTC) with jkmon where the Dockerfile puts it: alone it counts days in UTC and says so; with
+/// the compose file's mount of the host's /etc/localtime (here a host in Berlin) it counts in
+/// the host's zone, and `TZ` in .env chooses another.
+#[test]
+fn the_container_counts_days_in_the_hosts_time_zone() {
+    let Some(root) = crate::package::Root::fresh() else {
+        return;
+    };
+    let compose = read("docker-compose.yml");
+    assert!(compose.contains("- /etc/localtime:/etc/localtime:ro"));
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_jkmon"),
+        root.file("/usr/local/bin/jkmon"),
+    )
+    .unwrap();
+    let port = common::free_port().to_string();
+    let doctor = |tz: Option<&str>| -> String {
+        let mut args = vec![
+            "env".to_string(),
+            "DB_PATH=/var/lib/jkmon/inverter.db".into(),
+            format!("WEB_BIND=127.0.0.1:{port}"),
+            "JK_BMS_TRANSPORT=sim".into(),
+        ];
+        if let Some(tz) = tz {
+            args.push(format!("TZ={tz}"));
+        }
+        args.push("jkmon".into());
+        args.push("doctor".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = root.run(&args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.contains("time zone:"))
+            .unwrap_or_else(|| {
+                panic!("no time zone line:\n{text}{}", String::from_utf8_lossy(&out.stderr))
+            })
+            .to_string()
+    };
+    let offset = |zone: &str| -> String {
+        let out = root.run(&["env", &format!("TZ={zone}"), "date", "+%:z"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    std::fs::create_dir_all(root.file("/var/lib/jkmon")).unwrap();
+    let alone = doctor(None);
+    assert!(
+        alone.contains("UTC+00:00") && alone.contains("set TZ"),
+        "{alone}"
+    );
+    // the mount: the host's zone file in place of the image's link
+    std::fs::remove_file(root.file("/etc/localtime")).unwrap();
+    std::fs::copy(
+        root.file("/usr/share/zoneinfo/Europe/Berlin"),
+        root.file("/etc/localtime"),
+    )
+    .unwrap();
+    let berlin = offset("Europe/Berlin");
+    let mounted = doctor(None);
+    assert!(mounted.contains(&format!("UTC{berlin} now")), "{mounted}");
+    assert!(!mounted.contains("set TZ"), "{mounted}");
+    let chosen = doctor(Some("America/New_York"));
+    let new_york = offset("America/New_York");
+    assert!(
+        chosen.contains("America/New_York") && chosen.contains(&format!("UTC{new_york} now")),
+        "{chosen}"
     );
 }

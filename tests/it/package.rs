@@ -93,12 +93,32 @@ fn paths(root: &Path) -> BTreeSet<String> {
     out
 }
 
-struct Root {
+/// A scratch copy of the cached Debian root, run in with chroot.
+pub struct Root {
     _dir: tempfile::TempDir,
     path: PathBuf,
 }
 
 impl Root {
+    /// A fresh copy, or `None` where this machine cannot chroot into one (a loud skip; in CI
+    /// a failure).
+    pub fn fresh() -> Option<Root> {
+        let root_user = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        if !common::require(root_user, "a Debian root needs root (chroot)") {
+            return None;
+        }
+        let tarball = root_tarball();
+        let found = tarball.is_file();
+        let missing = format!(
+            "{} (scripts/test.sh makes it with debootstrap)",
+            tarball.display()
+        );
+        common::require(found, &missing).then(|| Root::unpack(&tarball))
+    }
+
     /// A fresh copy of the cached Debian root.
     fn unpack(tarball: &Path) -> Root {
         let dir = tempfile::tempdir().unwrap();
@@ -115,18 +135,18 @@ impl Root {
         Root { _dir: dir, path }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub fn run(&self, args: &[&str]) -> Output {
         Command::new("chroot")
             .arg(&self.path)
             .args(args)
             .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
             .env("LANG", "C.UTF-8")
             .output()
             .unwrap()
     }
 
-    fn file(&self, path: &str) -> PathBuf {
+    pub fn file(&self, path: &str) -> PathBuf {
         self.path.join(path.trim_start_matches('/'))
     }
 }
