@@ -62,8 +62,8 @@ COPY --from=build /out/jkmon /usr/local/bin/jkmon
 # Time zone: the base image has tzdata and counts in UTC; docker-compose.yml mounts the host's
 # /etc/localtime so "today" (energy, the bot) is the owner's day, and TZ=Area/City in .env
 # chooses another zone. `jkmon doctor` shows the zone it counts in.
-# uid 10001: in group 'bluetooth' by gid only if the host's gid matches; see the README for the
-# D-Bus policy that lets it talk to BlueZ.
+# uid 10001: it reaches BlueZ through the group 'bluetooth' that docker-compose.yml gives it by
+# the host's number (BLUETOOTH_GID in .env; the book's Installing: Docker).
 USER 10001:10001
 WORKDIR /var/lib/jkmon
 ENV HOME=/var/lib/jkmon \

@@ -70,6 +70,16 @@ if [ ! -f "$HA_VENV/.installed" ]; then
 fi
 # (the tests find it at the same default path, or where TEST_HA_VENV says)
 
+# mdBook for tests/it/docs.rs (the book builds without a warning), pinned and built once into
+# the user's cache (about two minutes the first time).
+MDBOOK_VERSION=0.4.52
+MDBOOK_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/jkmon/mdbook-$MDBOOK_VERSION"
+if [ ! -x "$MDBOOK_ROOT/bin/mdbook" ]; then
+  stage "installing mdBook $MDBOOK_VERSION into $MDBOOK_ROOT"
+  cargo install --locked --quiet mdbook --version "$MDBOOK_VERSION" --root "$MDBOOK_ROOT" \
+    --no-default-features --features search
+fi
+
 # A minimal Debian 12 root for tests/it/package.rs (dpkg -i of jkmon's package): debootstrap's
 # minbase with adduser and systemd (systemd-analyze verify runs inside), from the package
 # registry, about 25 s and 230 MB the first time; kept as a tarball between runs (each test

@@ -1,7 +1,7 @@
 //! A poll's values as the Python monitor's poller stores them in `readings.payload`: a flat JSON
 //! object of strings, its keys in its order, each number with its decimals, "N/A" where there is
 //! no value. The Python web and bot read these rows, so the keys and formats are theirs; the
-//! values follow the vendor where the Python poller read the wrong register (see the README's
+//! values follow the vendor where the Python poller read the wrong register (see the book's
 //! "Inverter values that differ from the Python poller").
 
 use super::registers::Values;

@@ -757,6 +757,44 @@ fn docker_compose_1_29_accepts_the_compose_file() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // the host's bluetooth group as the book says: its number in .env, the compose file names it
+    let mut env = std::fs::read_to_string(dir.path().join(".env")).unwrap();
+    env.push_str("BLUETOOTH_GID=112\n");
+    std::fs::write(dir.path().join(".env"), env).unwrap();
+    let with_group = read("docker-compose.yml").replace(
+        "    # group_add:\n    #   - \"${BLUETOOTH_GID}\"\n",
+        "    group_add:\n      - \"${BLUETOOTH_GID}\"\n",
+    );
+    assert_ne!(
+        with_group,
+        read("docker-compose.yml"),
+        "the commented group_add is there"
+    );
+    std::fs::write(dir.path().join("docker-compose.yml"), &with_group).unwrap();
+    let out = Command::new("docker-compose")
+        .arg("config")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        shown.contains("group_add:") && shown.contains("'112'"),
+        "{shown}"
+    );
+    // …where a shell substitution in the file itself is refused
+    let shell = with_group.replace(
+        "${BLUETOOTH_GID}",
+        "$(getent group bluetooth | cut -d: -f3)",
+    );
+    std::fs::write(dir.path().join("docker-compose.yml"), shell).unwrap();
+    let out = config(dir.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid interpolation"));
     // the check can fail: Compose v2's long env_file form is refused by 1.29
     let long = read("docker-compose.yml").replace(
         "    env_file: .env\n",
@@ -1029,7 +1067,10 @@ fn the_container_counts_days_in_the_hosts_time_zone() {
         text.lines()
             .find(|l| l.contains("time zone:"))
             .unwrap_or_else(|| {
-                panic!("no time zone line:\n{text}{}", String::from_utf8_lossy(&out.stderr))
+                panic!(
+                    "no time zone line:\n{text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
             })
             .to_string()
     };

@@ -1,5 +1,5 @@
 //! The house's rules, held by CI: every `crate::` path outside test code points down the
-//! layer table (`LAYERS`, which must be the README's table), no two files of `src/` use each
+//! layer table (`LAYERS`, which must be the table in the book's developers/architecture.md), no two files of `src/` use each
 //! other (directly or round a longer loop), and every function over 80 lines carries a
 //! written reason (clippy's `too_many_lines`, configured in `clippy.toml` and turned on in
 //! `src/lib.rs`, is checked by `cargo clippy -- -D warnings`; this test checks that the lint
@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["cli"],
 ];
 
-/// Uses within one layer that the table allows (the README says why).
+/// Uses within one layer that the table allows (the book's architecture page says why).
 const SAME_LAYER: &[(&str, &str)] = &[("report", "battery"), ("inverter", "protocol")];
 
 /// Modules only some above them may use: the session drives the hardware, and what the
@@ -366,7 +366,8 @@ fn no_two_files_use_each_other() {
 
 #[test]
 fn the_readme_shows_the_table_this_test_holds() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(root().join("docs/book/src/developers/architecture.md")).unwrap();
     let mut rows: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
     // the table under its header, to the first line that is not a row
     let table = readme
@@ -398,7 +399,7 @@ fn the_readme_shows_the_table_this_test_holds() {
         .collect();
     assert_eq!(
         rows, want,
-        "the README's layer table differs from the one CI holds"
+        "the book's layer table (developers/architecture.md) differs from the one CI holds"
     );
 }
 

@@ -12,6 +12,7 @@ mod corpus;
 mod decode_never_panics;
 mod deploy;
 mod devices_yaml;
+mod docs;
 mod energy;
 mod env_example;
 mod inverter;

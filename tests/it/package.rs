@@ -140,7 +140,10 @@ impl Root {
             .arg(&self.path)
             .args(args)
             .env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env("LANG", "C.UTF-8")
             .output()
             .unwrap()
@@ -197,6 +200,28 @@ fn lintian_passes_the_package_with_only_the_overrides_it_explains() {
         .output()
         .unwrap();
     let text = ok(&checked, "lintian");
+    // the glibc the package asks for is the floor the README and the book state
+    let depends = ok(
+        &Command::new("dpkg-deb")
+            .arg("-f")
+            .arg(&deb)
+            .arg("Depends")
+            .output()
+            .unwrap(),
+        "dpkg-deb -f",
+    );
+    let floor = depends
+        .split("libc6 (>= ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap_or_else(|| panic!("no libc6 dependency: {depends}"));
+    for doc in ["README.md", "docs/book/src/install.md"] {
+        let text = std::fs::read_to_string(root_dir().join(doc)).unwrap();
+        assert!(
+            text.contains(&format!("glibc {floor}")),
+            "{doc} does not state the package's glibc floor {floor}"
+        );
+    }
     assert!(
         !text.lines().any(|l| l.starts_with(['E', 'W', 'I', 'P'])),
         "{text}"
