@@ -14,8 +14,8 @@
 //! - energy: `jkmon_battery_charged_energy_joules_total` and `…_discharged_…` counters for
 //!   every battery jkmon has counted (offline too: a counter keeps its value), and the stored
 //!   energy and time to empty or full of the online ones;
-//! - per link (`link`: a battery's connection, or the RS485 bus its packs share; `battery` too
-//!   where the link is one battery's own): `jkmon_frames_decoded_total`,
+//! - per link (`battery` where the link is one battery's own, so renaming it keeps its
+//!   counters; `link`, the port, for the RS485 bus its packs share): `jkmon_frames_decoded_total`,
 //!   `jkmon_frames_rejected_total`, `jkmon_reconnects_total` — only where this process runs the
 //!   sessions (`jkmon run`, not `jkmon web` alone);
 //! - the standard `process_*` metrics of this process.
@@ -418,9 +418,10 @@ fn info(out: &mut Out, batteries: &[(String, &BatteryView)], links: &[LinkCounte
         "Always 1; labels name the battery, its BMS (model, hw, sw, serial) and its link.",
     );
     for (pos, b) in batteries {
+        // the link shared with other batteries (an RS485 bus), by which its counters go
         let link = links
             .iter()
-            .find(|l| l.batteries.contains(&b.position))
+            .find(|l| l.batteries.contains(&b.position) && l.batteries.len() > 1)
             .map_or("", |l| l.link.as_str());
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         let (model, hw, sw, serial) = (
@@ -618,8 +619,8 @@ fn per_item(out: &mut Out, live: &[Reading]) {
     }
 }
 
-/// The counters of each link this process runs: labelled `link`, and `battery` where the
-/// link is one battery's own.
+/// The counters of each link this process runs: labelled `battery` where the link is one
+/// battery's own, else `link` (an RS485 bus, named by its port).
 fn link_counters(out: &mut Out, links: &[LinkCounters]) {
     for (name, help, pick) in [
         (
@@ -642,10 +643,9 @@ fn link_counters(out: &mut Out, links: &[LinkCounters]) {
         for l in links {
             let v = [l.frames_decoded, l.frames_rejected, l.reconnects][pick] as f64;
             match l.batteries.as_slice() {
-                [one] => {
-                    let battery = one.to_string();
-                    out.sample(name, &[("link", &l.link), ("battery", &battery)], v);
-                }
+                // keyed by the battery's position, never its name: a renamed battery keeps
+                // its counters
+                [one] => out.sample(name, &[("battery", &one.to_string())], v),
                 _ => out.sample(name, &[("link", &l.link)], v),
             }
         }
@@ -898,9 +898,21 @@ mod tests {
             Some(&p),
         );
         assert!(text.contains("# TYPE jkmon_frames_rejected_total counter\n"));
-        // a battery's own link: joinable on `battery`, and named in the info
-        assert!(text.contains("jkmon_frames_decoded_total{link=\"Garage\",battery=\"1\"} 0\n"));
-        assert!(text.contains(",link=\"Garage\"} 1\n"), "{text}");
+        // a battery's own link: keyed by its position, not its name (a rename keeps the series)
+        assert!(
+            text.contains("jkmon_frames_decoded_total{battery=\"1\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains(",link=\"\"} 1\n"), "{text}");
+        let renamed = Telemetry::per_battery(&["Shed".into()]);
+        let counters = |t: &Telemetry| -> Vec<String> {
+            render(&status(vec![]), Some(t), None)
+                .lines()
+                .filter(|l| l.starts_with("jkmon_frames") || l.starts_with("jkmon_reconnects"))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(counters(&t), counters(&renamed));
         assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"));
         assert!(text.contains("process_resident_memory_bytes "));
         // a bus serves several batteries: the link only

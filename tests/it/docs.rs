@@ -248,3 +248,34 @@ fn the_book_builds_without_a_warning() {
         "the install page lost its content"
     );
 }
+
+/// Home Assistant's automation examples use the syntax it documents today (2024.10 and later:
+/// `triggers:` with `trigger:`, `actions:` with `action:`), not the one it renamed.
+#[test]
+fn home_assistant_examples_use_todays_automation_syntax() {
+    let mut examples = 0;
+    for page in pages() {
+        let text = std::fs::read_to_string(&page).unwrap();
+        for block in text.split("```yaml\n").skip(1) {
+            let block = block.split("```").next().unwrap();
+            if !block.contains("automation") && !block.contains("alias:") {
+                continue;
+            }
+            examples += 1;
+            for old in [
+                "- platform:",
+                "- service:",
+                "\n    trigger:\n",
+                "\n    action:\n",
+            ] {
+                assert!(
+                    !block.contains(old),
+                    "{}: `{}` is the old automation syntax:\n{block}",
+                    page.display(),
+                    old.trim()
+                );
+            }
+        }
+    }
+    assert!(examples >= 1, "no automation example found");
+}

@@ -85,7 +85,8 @@ async fn metrics_are_well_formed_and_their_values_are_the_decoded_bytes() {
     let addr = run.web_address(LIMIT);
     // the store has the battery once jkmon says it merged a reading
     run.wait_for_log(LIMIT, "Garage \"north\": ");
-    let link = [("link", "Garage \"north\""), ("battery", "1")];
+    // a battery's own link is keyed by its position alone (a rename keeps its counters)
+    let link = [("battery", "1")];
     let mut families = Vec::new();
     let mut page = String::new();
     // a reading and a rejected frame behind it: at most a few polls
@@ -148,7 +149,10 @@ async fn metrics_are_well_formed_and_their_values_are_the_decoded_bytes() {
     let labels = &info.samples[0].labels;
     assert_eq!(labels["battery"], "1");
     assert_eq!(labels["name"], "Garage \"north\"");
-    assert_eq!(labels["link"], "Garage \"north\"");
+    assert_eq!(
+        labels["link"], "",
+        "a battery's own link is its position, not a shared one"
+    );
     for f in &families {
         for s in &f.samples {
             assert!(
@@ -214,4 +218,61 @@ fn promtool_is_the_judge() {
     let bad = "# HELP jkmon_battery_remaining_capacity_amp_hours Remaining.\n# TYPE jkmon_battery_remaining_capacity_amp_hours gauge\njkmon_battery_remaining_capacity_amp_hours 1\n";
     let result = std::panic::catch_unwind(|| promtool_accepts(bad));
     assert!(result.is_err(), "promtool accepted a non-base unit");
+}
+
+/// The book's alerting rules pass `promtool check rules`, and `promtool test rules` shows the
+/// one an owner most needs firing: jkmon itself down (`up == 0`), when "BMS offline" cannot.
+#[test]
+fn the_books_alert_rules_hold_and_jkmon_down_fires() {
+    if !common::have_program("promtool", &["--version"]) {
+        return;
+    }
+    let page = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/book/src/prometheus.md"),
+    )
+    .unwrap();
+    let rules = page
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.starts_with("groups:"))
+        .expect("the book has a rules file");
+    assert!(rules.contains("up{job=\"jkmon\"} == 0"), "{rules}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jkmon-alerts.yml"), rules).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "promtool {args:?}: {said}");
+    };
+    run(&["check", "rules", "jkmon-alerts.yml"]);
+    // jkmon stops answering at minute 5: JkmonDown fires two minutes later, not before
+    let tests = r#"rule_files: [jkmon-alerts.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'up{job="jkmon", instance="pi:8000"}'
+        values: '1 1 1 1 1 0 0 0 0 0'
+    alert_rule_test:
+      - eval_time: 6m
+        alertname: JkmonDown
+        exp_alerts: []
+      - eval_time: 8m
+        alertname: JkmonDown
+        exp_alerts:
+          - exp_labels: {job: jkmon, instance: "pi:8000"}
+            exp_annotations:
+              summary: "jkmon on pi:8000 does not answer: no battery alert can fire while it is down"
+"#;
+    std::fs::write(dir.path().join("tests.yml"), tests).unwrap();
+    run(&["test", "rules", "tests.yml"]);
 }
