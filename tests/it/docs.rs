@@ -279,3 +279,42 @@ fn home_assistant_examples_use_todays_automation_syntax() {
     }
     assert!(examples >= 1, "no automation example found");
 }
+
+/// The files every project has: a LICENSE that is the license Cargo.toml states, a changelog in
+/// Keep a Changelog's form, and the metadata a registry or a packager reads.
+#[test]
+fn license_changelog_and_metadata_are_complete() {
+    let cargo = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    for key in [
+        "description = ",
+        "license = \"MIT\"",
+        "repository = ",
+        "readme = \"README.md\"",
+        "keywords = ",
+        "categories = ",
+        "rust-version = ",
+    ] {
+        assert!(cargo.contains(key), "Cargo.toml lacks {key}");
+    }
+    let license = std::fs::read_to_string(root().join("LICENSE")).unwrap();
+    assert!(license.starts_with("MIT License"), "{license}");
+    let changelog = std::fs::read_to_string(root().join("CHANGELOG.md")).unwrap();
+    assert!(changelog.contains("keepachangelog.com") && changelog.contains("## [Unreleased]"));
+}
+
+/// Each split unit's comment tells how to install that unit, not another.
+#[test]
+fn each_units_comment_installs_that_unit() {
+    for unit in ["jkmon", "jkmon-poll", "jkmon-web", "jkmon-bot"] {
+        let text = std::fs::read_to_string(root().join(format!("systemd/{unit}.service"))).unwrap();
+        let install = text
+            .lines()
+            .find(|l| l.contains("sudo cp systemd/"))
+            .unwrap_or_else(|| panic!("{unit}.service says nothing of installing it"));
+        assert!(
+            install.contains(&format!("systemd/{unit}.service"))
+                && install.ends_with(&format!("enable --now {unit}")),
+            "{unit}.service: {install}"
+        );
+    }
+}
