@@ -82,6 +82,16 @@ impl Running {
         out
     }
 
+    /// A stderr line containing `needle`, whether it was read already (by a wait for another
+    /// line that came after it) or comes within `limit`: for lines whose order against the
+    /// others is not fixed (two parts starting at once).
+    pub fn wait_for_log_ever(&mut self, limit: Duration, needle: &str) -> String {
+        if let Some(line) = self.stderr_seen.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        self.wait_for_log(limit, needle)
+    }
+
     /// The next stderr (log) line containing `needle`, waiting at most `limit`.
     pub fn wait_for_log(&mut self, limit: Duration, needle: &str) -> String {
         let deadline = Instant::now() + limit;
