@@ -65,6 +65,11 @@ impl Snapshot {
                 named.join(", ")
             );
         }
+        // the last values only where this board's firmware fills them
+        cell_info.keep_what_the_firmware_fills(
+            device_info.as_ref().map(|d| d.model.as_str()),
+            device_info.as_ref().map(|d| d.software_version.as_str()),
+        );
         Snapshot {
             soc_effective_pct: estimator.estimate_pct(&cell_info),
             soc_source: estimator.source(),

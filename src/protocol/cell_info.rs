@@ -232,11 +232,86 @@ pub struct CellInfo {
     pub charging_enabled: Option<bool>,
     pub discharging_enabled: Option<bool>,
     pub heating: Option<bool>,
+    /// The fields at the end of a JK02_32S frame; `None` elsewhere, and where the board's
+    /// firmware does not fill them ([`CellInfo::keep_what_the_firmware_fills`]).
+    pub extended: Extended,
     pub alarms: Alarms,
     pub uptime_s: Option<u32>,
     /// The BMS's own statistics, µV and 0-based indexes, kept for comparison with the derived ones.
     pub bms_cell_avg_uv: Option<u32>,
     pub bms_cell_delta_uv: Option<u32>,
+}
+
+/// Where a JK-PB charger stands (byte 280, firmware 15 and later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChargeStatus {
+    Bulk,
+    Absorption,
+    Float,
+}
+
+impl ChargeStatus {
+    pub fn from_byte(b: u8) -> Option<ChargeStatus> {
+        match b {
+            0 => Some(ChargeStatus::Bulk),
+            1 => Some(ChargeStatus::Absorption),
+            2 => Some(ChargeStatus::Float),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChargeStatus::Bulk => "bulk",
+            ChargeStatus::Absorption => "absorption",
+            ChargeStatus::Float => "float",
+        }
+    }
+
+    pub const ALL: [ChargeStatus; 3] = [
+        ChargeStatus::Bulk,
+        ChargeStatus::Absorption,
+        ChargeStatus::Float,
+    ];
+}
+
+/// The JK-PB's two dry contacts (byte 281: bit 1 DRY1, bit 2 DRY2), closed or open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DryContacts {
+    pub dry1: bool,
+    pub dry2: bool,
+}
+
+/// The last values of a JK02_32S cell-info frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Extended {
+    /// Byte 191: the precharge circuit is on.
+    pub precharging: Option<bool>,
+    /// Bytes 236–237, i16 mA: the heater's current.
+    pub heating_current_ma: Option<i32>,
+    /// Byte 280.
+    pub charge_status: Option<ChargeStatus>,
+    /// Byte 281.
+    pub dry_contacts: Option<DryContacts>,
+}
+
+/// JK02_32S offsets of [`Extended`]'s fields (§2.1).
+pub mod extended {
+    pub const PRECHARGING: usize = 191;
+    pub const HEATING_CURRENT: usize = 236;
+    pub const CHARGE_STATUS: usize = 280;
+    pub const DRY_CONTACTS: usize = 281;
+}
+
+/// The major version of a firmware string (`15.38` → 15, `11.288H` → 11).
+fn firmware_major(software_version: &str) -> Option<u32> {
+    let digits: String = software_version
+        .trim()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 /// The ranges a JK BMS's values can take: a state of charge or of health is a percentage; an
@@ -349,6 +424,15 @@ impl CellInfo {
             charging_enabled: Some(true),
             discharging_enabled: Some(false),
             heating: Some(true),
+            extended: Extended {
+                precharging: Some(false),
+                heating_current_ma: Some(514),
+                charge_status: Some(ChargeStatus::Float),
+                dry_contacts: Some(DryContacts {
+                    dry1: true,
+                    dry2: false,
+                }),
+            },
             alarms: Alarms {
                 bits: 0x0008_0201,
                 table: AlarmTable::Ble,
@@ -388,6 +472,30 @@ impl CellInfo {
             min_index: min_i + 1,
             max_index: max_i + 1,
         })
+    }
+
+    /// Clears the last values where the board's firmware does not fill them, so they are
+    /// unknown rather than wrong (§6 of the protocol notes):
+    /// - the charge status exists from firmware 15 (JK-PB);
+    /// - the dry contacts and a heating current of 0 are the JK-PB's (firmware 14 and later);
+    ///   on 11.x B-series boards byte 236 holds other data while the heater is off
+    ///   (−7.7 A, +7.1 A), so there the heating current counts only while the heater is on;
+    /// - without the device info (the model and firmware) none of them is known.
+    pub fn keep_what_the_firmware_fills(&mut self, model: Option<&str>, software: Option<&str>) {
+        let major = software.and_then(firmware_major);
+        let pb = model.is_some_and(|m| m.to_ascii_uppercase().contains("PB"))
+            || major.is_some_and(|v| v >= 14);
+        let e = &mut self.extended;
+        if major.is_none_or(|v| v < 15) {
+            e.charge_status = None;
+        }
+        if !pb || major.is_none() {
+            e.dry_contacts = None;
+        }
+        let heater_on = self.heating == Some(true);
+        if major.is_none() || !(pb || heater_on) {
+            e.heating_current_ma = None;
+        }
     }
 
     /// Signed power in mW from V·I; `None` without a current.
@@ -491,6 +599,20 @@ fn decode_jk02(f: &[u8], l: &Jk02Layout) -> CellInfo {
         charging_enabled: Some(read_u8(f, l.charge_mosfet) != 0),
         discharging_enabled: Some(read_u8(f, l.discharge_mosfet) != 0),
         heating: Some(read_u8(f, l.heating) != 0),
+        extended: if l.variant == Variant::Jk02_32s {
+            let dry = read_u8(f, extended::DRY_CONTACTS);
+            Extended {
+                precharging: Some(read_u8(f, extended::PRECHARGING) != 0),
+                heating_current_ma: Some(i32::from(read_i16(f, extended::HEATING_CURRENT))),
+                charge_status: ChargeStatus::from_byte(read_u8(f, extended::CHARGE_STATUS)),
+                dry_contacts: Some(DryContacts {
+                    dry1: dry & 0b010 != 0,
+                    dry2: dry & 0b100 != 0,
+                }),
+            }
+        } else {
+            Extended::default()
+        },
         alarms: Alarms {
             bits: alarms,
             table: AlarmTable::Ble,
@@ -547,6 +669,7 @@ fn decode_jk04(f: &[u8]) -> CellInfo {
         charging_enabled: None,
         discharging_enabled: None,
         heating: None,
+        extended: Extended::default(),
         alarms: Alarms::none(AlarmTable::Ble),
         uptime_s: Some(read_u32(f, RUNTIME)),
         bms_cell_avg_uv: Some(micro(read_f32(f, CELL_AVG))),
@@ -642,8 +765,27 @@ pub fn encode_jk02(info: &CellInfo, layout: &Jk02Layout) -> [u8; FRAME_LEN] {
     f[l.charge_mosfet] = u8::from(info.charging_enabled.unwrap_or(false));
     f[l.discharge_mosfet] = u8::from(info.discharging_enabled.unwrap_or(false));
     f[l.heating] = u8::from(info.heating.unwrap_or(false));
+    if l.variant == Variant::Jk02_32s {
+        write_extended(&mut f, &info.extended);
+    }
     seal_frame(&mut f, FrameType::CellInfo, info.counter);
     f
+}
+
+/// [`Extended`] at its JK02_32S offsets (`None` written as 0; a charge status as its byte).
+fn write_extended(f: &mut [u8], e: &Extended) {
+    f[extended::PRECHARGING] = u8::from(e.precharging.unwrap_or(false));
+    let heating = e.heating_current_ma.unwrap_or(0).clamp(-32_768, 32_767) as i16;
+    f[extended::HEATING_CURRENT..extended::HEATING_CURRENT + 2]
+        .copy_from_slice(&heating.to_le_bytes());
+    f[extended::CHARGE_STATUS] = match e.charge_status {
+        Some(ChargeStatus::Absorption) => 1,
+        Some(ChargeStatus::Float) => 2,
+        _ => 0,
+    };
+    f[extended::DRY_CONTACTS] = e
+        .dry_contacts
+        .map_or(0, |d| u8::from(d.dry1) << 1 | u8::from(d.dry2) << 2);
 }
 
 #[cfg(test)]
@@ -673,6 +815,7 @@ mod tests {
         info.variant = Variant::Jk02_24s;
         info.alarms.bits &= 0xFFFF; // 16-bit alarm word on 24S
         info.temperatures.sensors_dc[2..].fill(None); // only T1 and T2 on 24S
+        info.extended = Extended::default(); // the last values are JK02_32S's
         let frame = encode_jk02(&info, &JK02_24S);
         assert_eq!(
             &frame[118..122],
@@ -682,6 +825,46 @@ mod tests {
         assert_eq!(&frame[126..130], &(-727i32).to_le_bytes(), "current at 126");
         assert_eq!(detect_from_cell_info(&frame), Some(Variant::Jk02_24s));
         assert_eq!(decode(&frame, None).unwrap(), info);
+    }
+
+    #[test]
+    fn the_last_values_are_kept_only_where_the_firmware_fills_them() {
+        let rule = |model: Option<&str>, sw: Option<&str>, heating: bool| {
+            let mut c = CellInfo::example();
+            c.heating = Some(heating);
+            c.keep_what_the_firmware_fills(model, sw);
+            c.extended
+        };
+        // a JK-PB on firmware 15: every value
+        let pb = rule(Some("JK_PB2A16S20P"), Some("15.38"), false);
+        assert_eq!(pb.charge_status, Some(ChargeStatus::Float));
+        assert!(pb.dry_contacts.is_some() && pb.heating_current_ma.is_some());
+        // firmware 14: no charge status yet
+        let pb14 = rule(Some("JK_PB2A16S15P"), Some("14.20"), false);
+        assert_eq!(pb14.charge_status, None);
+        assert!(pb14.dry_contacts.is_some());
+        // a B-series 11.x board: byte 236 is other data while the heater is off
+        let b_off = rule(Some("JK_B2A20S20P"), Some("11.17"), false);
+        assert_eq!(
+            (
+                b_off.heating_current_ma,
+                b_off.dry_contacts,
+                b_off.charge_status
+            ),
+            (None, None, None)
+        );
+        let b_on = rule(Some("JK_B2A20S20P"), Some("11.288H"), true);
+        assert_eq!(b_on.heating_current_ma, Some(514));
+        // no device info yet: none is known
+        let unknown = rule(None, None, true);
+        assert_eq!(
+            unknown,
+            Extended {
+                precharging: Some(false),
+                ..Extended::default()
+            }
+        );
+        assert_eq!(firmware_major("10.XW_S10.10___"), Some(10));
     }
 
     #[test]

@@ -303,6 +303,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<SerialResponse, DecodeError> {
         charging_enabled: status.map(|s| s & 0b01 != 0),
         discharging_enabled: status.map(|s| s & 0b10 != 0),
         heating: None,
+        extended: crate::protocol::cell_info::Extended::default(),
         alarms: Alarms {
             bits: u32::from(u16_of(0x8B).unwrap_or(0)),
             table: AlarmTable::Serial,

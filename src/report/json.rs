@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::battery::{Snapshot, SocSource};
-use crate::protocol::cell_info::{Balancing, CellInfo};
+use crate::protocol::cell_info::{Balancing, CellInfo, ChargeStatus, DryContacts};
 use crate::protocol::command::Command;
 use crate::protocol::control::{self, Switch};
 use crate::protocol::decoder::Decoded;
@@ -82,6 +82,18 @@ pub struct CellInfoJson {
     pub charging_enabled: Option<bool>,
     pub discharging_enabled: Option<bool>,
     pub heating: Option<bool>,
+    /// The heater's current (JK02_32S; see [`CellInfo::keep_what_the_firmware_fills`]).
+    #[serde(default)]
+    pub heating_current_a: Option<f64>,
+    /// The precharge circuit is on (JK02_32S).
+    #[serde(default)]
+    pub precharging: Option<bool>,
+    /// `bulk`, `absorption` or `float` (JK-PB, firmware 15 and later).
+    #[serde(default)]
+    pub charge_status: Option<ChargeStatus>,
+    /// The JK-PB's dry contacts, `true` = closed (firmware 14 and later).
+    #[serde(default)]
+    pub dry_contacts: Option<DryContacts>,
     pub alarms: Vec<String>,
     pub alarm_bits: u32,
     pub uptime_s: Option<u32>,
@@ -180,6 +192,10 @@ impl CellInfoJson {
             charging_enabled: c.charging_enabled,
             discharging_enabled: c.discharging_enabled,
             heating: c.heating,
+            heating_current_a: c.extended.heating_current_ma.map(milli),
+            precharging: c.extended.precharging,
+            charge_status: c.extended.charge_status,
+            dry_contacts: c.extended.dry_contacts,
             alarms: c.alarms.names(),
             alarm_bits: c.alarms.bits,
             uptime_s: c.uptime_s,

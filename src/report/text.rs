@@ -125,6 +125,14 @@ fn pack(s: &mut String, c: &CellInfo) {
     }
 }
 
+fn closed(b: bool) -> &'static str {
+    if b {
+        "closed"
+    } else {
+        "open"
+    }
+}
+
 /// The MOSFETs, the heater, the balancer, the alarms and the uptime.
 fn switches_and_alarms(s: &mut String, c: &CellInfo) {
     let onoff = |b: Option<bool>| match b {
@@ -139,6 +147,23 @@ fn switches_and_alarms(s: &mut String, c: &CellInfo) {
         onoff(c.discharging_enabled),
         onoff(c.heating)
     );
+    let e = &c.extended;
+    if *e != crate::protocol::cell_info::Extended::default() {
+        let _ = writeln!(
+            s,
+            "  charger    {}; precharge {}; heating current {}; dry contacts {}",
+            e.charge_status.map_or("n/a", |c| c.as_str()),
+            onoff(e.precharging),
+            e.heating_current_ma.map_or_else(
+                || "n/a".into(),
+                |ma| format!("{:.3} A", f64::from(ma) / 1000.0)
+            ),
+            e.dry_contacts.map_or_else(
+                || "n/a".into(),
+                |d| format!("DRY1 {}, DRY2 {}", closed(d.dry1), closed(d.dry2))
+            ),
+        );
+    }
     let _ = writeln!(
         s,
         "  balancing  {:?}{}",

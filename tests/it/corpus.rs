@@ -700,3 +700,75 @@ fn commands_and_rs485_requests_are_reproduced_byte_for_byte() {
     }
     assert_eq!((commands, requests), (32, 18));
 }
+
+/// The last values of a JK02_32S frame against the captures that name them in their notes: the
+/// charger's stage (a JK-PB on firmware 15 going through bulk, absorption and float), the dry
+/// contacts (syssi/esphome-jk-bms#681: DRY1, DRY2, both, neither) and the heater's current
+/// (a B-series 11.288H heating: 0.509–0.514 A; off: nothing to trust), each through the
+/// snapshot with the board's own model and firmware.
+#[test]
+fn the_last_values_match_what_the_captures_notes_say() {
+    use jkmon::battery::soc::BmsSoc;
+    use jkmon::battery::Snapshot;
+    use jkmon::protocol::cell_info::{self, ChargeStatus, DryContacts};
+    use jkmon::protocol::{DeviceInfo, Variant};
+    let entries = corpus();
+    let by_id = |id: u64| entries.iter().find(|e| e["id"] == id).unwrap();
+    let snapshot = |id: u64| {
+        let e = by_id(id);
+        let raw = hex_bytes(e["hex"].as_str().unwrap());
+        let cells = cell_info::decode(&raw, Some(Variant::Jk02_32s)).unwrap();
+        let device = DeviceInfo {
+            model: e["model"]
+                .as_str()
+                .unwrap()
+                .trim_end_matches('?')
+                .to_string(),
+            software_version: e["sw"].as_str().unwrap().to_string(),
+            ..DeviceInfo::default()
+        };
+        let s = Snapshot::new(cells, Some(device), None, &BmsSoc);
+        let note = e["notes"].as_str().unwrap_or_default().to_string();
+        (s.cell_info.extended, note)
+    };
+    let mut stages = 0;
+    for id in 46..=51 {
+        let (got, note) = snapshot(id);
+        let said = ["BULK", "ABS", "FLOAT"]
+            .into_iter()
+            .zip(ChargeStatus::ALL)
+            .find(|(word, _)| note.contains(&format!("comments. {word}")))
+            .map(|(_, stage)| stage);
+        assert!(said.is_some(), "#{id}: {note}");
+        assert_eq!(got.charge_status, said, "#{id}: {note}");
+        stages += 1;
+    }
+    assert_eq!(stages, 6);
+    for (id, dry1, dry2) in [
+        (53, true, false),
+        (54, false, true),
+        (55, true, true),
+        (56, false, false),
+    ] {
+        let (got, note) = snapshot(id);
+        assert_eq!(
+            got.dry_contacts,
+            Some(DryContacts { dry1, dry2 }),
+            "#{id}: {note}"
+        );
+    }
+    for id in 41..=44 {
+        let (got, note) = snapshot(id);
+        let ma = got
+            .heating_current_ma
+            .unwrap_or_else(|| panic!("#{id}: {note}"));
+        assert!((509..=514).contains(&ma), "#{id}: {ma} mA");
+        // a B-series board on 11.x: no charge status, no dry contacts
+        assert_eq!((got.charge_status, got.dry_contacts), (None, None), "#{id}");
+    }
+    let (off, _) = snapshot(45);
+    assert_eq!(
+        off.heating_current_ma, None,
+        "heater off on a B-series 11.x: not trusted"
+    );
+}

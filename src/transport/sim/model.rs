@@ -6,7 +6,9 @@ use std::f64::consts::TAU;
 
 use super::SimConfig;
 use crate::protocol::alarms::{AlarmTable, Alarms};
-use crate::protocol::cell_info::{Balancing, CellInfo, Temperatures};
+use crate::protocol::cell_info::{
+    Balancing, CellInfo, ChargeStatus, DryContacts, Extended, Temperatures,
+};
 use crate::protocol::Variant;
 
 /// The simulators' random numbers: fastrand's generator with a seed, so that a seed replays
@@ -296,10 +298,35 @@ impl SimBattery {
             charging_enabled: Some(self.switches.charging),
             discharging_enabled: Some(self.switches.discharging),
             heating: Some(self.switches.heater),
+            extended: self.extended(),
             alarms: Alarms::none(AlarmTable::Ble),
             uptime_s: Some(self.uptime_s as u32),
             bms_cell_avg_uv: None,
             bms_cell_delta_uv: None,
+        }
+    }
+}
+
+impl SimBattery {
+    /// A JK-PB's last values: its charger's stage from the state of charge, the heater's
+    /// current while it heats, both dry contacts open, no precharge.
+    fn extended(&self) -> Extended {
+        let charging = self.current_a > 0.0;
+        let charge_status = if self.soc >= 0.99 {
+            ChargeStatus::Float
+        } else if self.soc > 0.97 && charging {
+            ChargeStatus::Absorption
+        } else {
+            ChargeStatus::Bulk
+        };
+        Extended {
+            precharging: Some(false),
+            heating_current_ma: Some(if self.switches.heater { 500 } else { 0 }),
+            charge_status: Some(charge_status),
+            dry_contacts: Some(DryContacts {
+                dry1: false,
+                dry2: false,
+            }),
         }
     }
 }
