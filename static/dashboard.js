@@ -73,6 +73,17 @@
     flag(card, "discharge_mos", "discharge", s.discharging_enabled);
     set(card, "balancing", "balancer " + (s.balancing ? (s.balancing_mode || "on") : "off"), s.balancing ? "warn" : "muted");
     flag(card, "heating", "heater", s.heating);
+    // the JK-PB's last values, only those its firmware reports (none on other boards)
+    var known = function (v) { return v !== null && v !== undefined; };
+    var charger = [];
+    if (known(s.charge_status)) charger.push("charger " + s.charge_status);
+    if (known(s.precharging)) charger.push("precharge " + (s.precharging ? "on" : "off"));
+    if (known(s.heating_current_a)) charger.push("heater current " + fmt(s.heating_current_a, 2, "A"));
+    if (known(s.dry_contacts)) {
+      charger.push("DRY1 " + (s.dry_contacts.dry1 ? "closed" : "open"));
+      charger.push("DRY2 " + (s.dry_contacts.dry2 ? "closed" : "open"));
+    }
+    pills(card.querySelector('[data-f="charger"]'), charger, "pill muted");
     pills(card.querySelector('[data-f="alarms"]'), (s.alarms || []).map(function (a) { return "⚠ " + a; }), "pill bad");
     var sw = s.switches || {};
     pills(card.querySelector('[data-f="switches"]'), Object.keys(sw).length ? Object.keys(sw).map(function (k) {

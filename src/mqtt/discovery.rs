@@ -2,6 +2,7 @@
 //! reports and a binary sensor for each state and alarm group. Pure: built from the state JSON
 //! the entities read, so an entity exists exactly when its value does.
 
+use crate::protocol::cell_info::ChargeStatus;
 use serde_json::{json, Map, Value};
 
 use super::{BatteryTopics, Layout};
@@ -55,8 +56,16 @@ const V: Option<&str> = Some("voltage");
 const VOLT: Option<&str> = Some("V");
 const M: Option<&str> = Some("measurement");
 
-const SENSORS: [Spec; 22] = [
+const SENSORS: [Spec; 23] = [
     spec("total_voltage_v", "Voltage", V, VOLT, M, Some(2)),
+    spec(
+        "heating_current_a",
+        "Heating current",
+        Some("current"),
+        Some("A"),
+        M,
+        Some(3),
+    ),
     spec(
         "current_a",
         "Current",
@@ -522,6 +531,7 @@ pub fn configs(
             on_off(b.needs, b.on_when),
         );
     }
+    c.charger(state);
     // switches jkmon may set: their state is what the BMS's settings frame reports
     if let (Some(link), Some(reported)) = (
         topics.control,
@@ -623,6 +633,39 @@ impl Configs<'_> {
         }
         let topic = format!("{}/sensor/{}/{object}/config", self.prefix, self.node);
         self.out.push((topic, Value::Object(c)));
+    }
+
+    /// A JK-PB's charger stage (an `enum` sensor, unavailable while not reported), its
+    /// precharge and its dry contacts (binary sensors), where the battery reports them.
+    fn charger(&mut self, state: &Value) {
+        let present = |field: &str| state.get(field).is_some_and(|v| !v.is_null());
+        if present("charge_status") {
+            let shape = with_icon(
+                spec("", "", Some("enum"), None, None, None),
+                "mdi:battery-charging-medium",
+            );
+            let template = "{{ value_json.charge_status }}".to_string();
+            self.sensor("charge_status".into(), "Charge status", template, &shape);
+            if let Some((_, Value::Object(c))) = self.out.last_mut() {
+                let options: Vec<&str> = ChargeStatus::ALL.iter().map(|s| s.as_str()).collect();
+                c.insert("options".into(), json!(options));
+            }
+        }
+        if present("precharging") {
+            let template = on_off("precharging", "v");
+            self.binary("precharging".into(), "Precharge", Some("running"), template);
+        }
+        if state.get("dry_contacts").is_some_and(Value::is_object) {
+            for (n, key) in [(1, "dry1"), (2, "dry2")] {
+                let template = on_off(&format!("dry_contacts.{key}"), "v");
+                self.binary(
+                    format!("dry_contact_{n}"),
+                    &format!("Dry contact {n}"),
+                    None,
+                    template,
+                );
+            }
+        }
     }
 
     /// A switch jkmon sets through its command topic; its state is the BMS's report. No entity
@@ -1028,6 +1071,53 @@ mod tests {
         assert_eq!(node_id(&wired, None), "jkmon_dev_ttyusb0_2");
         assert_eq!(node_id(&wired, Some("SN 7/1")), "jkmon_sn_sn_7_1");
         assert_eq!(wired.bluetooth, None, "a port is not a Bluetooth address");
+    }
+
+    #[test]
+    fn a_jk_pbs_charger_stage_is_an_enum_and_its_dry_contacts_binaries_unknown_when_null() {
+        let l = layout();
+        // the example's cell info carries every last value (a JK-PB on firmware 15)
+        let (_, state) = example();
+        let c = configs_of(&l, "homeassistant", &state, None);
+        let stage = find(&c, "charge_status");
+        assert_eq!(stage["device_class"], "enum");
+        assert_eq!(stage["options"], json!(["bulk", "absorption", "float"]));
+        assert!(
+            stage["availability"].to_string().contains("charge_status"),
+            "unavailable while not reported: {stage}"
+        );
+        assert_eq!(state["charge_status"], "float");
+        let dry1 = find(&c, "dry_contact_1");
+        assert_eq!(
+            dry1["value_template"],
+            "{% set v = value_json.dry_contacts.dry1 %}{{ none if v is none else ('ON' if v else 'OFF') }}"
+        );
+        assert_eq!(find(&c, "heating_current_a")["unit_of_measurement"], "A");
+        // a frame without them later: every key there, each null (unknown), none "off"
+        let mut reported = Value::Null;
+        payload::remember(&mut reported, &state);
+        let mut later = state.clone();
+        later["dry_contacts"] = Value::Null;
+        later["charge_status"] = Value::Null;
+        payload::fill_unreported(&mut later, &reported);
+        assert_eq!(later["dry_contacts"], json!({"dry1": null, "dry2": null}));
+        // a board without them (JK02_24S) has none of these entities
+        let mut s24 = example().0;
+        s24.cell_info.extended = Default::default();
+        let state = payload::state(&s24, None, chrono::Local::now(), true);
+        let c = configs_of(&l, "homeassistant", &state, None);
+        for object in [
+            "charge_status",
+            "dry_contact_1",
+            "precharging",
+            "heating_current_a",
+        ] {
+            assert!(
+                !c.iter()
+                    .any(|(t, _)| t.ends_with(&format!("/{object}/config"))),
+                "{object}"
+            );
+        }
     }
 
     #[test]

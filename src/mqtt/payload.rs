@@ -85,6 +85,9 @@ pub fn fill_unreported(state: &mut Value, reported: &Value) {
     for (key, shape) in known {
         match (out.get_mut(key), shape) {
             (Some(v @ Value::Object(_)), Value::Object(_)) => fill_unreported(v, shape),
+            // an object reported before and null now: each of its keys null, so a template
+            // that reads one finds it (and shows unknown, never "off")
+            (Some(v @ Value::Null), Value::Object(_)) => *v = nulls(shape),
             (Some(Value::Array(a)), Value::Array(all)) => {
                 a.resize(a.len().max(all.len()), Value::Null);
             }

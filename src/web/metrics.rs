@@ -20,6 +20,7 @@
 //!   sessions (`jkmon run`, not `jkmon web` alone);
 //! - the standard `process_*` metrics of this process.
 
+use crate::protocol::cell_info::ChargeStatus;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -142,7 +143,7 @@ fn ratio(pct: Option<f64>) -> Option<f64> {
     pct.map(|p| p / 100.0)
 }
 
-const FAMILIES: [Family; 21] = [
+const FAMILIES: [Family; 23] = [
     gauge(
         "jkmon_battery_voltage_volts",
         |r| Some(r.s.cell_info.total_voltage_v),
@@ -244,6 +245,16 @@ const FAMILIES: [Family; 21] = [
         "jkmon_battery_balancing",
         |r| flag(Some(r.s.cell_info.balancing)),
         "1 while the balancer is working.",
+    ),
+    gauge(
+        "jkmon_battery_heating_current_amperes",
+        |r| r.s.cell_info.heating_current_a,
+        "The heater's current (JK-PB, or while heating).",
+    ),
+    gauge(
+        "jkmon_battery_precharging",
+        |r| flag(r.s.cell_info.precharging),
+        "1 while the precharge circuit is on.",
     ),
     gauge(
         "jkmon_battery_charging_enabled",
@@ -565,7 +576,7 @@ fn numbered(values: &[f64]) -> Vec<(String, f64)> {
         .collect()
 }
 
-const PER_ITEM: [PerItem; 4] = [
+const PER_ITEM: [PerItem; 6] = [
     PerItem {
         name: "jkmon_battery_cell_voltage_volts",
         help: "Voltage of each cell (cell 1 first).",
@@ -588,6 +599,33 @@ const PER_ITEM: [PerItem; 4] = [
                 .present()
                 .map(|(k, t)| (k.to_string(), t))
                 .collect()
+        },
+    },
+    PerItem {
+        name: "jkmon_battery_charge_status",
+        help: "1 for the JK-PB charger's stage (bulk, absorption, float), 0 for the others.",
+        label: "status",
+        items: |s| {
+            let Some(now) = s.cell_info.charge_status else {
+                return Vec::new();
+            };
+            ChargeStatus::ALL
+                .iter()
+                .map(|st| (st.as_str().to_string(), if *st == now { 1.0 } else { 0.0 }))
+                .collect()
+        },
+    },
+    PerItem {
+        name: "jkmon_battery_dry_contact_closed",
+        help: "1 while the JK-PB's dry contact is closed.",
+        label: "contact",
+        items: |s| {
+            s.cell_info.dry_contacts.map_or_else(Vec::new, |d| {
+                vec![
+                    ("1".to_string(), if d.dry1 { 1.0 } else { 0.0 }),
+                    ("2".to_string(), if d.dry2 { 1.0 } else { 0.0 }),
+                ]
+            })
         },
     },
     PerItem {
@@ -813,6 +851,13 @@ mod tests {
             format!("jkmon_battery_voltage_volts{b1} 53.125"),
             format!("jkmon_battery_current_amperes{b1} -4.5"),
             format!("jkmon_battery_balancing{b1} 1"),
+            // the JK-PB's last values: its stage as a state set, its contacts, its heater
+            r#"jkmon_battery_charge_status{battery="1",status="float"} 1"#.into(),
+            r#"jkmon_battery_charge_status{battery="1",status="bulk"} 0"#.into(),
+            r#"jkmon_battery_dry_contact_closed{battery="1",contact="1"} 1"#.into(),
+            r#"jkmon_battery_dry_contact_closed{battery="1",contact="2"} 0"#.into(),
+            format!("jkmon_battery_heating_current_amperes{b1} 0.514"),
+            format!("jkmon_battery_precharging{b1} 0"),
             // discharging: all of the power is discharge power
             format!("jkmon_battery_charge_power_watts{b1} 0"),
             format!("jkmon_battery_discharge_power_watts{b1} 239.0625"),

@@ -172,6 +172,29 @@ fn the_dashboard_is_live_in_a_real_browser_and_the_history_page_draws() {
         today["left"].as_str().unwrap().starts_with("Time"),
         "{today}"
     );
+    // the simulated JK-PB (firmware 15.38) reports its last values: the card shows each
+    let charger = page.eval(
+        r##"Array.from(document.querySelectorAll('#battery-1 [data-f="charger"] .pill')).map(p => p.textContent)"##,
+    );
+    let charger: Vec<&str> = charger
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    assert!(
+        charger
+            .iter()
+            .any(|p| ["charger bulk", "charger absorption", "charger float"].contains(p)),
+        "{charger:?}"
+    );
+    for want in ["precharge off", "DRY1 open", "DRY2 open"] {
+        assert!(charger.contains(&want), "{charger:?}");
+    }
+    assert!(
+        charger.iter().any(|p| p.starts_with("heater current ")),
+        "{charger:?}"
+    );
     // the power flow shows the directions the status implies, in the same update
     for _ in 0..3 {
         let f = page.eval(FLOW);

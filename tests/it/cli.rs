@@ -250,6 +250,13 @@ fn read_from_the_simulated_bms() {
         s.contains("SOC ") && s.contains("(from curve; BMS says"),
         "{s}"
     );
+    // the simulated JK-PB's last values, in words
+    assert!(
+        s.contains("  charger    bulk; precharge off; heating current 0.000 A; dry contacts DRY1 open, DRY2 open")
+            || s.contains("  charger    float;")
+            || s.contains("  charger    absorption;"),
+        "{s}"
+    );
 
     let out = jkmon(
         &["read", "--json", "--hex"],
@@ -284,6 +291,11 @@ fn read_from_the_simulated_bms() {
     assert_eq!(snap["cell_count"], 8);
     assert_eq!(snap["soc_source"], "bms");
     assert_eq!(snap["soc_effective_pct"].as_f64(), snap["soc_pct"].as_f64());
+    assert!(["bulk", "absorption", "float"].contains(&snap["charge_status"].as_str().unwrap()));
+    assert_eq!(
+        snap["dry_contacts"],
+        serde_json::json!({"dry1": false, "dry2": false})
+    );
     assert!(!stdout.contains("passcode"));
 }
 
