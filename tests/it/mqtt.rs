@@ -1013,6 +1013,14 @@ fn a_real_home_assistant_is_told_only_what_the_hardware_said() {
             }
         }
     }
+    // the simulated JK-PB's charger stage and dry contacts, as Home Assistant shows them
+    let stage = &states[&entity("_charge_status")];
+    assert!(
+        ["bulk", "absorption", "float"].contains(&stage["state"].as_str().unwrap()),
+        "{stage}"
+    );
+    assert_eq!(states[&entity("_dry_contact_1")]["state"], "off");
+    assert_eq!(states[&entity("_precharging")]["state"], "off");
     // a poll that did not read a value: jkmon says null, Home Assistant shows unknown
     let partial = sub
         .wait_for(Duration::from_secs(90), "a partial inverter poll", |m| {
