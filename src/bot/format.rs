@@ -273,8 +273,9 @@ pub fn cells(view: &StatusView) -> String {
     out.trim_end().to_string()
 }
 
-/// `/energy`: today's and yesterday's energy (the last two of `days`), and what the batteries
-/// hold now.
+/// `/energy`: today's and yesterday's energy (the last two of `days`), this month's and last
+/// month's (from `days`, which then reach back to the first of last month), and what the
+/// batteries hold now.
 pub fn energy(days: &[EnergyDay], view: &StatusView) -> String {
     let mut out = String::from("<b>⚡ Energy</b>\n");
     let kwh = |v: Option<f64>| fmt(v, 2, "kWh");
@@ -304,6 +305,30 @@ pub fn energy(days: &[EnergyDay], view: &StatusView) -> String {
             out += "Inverter: no data\n";
         }
     }
+    let months = crate::store::energy::months(days);
+    for (label, m) in ["Last month", "This month"]
+        .iter()
+        .zip(&months[months.len().saturating_sub(2)..])
+        .rev()
+    {
+        let sum = &m.sum;
+        out += &format!("\n<b>{label}</b> ({})\n", m.month);
+        if sum.days_with_data == 0 {
+            out += "No data\n";
+            continue;
+        }
+        out += &format!(
+            "Batteries: {} charged · {} discharged\nPV: {} · Load: {} · Grid: {} in\n",
+            kwh(sum.charged_kwh),
+            kwh(sum.discharged_kwh),
+            kwh(sum.pv_kwh),
+            kwh(sum.load_kwh),
+            kwh(sum.grid_import_kwh)
+        );
+        if sum.days_with_data < sum.days {
+            out += &format!("({} of {} days with data)\n", sum.days_with_data, sum.days);
+        }
+    }
     let now = match &view.bank {
         Some(bank) => Some(&bank.energy),
         None => view.batteries.first().and_then(|b| b.energy.as_ref()),
@@ -321,7 +346,7 @@ pub fn energy(days: &[EnergyDay], view: &StatusView) -> String {
 pub fn help() -> String {
     "<b>jkmon</b> — your batteries in your pocket\n\
      /status — grid, load, PV and every battery\n\
-     /energy — today's and yesterday's kWh, stored energy, time left\n\
+     /energy — today's, yesterday's, this and last month's kWh, stored energy, time left\n\
      /battery — everything about each battery\n\
      /cells — every cell's voltage\n\
      /switch — charging, discharging, balancer, heater (where switching is on)\n\
@@ -432,6 +457,37 @@ mod tests {
             grid_import_kwh: pv.map(|_| 1.0),
             grid_export_kwh: pv.map(|_| 0.0),
         }
+    }
+
+    #[test]
+    fn energy_shows_this_month_and_last_month_with_their_gaps() {
+        let v = view("Garage");
+        let gap = |date: &str| EnergyDay {
+            date: date.parse().unwrap(),
+            ..EnergyDay::default()
+        };
+        let days = [
+            day("2026-11-29", 2.0, Some(6.0)),
+            gap("2026-11-30"),
+            day("2026-12-01", 3.0, Some(4.0)),
+            day("2026-12-02", 1.0, Some(2.0)),
+        ];
+        let msg = energy(&days, &v);
+        assert!(valid_html(&msg), "{msg}");
+        let this = msg.find("<b>This month</b> (2026-12)").expect(&msg);
+        let last = msg.find("<b>Last month</b> (2026-11)").expect(&msg);
+        assert!(this < last, "{msg}");
+        assert!(
+            msg[this..last]
+                .contains("Batteries: 4.00 kWh charged · 1.00 kWh discharged\nPV: 6.00 kWh"),
+            "{msg}"
+        );
+        assert!(msg[last..].contains("(1 of 2 days with data)"), "{msg}");
+        let empty = energy(&[gap("2026-11-30"), gap("2026-12-01")], &v);
+        assert!(
+            empty.contains("<b>This month</b> (2026-12)\nNo data"),
+            "{empty}"
+        );
     }
 
     #[test]

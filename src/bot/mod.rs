@@ -75,13 +75,19 @@ impl Ctx {
         match view {
             "battery" => format::battery(&status),
             "cells" => format::cells(&status),
-            "energy" => match self.readers.energy(&self.read, 2).await {
+            "energy" => match self.readers.energy(&self.read, energy_days()).await {
                 Ok(days) => format::energy(&days, &status),
                 Err(e) => format!("Energy unavailable: {}", telegram::escape(&e.to_string())),
             },
             _ => format::status(&status),
         }
     }
+}
+
+/// The days `/energy` reads: from the first of last month to today.
+fn energy_days() -> u32 {
+    let today = crate::store::read::local_day(chrono::Utc::now());
+    crate::store::energy::days_for_months(today, 2)
 }
 
 fn refresh(view: &str) -> InlineKeyboardMarkup {

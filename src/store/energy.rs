@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Local, NaiveDate, TimeZone};
+use chrono::{DateTime, Datelike, Local, NaiveDate, TimeZone};
 use rusqlite::{named_params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
@@ -567,6 +567,89 @@ impl EnergyDay {
     }
 }
 
+/// The energy of a span (a month, a whole range): each quantity summed over the days that have
+/// it — `None` where no day does, never 0 — and how many days had any data, so a month with
+/// gaps says so.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnergySum {
+    pub charged_kwh: Option<f64>,
+    pub discharged_kwh: Option<f64>,
+    pub pv_kwh: Option<f64>,
+    pub load_kwh: Option<f64>,
+    pub grid_import_kwh: Option<f64>,
+    pub grid_export_kwh: Option<f64>,
+    /// Days of the span with any value.
+    pub days_with_data: u32,
+    /// Days of the span asked about (a month so far counts to today).
+    pub days: u32,
+}
+
+impl EnergySum {
+    /// The sum of `days`.
+    pub fn of(days: &[EnergyDay]) -> EnergySum {
+        let add = |pick: fn(&EnergyDay) -> Option<f64>| -> Option<f64> {
+            let known: Vec<f64> = days.iter().filter_map(pick).collect();
+            (!known.is_empty()).then(|| to_wh(known.iter().sum()))
+        };
+        let has_data = |d: &EnergyDay| {
+            d.charged_kwh.is_some()
+                || d.discharged_kwh.is_some()
+                || d.pv_kwh.is_some()
+                || d.load_kwh.is_some()
+                || d.grid_import_kwh.is_some()
+                || d.grid_export_kwh.is_some()
+        };
+        EnergySum {
+            charged_kwh: add(|d| d.charged_kwh),
+            discharged_kwh: add(|d| d.discharged_kwh),
+            pv_kwh: add(|d| d.pv_kwh),
+            load_kwh: add(|d| d.load_kwh),
+            grid_import_kwh: add(|d| d.grid_import_kwh),
+            grid_export_kwh: add(|d| d.grid_export_kwh),
+            days_with_data: days.iter().filter(|d| has_data(d)).count() as u32,
+            days: days.len() as u32,
+        }
+    }
+}
+
+/// One local month's energy: `2026-12` and the sum of its days.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnergyMonth {
+    pub month: String,
+    #[serde(flatten)]
+    pub sum: EnergySum,
+}
+
+/// `days` (oldest first, consecutive) by local month, oldest first.
+pub fn months(days: &[EnergyDay]) -> Vec<EnergyMonth> {
+    let mut out: Vec<EnergyMonth> = Vec::new();
+    let mut start = 0;
+    for i in 1..=days.len() {
+        let ends = i == days.len() || month_of(days[i].date) != month_of(days[start].date);
+        if ends {
+            out.push(EnergyMonth {
+                month: month_of(days[start].date),
+                sum: EnergySum::of(&days[start..i]),
+            });
+            start = i;
+        }
+    }
+    out
+}
+
+fn month_of(day: NaiveDate) -> String {
+    day.format("%Y-%m").to_string()
+}
+
+/// The days from the first of the month `months - 1` months before `today`'s to `today`.
+pub fn days_for_months(today: NaiveDate, months: u32) -> u32 {
+    let first = today.with_day(1).unwrap_or(today);
+    let from = first
+        .checked_sub_months(chrono::Months::new(months.max(1) - 1))
+        .unwrap_or(first);
+    (today - from).num_days() as u32 + 1
+}
+
 /// The last `days` local days up to `today` (oldest first), every one listed even without data.
 pub fn days(
     conn: &Connection,
@@ -604,4 +687,60 @@ pub fn days(
         }
     }
     Ok(out.into_values().collect())
+}
+
+#[cfg(test)]
+mod month_tests {
+    use super::*;
+
+    fn day(date: &str, charged: Option<f64>, pv: Option<f64>) -> EnergyDay {
+        EnergyDay {
+            date: date.parse().unwrap(),
+            charged_kwh: charged,
+            pv_kwh: pv,
+            ..EnergyDay::default()
+        }
+    }
+
+    #[test]
+    fn months_sum_the_days_that_have_data_and_leave_a_month_without_any_unknown() {
+        let days = [
+            day("2026-10-30", Some(1.5), None),
+            day("2026-10-31", None, None),
+            day("2026-11-01", None, None),
+            day("2026-11-02", None, None),
+            day("2026-12-01", Some(2.0), Some(10.25)),
+            day("2026-12-02", Some(0.5), None),
+        ];
+        let m = months(&days);
+        let names: Vec<&str> = m.iter().map(|m| m.month.as_str()).collect();
+        assert_eq!(names, ["2026-10", "2026-11", "2026-12"]);
+        assert_eq!(m[0].sum.charged_kwh, Some(1.5));
+        assert_eq!(m[0].sum.pv_kwh, None, "no day had PV: unknown, not 0");
+        assert_eq!((m[0].sum.days_with_data, m[0].sum.days), (1, 2));
+        assert_eq!(
+            m[1].sum,
+            EnergySum {
+                days: 2,
+                ..EnergySum::default()
+            },
+            "a gap"
+        );
+        assert_eq!(m[2].sum.charged_kwh, Some(2.5));
+        assert_eq!(m[2].sum.pv_kwh, Some(10.25));
+        let all = EnergySum::of(&days);
+        assert_eq!(
+            (all.charged_kwh, all.days_with_data, all.days),
+            (Some(4.0), 3, 6)
+        );
+    }
+
+    #[test]
+    fn twelve_months_start_on_the_first_of_the_eleventh_month_before() {
+        let today: NaiveDate = "2026-12-06".parse().unwrap();
+        assert_eq!(days_for_months(today, 12), 340, "2026-01-01 to 2026-12-06");
+        assert_eq!(days_for_months(today, 1), 6);
+        let march: NaiveDate = "2026-03-31".parse().unwrap();
+        assert_eq!(days_for_months(march, 2), 59, "February and March");
+    }
 }

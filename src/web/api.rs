@@ -19,8 +19,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 
-use super::messages::{ApiError, DaysQuery, EnergyAnswer, Health, HistoryQuery};
+use super::messages::{
+    ApiError, DaysQuery, EnergyAnswer, EnergyMonthsAnswer, EnergyQuery, Health, HistoryQuery,
+};
 use super::AppState;
+use crate::store::energy::{self, EnergySum};
 use crate::store::read::{self, bucket_for, BUCKETS_S};
 use crate::store::StoreError;
 
@@ -102,33 +105,88 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
 
 /// Days `/api/v1/energy` answers without `days=`.
 const ENERGY_DAYS: u32 = 7;
+/// Months `/api/v1/energy?by=month` answers without `months=`, and at most.
+const ENERGY_MONTHS: u32 = 12;
 
+/// A whole number from 1 to `hi` in `value` (`default` without one), or what is wrong with it.
+fn count_param(
+    name: &str,
+    value: Option<&str>,
+    default: u32,
+    hi: u32,
+    unit: &str,
+) -> Result<u32, String> {
+    match value {
+        None => Ok(default),
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=hi).contains(&n) => Ok(n),
+            _ => Err(invalid(
+                name,
+                v,
+                &format!("a whole number of {unit} from 1 to {hi}"),
+            )),
+        },
+    }
+}
+
+/// Energy per local day (`by=day`, the default) or per local month (`by=month`), with the sum;
+/// a day or a month without data has `null`s, never zeros.
 pub async fn energy(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<DaysQuery>,
+    Query(q): Query<EnergyQuery>,
 ) -> Result<Response, StoreError> {
-    let days = match &q.days {
-        None => ENERGY_DAYS,
-        Some(v) => match v.parse::<u32>() {
-            Ok(d) if (1..=MAX_RANGE_DAYS as u32).contains(&d) => d,
-            _ => {
-                return Ok(error(
-                    StatusCode::BAD_REQUEST,
-                    &invalid(
-                        "days",
-                        v,
-                        &format!("a whole number of days from 1 to {MAX_RANGE_DAYS}"),
-                    ),
-                ))
-            }
-        },
+    let by_month = match q.by.as_deref() {
+        None | Some("day") => false,
+        Some("month") => true,
+        Some(other) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                &invalid("by", other, "day or month"),
+            ))
+        }
+    };
+    let days = if by_month {
+        let months = match count_param(
+            "months",
+            q.months.as_deref(),
+            ENERGY_MONTHS,
+            ENERGY_MONTHS,
+            "months",
+        ) {
+            Ok(m) => m,
+            Err(message) => return Ok(error(StatusCode::BAD_REQUEST, &message)),
+        };
+        energy::days_for_months(read::local_day(Utc::now()), months)
+    } else {
+        match count_param(
+            "days",
+            q.days.as_deref(),
+            ENERGY_DAYS,
+            MAX_RANGE_DAYS as u32,
+            "days",
+        ) {
+            Ok(d) => d,
+            Err(message) => return Ok(error(StatusCode::BAD_REQUEST, &message)),
+        }
     };
     let list = state.readers.energy(&state.read, days).await?;
-    let answer = EnergyAnswer {
-        generated_at: Utc::now(),
+    let total = EnergySum::of(&list);
+    let generated_at = Utc::now();
+    if by_month {
+        let months = energy::months(&list);
+        return Ok(Json(EnergyMonthsAnswer {
+            generated_at,
+            months,
+            total,
+        })
+        .into_response());
+    }
+    Ok(Json(EnergyAnswer {
+        generated_at,
         days: list,
-    };
-    Ok(Json(answer).into_response())
+        total,
+    })
+    .into_response())
 }
 
 /// `2026-01-16T21:32:00+02:00`, `2026-01-16` (midnight UTC) or unix seconds, from the year

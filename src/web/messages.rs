@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::store::energy::EnergyDay;
+use crate::store::energy::{EnergyDay, EnergyMonth, EnergySum};
 
 /// `{"error": "…"}`: every refusal of the API, with the words that name the fix.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,11 +22,31 @@ pub enum Health {
     Unhealthy { problems: Vec<String> },
 }
 
-/// `GET /api/v1/energy`: energy per local day, oldest first.
+/// `GET /api/v1/energy` (`by=day`, the default): energy per local day, oldest first, and their
+/// sum.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnergyAnswer {
     pub generated_at: DateTime<Utc>,
     pub days: Vec<EnergyDay>,
+    pub total: EnergySum,
+}
+
+/// `GET /api/v1/energy?by=month`: energy per local month, oldest first (this month so far),
+/// and their sum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnergyMonthsAnswer {
+    pub generated_at: DateTime<Utc>,
+    pub months: Vec<EnergyMonth>,
+    pub total: EnergySum,
+}
+
+/// `?by=day&days=N` (N days, default 7) or `?by=month&months=N` (N months, default 12) of
+/// `/api/v1/energy`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct EnergyQuery {
+    pub by: Option<String>,
+    pub days: Option<String>,
+    pub months: Option<String>,
 }
 
 /// `POST /api/v1/batteries/{n}/switches` as JSON: `{"switch": "charging", "on": false}`.

@@ -683,6 +683,43 @@ fn run_counts_energy_live_and_keeps_it_in_the_database() {
     let (code, body) = http_get(&addr, "/api/v1/energy?days=0");
     assert_eq!(code, 400);
     assert!(body.contains("days=\\\"0\\\""), "{body}");
+    // the sum of the days: today's part only, the days without a count are no data
+    let total: Value = serde_json::from_str::<Value>(&http_get(&addr, "/api/v1/energy?days=3").1)
+        .unwrap()["total"]
+        .clone();
+    assert_eq!(
+        (total["days"].as_u64(), total["days_with_data"].as_u64()),
+        (Some(3), Some(1)),
+        "{total}"
+    );
+    // by month: this month so far, with today's energy in it, and the eleven before as gaps
+    let (code, body) = http_get(&addr, "/api/v1/energy?by=month");
+    assert_eq!(code, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let months = answer["months"].as_array().unwrap();
+    assert_eq!(months.len(), 12, "{body}");
+    let this_month = chrono::Local::now().format("%Y-%m").to_string();
+    assert_eq!(
+        months[11]["month"],
+        this_month.as_str(),
+        "oldest first: {body}"
+    );
+    assert!(
+        months[11]["charged_kwh"].as_f64().is_some_and(|k| k > 0.0),
+        "{body}"
+    );
+    assert!(
+        months[0]["charged_kwh"].is_null() && months[0]["days_with_data"] == 0,
+        "a month without data is a gap: {body}"
+    );
+    for (query, named) in [
+        ("by=week", "by=\\\"week\\\""),
+        ("by=month&months=13", "months=\\\"13\\\""),
+    ] {
+        let (code, body) = http_get(&addr, &format!("/api/v1/energy?{query}"));
+        assert_eq!(code, 400, "{query}: {body}");
+        assert!(body.contains(named), "{query}: {body}");
+    }
 
     run.signal("TERM");
     assert!(run.wait_exit(Duration::from_secs(20)).success());
