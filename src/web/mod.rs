@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod control;
+pub mod energy_page;
 pub mod messages;
 pub mod metrics;
 pub mod pages;
@@ -249,6 +250,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/", get(pages::dashboard))
         .route("/charts", get(pages::charts))
+        .route("/energy", get(energy_page::page))
         .route("/api/v1/events", get(pages::events))
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/batteries", get(api::batteries))

@@ -23,7 +23,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use super::{api, AppState, AUTH_COOKIE};
 use crate::store::Battery;
 
-const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// `(name, content type, body)` of every file in `static/`.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -59,7 +59,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-fn render(t: impl Template) -> Response {
+pub fn render(t: impl Template) -> Response {
     match t.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => {

@@ -47,7 +47,8 @@ fn demo_after_fill(dir: &std::path::Path) -> (Running, String) {
     (jkmon, base)
 }
 
-/// Where screenshots go: `JKMON_SCREENSHOTS` (`docs` refreshes the README's), else
+/// Where screenshots go: `JKMON_SCREENSHOTS` (`docs/book/src/images` refreshes the book's and
+/// the README's), else
 /// `target/test-artifacts`.
 fn shots() -> PathBuf {
     match std::env::var_os("JKMON_SCREENSHOTS") {
@@ -344,6 +345,69 @@ fn the_dashboard_is_live_in_a_real_browser_and_the_history_page_draws() {
     assert_ne!(after["width"], before["width"]);
     fits_a_phone(&mut page);
     page.screenshot(&shots().join("history-phone.png"));
+
+    // the energy page: bars per day and per month, each chart with its total; the days
+    // before fill-demo's week are gaps, not zeros
+    page.viewport(1280, 900, false);
+    page.navigate(&format!("{base}/energy"));
+    let energy = page.eval(
+        r##"(() => { const sec = (id) => Array.from(document.querySelectorAll("#" + id + " section")).map(s => ({
+               title: s.querySelector("h3").firstChild.textContent.trim(),
+               total: s.querySelector("h3 .sub").textContent,
+               bars: s.querySelectorAll("rect.bar").length,
+               gaps: s.querySelectorAll("rect.gap").length,
+               tip: (s.querySelector("rect.bar title") || {}).textContent }));
+             return { days: sec("energy-days"), months: sec("energy-months"),
+                      current: (document.querySelector('nav a[aria-current="page"]') || {}).textContent,
+                      connection: !!document.getElementById("connection") }; })()"##,
+    );
+    assert_eq!(energy["current"], "Energy", "{energy}");
+    assert_eq!(
+        energy["connection"], false,
+        "a page that is not live says nothing of a link"
+    );
+    let days = energy["days"].as_array().unwrap();
+    let titles: Vec<&str> = days.iter().map(|c| c["title"].as_str().unwrap()).collect();
+    assert_eq!(
+        titles,
+        [
+            "Battery in",
+            "Battery out",
+            "PV",
+            "Load",
+            "Grid import",
+            "Grid export"
+        ]
+    );
+    let battery_in = &days[0];
+    let slots = battery_in["bars"].as_u64().unwrap() + battery_in["gaps"].as_u64().unwrap();
+    assert_eq!(slots, 30, "{battery_in}");
+    // fill-demo wrote 8 days (and today runs): those have bars, the weeks before are gaps
+    assert!(
+        (8..=10).contains(&battery_in["bars"].as_u64().unwrap()),
+        "{battery_in}"
+    );
+    assert!(battery_in["gaps"].as_u64().unwrap() >= 20, "{battery_in}");
+    assert!(
+        battery_in["total"].as_str().unwrap().ends_with(" kWh"),
+        "{battery_in}"
+    );
+    assert!(
+        battery_in["tip"].as_str().unwrap().contains(" kWh"),
+        "{battery_in}"
+    );
+    let months = energy["months"].as_array().unwrap();
+    let month_slots = months[0]["bars"].as_u64().unwrap() + months[0]["gaps"].as_u64().unwrap();
+    assert_eq!(month_slots, 12, "{}", months[0]);
+    assert!(
+        (1..=2).contains(&months[0]["bars"].as_u64().unwrap()),
+        "{}",
+        months[0]
+    );
+    page.screenshot(&shots().join("energy.png"));
+    page.viewport(390, 844, true);
+    fits_a_phone(&mut page);
+    page.screenshot(&shots().join("energy-phone.png"));
 }
 
 /// The battery card with control on: the switches as the BMS reports them, a form that asks
