@@ -119,7 +119,7 @@ mkdir -p "$CROSS_DIR"
 cross=$!
 trap 'kill "$cross" 2>/dev/null || true' EXIT
 
-stage "cargo test --all-targets (run; the arm64 build goes on beside it)"
+stage "cargo test --all-targets (run; the Raspberry Pi builds go on beside it)"
 cargo test --all-targets
 
 # Then each runs under qemu-user: it decodes a captured frame exactly as this machine's build
