@@ -600,16 +600,7 @@ fn decode_jk02(f: &[u8], l: &Jk02Layout) -> CellInfo {
         discharging_enabled: Some(read_u8(f, l.discharge_mosfet) != 0),
         heating: Some(read_u8(f, l.heating) != 0),
         extended: if l.variant == Variant::Jk02_32s {
-            let dry = read_u8(f, extended::DRY_CONTACTS);
-            Extended {
-                precharging: Some(read_u8(f, extended::PRECHARGING) != 0),
-                heating_current_ma: Some(i32::from(read_i16(f, extended::HEATING_CURRENT))),
-                charge_status: ChargeStatus::from_byte(read_u8(f, extended::CHARGE_STATUS)),
-                dry_contacts: Some(DryContacts {
-                    dry1: dry & 0b010 != 0,
-                    dry2: dry & 0b100 != 0,
-                }),
-            }
+            read_extended(f)
         } else {
             Extended::default()
         },
@@ -620,6 +611,21 @@ fn decode_jk02(f: &[u8], l: &Jk02Layout) -> CellInfo {
         uptime_s: Some(read_u32(f, l.runtime)),
         bms_cell_avg_uv: Some(u32::from(read_u16(f, l.cell_avg)) * 1000),
         bms_cell_delta_uv: Some(u32::from(read_u16(f, l.cell_delta)) * 1000),
+    }
+}
+
+/// The last values of a JK02_32S frame, as the bytes say them (the firmware rules come after,
+/// in [`CellInfo::keep_what_the_firmware_fills`]).
+fn read_extended(f: &[u8]) -> Extended {
+    let dry = read_u8(f, extended::DRY_CONTACTS);
+    Extended {
+        precharging: Some(read_u8(f, extended::PRECHARGING) != 0),
+        heating_current_ma: Some(i32::from(read_i16(f, extended::HEATING_CURRENT))),
+        charge_status: ChargeStatus::from_byte(read_u8(f, extended::CHARGE_STATUS)),
+        dry_contacts: Some(DryContacts {
+            dry1: dry & 0b010 != 0,
+            dry2: dry & 0b100 != 0,
+        }),
     }
 }
 
