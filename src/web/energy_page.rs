@@ -89,8 +89,7 @@ pub fn chart(
             }
         })
         .collect();
-    let sums: Vec<EnergySum> = slots.iter().map(|(_, s)| s.clone()).collect();
-    let known: Vec<f64> = sums.iter().filter_map(pick).collect();
+    let known: Vec<f64> = values.iter().flatten().copied().collect();
     let total = (!known.is_empty()).then(|| known.iter().sum::<f64>());
     Chart {
         title,

@@ -229,12 +229,7 @@ fn the_book_builds_without_a_warning() {
         .arg(out_dir.path())
         .output()
         .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{said}");
+    let said = common::succeeded(&out, "mdbook build");
     assert!(
         !said.contains("[WARN]") && !said.contains("[ERROR]"),
         "{said}"

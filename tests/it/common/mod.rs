@@ -43,6 +43,18 @@ pub fn have_program(program: &str, args: &[&str]) -> bool {
     )
 }
 
+/// What a finished program printed (stdout, then stderr), after asserting that it succeeded;
+/// `what` names it in the failure.
+pub fn succeeded(out: &std::process::Output, what: &str) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what} failed:\n{text}");
+    text
+}
+
 /// A TCP port on the loopback that was free a moment ago (for a server a test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
