@@ -28,8 +28,10 @@ cd "$(dirname "$0")/.."
 #   below) by tests/it/package.rs, and checked against Debian policy.
 # - shellcheck: every shell script of the repository (tests/it/deploy.rs).
 # - python3-venv: the virtual environment of the real Home Assistant (below).
+# - influxdb (1.6, influxd): the real InfluxDB of tests/it/influx.rs, started there on a free
+#   loopback port with its own data directory (the package's own service is not used).
 # Building for this machine needs none: libdbus and SQLite are compiled in.
-PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd python3-seccomp socat mosquitto mosquitto-clients openssl prometheus docker-compose gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user python3-venv debootstrap lintian shellcheck)
+PACKAGES=(dbus-daemon python3-dbusmock libglib2.0-bin chromium python3-yaml systemd python3-seccomp socat mosquitto mosquitto-clients openssl prometheus docker-compose gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user python3-venv debootstrap lintian shellcheck influxdb)
 ARM64=aarch64-unknown-linux-gnu
 ARMHF=armv7-unknown-linux-gnueabihf
 

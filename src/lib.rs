@@ -18,6 +18,7 @@
 //! - [`web`]: the web server: dashboard, JSON API and Prometheus `/metrics`, read-only on the
 //!   store.
 //! - [`mqtt`]: every battery on an MQTT broker, with Home Assistant discovery.
+//! - [`influx`]: every snapshot and inverter poll written to InfluxDB, never in the way.
 //! - [`telemetry`]: the service's own counters (frames decoded and rejected, reconnects).
 //! - [`alerts`]: alert rules with hysteresis (pure) and their notifiers.
 //! - [`telegram`]: Telegram's settings, client, escaping and errors, shared by the bot and
@@ -38,6 +39,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod influx;
 pub mod inverter;
 pub mod mqtt;
 pub mod protocol;

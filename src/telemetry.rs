@@ -5,9 +5,13 @@
 //! Sessions report running totals per connection; this turns them into counters that only
 //! grow, across reconnections.
 //!
+//! It also holds the InfluxDB sink's counters (points written, dropped, refused), which the
+//! sink counts and `/metrics` shows.
+//!
 //! Layer 4: may use `battery` (the sessions' events, `battery::link`); not `session`.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::battery::link::{EventKind, SessionEvent, State};
 
@@ -36,6 +40,37 @@ pub struct Telemetry {
     links: Mutex<Vec<LinkCounters>>,
     /// When the service started, in seconds since the epoch.
     pub started_s: f64,
+    /// The InfluxDB sink's counters, where `INFLUX_URL` turned it on.
+    pub influx: Option<Arc<SinkCounters>>,
+}
+
+/// What the InfluxDB sink did, as counters that only grow (and the points waiting now).
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    /// Points made from snapshots and polls.
+    pub made: AtomicU64,
+    /// Points InfluxDB took.
+    pub written: AtomicU64,
+    /// Points dropped because the buffer was full (the oldest first).
+    pub dropped: AtomicU64,
+    /// Points InfluxDB refused as malformed (never sent again).
+    pub rejected: AtomicU64,
+    /// Writes that failed (InfluxDB away or refusing the configuration).
+    pub failed_writes: AtomicU64,
+    /// Points in the buffer now, the batch on its way included.
+    pub waiting: AtomicU64,
+    /// When InfluxDB last took a batch, in ms since the epoch (0: not yet).
+    pub last_written_ms: AtomicU64,
+}
+
+impl SinkCounters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
 }
 
 impl Telemetry {
@@ -68,7 +103,14 @@ impl Telemetry {
             started_s: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
+            influx: None,
         }
+    }
+
+    /// The same, counting for the InfluxDB sink too.
+    pub fn with_influx(mut self) -> Telemetry {
+        self.influx = Some(Arc::default());
+        self
     }
 
     /// One link per battery.

@@ -58,6 +58,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         inverter(&mut r, &config).await;
         telegram(&mut r, &config).await;
         mqtt(&mut r, &config).await;
+        influx(&mut r, &config).await;
     });
     match std::net::TcpListener::bind(config.web.bind) {
         Ok(_) => r.ok("web port", format!("{} is free", config.web.bind)),
@@ -383,6 +384,30 @@ async fn mqtt(r: &mut Report, config: &Config) {
             ),
         ),
         Err(e) => r.fail("MQTT", format!("{}: {e}", mqtt.broker)),
+    }
+}
+
+/// An empty write: InfluxDB checks the credentials, the permission and the database or
+/// bucket, and no point is added.
+async fn influx(r: &mut Report, config: &Config) {
+    use crate::influx::client::{Client, Outcome};
+    let Some(influx) = &config.influx else {
+        r.skip("InfluxDB", "not configured (INFLUX_URL is empty)");
+        return;
+    };
+    match Client::new(influx).check().await {
+        Outcome::Written => r.ok(
+            "InfluxDB",
+            format!("jkmon may write to the {}", influx.describe()),
+        ),
+        Outcome::Refused(refusal) => r.fail("InfluxDB", refusal.to_string()),
+        Outcome::Away(why) | Outcome::Rejected(why) => r.fail(
+            "InfluxDB",
+            format!(
+                "{}: {why} (is InfluxDB running, and INFLUX_URL its address?)",
+                influx.url
+            ),
+        ),
     }
 }
 

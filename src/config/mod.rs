@@ -9,6 +9,7 @@ mod bms;
 pub mod control;
 pub mod devices_file;
 mod env;
+mod influx;
 mod inverter;
 pub mod mqtt;
 mod store;
@@ -136,6 +137,17 @@ pub const VARIABLES: &[&str] = &[
     "MQTT_CA_FILE",
     "MQTT_CLIENT_ID",
     "MQTT_STATE_SEC",
+    "INFLUX_URL",
+    "INFLUX_DATABASE",
+    "INFLUX_RETENTION_POLICY",
+    "INFLUX_USER",
+    "INFLUX_PASSWORD",
+    "INFLUX_BUCKET",
+    "INFLUX_ORG",
+    "INFLUX_TOKEN",
+    "INFLUX_INTERVAL",
+    "INFLUX_BUFFER_POINTS",
+    "INFLUX_GZIP",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +180,8 @@ pub struct Config {
     pub alert_every: Duration,
     /// `MQTT_URL` set: publish to that broker.
     pub mqtt: Option<crate::mqtt::MqttConfig>,
+    /// `INFLUX_URL` set: write the snapshots and polls to that InfluxDB.
+    pub influx: Option<crate::influx::InfluxConfig>,
     /// `INVERTER_TRANSPORT=dongle` and its variables: the inverter jkmon reads itself.
     pub inverter: Option<crate::transport::inverter::InverterConfig>,
     /// `JK_BMS_CONTROL`: which batteries jkmon may switch (none by default).
@@ -419,6 +433,7 @@ impl Config {
             notify: alerts::notify(&env)?,
             alert_every: alerts::check_every(&env)?,
             mqtt,
+            influx: influx::influx(&env)?,
             inverter: inverter::inverter(&env)?,
             control: control::control(&env)?,
             devices_file: env

@@ -5,7 +5,7 @@ use super::{Parts, EXIT_WATCHDOG};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use chrono::{Local, Utc};
+use chrono::{DateTime, Local, Utc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -84,11 +84,18 @@ impl Parts {
 
     /// One session event to everything that follows the batteries; never waits.
     pub(super) fn route(&self, event: &SessionEvent, liveness: Liveness) {
-        if let (Some(live), EventKind::Snapshot { snapshot, .. }) = (&self.live, &event.kind) {
-            live.record(event.battery + 1, Arc::clone(snapshot), Utc::now());
+        // one time for the snapshot everywhere: the store, the live views and InfluxDB agree
+        let now = Utc::now();
+        if let EventKind::Snapshot { snapshot, .. } = &event.kind {
+            if let Some(live) = &self.live {
+                live.record(event.battery + 1, Arc::clone(snapshot), now);
+            }
+            if let Some(influx) = &self.influx {
+                influx.record(event.battery, snapshot, now);
+            }
         }
         if let Some(w) = &self.writer {
-            w.send(message(event, liveness));
+            w.send(message(event, liveness, now));
         }
         if let Some(t) = &self.telemetry {
             t.record(event);
@@ -101,6 +108,9 @@ impl Parts {
 
     /// One inverter poller event to the MQTT feed and the writer (its row, its state).
     pub(super) fn route_inverter(&self, event: InverterEvent) {
+        if let (Some(influx), InverterEvent::Poll(poll)) = (&self.influx, &event) {
+            influx.record_inverter(poll);
+        }
         if let Some(f) = &self.feed {
             let energy_today = self.live.as_ref().and_then(Live::inverter_energy);
             f.record_inverter(&event, energy_today);
@@ -126,13 +136,13 @@ impl Parts {
 }
 
 /// The writer's view of a session event.
-pub(super) fn message(event: &SessionEvent, liveness: Liveness) -> Message {
+pub(super) fn message(event: &SessionEvent, liveness: Liveness, now: DateTime<Utc>) -> Message {
     let position = event.battery + 1;
     match &event.kind {
         EventKind::Snapshot { snapshot, .. } => Message::Snapshot {
             position,
             snapshot: snapshot.clone(),
-            taken_at: Local::now(),
+            taken_at: now.with_timezone(&Local),
         },
         EventKind::State { state, detail, .. } => Message::State {
             position,

@@ -130,6 +130,8 @@ struct Parts {
     telemetry: Option<Arc<Telemetry>>,
     feed: Option<Feed>,
     live: Option<Live>,
+    /// The InfluxDB sink's handle, where `INFLUX_URL` turned it on.
+    influx: Option<crate::influx::Sink>,
 }
 
 /// Runs the service until `stop` is cancelled or a component fails. The order matters: the
@@ -160,9 +162,13 @@ pub async fn run(
     let (slots, write_receivers) = control_slots(&config, &store_batteries, components.sessions);
     let controller = Controller::new(slots, writer.as_ref().and_then(Writer::sender));
     log_control(&controller, components.sessions, components.demo_inverter);
-    let telemetry = components
-        .sessions
-        .then(|| Arc::new(telemetry_for(&config, &batteries)));
+    let telemetry = components.sessions.then(|| {
+        let t = telemetry_for(&config, &batteries);
+        Arc::new(match config.influx {
+            Some(_) => t.with_influx(),
+            None => t,
+        })
+    });
     // what the MQTT publisher reads; nothing is kept for it when MQTT is off
     let feed = (config.mqtt.is_some() && components.sessions).then(|| Feed::new(batteries.len()));
     let views = Views {
@@ -172,7 +178,7 @@ pub async fn run(
         telemetry: telemetry.clone(),
     };
     let web = start_web(&config, &components, &views, &stop);
-    let side_tasks = start_side_tasks(
+    let mut side_tasks = start_side_tasks(
         &config,
         &components,
         &views,
@@ -180,6 +186,11 @@ pub async fn run(
         feed.as_ref(),
         &stop,
     )?;
+    let influx =
+        start_influx(&config, telemetry.as_deref(), &batteries, &stop).map(|(sink, task)| {
+            side_tasks.push(task);
+            sink
+        });
     let inverter = match components.sessions {
         true => start_inverter(&config, &components, &stop).await?,
         false => None,
@@ -201,6 +212,7 @@ pub async fn run(
         telemetry,
         feed,
         live,
+        influx,
     };
     parts.run(&config, &components, &stop).await
 }
@@ -235,6 +247,25 @@ fn prepare(config: &mut Config, components: &Components) -> anyhow::Result<Vec<B
         ));
     }
     Ok(batteries)
+}
+
+/// The InfluxDB sink, where `INFLUX_URL` turned it on and this process runs the sessions (its
+/// counters are in `telemetry`).
+fn start_influx(
+    config: &Config,
+    telemetry: Option<&Telemetry>,
+    batteries: &[BatteryConfig],
+    stop: &CancellationToken,
+) -> Option<(crate::influx::Sink, JoinHandle<()>)> {
+    let influx = config.influx.as_ref()?;
+    let counters = telemetry?.influx.clone()?;
+    let names = batteries.iter().map(|b| b.name.clone()).collect();
+    Some(crate::influx::start(
+        influx,
+        names,
+        counters,
+        stop.child_token(),
+    ))
 }
 
 /// The web server, where this run serves it.

@@ -29,7 +29,7 @@ use crate::report::json::SnapshotJson;
 use crate::store::energy::EnergyView;
 use crate::store::read::{BatteryView, StatusView};
 use crate::store::StoreError;
-use crate::telemetry::{LinkCounters, Telemetry};
+use crate::telemetry::{LinkCounters, SinkCounters, Telemetry};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -319,8 +319,11 @@ pub fn render(
     if let Some(p) = &status.poller {
         inverter(&mut out, p);
     }
-    if telemetry.is_some() {
+    if let Some(t) = telemetry {
         link_counters(&mut out, &links);
+        if let Some(sink) = &t.influx {
+            influx(&mut out, sink);
+        }
     }
     if let Some(p) = process {
         process_metrics(&mut out, p);
@@ -687,6 +690,62 @@ fn link_counters(out: &mut Out, links: &[LinkCounters]) {
                 _ => out.sample(name, &[("link", &l.link)], v),
             }
         }
+    }
+}
+
+/// The InfluxDB sink's counters (where `INFLUX_URL` turned it on).
+fn influx(out: &mut Out, c: &SinkCounters) {
+    let get = SinkCounters::get;
+    for (name, kind, help, v) in [
+        (
+            "jkmon_influx_points_made_total",
+            "counter",
+            "Points made from snapshots and polls for InfluxDB.",
+            get(&c.made),
+        ),
+        (
+            "jkmon_influx_points_written_total",
+            "counter",
+            "Points InfluxDB took.",
+            get(&c.written),
+        ),
+        (
+            "jkmon_influx_points_dropped_total",
+            "counter",
+            "Points dropped, the oldest first, because the buffer (INFLUX_BUFFER_POINTS) was full.",
+            get(&c.dropped),
+        ),
+        (
+            "jkmon_influx_points_rejected_total",
+            "counter",
+            "Points InfluxDB refused as malformed (not sent again).",
+            get(&c.rejected),
+        ),
+        (
+            "jkmon_influx_failed_writes_total",
+            "counter",
+            "Writes that failed: InfluxDB away, or refusing the configuration.",
+            get(&c.failed_writes),
+        ),
+        (
+            "jkmon_influx_points_waiting",
+            "gauge",
+            "Points waiting for InfluxDB.",
+            get(&c.waiting),
+        ),
+    ] {
+        out.family(name, kind, help);
+        out.sample(name, &[], v as f64);
+    }
+    let last = get(&c.last_written_ms);
+    if last > 0 {
+        let name = "jkmon_influx_last_write_timestamp_seconds";
+        out.family(
+            name,
+            "gauge",
+            "When InfluxDB last took a batch (Unix time).",
+        );
+        out.sample(name, &[], last as f64 / 1000.0);
     }
 }
 

@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["session"],
     &["store", "telemetry"],
     &["control", "demo"],
-    &["web", "bot", "alerts", "mqtt"],
+    &["web", "bot", "alerts", "mqtt", "influx"],
     &["config"],
     &["service"],
     &["cli"],
@@ -256,6 +256,7 @@ const SIMULATOR_NEVER_IN: &[&str] = &[
     "bot",
     "alerts",
     "mqtt",
+    "influx",
 ];
 
 #[test]

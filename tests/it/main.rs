@@ -15,6 +15,7 @@ mod devices_yaml;
 mod docs;
 mod energy;
 mod env_example;
+mod influx;
 mod inverter;
 mod layers;
 mod metrics;

@@ -153,6 +153,7 @@ pub mod bluez;
 pub mod browser;
 pub mod fake_telegram;
 pub mod home_assistant;
+pub mod influx;
 pub mod mqtt;
 pub mod process;
 pub mod prometheus;
