@@ -55,6 +55,8 @@ pub struct SinkCounters {
     pub dropped: AtomicU64,
     /// Points InfluxDB refused as malformed (never sent again).
     pub rejected: AtomicU64,
+    /// Bytes of the bodies InfluxDB took (as sent: compressed where gzip is on).
+    pub sent_bytes: AtomicU64,
     /// Writes that failed (InfluxDB away or refusing the configuration).
     pub failed_writes: AtomicU64,
     /// Points in the buffer now, the batch on its way included.

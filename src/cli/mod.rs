@@ -78,7 +78,8 @@ pub enum Command {
     /// with the reasons otherwise (Docker's HEALTHCHECK uses it).
     Healthcheck(HealthcheckArgs),
     /// Check what jkmon needs — configuration, database, D-Bus and Bluetooth, every configured
-    /// BMS in a short scan, the Telegram token, the web port — and say how to fix each failure.
+    /// BMS in a short scan, the inverter, the Telegram token, the MQTT broker, InfluxDB's write
+    /// permission, the web port — and say how to fix each failure.
     Doctor(DoctorArgs),
     /// Play a simulated BMS on a serial port (one end of a `socat` pty pair): `serial` answers
     /// 4E 57 requests, `rs485` is a JK-PB network of packs, with `--master` a polling master.

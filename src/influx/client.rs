@@ -119,18 +119,22 @@ impl Client {
         &self.write_url
     }
 
-    /// Writes `body` (lines, each ending in a line break).
-    pub async fn write(&self, body: &str) -> Outcome {
+    /// Writes `body` (lines, each ending in a line break): what it came to, and the bytes
+    /// sent.
+    pub async fn write(&self, body: &str) -> (Outcome, usize) {
         let mut request = self
             .http
             .post(self.write_url.clone())
             .header(CONTENT_TYPE, "text/plain; charset=utf-8");
         request = self.authorize(request);
-        request = match self.gzip.then(|| gzip(body.as_bytes())).flatten() {
-            Some(compressed) => request.header(CONTENT_ENCODING, "gzip").body(compressed),
-            None => request.body(body.to_string()),
+        let (request, sent) = match self.gzip.then(|| gzip(body.as_bytes())).flatten() {
+            Some(compressed) => {
+                let n = compressed.len();
+                (request.header(CONTENT_ENCODING, "gzip").body(compressed), n)
+            }
+            None => (request.body(body.to_string()), body.len()),
         };
-        self.answer(request.send().await).await
+        (self.answer(request.send().await).await, sent)
     }
 
     /// Whether InfluxDB is there and lets jkmon write: an empty write, which checks the
@@ -253,6 +257,17 @@ pub fn classify(status: u16, message: &str, v2: bool) -> Outcome {
             },
         ),
         _ if lower.contains("retention policy") => refuse("INFLUX_RETENTION_POLICY", String::new()),
+        400 if lower.contains("field type conflict") => {
+            let var = if v2 {
+                "INFLUX_BUCKET"
+            } else {
+                "INFLUX_DATABASE"
+            };
+            Outcome::Rejected(format!(
+                "InfluxDB answered {status}: {message} — another program wrote these fields with another type: give jkmon a {} of its own ({var})",
+                if v2 { "bucket" } else { "database" }
+            ))
+        }
         400 | 413 | 422 => Outcome::Rejected(format!("InfluxDB answered {status}: {message}")),
         408 | 429 | 500..=599 => Outcome::Away(format!("InfluxDB answered {status}: {message}")),
         _ => refuse("INFLUX_URL", String::new()),

@@ -167,7 +167,8 @@ impl Sink {
             at.timestamp_millis().div_euclid(self.every_ms)
         };
         let mut last = self.last_slot.lock().expect("influx slots");
-        if last.get(&who).is_some_and(|l| *l >= slot) {
+        // another interval, later or (the clock set back) earlier
+        if last.get(&who) == Some(&slot) {
             return false;
         }
         last.insert(who, slot);
@@ -228,11 +229,16 @@ pub fn start(
         said: None,
         away_since: None,
         current: None,
+        rejected_said: None,
+    };
+    let pace = if config.every.is_zero() {
+        "every snapshot".to_string()
+    } else {
+        format!("a point every {} s", config.every.as_secs_f64())
     };
     tracing::info!(
-        "influx: writing to {} every {:.0} s (INFLUX_INTERVAL), up to {} points waiting",
+        "influx: writing to the {} ({pace}, INFLUX_INTERVAL), up to {} points waiting",
         config.describe(),
-        config.every.as_secs_f64(),
         config.buffer_points
     );
     (sink, tokio::spawn(writer.run(stop)))
@@ -250,6 +256,8 @@ struct Writer {
     away_since: Option<Instant>,
     /// The batch on its way: taken from the queue, not yet settled.
     current: Option<(String, usize)>,
+    /// The kind of refusal of points the log last told.
+    rejected_said: Option<String>,
 }
 
 impl Writer {
@@ -296,10 +304,13 @@ impl Writer {
             let Some((body, _)) = &self.current else {
                 return;
             };
-            let outcome = self.client.write(body).await;
+            let (outcome, sent) = self.client.write(body).await;
             let Some((body, n)) = self.current.take() else {
                 return;
             };
+            if outcome == Outcome::Written {
+                SinkCounters::add(&self.shared.counters.sent_bytes, sent as u64);
+            }
             let ok = self.settle(outcome, body, n);
             self.shared.counters.waiting.store(
                 self.shared.queue.lock().expect("influx queue").len() as u64,
@@ -320,7 +331,12 @@ impl Writer {
                 queue.lock().expect("influx queue").done();
                 if let Outcome::Rejected(why) = &outcome {
                     SinkCounters::add(&counters.rejected, n as u64);
-                    tracing::error!("influx: {n} points refused, not sent again: {why}");
+                    // said once per kind: the message names the line, which changes each time
+                    let kind: String = why.split(':').take(3).collect();
+                    if self.rejected_said.as_deref() != Some(kind.as_str()) {
+                        tracing::error!("influx: {n} points refused, not sent again (the next such are only counted, in jkmon_influx_points_rejected_total): {why}");
+                        self.rejected_said = Some(kind);
+                    }
                 } else {
                     SinkCounters::add(&counters.written, n as u64);
                     let now_ms = Utc::now().timestamp_millis().max(0) as u64;
@@ -397,5 +413,60 @@ impl Writer {
             "influx: writing again after {:.0} s{lost}",
             since.elapsed().as_secs_f64()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn sink(every: Duration) -> Sink {
+        let config = InfluxConfig {
+            url: reqwest::Url::parse("http://127.0.0.1:8086").unwrap(),
+            api: Api::V1 {
+                database: "jk".into(),
+                retention_policy: None,
+                user: None,
+                password: None,
+            },
+            every,
+            buffer_points: 100,
+            gzip: true,
+        };
+        Sink {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::new(config.buffer_points)),
+                counters: Arc::default(),
+                dropping_said: false.into(),
+            }),
+            names: vec!["A".into()],
+            every_ms: config.every.as_millis() as i64,
+            last_slot: Mutex::default(),
+        }
+    }
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        Utc.timestamp_millis_opt(1_765_000_000_000 + ms).unwrap()
+    }
+
+    #[test]
+    fn the_first_snapshot_of_each_interval_of_the_clock_is_written() {
+        let s = sink(Duration::from_secs(10));
+        let due: Vec<bool> = [0, 3_000, 9_999, 10_000, 25_000, 26_000]
+            .into_iter()
+            .map(|ms| s.due(0, at(ms)))
+            .collect();
+        assert_eq!(due, [true, false, false, true, true, false]);
+        // each battery and the inverter on its own
+        assert!(s.due(1, at(26_000)) && s.due(INVERTER, at(26_000)));
+        // the clock set back (NTP on a Pi without a real-time clock): written, not held back
+        assert!(s.due(0, at(5_000)));
+    }
+
+    #[test]
+    fn with_no_interval_every_snapshot_is_written() {
+        let s = sink(Duration::ZERO);
+        assert!([0, 1, 2, 500].into_iter().all(|ms| s.due(0, at(ms))));
     }
 }

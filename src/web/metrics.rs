@@ -722,6 +722,12 @@ fn influx(out: &mut Out, c: &SinkCounters) {
             get(&c.rejected),
         ),
         (
+            "jkmon_influx_sent_bytes_total",
+            "counter",
+            "Bytes of the writes InfluxDB took, as sent (compressed where INFLUX_GZIP is on).",
+            get(&c.sent_bytes),
+        ),
+        (
             "jkmon_influx_failed_writes_total",
             "counter",
             "Writes that failed: InfluxDB away, or refusing the configuration.",

@@ -155,7 +155,8 @@ fn every_snapshot_reaches_a_real_influxdb_once_across_a_minute_it_is_down() {
             ("INFLUX_INTERVAL", "0"),
         ],
     );
-    run.wait_for_log_ever(LIMIT, "influx: writing to database jk");
+    let line = run.wait_for_log_ever(LIMIT, "influx: writing to the database jk at");
+    assert!(line.contains("(every snapshot, INFLUX_INTERVAL)"), "{line}");
     status_when(&web, |s| s["batteries"][0]["taken_at"].is_string());
     let before = watch(&web, Duration::from_secs(10), Duration::from_millis(500));
     let inverter = status_when(&web, |s| s["inverter_poller"]["polled_at"].is_string())
@@ -207,6 +208,7 @@ fn every_snapshot_reaches_a_real_influxdb_once_across_a_minute_it_is_down() {
             "cycle_count",
             "charge_status",
             "heating_current_a",
+            "precharging",
         ] {
             same(
                 p.get(key),
@@ -215,6 +217,9 @@ fn every_snapshot_reaches_a_real_influxdb_once_across_a_minute_it_is_down() {
             );
         }
         assert_eq!(p["name"], "Simulated BMS");
+        for (contact, key) in [("dry1", "dry_contact_1"), ("dry2", "dry_contact_2")] {
+            same(p.get(key), s.snapshot["dry_contacts"].get(contact), key);
+        }
         let cells: Vec<f64> = all["jkmon_cell"]
             .iter()
             .filter(|c| c["time"].as_i64() == Some(s.taken_ms))
@@ -276,6 +281,33 @@ fn every_snapshot_reaches_a_real_influxdb_once_across_a_minute_it_is_down() {
         slowest(&during) < Duration::from_secs(2),
         "the dashboard waited"
     );
+    the_books_grafana_queries_draw(&influx);
+}
+
+/// Every InfluxQL query of the book's InfluxDB page, as Grafana fills its variables, answers
+/// series from what jkmon wrote.
+fn the_books_grafana_queries_draw(influx: &Influxd) {
+    let page = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/book/src/influxdb.md"),
+    )
+    .unwrap();
+    let queries: Vec<&str> = page
+        .split("```sql\n")
+        .skip(1)
+        .map(|block| block.split("```").next().unwrap().trim())
+        .collect();
+    assert!(queries.len() >= 5, "the book's queries: {queries:?}");
+    for q in queries {
+        let filled = q
+            .replace("$timeFilter", "time > now() - 1h")
+            .replace("$__interval", "10s");
+        let answer = influx.query("jk", &filled, None);
+        let series = answer["results"][0]["series"].as_array();
+        assert!(
+            series.is_some_and(|s| !s.is_empty()),
+            "the book's query drew nothing:\n{q}\n{answer}"
+        );
+    }
 }
 
 #[test]
@@ -303,6 +335,11 @@ fn a_full_buffer_drops_the_oldest_points_and_counts_them() {
     influx.query("", "CREATE DATABASE jk", None);
     let line = run.wait_for_log(LIMIT, "influx: writing again");
     assert!(line.contains("points were dropped meanwhile"), "{line}");
+    assert!(metric(&web, "jkmon_influx_sent_bytes_total") > 0.0);
+    // the sink's families pass Prometheus' own linter
+    let (_, page) = http_get(&web, "/metrics");
+    assert!(page.contains("jkmon_influx_points_dropped_total"), "{page}");
+    prometheus::promtool_accepts(&page);
     run.signal("TERM");
     assert!(run.wait_exit(LIMIT).success());
     let (written, dropped_in_all, _) = run_totals(&mut run);
@@ -470,6 +507,10 @@ fn serve_one(stream: std::net::TcpStream, tx: &mpsc::Sender<Request>, answer: &A
             204 => None,
             401 => Some((401, "unauthorized access")),
             404 => Some((404, "bucket \"jk\" not found")),
+            400 => Some((
+                400,
+                "failure writing points to database: partial write: field type conflict: input field \"soc_pct\" on measurement \"jkmon_battery\" is type integer, already exists as type float dropped=1",
+            )),
             _ => Some((500, "internal error")),
         };
         let response = match message {
@@ -534,9 +575,21 @@ fn the_2x_api_gets_the_token_org_bucket_and_gzip_and_a_refusal_is_told_once() {
             .any(|l| l.starts_with("jkmon_battery,battery=1,name=Simulated\\ BMS")),
         "{text}"
     );
+    // points refused for good (a bucket another program filled with other types): named with
+    // the fix, counted, not sent again, and said once
+    answer.store(400, Ordering::SeqCst);
+    let line = run.wait_for_log(LIMIT, "points refused, not sent again");
+    assert!(
+        line.contains("field type conflict") && line.contains("INFLUX_BUCKET"),
+        "{line}"
+    );
+    for _ in 0..3 {
+        requests.recv_timeout(LIMIT).expect("the next batch");
+    }
     run.signal("TERM");
     assert!(run.wait_exit(LIMIT).success());
     let log = run.stderr_seen.join("\n");
+    assert_eq!(log.matches("points refused").count(), 1, "{log}");
     assert_eq!(log.matches("check INFLUX_TOKEN").count(), 1, "{log}");
     assert!(!log.contains("hunter2"), "the token in the log:\n{log}");
 
