@@ -122,7 +122,7 @@ impl HomeAssistant {
             .to_string();
         let form = format!(
             "grant_type=authorization_code&code={auth_code}&client_id={}",
-            urlencode(&client)
+            super::urlencode(&client)
         );
         let (code, body) = super::process::http(
             &self.addr,
@@ -246,7 +246,7 @@ impl HomeAssistant {
     pub fn history(&self, entity: &str, since: &str) -> Vec<Value> {
         let path = format!(
             "/api/history/period/{}?filter_entity_id={entity}&minimal_response&no_attributes",
-            urlencode(since)
+            super::urlencode(since)
         );
         self.get(&path)
             .as_array()
@@ -292,15 +292,4 @@ fn run_helper(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -105,9 +105,13 @@ impl Influxd {
 
     /// An InfluxQL statement, as `user:password` where given; the JSON answer.
     pub fn query(&self, db: &str, q: &str, user: Option<(&str, &str)>) -> Value {
-        let mut path = format!("/query?epoch=ms&db={db}&q={}", encode(q));
+        let mut path = format!("/query?epoch=ms&db={db}&q={}", super::urlencode(q));
         if let Some((u, p)) = user {
-            path.push_str(&format!("&u={}&p={}", encode(u), encode(p)));
+            path.push_str(&format!(
+                "&u={}&p={}",
+                super::urlencode(u),
+                super::urlencode(p)
+            ));
         }
         let method = if q.starts_with("SELECT") || q.starts_with("SHOW") {
             "GET"
@@ -176,15 +180,4 @@ fn request(addr: &str, method: &str, path: &str) -> (u16, String) {
     let code = answer.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     (code, body.to_string())
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

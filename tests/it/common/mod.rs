@@ -55,6 +55,18 @@ pub fn succeeded(out: &std::process::Output, what: &str) -> String {
     text
 }
 
+/// `s` percent-encoded for a URL's query (every byte but the unreserved ones).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A TCP port on the loopback that was free a moment ago (for a server a test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
