@@ -1,5 +1,5 @@
-//! The fan-out: every session and inverter event to the writer, the counters and the MQTT
-//! feed, without ever holding the sessions up; and the watch over every part.
+//! The fan-out: every session and inverter event to the writer, the counters, the MQTT feed
+//! and the InfluxDB sink, without ever holding the sessions up; and the watch over every part.
 
 use super::{Parts, EXIT_WATCHDOG};
 use std::process::ExitCode;
@@ -16,7 +16,7 @@ use crate::store::live::Live;
 use crate::store::writer::Message;
 
 impl Parts {
-    /// Hands every session event to the writer, the counters and the MQTT feed, and watches
+    /// Hands every session event to the writer, the counters, MQTT and InfluxDB, and watches
     /// the parts, until `stop` or a part fails. Returns the exit code, or why it failed.
     pub(super) async fn fan_out(
         &mut self,
@@ -106,7 +106,7 @@ impl Parts {
         }
     }
 
-    /// One inverter poller event to the MQTT feed and the writer (its row, its state).
+    /// One inverter poller event to InfluxDB, the MQTT feed and the writer (its row, its state).
     pub(super) fn route_inverter(&self, event: InverterEvent) {
         if let (Some(influx), InverterEvent::Poll(poll)) = (&self.influx, &event) {
             influx.record_inverter(poll);
