@@ -109,6 +109,15 @@ impl<'a> Env<'a> {
     }
 }
 
+/// A switch: `true`/`false` (also 1/0, yes/no, on/off, any case).
+pub fn flag(var: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(invalid(var, value, "expected true or false")),
+    }
+}
+
 /// The error for `var=value`.
 pub fn invalid(var: &'static str, value: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {

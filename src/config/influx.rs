@@ -1,7 +1,7 @@
 //! The InfluxDB variables: `INFLUX_URL` turns the sink on; `INFLUX_DATABASE` (1.x, and the
 //! v1-compatible endpoint of newer servers) or `INFLUX_BUCKET` (2.x, 3.x) says where to write.
 
-use super::env::{invalid, Env};
+use super::env::{flag, invalid, Env};
 use super::ConfigError;
 use crate::influx::{Api, InfluxConfig, DEFAULT_BUFFER_POINTS, DEFAULT_EVERY};
 
@@ -35,11 +35,7 @@ pub fn influx(env: &Env) -> Result<Option<InfluxConfig>, ConfigError> {
         .unwrap_or(DEFAULT_BUFFER_POINTS);
     let gzip = match env.get("INFLUX_GZIP") {
         None => true,
-        Some(v) => match v.to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => true,
-            "0" | "false" | "no" | "off" => false,
-            _ => return Err(invalid("INFLUX_GZIP", &v, "expected true or false")),
-        },
+        Some(v) => flag("INFLUX_GZIP", &v)?,
     };
     Ok(Some(InfluxConfig {
         url,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use percent_encoding::percent_decode_str;
 
-use super::env::invalid;
+use super::env::{flag, invalid};
 use super::ConfigError;
 use crate::mqtt::{Broker, MqttConfig};
 
@@ -83,14 +83,6 @@ fn topic(var: &'static str, value: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(value.to_string())
-}
-
-fn flag(var: &'static str, value: &str) -> Result<bool, ConfigError> {
-    match value.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(invalid(var, value, "expected true or false")),
-    }
 }
 
 /// `MQTT_STATE_SEC`'s default: a battery's state at most every 5 s.
